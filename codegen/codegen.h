@@ -1,0 +1,158 @@
+/* codegen: lowering of a scheduled graph to LLVM IR, micro-kernels, vector
+ * math, the JIT and ahead-of-time objects. Every file of codegen/ declares
+ * what it exports here, under a banner naming it. */
+#ifndef KILN_CODEGEN_H
+#define KILN_CODEGEN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include "ir/ir.h"
+#include <llvm-c/Orc.h>
+#include "runtime/rt.h"
+
+/* One LLVM module being built, with the types every emitter needs. */
+typedef struct CgCtx {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTargetMachineRef tm;   /* the target: CPU name and features */
+  int vbits;                 /* widest vector register in bits: 256 AVX2, 512 AVX-512, 128 SSE/NEON */
+  LLVMOrcThreadSafeContextRef tsc; /* non-NULL: a JIT module, ctx belongs to this thread-safe context */
+  LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
+} CgCtx;
+
+/* Lanes of a vector register for an element of `bytes` bytes (8 floats on AVX2). */
+static inline int cg_lanes(const CgCtx *c, int bytes) { return c->vbits / (8 * bytes); }
+
+/* cgctx.c */
+int cg_ctx_init(CgCtx *c, const char *module_name, const char *triple,
+                const char *cpu, const char *features, char *err, int errlen);
+int cg_ctx_init_jit(CgCtx *c, const char *module_name, char *err, int errlen); /* host target, module for cg_jit_add */
+void cg_ctx_dispose(CgCtx *c);   /* the module too, unless handed to the JIT */
+void cg_init_llvm(void);         /* targets and the fatal error handler, once per process */
+LLVMValueRef cg_intrinsic(CgCtx *c, const char *name, LLVMTypeRef *overload,
+                          int noverload, LLVMValueRef *args, int nargs);
+LLVMValueRef cg_splat(CgCtx *c, LLVMValueRef scalar, int lanes);
+LLVMValueRef cg_declare_rt(CgCtx *c, const char *name); /* runtime entry, see runtime/rt.h */
+typedef struct CgRtEntry {
+  const char *name;
+  const char *sig;           /* return type then parameters: v p i l f d */
+  void *addr;
+} CgRtEntry;
+const CgRtEntry *cg_rt_entry(int i); /* the i-th runtime entry, NULL past the last */
+
+/* emit.c: kernel scaffolding shared by every lowering. A kernel is one
+ * generated function `void kN(ptr regions, i64 batch, i32 nthreads)`; its
+ * parallel part is a task `kN.task(ptr ctx, i64 lo, i64 hi)` run through
+ * rt_parallel_for. */
+struct Graph;
+struct Node;
+struct Value;
+typedef struct CgKernel {
+  CgCtx *c;
+  const struct Graph *g;
+  const struct Node *n;
+  LLVMValueRef fn;          /* the function being emitted */
+  LLVMValueRef regions;     /* ptr: array of REGION_COUNT base pointers */
+  LLVMValueRef batch;       /* i64: the run-time batch */
+  LLVMValueRef nthreads;    /* i32 */
+  LLVMValueRef work;        /* ptr: this node's scratch workspace, or NULL */
+} CgKernel;
+
+typedef struct CgLoop {
+  LLVMBasicBlockRef head, body, exit;
+  LLVMValueRef iv, step;
+} CgLoop;
+
+typedef void (*CgTaskBody)(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user);
+
+LLVMTypeRef cg_elem_type(CgCtx *c, RtDType dt);
+LLVMValueRef cg_i64(CgCtx *c, int64_t v);
+LLVMValueRef cg_size(CgKernel *k, Size s);                     /* a dim at run time */
+LLVMValueRef cg_value_ptr(CgKernel *k, const struct Value *v);  /* where v lives */
+LLVMValueRef cg_gep(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef idx);
+LLVMValueRef cg_for(CgKernel *k, CgLoop *L, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef step);
+void cg_endfor(CgKernel *k, CgLoop *L);
+LLVMValueRef cg_new_kernel(CgKernel *k, const char *name);    /* defines kN, builder in its entry */
+void cg_parallel(CgKernel *k, const char *name, LLVMValueRef nunits, LLVMValueRef grain,
+                 CgTaskBody body, void *user);
+LLVMValueRef cg_grain(CgKernel *k, LLVMValueRef unit_cost);    /* units per chunk from cost */
+
+/* expr.c */
+void cg_expr_kernel(CgKernel *k, const char *task_name);
+void cg_reduce_kernel(CgKernel *k, const char *task_name);
+void cg_row_kernel(CgKernel *k, const char *task_name);
+
+/* kernels.c */
+int cg_matmul_kernel(CgKernel *k);
+int cg_conv_kernel(CgKernel *k, const char *task_name);
+int64_t cg_conv_col_bytes(const Graph *g, const Node *n);
+void cg_pool_kernel(CgKernel *k, const char *task_name);
+void cg_copy_kernel(CgKernel *k);
+
+/* module.c */
+int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);
+int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int errlen);
+
+/* vmath.c: math functions emitted as straight-line IR (no calls, no
+ * branches) at c->b's insertion point. x (and y) are float, double or a
+ * vector of either; the result has x's type. Vector and scalar forms agree
+ * bitwise. Errors are listed in vmath.c. */
+LLVMValueRef cg_vexp(CgCtx *c, LLVMValueRef x);
+LLVMValueRef cg_vexpm1(CgCtx *c, LLVMValueRef x);   /* accurate near 0 */
+LLVMValueRef cg_vlog(CgCtx *c, LLVMValueRef x);
+LLVMValueRef cg_vlog1p(CgCtx *c, LLVMValueRef x);   /* accurate near 0 */
+LLVMValueRef cg_vtanh(CgCtx *c, LLVMValueRef x);
+LLVMValueRef cg_vsigmoid(CgCtx *c, LLVMValueRef x); /* 1 / (1 + exp(-x)), never NaN for finite x */
+LLVMValueRef cg_verf(CgCtx *c, LLVMValueRef x);
+LLVMValueRef cg_vpow(CgCtx *c, LLVMValueRef x, LLVMValueRef y); /* C99 Annex F special cases */
+LLVMValueRef cg_vsin(CgCtx *c, LLVMValueRef x);     /* NaN for |x| > 2^22 (float), 2^30 (double) */
+LLVMValueRef cg_vcos(CgCtx *c, LLVMValueRef x);
+
+/* jit.c */
+typedef struct CgJit CgJit;
+int cg_jit_new(CgJit **out, char *err, int errlen);          /* ORC LLJIT for the host at codegen O3 */
+int cg_optimize(CgCtx *c, int level, char *err, int errlen); /* verify, then "default<O<level>>" */
+int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen);   /* takes c's module; c stays disposable */
+void *cg_jit_lookup(CgJit *j, const char *name);             /* NULL if missing */
+void cg_jit_free(CgJit *j);
+
+/* gemm.c: the contraction template (BLIS: packed panels, an MR x NR
+ * register-blocked micro-kernel, cache blocking, an epilogue in registers).
+ *
+ * An epilogue runs on each finished output vector while it is still in
+ * registers (last K block): v = <lanes x T> values of C[b, row, col ..
+ * col+lanes), mask = NULL or an <lanes x i1> of valid lanes. `epi` is the
+ * generated function's `void **epi` argument: the epilogue loads its extra
+ * operands (bias, residual, ...) through it. Returns the vector to store. */
+typedef struct CgEpilogue {
+  LLVMValueRef (*fn)(CgCtx *c, void *user, LLVMValueRef v, LLVMValueRef mask, LLVMValueRef epi,
+                     LLVMValueRef b, LLVMValueRef row, LLVMValueRef col);
+  void *user;
+} CgEpilogue;
+
+typedef struct CgGemmSpec {
+  RtDType dt;            /* RT_F32 (the fast path) or RT_F64 */
+  bool trans_a, trans_b; /* op(A) is M x K, op(B) is K x N: A^T B and A B^T without copies */
+  bool accumulate;       /* C += op(A) op(B) instead of C = */
+  const CgEpilogue *epi; /* NULL: none */
+} CgGemmSpec;
+
+/* Defines (or returns the existing) function `name` in c's module:
+ *   void name(i64 batch, i64 M, i64 N, i64 K,
+ *             const T *A, i64 lda, i64 stride_a, const T *B, i64 ldb, i64 stride_b,
+ *             T *C, i64 ldc, i64 stride_c, void **epi, void *work, i32 nthreads)
+ * computing, for each b < batch, C_b = op(A_b) op(B_b) (+ C_b), then the
+ * epilogue. Row-major, leading dimensions and strides in elements; a stride
+ * of 0 broadcasts (shared weights). Sizes are run-time: one function serves
+ * every shape. nthreads <= 0 means rt_default_threads(). Results are
+ * bit-identical at any thread count. NULL for an unsupported dtype. */
+LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name);
+/* Bytes of `work` (64-byte aligned, caller-owned) the function needs for
+ * these sizes and nthreads (the same value passed to it). */
+int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthreads);
+
+#endif

@@ -1,0 +1,774 @@
+/* The contraction template: C_b = op(A_b) op(B_b) (+ C_b), then an
+ * epilogue, generated as LLVM IR for run-time sizes. The BLIS recipe:
+ *
+ *   for each tile of C (batch item, MT rows, NT columns)     parallel tasks
+ *     for each K block of KC                                 in K order
+ *       pack op(B)'s KC x NT block into NR-column panels      (or use a shared packing)
+ *       pack op(A)'s MT x KC block into MR-row panels
+ *       for each NR panel of B, for each MR panel of A:
+ *         micro-kernel: MR x NR accumulators in vector registers, one FMA
+ *         per accumulator per k, then C (+)= and, on the last K block,
+ *         the epilogue, while the tile is still in registers.
+ *
+ * MR = 6 and NR = two vector registers give 12 accumulators (6x16 floats on
+ * AVX2, 6x32 on AVX-512, 6x8 with 128-bit vectors or for doubles on AVX2);
+ * with two B vectors and one broadcast that is 15 of 16 registers. Packing
+ * zero-pads partial panels, so the micro-kernel always runs full; only its
+ * stores are guarded at the edges (row checks and lane masks).
+ *
+ * Parallelism: tiles are the tasks of rt_parallel_for. Their shape and the
+ * chunk grain come from the problem size only (never the thread count), and
+ * each C element is summed in the same K order whatever tile holds it, so
+ * results are bit-identical at any thread count. Usually B is packed once,
+ * in parallel, into a region of `work` all tiles share; a batch of small
+ * matrices with distinct B instead runs one task per matrix, each packing
+ * its own B. Each running task owns a slot of `work` (its A block, and B
+ * block if private), claimed from a bit mask with an atomic, so nothing
+ * depends on OpenMP thread numbers.
+ *
+ * Work layout (cg_gemm_work_bytes mirrors it):
+ *   [64 bytes: slot mask][shared packed B: ceil64(N) x K][slots: MC x KC of A + KC x NTMAX of B]
+ */
+#include "codegen/codegen.h"
+#include <assert.h>
+#include <llvm-c/DebugInfo.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Blocking, in elements: a KC x NR sliver of B stays in L1, an MC x KC
+ * block of A in L2, a KC x NC panel of B in L3. */
+enum {
+  GEMM_MR = 6,
+  GEMM_KC = 256,
+  GEMM_MC = 144,          /* tallest tile: a multiple of MR */
+  GEMM_NC = 4096,         /* widest tile: a multiple of every NR */
+  GEMM_NR_MAX = 64,       /* NR divides it for every target and dtype */
+  GEMM_MIN_ROWS = 24,     /* shortest tile when splitting rows for parallelism */
+  GEMM_MIN_COLS = 256,    /* narrowest tile when splitting columns: each repacks A */
+  GEMM_MAX_TILES = 32,    /* tiles wanted at most, from the problem size */
+  GEMM_MAX_SLOTS = 64,    /* bits of the slot mask: threads per call */
+  GEMM_HEADER = 64,
+  GEMM_PACK_GRAIN = 1 << 16, /* elements of B packed per chunk */
+};
+/* A chunk worth a parallel task (about 50 us of a core); smaller problems stay on one thread. */
+#define GEMM_TILE_FLOPS 4194304.0
+/* Per matrix, below this a batch with distinct B matrices runs one task per matrix. */
+#define GEMM_PRIVATE_FLOPS 8388608.0
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* ---- work layout, in C (for the caller) ---- */
+
+static int64_t slots_for(int nthreads) {
+  int n = nthreads > 0 ? nthreads : rt_default_threads();
+  return n < 1 ? 1 : n > GEMM_MAX_SLOTS ? GEMM_MAX_SLOTS : n;
+}
+
+static int64_t tile_width_max(int64_t N) {
+  int64_t w = round_up(N, GEMM_NR_MAX);
+  return w < GEMM_NC ? w : GEMM_NC;
+}
+
+int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthreads) {
+  int64_t sz = (int64_t)rt_dtype_size(dt);
+  if (N < 1)
+    N = 1;
+  if (K < 0)
+    K = 0;
+  int64_t shared_b = round_up(round_up(N, GEMM_NR_MAX) * K * sz, 64);
+  int64_t slot = round_up((GEMM_MC + tile_width_max(N)) * GEMM_KC * sz, 64);
+  return GEMM_HEADER + shared_b + slots_for(nthreads) * slot;
+}
+
+/* ---- IR helpers ---- */
+
+/* What every emitter of one gemm function needs. */
+typedef struct Gen {
+  CgCtx *c;
+  LLVMBuilderRef b;
+  const CgGemmSpec *s;
+  const char *name;
+  LLVMTypeRef t, vt;         /* element, <lanes x element> */
+  int sz, lanes, mr, nr, nv; /* nv = nr / lanes vectors per micro-tile row */
+  LLVMTypeRef ctx_t;         /* the tasks' shared context struct */
+  LLVMValueRef micro, pack_a, pack_b, tile, task, bpack;
+} Gen;
+
+static LLVMValueRef k64(Gen *g, int64_t v) { return LLVMConstInt(g->c->t_i64, (unsigned long long)v, 1); }
+static LLVMValueRef add(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(g->b, a, b, ""); }
+static LLVMValueRef sub(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSub(g->b, a, b, ""); }
+static LLVMValueRef mul(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildMul(g->b, a, b, ""); }
+static LLVMValueRef sdiv(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSDiv(g->b, a, b, ""); }
+static LLVMValueRef srem(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSRem(g->b, a, b, ""); }
+static LLVMValueRef lt(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildICmp(g->b, LLVMIntSLT, a, b, ""); }
+static LLVMValueRef eq(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildICmp(g->b, LLVMIntEQ, a, b, ""); }
+static LLVMValueRef emin(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSelect(g->b, lt(g, a, b), a, b, ""); }
+static LLVMValueRef emax(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSelect(g->b, lt(g, a, b), b, a, ""); }
+/* ceil(a / b) for a >= 0, b > 0 */
+static LLVMValueRef cdiv(Gen *g, LLVMValueRef a, LLVMValueRef b) { return sdiv(g, add(g, a, sub(g, b, k64(g, 1))), b); }
+static LLVMValueRef rup(Gen *g, LLVMValueRef a, LLVMValueRef m) { return mul(g, cdiv(g, a, m), m); }
+static LLVMValueRef to_f64(Gen *g, LLVMValueRef v) { return LLVMBuildSIToFP(g->b, v, g->c->t_f64, ""); }
+
+/* &p[i] for elements of T, and for bytes */
+static LLVMValueRef elem(Gen *g, LLVMValueRef p, LLVMValueRef i) { return LLVMBuildGEP2(g->b, g->t, p, &i, 1, ""); }
+static LLVMValueRef byte(Gen *g, LLVMValueRef p, LLVMValueRef i) { return LLVMBuildGEP2(g->b, g->c->t_i8, p, &i, 1, ""); }
+
+static LLVMValueRef load(Gen *g, LLVMTypeRef t, LLVMValueRef p) {
+  LLVMValueRef v = LLVMBuildLoad2(g->b, t, p, "");
+  LLVMSetAlignment(v, g->sz);
+  return v;
+}
+
+static void store(Gen *g, LLVMValueRef v, LLVMValueRef p) {
+  LLVMSetAlignment(LLVMBuildStore(g->b, v, p), g->sz);
+}
+
+/* A counted loop `for (iv = lo; iv < hi; iv += step)`; the body goes
+ * between loop_open and loop_close and may contain other loops. */
+typedef struct Loop {
+  LLVMBasicBlockRef head, exit;
+  LLVMValueRef iv;
+  bool as_written;  /* no vectorizing or unrolling by LLVM: the body is already unrolled */
+} Loop;
+
+static LLVMValueRef loop_open(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+  l->head = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "loop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "body");
+  l->exit = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "done");
+  LLVMBuildBr(g->b, l->head);
+  LLVMPositionBuilderAtEnd(g->b, l->head);
+  l->iv = LLVMBuildPhi(g->b, LLVMTypeOf(lo), "i");
+  l->as_written = false;
+  LLVMAddIncoming(l->iv, &lo, &pre, 1);
+  LLVMBuildCondBr(g->b, lt(g, l->iv, hi), body, l->exit);
+  LLVMPositionBuilderAtEnd(g->b, body);
+  return l->iv;
+}
+
+/* !llvm.loop !{self, !{"llvm.loop.vectorize.enable", false}, !{"llvm.loop.unroll.disable"}} */
+static void keep_as_written(Gen *g, LLVMValueRef latch_br) {
+  LLVMContextRef ctx = g->c->ctx;
+  LLVMMetadataRef self = LLVMTemporaryMDNode(ctx, NULL, 0);
+  LLVMMetadataRef novec[] = {LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
+                             LLVMValueAsMetadata(LLVMConstInt(g->c->t_i1, 0, 0))};
+  LLVMMetadataRef nounroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
+  LLVMMetadataRef ops[] = {self, LLVMMDNodeInContext2(ctx, novec, 2), LLVMMDNodeInContext2(ctx, &nounroll, 1)};
+  LLVMMetadataRef loop = LLVMMDNodeInContext2(ctx, ops, 3);
+  LLVMMetadataReplaceAllUsesWith(self, loop);
+  LLVMSetMetadata(latch_br, LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9), LLVMMetadataAsValue(ctx, loop));
+}
+
+static void loop_close(Gen *g, Loop *l, LLVMValueRef step) {
+  LLVMValueRef next = add(g, l->iv, step);
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
+  LLVMValueRef br = LLVMBuildBr(g->b, l->head);
+  if (l->as_written)
+    keep_as_written(g, br);
+  LLVMAddIncoming(l->iv, &next, &latch, 1);
+  LLVMPositionBuilderAtEnd(g->b, l->exit);
+}
+
+/* if (cond) { ... } [else { ... }]: the builder is in `then` after if_open. */
+typedef struct If {
+  LLVMBasicBlockRef other, end;
+} If;
+
+static void if_open(Gen *g, If *f, LLVMValueRef cond) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "then");
+  f->other = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "else");
+  f->end = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "endif");
+  LLVMBuildCondBr(g->b, cond, then, f->other);
+  LLVMPositionBuilderAtEnd(g->b, then);
+}
+
+static void if_else(Gen *g, If *f) {
+  LLVMBuildBr(g->b, f->end);
+  LLVMPositionBuilderAtEnd(g->b, f->other);
+  f->other = NULL;
+}
+
+static void if_close(Gen *g, If *f) {
+  LLVMBuildBr(g->b, f->end);
+  if (f->other) {
+    LLVMPositionBuilderAtEnd(g->b, f->other);
+    LLVMBuildBr(g->b, f->end);
+  }
+  LLVMPositionBuilderAtEnd(g->b, f->end);
+}
+
+/* An internal function `<name>.<part>` with its entry block, builder in it. */
+static LLVMValueRef new_part(Gen *g, const char *part, LLVMTypeRef ret, LLVMTypeRef *params, int n) {
+  char full[256];
+  snprintf(full, sizeof full, "%s.%s", g->name, part);
+  LLVMValueRef fn = LLVMAddFunction(g->c->mod, full, LLVMFunctionType(ret, params, n, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->c->ctx, fn, "entry"));
+  return fn;
+}
+
+static void add_attr(Gen *g, LLVMValueRef fn, unsigned index, const char *attr) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(attr, strlen(attr));
+  LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(g->c->ctx, kind, 0));
+}
+
+static void set_noalias(Gen *g, LLVMValueRef fn, unsigned param) { add_attr(g, fn, param + 1, "noalias"); }
+
+/* The parts are called once per panel or micro-tile, where a call costs
+ * nothing; inlined, they made LLVM's loop passes take ~20x longer. */
+static void set_noinline(Gen *g, LLVMValueRef fn) { add_attr(g, fn, LLVMAttributeFunctionIndex, "noinline"); }
+
+/* Code that runs once per call or per chunk: not worth the optimizer's
+ * time (about a third of the compile time otherwise). */
+static void set_cold(Gen *g, LLVMValueRef fn) {
+  set_noinline(g, fn);
+  add_attr(g, fn, LLVMAttributeFunctionIndex, "optnone");
+}
+
+static LLVMValueRef call(Gen *g, LLVMValueRef fn, LLVMValueRef *args, int n) {
+  return LLVMBuildCall2(g->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
+}
+
+/* ---- the tasks' context: every argument and derived size ---- */
+
+enum {
+  F_A, F_LDA, F_SA, F_B, F_LDB, F_SB, F_C, F_LDC, F_SC, F_EPI,
+  F_M, F_N, F_K, F_KC, F_NKB, F_MT, F_NT, F_MTILES, F_NTILES,
+  F_B0, F_PRIVATE, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
+  F_COUNT
+};
+
+static bool field_is_ptr(int f) {
+  return f == F_A || f == F_B || f == F_C || f == F_EPI || f == F_PACKED || f == F_MASK || f == F_SLOTS;
+}
+
+static LLVMTypeRef field_type(Gen *g, int f) { return field_is_ptr(f) ? g->c->t_ptr : g->c->t_i64; }
+
+static void make_ctx_type(Gen *g) {
+  LLVMTypeRef fields[F_COUNT];
+  for (int f = 0; f < F_COUNT; f++)
+    fields[f] = field_type(g, f);
+  g->ctx_t = LLVMStructTypeInContext(g->c->ctx, fields, F_COUNT, 0);
+}
+
+static LLVMValueRef get(Gen *g, LLVMValueRef ctx, int f) {
+  return LLVMBuildLoad2(g->b, field_type(g, f), LLVMBuildStructGEP2(g->b, g->ctx_t, ctx, f, ""), "");
+}
+
+static void set(Gen *g, LLVMValueRef ctx, int f, LLVMValueRef v) {
+  LLVMBuildStore(g->b, v, LLVMBuildStructGEP2(g->b, g->ctx_t, ctx, f, ""));
+}
+
+/* ---- packing ---- */
+
+/* One k step of a panel: dst[r] = row r of src (at src + r*rs) for the R
+ * rows, unrolled here. A full panel whose rows are contiguous (rs == 1)
+ * copies whole vectors; an edge panel reads row min(r, valid-1), which is
+ * in bounds, and keeps zero for rows past `valid`. */
+static void pack_step(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef valid,
+                      int R, bool contig_r, bool edge) {
+  if (contig_r && !edge && R % g->lanes == 0) {
+    for (int r = 0; r < R; r += g->lanes)
+      store(g, load(g, g->vt, elem(g, src, k64(g, r))), elem(g, dst, k64(g, r)));
+    return;
+  }
+  for (int r = 0; r < R; r++) {
+    LLVMValueRef row = edge ? emin(g, k64(g, r), sub(g, valid, k64(g, 1))) : k64(g, r);
+    LLVMValueRef v = load(g, g->t, elem(g, src, contig_r ? row : mul(g, row, rs)));
+    if (edge)
+      v = LLVMBuildSelect(g->b, lt(g, k64(g, r), valid), v, LLVMConstNull(g->t), "");
+    store(g, v, elem(g, dst, k64(g, r)));
+  }
+}
+
+/* pack(dst, src, rs, cs, valid, kc): a panel of R rows (R = MR for A, NR
+ * for B) by kc, k-major: dst[k*R + r] = src[r*rs + k*cs] for r < valid, 0
+ * beyond. contig_r: rs is 1 (known at compile time); otherwise cs is. */
+static LLVMValueRef emit_pack(Gen *g, const char *part, int R, bool contig_r) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_i64, c->t_i64, c->t_i64};
+  LLVMValueRef fn = new_part(g, part, c->t_void, p, 6);
+  set_noalias(g, fn, 0);
+  set_noalias(g, fn, 1);
+  LLVMValueRef dst = LLVMGetParam(fn, 0), src = LLVMGetParam(fn, 1);
+  LLVMValueRef rs = contig_r ? k64(g, 1) : LLVMGetParam(fn, 2);
+  LLVMValueRef cs = contig_r ? LLVMGetParam(fn, 3) : k64(g, 1);
+  LLVMValueRef valid = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
+  If full;
+  if_open(g, &full, eq(g, valid, k64(g, R)));
+  for (int edge = 0; edge < 2; edge++) {
+    if (edge)
+      if_else(g, &full);
+    Loop lk;
+    LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc);
+    lk.as_written = true;
+    pack_step(g, elem(g, dst, mul(g, k, k64(g, R))), elem(g, src, mul(g, k, cs)), rs, valid, R, contig_r, edge);
+    loop_close(g, &lk, k64(g, 1));
+  }
+  if_close(g, &full);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+/* ---- the micro-kernel ---- */
+
+enum { MK_AP, MK_BP, MK_KC, MK_CP, MK_LDC, MK_MR, MK_NR, MK_LOADC, MK_LAST, MK_EPI, MK_B, MK_ROW, MK_COL, MK_COUNT };
+
+/* Lanes v*lanes .. of a micro-tile row that are below nr. */
+static LLVMValueRef lane_mask(Gen *g, LLVMValueRef nr, int v) {
+  LLVMValueRef idx[64];
+  for (int j = 0; j < g->lanes; j++)
+    idx[j] = LLVMConstInt(g->c->t_i32, v * g->lanes + j, 0);
+  LLVMValueRef n = cg_splat(g->c, LLVMBuildTrunc(g->b, nr, g->c->t_i32, ""), g->lanes);
+  return LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(idx, g->lanes), n, "mask");
+}
+
+static LLVMValueRef load_c(Gen *g, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask)
+    return load(g, g->vt, p);
+  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
+  LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
+  return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
+}
+
+static void store_c(Gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask) {
+    store(g, v, p);
+    return;
+  }
+  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
+  LLVMValueRef args[] = {v, p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask};
+  cg_intrinsic(g->c, "llvm.masked.store", ov, 2, args, 4);
+}
+
+/* Writes the accumulators to C: C = acc, or C += acc when loadc (a select,
+ * not a branch: one variant less, for one load per vector); then the
+ * epilogue when `last`. An edge tile (!full) skips rows past mr and masks
+ * lanes past nr. */
+static void store_tile(Gen *g, LLVMValueRef fn, LLVMValueRef *acc, bool last, bool full) {
+  LLVMValueRef P[MK_COUNT];
+  for (int i = 0; i < MK_COUNT; i++)
+    P[i] = LLVMGetParam(fn, i);
+  LLVMValueRef masks[8] = {0};
+  for (int v = 0; v < g->nv && !full; v++)
+    masks[v] = lane_mask(g, P[MK_NR], v);
+  for (int i = 0; i < g->mr; i++) {
+    If row_ok;
+    if (!full)
+      if_open(g, &row_ok, lt(g, k64(g, i), P[MK_MR]));
+    LLVMValueRef rowp = elem(g, P[MK_CP], mul(g, k64(g, i), P[MK_LDC]));
+    for (int v = 0; v < g->nv; v++) {
+      LLVMValueRef p = elem(g, rowp, k64(g, v * g->lanes)), x = acc[i * g->nv + v];
+      LLVMValueRef sum = LLVMBuildFAdd(g->b, x, load_c(g, p, masks[v]), "");
+      x = LLVMBuildSelect(g->b, P[MK_LOADC], sum, x, "");
+      if (last)
+        x = g->s->epi->fn(g->c, g->s->epi->user, x, masks[v], P[MK_EPI], P[MK_B],
+                          add(g, P[MK_ROW], k64(g, i)), add(g, P[MK_COL], k64(g, v * g->lanes)));
+      store_c(g, x, p, masks[v]);
+    }
+    if (!full)
+      if_close(g, &row_ok);
+  }
+}
+
+/* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col):
+ * acc[i][j] = sum_k ap[k*MR + i] * bp[k*NR + j], kept in MR x NR/lanes
+ * vector registers, then stored by one of up to four variants (last with
+ * an epilogue, full tile). */
+static LLVMValueRef emit_micro(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[MK_COUNT] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_ptr, c->t_i64, c->t_i64, c->t_i64,
+                             c->t_i1, c->t_i1, c->t_ptr, c->t_i64, c->t_i64, c->t_i64};
+  LLVMValueRef fn = new_part(g, "micro", c->t_void, p, MK_COUNT);
+  LLVMValueRef ap = LLVMGetParam(fn, MK_AP), bp = LLVMGetParam(fn, MK_BP), kc = LLVMGetParam(fn, MK_KC);
+  int nacc = g->mr * g->nv;
+  LLVMValueRef acc[GEMM_MR * 8], next[GEMM_MR * 8], zero = LLVMConstNull(g->vt);
+  LLVMBasicBlockRef entry = LLVMGetInsertBlock(g->b);
+  LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, fn, "k");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, fn, "fma");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, fn, "store");
+  LLVMBuildBr(g->b, head);
+  LLVMPositionBuilderAtEnd(g->b, head);
+  LLVMValueRef k = LLVMBuildPhi(g->b, c->t_i64, "k");
+  for (int j = 0; j < nacc; j++) {
+    acc[j] = LLVMBuildPhi(g->b, g->vt, "acc");
+    LLVMAddIncoming(acc[j], &zero, &entry, 1);
+  }
+  LLVMValueRef k0 = k64(g, 0);
+  LLVMAddIncoming(k, &k0, &entry, 1);
+  LLVMBuildCondBr(g->b, lt(g, k, kc), body, done);
+
+  LLVMPositionBuilderAtEnd(g->b, body);
+  LLVMValueRef arow = elem(g, ap, mul(g, k, k64(g, g->mr)));
+  LLVMValueRef brow = elem(g, bp, mul(g, k, k64(g, g->nr)));
+  LLVMValueRef bv[8];
+  for (int v = 0; v < g->nv; v++)
+    bv[v] = load(g, g->vt, elem(g, brow, k64(g, v * g->lanes)));
+  for (int i = 0; i < g->mr; i++) {
+    LLVMValueRef a = cg_splat(c, load(g, g->t, elem(g, arow, k64(g, i))), g->lanes);
+    for (int v = 0; v < g->nv; v++) {
+      LLVMValueRef args[] = {a, bv[v], acc[i * g->nv + v]};
+      next[i * g->nv + v] = cg_intrinsic(c, "llvm.fma", &g->vt, 1, args, 3);
+    }
+  }
+  LLVMValueRef k1 = add(g, k, k64(g, 1));
+  LLVMAddIncoming(k, &k1, &body, 1);
+  for (int j = 0; j < nacc; j++)
+    LLVMAddIncoming(acc[j], &next[j], &body, 1);
+  LLVMBuildBr(g->b, head);
+
+  LLVMPositionBuilderAtEnd(g->b, done);
+  LLVMValueRef full = LLVMBuildAnd(g->b, eq(g, LLVMGetParam(fn, MK_MR), k64(g, g->mr)),
+                                   eq(g, LLVMGetParam(fn, MK_NR), k64(g, g->nr)), "");
+  LLVMValueRef sel = LLVMBuildZExt(g->b, full, c->t_i32, "");
+  int nvariants = 2;
+  if (g->s->epi) {
+    LLVMValueRef last = LLVMBuildZExt(g->b, LLVMGetParam(fn, MK_LAST), c->t_i32, "");
+    sel = LLVMBuildOr(g->b, sel, LLVMBuildShl(g->b, last, LLVMConstInt(c->t_i32, 1, 0), ""), "");
+    nvariants = 4;
+  }
+  LLVMBasicBlockRef ret = LLVMAppendBasicBlockInContext(c->ctx, fn, "ret");
+  LLVMValueRef sw = LLVMBuildSwitch(g->b, sel, ret, nvariants);
+  for (int variant = 0; variant < nvariants; variant++) {
+    LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, fn, "variant");
+    LLVMAddCase(sw, LLVMConstInt(c->t_i32, variant, 0), bb);
+    LLVMPositionBuilderAtEnd(g->b, bb);
+    store_tile(g, fn, acc, variant & 2, variant & 1);
+    LLVMBuildBr(g->b, ret);
+  }
+  LLVMPositionBuilderAtEnd(g->b, ret);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+/* ---- tiles ---- */
+
+/* Strides of op(A)(m, k) and op(B)(k, n) along the packed panel's rows
+ * (m for A, n for B) and along k. */
+static void a_strides(Gen *g, LLVMValueRef lda, LLVMValueRef *rs, LLVMValueRef *cs) {
+  *rs = g->s->trans_a ? k64(g, 1) : lda;
+  *cs = g->s->trans_a ? lda : k64(g, 1);
+}
+
+static void b_strides(Gen *g, LLVMValueRef ldb, LLVMValueRef *rs, LLVMValueRef *cs) {
+  *rs = g->s->trans_b ? ldb : k64(g, 1);
+  *cs = g->s->trans_b ? k64(g, 1) : ldb;
+}
+
+/* Packs NR-column panels of op(B)[k0 .. k0+kc, n0 .. n0+nc) at dst, panel
+ * p at dst + p*pstride. */
+static void pack_b_panels(Gen *g, LLVMValueRef ctx, LLVMValueRef Bb, LLVMValueRef dst, LLVMValueRef pstride,
+                          LLVMValueRef k0, LLVMValueRef kc, LLVMValueRef n0, LLVMValueRef nc, LLVMValueRef plo,
+                          LLVMValueRef phi) {
+  LLVMValueRef rs, cs, kNR = k64(g, g->nr);
+  b_strides(g, get(g, ctx, F_LDB), &rs, &cs);
+  Loop l;
+  LLVMValueRef p = loop_open(g, &l, plo, phi);
+  LLVMValueRef n = add(g, n0, mul(g, p, kNR));
+  LLVMValueRef src = elem(g, Bb, add(g, mul(g, n, rs), mul(g, k0, cs)));
+  LLVMValueRef args[] = {elem(g, dst, mul(g, p, pstride)), src, rs, cs,
+                         emin(g, kNR, sub(g, add(g, n0, nc), n)), kc};
+  call(g, g->pack_b, args, 6);
+  loop_close(g, &l, k64(g, 1));
+}
+
+/* tile(ctx, t, slot): tile t of the region (batch item, row block, column
+ * block), all K blocks in order. */
+static LLVMValueRef emit_tile(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_ptr};
+  LLVMValueRef fn = new_part(g, "tile", c->t_void, p, 3);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0), t = LLVMGetParam(fn, 1), slot = LLVMGetParam(fn, 2);
+  LLVMValueRef M = get(g, ctx, F_M), N = get(g, ctx, F_N), K = get(g, ctx, F_K);
+  LLVMValueRef MT = get(g, ctx, F_MT), NT = get(g, ctx, F_NT), mt = get(g, ctx, F_MTILES);
+  LLVMValueRef per_b = mul(g, mt, get(g, ctx, F_NTILES)), r = srem(g, t, per_b);
+  LLVMValueRef bi = add(g, get(g, ctx, F_B0), sdiv(g, t, per_b));
+  LLVMValueRef m0 = mul(g, srem(g, r, mt), MT), n0 = mul(g, sdiv(g, r, mt), NT);
+  LLVMValueRef mc = emin(g, MT, sub(g, M, m0)), nc = emin(g, NT, sub(g, N, n0));
+  LLVMValueRef Ab = elem(g, get(g, ctx, F_A), mul(g, bi, get(g, ctx, F_SA)));
+  LLVMValueRef Bb = elem(g, get(g, ctx, F_B), mul(g, bi, get(g, ctx, F_SB)));
+  LLVMValueRef Cb = elem(g, get(g, ctx, F_C), mul(g, bi, get(g, ctx, F_SC)));
+  LLVMValueRef ldc = get(g, ctx, F_LDC), epi = get(g, ctx, F_EPI);
+  LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), k64(g, 0), "");
+  LLVMValueRef abuf = slot, bbuf = byte(g, slot, k64(g, (int64_t)GEMM_MC * GEMM_KC * g->sz));
+  LLVMValueRef kMR = k64(g, g->mr), kNR = k64(g, g->nr), one = k64(g, 1);
+  LLVMValueRef npanels_a = cdiv(g, mc, kMR), npanels_b = cdiv(g, nc, kNR);
+  LLVMValueRef kcb = get(g, ctx, F_KC), nkb = get(g, ctx, F_NKB);
+  LLVMValueRef ars, acs;
+  a_strides(g, get(g, ctx, F_LDA), &ars, &acs);
+
+  Loop lk;
+  LLVMValueRef kb = loop_open(g, &lk, k64(g, 0), nkb);
+  LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
+  If fp;
+  if_open(g, &fp, priv);
+  pack_b_panels(g, ctx, Bb, bbuf, mul(g, kc, kNR), k0, kc, n0, nc, k64(g, 0), npanels_b);
+  if_close(g, &fp);
+  LLVMValueRef shared = elem(g, get(g, ctx, F_PACKED), mul(g, add(g, mul(g, sdiv(g, n0, kNR), K), k0), kNR));
+  LLVMValueRef bbase = LLVMBuildSelect(g->b, priv, bbuf, shared, "");
+  LLVMValueRef bstride = LLVMBuildSelect(g->b, priv, mul(g, kc, kNR), mul(g, K, kNR), "");
+
+  Loop la;
+  LLVMValueRef ip = loop_open(g, &la, k64(g, 0), npanels_a);
+  LLVMValueRef m = add(g, m0, mul(g, ip, kMR));
+  LLVMValueRef pa[] = {elem(g, abuf, mul(g, ip, mul(g, kc, kMR))),
+                       elem(g, Ab, add(g, mul(g, m, ars), mul(g, k0, acs))), ars, acs,
+                       emin(g, kMR, sub(g, add(g, m0, mc), m)), kc};
+  call(g, g->pack_a, pa, 6);
+  loop_close(g, &la, one);
+
+  LLVMValueRef loadc = g->s->accumulate ? LLVMConstInt(c->t_i1, 1, 0)
+                                        : LLVMBuildICmp(g->b, LLVMIntSGT, kb, k64(g, 0), "");
+  LLVMValueRef last = eq(g, kb, sub(g, nkb, one));
+  Loop lj, li;
+  LLVMValueRef jp = loop_open(g, &lj, k64(g, 0), npanels_b);
+  LLVMValueRef n = add(g, n0, mul(g, jp, kNR)), bp = elem(g, bbase, mul(g, jp, bstride));
+  LLVMValueRef nr = emin(g, kNR, sub(g, N, n));
+  ip = loop_open(g, &li, k64(g, 0), npanels_a);
+  m = add(g, m0, mul(g, ip, kMR));
+  LLVMValueRef ma[MK_COUNT] = {
+    [MK_AP] = elem(g, abuf, mul(g, ip, mul(g, kc, kMR))), [MK_BP] = bp, [MK_KC] = kc,
+    [MK_CP] = elem(g, Cb, add(g, mul(g, m, ldc), n)), [MK_LDC] = ldc,
+    [MK_MR] = emin(g, kMR, sub(g, M, m)), [MK_NR] = nr, [MK_LOADC] = loadc, [MK_LAST] = last,
+    [MK_EPI] = epi, [MK_B] = bi, [MK_ROW] = m, [MK_COL] = n};
+  call(g, g->micro, ma, MK_COUNT);
+  loop_close(g, &li, one);
+  loop_close(g, &lj, one);
+  loop_close(g, &lk, one);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+/* task(ctx, lo, hi): claims a free slot of work (a clear bit of the mask),
+ * runs tiles lo .. hi in it, releases it. At most as many tasks run at once
+ * as there are slots, so a clear bit always exists. */
+static LLVMValueRef emit_task(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i64};
+  LLVMValueRef fn = new_part(g, "task", c->t_void, p, 3);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0), mask = get(g, ctx, F_MASK);
+  LLVMBasicBlockRef retry = LLVMAppendBasicBlockInContext(c->ctx, fn, "claim");
+  LLVMBasicBlockRef got = LLVMAppendBasicBlockInContext(c->ctx, fn, "claimed");
+  LLVMBuildBr(g->b, retry);
+  LLVMPositionBuilderAtEnd(g->b, retry);
+  LLVMValueRef old = LLVMBuildLoad2(g->b, c->t_i64, mask, "");
+  LLVMSetOrdering(old, LLVMAtomicOrderingMonotonic);
+  LLVMSetAlignment(old, 8);
+  LLVMValueRef zero_undef[] = {LLVMBuildNot(g->b, old, ""), LLVMConstInt(c->t_i1, 1, 0)};
+  LLVMValueRef bit = cg_intrinsic(c, "llvm.cttz", &c->t_i64, 1, zero_undef, 2);
+  LLVMValueRef onebit = LLVMBuildShl(g->b, k64(g, 1), bit, "");
+  LLVMValueRef cx = LLVMBuildAtomicCmpXchg(g->b, mask, old, LLVMBuildOr(g->b, old, onebit, ""),
+                                           LLVMAtomicOrderingAcquire, LLVMAtomicOrderingMonotonic, 0);
+  LLVMBuildCondBr(g->b, LLVMBuildExtractValue(g->b, cx, 1, ""), got, retry);
+  LLVMPositionBuilderAtEnd(g->b, got);
+  LLVMValueRef slot = byte(g, get(g, ctx, F_SLOTS), mul(g, bit, get(g, ctx, F_SLOT_BYTES)));
+  Loop l;
+  LLVMValueRef t = loop_open(g, &l, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2));
+  LLVMValueRef args[] = {ctx, t, slot};
+  call(g, g->tile, args, 3);
+  loop_close(g, &l, k64(g, 1));
+  LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAnd, mask, LLVMBuildNot(g->b, onebit, ""),
+                     LLVMAtomicOrderingRelease, 0);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+/* bpack(ctx, lo, hi): NR panels lo .. hi of op(B_b0), all of K, into the
+ * shared packed region (panel p at p*K*NR). */
+static LLVMValueRef emit_bpack(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i64};
+  LLVMValueRef fn = new_part(g, "bpack", c->t_void, p, 3);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0), K = get(g, ctx, F_K);
+  LLVMValueRef Bb = elem(g, get(g, ctx, F_B), mul(g, get(g, ctx, F_B0), get(g, ctx, F_SB)));
+  pack_b_panels(g, ctx, Bb, get(g, ctx, F_PACKED), mul(g, K, k64(g, g->nr)), k64(g, 0), K, k64(g, 0),
+                get(g, ctx, F_N), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2));
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+/* ---- the entry ---- */
+
+enum { P_BATCH, P_M, P_N, P_K, P_A, P_LDA, P_SA, P_B, P_LDB, P_SB, P_C, P_LDC, P_SC, P_EPI, P_WORK,
+       P_NTHREADS, P_COUNT };
+
+static LLVMValueRef flt(Gen *g, LLVMValueRef a, double b) {
+  return LLVMBuildFCmp(g->b, LLVMRealOLT, a, LLVMConstReal(g->c->t_f64, b), "");
+}
+
+static LLVMValueRef fmul(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(g->b, a, b, ""); }
+
+/* Splits one matrix into mt x nt tiles, about `want` of them. Splitting
+ * rows makes more tiles read the same packed B, splitting columns repacks
+ * A once more per tile: split the dimension whose cost is smaller (rows if
+ * M >= N) first, and the other when that one runs out (MIN_ROWS, MIN_COLS). */
+static void plan_grid(Gen *g, LLVMValueRef M, LLVMValueRef N, LLVMValueRef want, LLVMValueRef *mt,
+                      LLVMValueRef *nt) {
+  LLVMValueRef mt0 = cdiv(g, M, k64(g, GEMM_MC)), nt0 = cdiv(g, N, k64(g, GEMM_NC));
+  LLVMValueRef mmax = cdiv(g, M, k64(g, GEMM_MIN_ROWS)), nmax = cdiv(g, N, k64(g, GEMM_MIN_COLS));
+  LLVMValueRef mt_r = emax(g, mt0, emin(g, cdiv(g, want, nt0), mmax));
+  LLVMValueRef nt_r = emax(g, nt0, emin(g, cdiv(g, want, mt_r), nmax));
+  LLVMValueRef nt_c = emax(g, nt0, emin(g, cdiv(g, want, mt0), nmax));
+  LLVMValueRef mt_c = emax(g, mt0, emin(g, cdiv(g, want, nt_c), mmax));
+  LLVMValueRef rows_first = LLVMBuildICmp(g->b, LLVMIntSGE, M, N, "");
+  *mt = LLVMBuildSelect(g->b, rows_first, mt_r, mt_c, "mt");
+  *nt = LLVMBuildSelect(g->b, rows_first, nt_r, nt_c, "nt");
+}
+
+static LLVMValueRef f64c(Gen *g, double v) { return LLVMConstReal(g->c->t_f64, v); }
+
+static LLVMValueRef to_i64(Gen *g, LLVMValueRef v) { return LLVMBuildFPToSI(g->b, v, g->c->t_i64, ""); }
+
+/* The layout of `work` (cg_gemm_work_bytes computes the same in C). */
+static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef N, LLVMValueRef K) {
+  LLVMValueRef work = LLVMGetParam(fn, P_WORK), sz = k64(g, g->sz), c64 = k64(g, 64);
+  LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX));
+  LLVMValueRef packed = byte(g, work, k64(g, GEMM_HEADER));
+  LLVMValueRef shared_bytes = rup(g, mul(g, mul(g, npad, K), sz), c64);
+  LLVMValueRef ntmax = emin(g, npad, k64(g, GEMM_NC));
+  LLVMValueRef slot_bytes = rup(g, mul(g, mul(g, add(g, k64(g, GEMM_MC), ntmax), k64(g, GEMM_KC)), sz), c64);
+  set(g, ctx, F_PACKED, packed);
+  set(g, ctx, F_MASK, work);
+  set(g, ctx, F_SLOTS, byte(g, packed, shared_bytes));
+  set(g, ctx, F_SLOT_BYTES, slot_bytes);
+}
+
+/* The tile grid, the packing mode and the work layout, all from the sizes
+ * (never the thread count), stored into ctx. Out: the regions (one, or one
+ * per batch item when each has its own B to pack and share), the tiles of a
+ * region and their chunk grain, the B panels and their grain.
+ *
+ * B is packed once and shared when several tiles use it; a tile packs its
+ * own B blocks ("private") when it is the only user, or when a batch of
+ * small matrices with distinct B runs as one region of per-matrix tasks. */
+static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregions, LLVMValueRef *ntiles,
+                 LLVMValueRef *grain, LLVMValueRef *bpanels, LLVMValueRef *bgrain) {
+  LLVMValueRef batch = LLVMGetParam(fn, P_BATCH), M = LLVMGetParam(fn, P_M), N = LLVMGetParam(fn, P_N);
+  LLVMValueRef K = emax(g, LLVMGetParam(fn, P_K), k64(g, 0)), one = k64(g, 1), K1 = emax(g, K, one);
+  LLVMValueRef flops = fmul(g, fmul(g, to_f64(g, M), to_f64(g, N)), fmul(g, to_f64(g, K1), f64c(g, 2)));
+  LLVMValueRef sb0 = eq(g, LLVMGetParam(fn, P_SB), k64(g, 0));
+  LLVMValueRef distinct = LLVMBuildAnd(g->b, lt(g, one, batch), LLVMBuildNot(g->b, sb0, ""), "");
+  LLVMValueRef big = LLVMBuildNot(g->b, flt(g, flops, GEMM_PRIVATE_FLOPS), "");
+  LLVMValueRef per_b = LLVMBuildAnd(g->b, distinct, big, "");    /* matrices planned one by one */
+  LLVMValueRef plan_b = LLVMBuildSelect(g->b, per_b, one, batch, "");
+  LLVMValueRef want = to_i64(g, LLVMBuildFDiv(g->b, fmul(g, flops, to_f64(g, plan_b)), f64c(g, GEMM_TILE_FLOPS), ""));
+  want = cdiv(g, emin(g, emax(g, want, one), k64(g, GEMM_MAX_TILES)), plan_b);
+  LLVMValueRef mt, nt;
+  plan_grid(g, M, N, want, &mt, &nt);
+  LLVMValueRef MT = rup(g, cdiv(g, M, mt), k64(g, g->mr)), NT = rup(g, cdiv(g, N, nt), k64(g, g->nr));
+  mt = cdiv(g, M, MT);
+  nt = cdiv(g, N, NT);
+  LLVMValueRef users = mul(g, mt, LLVMBuildSelect(g->b, sb0, batch, one, ""));
+  LLVMValueRef priv = LLVMBuildOr(g->b, eq(g, users, one), LLVMBuildAnd(g->b, distinct, LLVMBuildNot(g->b, big, ""), ""), "");
+  LLVMValueRef regions_per_b = LLVMBuildAnd(g->b, distinct, LLVMBuildNot(g->b, priv, ""), "");
+  *nregions = LLVMBuildSelect(g->b, regions_per_b, batch, one, "");
+  *ntiles = mul(g, LLVMBuildSelect(g->b, regions_per_b, one, batch, ""), mul(g, mt, nt));
+  LLVMValueRef tile_flops = fmul(g, fmul(g, to_f64(g, MT), to_f64(g, NT)), fmul(g, to_f64(g, K1), f64c(g, 2)));
+  *grain = emax(g, to_i64(g, LLVMBuildFDiv(g->b, f64c(g, GEMM_TILE_FLOPS), tile_flops, "")), one);
+  *bpanels = cdiv(g, N, k64(g, g->nr));
+  *bgrain = emax(g, sdiv(g, k64(g, GEMM_PACK_GRAIN), mul(g, K1, k64(g, g->nr))), one);
+
+  static const int args[][2] = {{F_A, P_A}, {F_LDA, P_LDA}, {F_SA, P_SA}, {F_B, P_B}, {F_LDB, P_LDB},
+                                {F_SB, P_SB}, {F_C, P_C}, {F_LDC, P_LDC}, {F_SC, P_SC}, {F_EPI, P_EPI},
+                                {F_M, P_M}, {F_N, P_N}};
+  for (size_t i = 0; i < sizeof args / sizeof *args; i++)
+    set(g, ctx, args[i][0], LLVMGetParam(fn, args[i][1]));
+  LLVMValueRef nkb = emax(g, cdiv(g, K, k64(g, GEMM_KC)), one);
+  set(g, ctx, F_K, K);
+  set(g, ctx, F_KC, cdiv(g, K, nkb));
+  set(g, ctx, F_NKB, nkb);
+  set(g, ctx, F_MT, MT);
+  set(g, ctx, F_NT, NT);
+  set(g, ctx, F_MTILES, mt);
+  set(g, ctx, F_NTILES, nt);
+  set(g, ctx, F_PRIVATE, LLVMBuildZExt(g->b, priv, g->c->t_i64, ""));
+  plan_work(g, fn, ctx, N, K);
+}
+
+static void parallel_for(Gen *g, LLVMValueRef task, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef grain,
+                         LLVMValueRef nthreads) {
+  LLVMValueRef pf = cg_declare_rt(g->c, "rt_parallel_for");
+  LLVMValueRef args[] = {task, ctx, n, grain, nthreads};
+  call(g, pf, args, 5);
+}
+
+static LLVMValueRef emit_entry(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef i64 = c->t_i64, ptr = c->t_ptr;
+  LLVMTypeRef p[P_COUNT] = {i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr, c->t_i32};
+  LLVMValueRef fn = LLVMAddFunction(c->mod, g->name, LLVMFunctionType(c->t_void, p, P_COUNT, 0));
+  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+  LLVMValueRef ctx = LLVMBuildAlloca(g->b, g->ctx_t, "ctx");
+  LLVMValueRef zero = k64(g, 0);
+  LLVMValueRef empty = LLVMBuildOr(g->b, LLVMBuildICmp(g->b, LLVMIntSLE, LLVMGetParam(fn, P_BATCH), zero, ""),
+                       LLVMBuildOr(g->b, LLVMBuildICmp(g->b, LLVMIntSLE, LLVMGetParam(fn, P_M), zero, ""),
+                                   LLVMBuildICmp(g->b, LLVMIntSLE, LLVMGetParam(fn, P_N), zero, ""), ""), "");
+  LLVMBasicBlockRef quit = LLVMAppendBasicBlockInContext(c->ctx, fn, "quit");
+  LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(c->ctx, fn, "run");
+  LLVMBuildCondBr(g->b, empty, quit, run);
+  LLVMPositionBuilderAtEnd(g->b, quit);
+  LLVMBuildRetVoid(g->b);
+  LLVMPositionBuilderAtEnd(g->b, run);
+
+  LLVMValueRef nthreads = LLVMGetParam(fn, P_NTHREADS);
+  LLVMValueRef deflt = call(g, cg_declare_rt(c, "rt_default_threads"), NULL, 0);
+  LLVMValueRef thr = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, nthreads, LLVMConstInt(c->t_i32, 0, 0), ""),
+                                     nthreads, deflt, "");
+  thr = LLVMBuildSExt(g->b, thr, i64, "");
+  thr = LLVMBuildTrunc(g->b, emin(g, emax(g, thr, k64(g, 1)), k64(g, GEMM_MAX_SLOTS)), c->t_i32, "threads");
+  LLVMValueRef nregions, ntiles, grain, bpanels, bgrain;
+  plan(g, fn, ctx, &nregions, &ntiles, &grain, &bpanels, &bgrain);
+  LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), zero, "");
+
+  Loop lr;
+  LLVMValueRef r = loop_open(g, &lr, zero, nregions);
+  set(g, ctx, F_B0, r);
+  If pack;
+  if_open(g, &pack, LLVMBuildNot(g->b, priv, ""));
+  parallel_for(g, g->bpack, ctx, bpanels, bgrain, thr);
+  if_close(g, &pack);
+  LLVMBuildStore(g->b, zero, get(g, ctx, F_MASK));
+  parallel_for(g, g->task, ctx, ntiles, grain, thr);
+  loop_close(g, &lr, k64(g, 1));
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
+  LLVMValueRef existing = LLVMGetNamedFunction(c->mod, name);
+  if (existing)
+    return existing;
+  if (s->dt != RT_F32 && s->dt != RT_F64)
+    return NULL;
+  Gen g = {.c = c, .b = c->b, .s = s, .name = name};
+  g.t = s->dt == RT_F32 ? c->t_f32 : c->t_f64;
+  g.sz = (int)rt_dtype_size(s->dt);
+  g.lanes = cg_lanes(c, g.sz);
+  if (g.lanes < 1)
+    g.lanes = 1;
+  g.vt = LLVMVectorType(g.t, g.lanes);
+  g.mr = GEMM_MR;
+  g.nv = 2;
+  g.nr = g.nv * g.lanes;
+  assert(g.nr <= GEMM_NR_MAX && GEMM_NR_MAX % g.nr == 0 && GEMM_MC % GEMM_MR == 0);
+  LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
+  make_ctx_type(&g);
+  g.micro = emit_micro(&g);
+  g.pack_a = emit_pack(&g, "pack_a", g.mr, s->trans_a);
+  g.pack_b = emit_pack(&g, "pack_b", g.nr, !s->trans_b);
+  g.tile = emit_tile(&g);
+  LLVMValueRef parts[] = {g.micro, g.pack_a, g.pack_b, g.tile};
+  for (int i = 0; i < 4; i++)
+    set_noinline(&g, parts[i]);
+  g.task = emit_task(&g);
+  g.bpack = emit_bpack(&g);
+  LLVMValueRef fn = emit_entry(&g);
+  LLVMValueRef cold[] = {g.task, g.bpack, fn};
+  for (int i = 0; i < 3; i++)
+    set_cold(&g, cold[i]);
+  if (saved)
+    LLVMPositionBuilderAtEnd(c->b, saved);
+  return fn;
+}

@@ -1,0 +1,179 @@
+/* The JIT: an ORC LLJIT for the host CPU, and the IR pipeline run before
+ * code is handed to it.
+ *
+ * The JIT is built from our own target machine so that it generates code at
+ * O3 (LLJIT's default is O2) for the host's exact CPU and features. Its main
+ * dylib resolves two kinds of external symbols: the runtime entries of
+ * cg_rt_entry(), defined as absolute symbols with their addresses here (so
+ * generated code finds them in any program that links libkilnrt, with or
+ * without -rdynamic), and everything else (memset, memcpy that LLVM may
+ * introduce, libm) from the process, through a search generator.
+ *
+ * Modules come from cg_ctx_init_jit(): ORC needs them built in a
+ * thread-safe context. cg_jit_add() takes the module and leaves the CgCtx
+ * safe to dispose; the context itself lives on as long as a module of it. */
+#include "codegen/codegen.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+struct CgJit {
+  LLVMOrcLLJITRef jit;
+};
+
+/* Turns an LLVM error into our message; consumes it. Returns 0 if none. */
+static int take_error(LLVMErrorRef e, const char *what, char *err, int errlen) {
+  if (!e)
+    return 0;
+  char *m = LLVMGetErrorMessage(e);
+  snprintf(err, errlen, "%s: %s", what, m);
+  LLVMDisposeErrorMessage(m);
+  return -1;
+}
+
+/* The host target machine at codegen O3; LLJIT takes ownership of it. */
+static LLVMTargetMachineRef host_machine(char *err, int errlen) {
+  char *triple = LLVMGetDefaultTargetTriple();
+  char *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+  char *msg = NULL;
+  LLVMTargetRef target;
+  LLVMTargetMachineRef tm = NULL;
+  if (LLVMGetTargetFromTriple(triple, &target, &msg))
+    snprintf(err, errlen, "unknown host target '%s': %s", triple, msg ? msg : "");
+  else
+    tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
+                                 LLVMRelocPIC, LLVMCodeModelDefault);
+  if (!tm && !msg)
+    snprintf(err, errlen, "cannot create a target machine for %s/%s", triple, cpu);
+  LLVMDisposeMessage(msg);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(features);
+  return tm;
+}
+
+/* Runtime entries as absolute symbols of the main dylib. */
+static int define_runtime(CgJit *j, LLVMOrcJITDylibRef jd, char *err, int errlen) {
+  int n = 0;
+  while (cg_rt_entry(n))
+    n++;
+  LLVMOrcCSymbolMapPair *pairs = calloc(n, sizeof *pairs);
+  if (!pairs) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    const CgRtEntry *e = cg_rt_entry(i);
+    pairs[i].Name = LLVMOrcLLJITMangleAndIntern(j->jit, e->name);
+    pairs[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)e->addr;
+    pairs[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported |
+                                      LLVMJITSymbolGenericFlagsCallable;
+  }
+  LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(pairs, n); /* takes the names */
+  free(pairs);
+  LLVMErrorRef e = LLVMOrcJITDylibDefine(jd, mu);
+  if (e)
+    LLVMOrcDisposeMaterializationUnit(mu);
+  return take_error(e, "cannot define the runtime symbols", err, errlen);
+}
+
+static int add_process_symbols(CgJit *j, LLVMOrcJITDylibRef jd, char *err, int errlen) {
+  LLVMOrcDefinitionGeneratorRef gen;
+  char prefix = LLVMOrcLLJITGetGlobalPrefix(j->jit);
+  LLVMErrorRef e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, prefix, NULL, NULL);
+  if (take_error(e, "cannot search the process for symbols", err, errlen))
+    return -1;
+  LLVMOrcJITDylibAddGenerator(jd, gen);
+  return 0;
+}
+
+int cg_jit_new(CgJit **out, char *err, int errlen) {
+  *out = NULL;
+  cg_init_llvm();
+  LLVMTargetMachineRef tm = host_machine(err, errlen);
+  if (!tm)
+    return -1;
+  CgJit *j = calloc(1, sizeof *j);
+  if (!j) {
+    LLVMDisposeTargetMachine(tm);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(
+      builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+  if (take_error(LLVMOrcCreateLLJIT(&j->jit, builder), "cannot create the JIT", err, errlen)) {
+    free(j);
+    return -1;
+  }
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  if (define_runtime(j, jd, err, errlen) || add_process_symbols(j, jd, err, errlen)) {
+    cg_jit_free(j);
+    return -1;
+  }
+  *out = j;
+  return 0;
+}
+
+/* A module that fails verification is kiln's bug, but it must be reported,
+ * not crash LLVM's passes. */
+int cg_optimize(CgCtx *c, int level, char *err, int errlen) {
+  char *msg = NULL;
+  if (LLVMVerifyModule(c->mod, LLVMReturnStatusAction, &msg)) {
+    size_t len;
+    snprintf(err, errlen, "internal error: invalid LLVM module '%s': %s",
+             LLVMGetModuleIdentifier(c->mod, &len), msg ? msg : "");
+    LLVMDisposeMessage(msg);
+    return -1;
+  }
+  LLVMDisposeMessage(msg);
+  if (level < 0 || level > 3) {
+    snprintf(err, errlen, "optimization level %d is not 0..3", level);
+    return -1;
+  }
+  char pipeline[16];
+  snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
+  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMErrorRef e = LLVMRunPasses(c->mod, pipeline, c->tm, opts);
+  LLVMDisposePassBuilderOptions(opts);
+  return take_error(e, "LLVM pass pipeline failed", err, errlen);
+}
+
+int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen) {
+  if (!c->tsc || !c->mod) {
+    snprintf(err, errlen, "internal error: module not made by cg_ctx_init_jit or already added");
+    return -1;
+  }
+  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(c->mod, c->tsc);
+  c->mod = NULL;   /* owned by tsm now, and by the JIT next, even on failure */
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->jit, jd, tsm);
+  return take_error(e, "cannot add the module to the JIT", err, errlen);
+}
+
+void *cg_jit_lookup(CgJit *j, const char *name) {
+  LLVMOrcExecutorAddress addr = 0;
+  LLVMErrorRef e = LLVMOrcLLJITLookup(j->jit, &addr, name);
+  if (e) {
+    LLVMConsumeError(e);
+    return NULL;
+  }
+  return (void *)(uintptr_t)addr;
+}
+
+void cg_jit_free(CgJit *j) {
+  if (!j)
+    return;
+  if (j->jit) {
+    LLVMErrorRef e = LLVMOrcDisposeLLJIT(j->jit);
+    if (e) {
+      char *m = LLVMGetErrorMessage(e);
+      fprintf(stderr, "kiln: error while freeing the JIT: %s\n", m);
+      LLVMDisposeErrorMessage(m);
+    }
+  }
+  free(j);
+}

@@ -1,0 +1,262 @@
+/* Template kernels: contractions through the generated GEMM (matmul, conv2d
+ * as im2col + GEMM), pooling windows, and copies. Each takes its sizes from
+ * the node's types, evaluated at run time where the batch enters. */
+#include "codegen/codegen.h"
+#include <math.h>
+#include <string.h>
+
+static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildMul(c->b, a, b, "");
+}
+static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAdd(c->b, a, b, "");
+}
+
+static Size prod(const Type *t, int from, int to) {
+  Size s = sz_const(1);
+  for (int i = from; i < to; i++)
+    s = sz_mul(s, t->dim[i]);
+  return s;
+}
+
+/* Calls the GEMM function for dtype dt with the given arguments. */
+static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, LLVMValueRef *args) {
+  CgCtx *c = k->c;
+  CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb};
+  char name[64];
+  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c", rt_dtype_name(dt), ta ? 't' : 'n',
+           tb ? 't' : 'n');
+  LLVMValueRef fn = cg_gemm_define(c, &spec, name);
+  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, 16, "");
+}
+
+/* ---- matmul ---------------------------------------------------------------- */
+
+static int batch_stride(const Type *x, const Type *o, Size mk, Size *st) {
+  Size xb = prod(x, 0, x->rank - 2), ob = prod(o, 0, o->rank - 2);
+  int64_t one;
+  if (sz_eq(xb, ob))
+    *st = mk;
+  else if (sz_is_const(xb, &one) && one == 1)
+    *st = sz_const(0);
+  else
+    return -1;
+  return 0;
+}
+
+int cg_matmul_kernel(CgKernel *k) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  const Type *a = &n->in[0]->type, *b = &n->in[1]->type, *o = &n->out[0]->type;
+  bool ta = n->attr.trans_a, tb = n->attr.trans_b;
+  Size M = o->dim[o->rank - 2], N = o->dim[o->rank - 1];
+  Size K = a->dim[a->rank - (ta ? 2 : 1)];
+  Size sa, sb;
+  if (batch_stride(a, o, sz_mul(M, K), &sa) < 0 || batch_stride(b, o, sz_mul(K, N), &sb) < 0)
+    return -1;                        /* partially broadcast batch dims */
+  LLVMValueRef args[16] = {
+      cg_size(k, prod(o, 0, o->rank - 2)), cg_size(k, M), cg_size(k, N), cg_size(k, K),
+      cg_value_ptr(k, n->in[0]), cg_size(k, ta ? M : K), cg_size(k, sa),
+      cg_value_ptr(k, n->in[1]), cg_size(k, tb ? K : N), cg_size(k, sb),
+      cg_value_ptr(k, n->out[0]), cg_size(k, N), cg_size(k, sz_mul(M, N)),
+      LLVMConstNull(c->t_ptr), k->work ? k->work : LLVMConstNull(c->t_ptr), k->nthreads};
+  call_gemm(k, o->dt, ta, tb, args);
+  return 0;
+}
+
+/* ---- conv2d as im2col + GEMM ------------------------------------------------ */
+
+typedef struct ConvGeo {
+  const Node *n;
+  Size N, C, H, W, O, OH, OW;
+  int G, kh, kw;
+  Size Kc, P;          /* GEMM K per group (C/G*kh*kw) and columns (OH*OW) */
+} ConvGeo;
+
+static ConvGeo conv_geo(const Node *n) {
+  const Type *x = &n->in[0]->type, *y = &n->out[0]->type;
+  ConvGeo g = {.n = n, .N = x->dim[0], .C = x->dim[1], .H = x->dim[2], .W = x->dim[3],
+               .O = y->dim[1], .OH = y->dim[2], .OW = y->dim[3], .G = n->attr.groups,
+               .kh = n->attr.k[0], .kw = n->attr.k[1]};
+  g.Kc = sz_mul(sz_floordiv_const(g.C, g.G), sz_const((int64_t)g.kh * g.kw));
+  g.P = sz_mul(g.OH, g.OW);
+  return g;
+}
+
+/* A 1x1 convolution with stride 1 and no padding reads its input as is. */
+static bool conv_is_pointwise(const Node *n) {
+  const Attr *a = &n->attr;
+  return a->k[0] == 1 && a->k[1] == 1 && a->stride[0] == 1 && a->stride[1] == 1 &&
+         !a->pad[0] && !a->pad[1] && !a->pad[2] && !a->pad[3];
+}
+
+int64_t cg_conv_col_bytes(const Graph *gr, const Node *n) {
+  if (conv_is_pointwise(n))
+    return 0;
+  ConvGeo g = conv_geo(n);
+  Type t = ir_type(n->in[0]->type.dt, 3, (Size[]){g.N, sz_mul(g.Kc, sz_const(g.G)), g.P});
+  return ir_bytes_max(gr, &t);
+}
+
+/* Unit u = (image, input channel): writes its kh*kw rows of the column
+ * matrix, zero where the window leaves the padded input. */
+static void im2col_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  ConvGeo *g = user;
+  CgCtx *c = k->c;
+  const Attr *a = &g->n->attr;
+  RtDType dt = g->n->in[0]->type.dt;
+  LLVMTypeRef et = cg_elem_type(c, dt);
+  LLVMValueRef x = cg_value_ptr(k, g->n->in[0]), col = k->work;
+  LLVMValueRef C = cg_size(k, g->C), H = cg_size(k, g->H), W = cg_size(k, g->W);
+  LLVMValueRef OH = cg_size(k, g->OH), OW = cg_size(k, g->OW), P = cg_size(k, g->P);
+  CgLoop U, I, J, R, Q;
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  LLVMValueRef img = LLVMBuildSDiv(c->b, u, C, ""), ch = LLVMBuildSRem(c->b, u, C, "");
+  LLVMValueRef xbase = mul(c, add(c, mul(c, img, C), ch), mul(c, H, W));
+  /* channel ch is row (ch*kh + i)*kw + j of image img's column block */
+  LLVMValueRef cbase = mul(c, mul(c, u, cg_i64(c, (int64_t)g->kh * g->kw)), P);
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, g->kh), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, g->kw), cg_i64(c, 1));
+  LLVMValueRef rowbase = add(c, cbase, mul(c, add(c, mul(c, i, cg_i64(c, g->kw)), j), P));
+  LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
+  LLVMValueRef ih = add(c, mul(c, oh, cg_i64(c, a->stride[0])),
+                        LLVMBuildSub(c->b, mul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0]), ""));
+  LLVMValueRef hok = LLVMBuildICmp(c->b, LLVMIntULT, ih, H, "");
+  LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
+  LLVMValueRef iw = add(c, mul(c, ow, cg_i64(c, a->stride[1])),
+                        LLVMBuildSub(c->b, mul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1]), ""));
+  LLVMValueRef ok = LLVMBuildAnd(c->b, hok, LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
+  /* clamp the address so the load is always in bounds, then select */
+  LLVMValueRef src = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw),
+                                                   cg_i64(c, 0), ""));
+  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, x, src), "");
+  v = LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), "");
+  LLVMBuildStore(c->b, v, cg_gep(k, dt, col, add(c, rowbase, add(c, mul(c, oh, OW), ow))));
+  cg_endfor(k, &Q);
+  cg_endfor(k, &R);
+  cg_endfor(k, &J);
+  cg_endfor(k, &I);
+  cg_endfor(k, &U);
+}
+
+int cg_conv_kernel(CgKernel *k, const char *name) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  ConvGeo g = conv_geo(n);
+  RtDType dt = n->out[0]->type.dt;
+  int64_t esz = rt_dtype_size(dt);
+  bool pw = conv_is_pointwise(n);
+  int64_t col_bytes = cg_conv_col_bytes(k->g, n);
+  LLVMValueRef work = k->work;
+  if (!pw)
+    cg_parallel(k, name, mul(c, cg_size(k, g.N), cg_size(k, g.C)),
+                cg_grain(k, cg_size(k, sz_mul(g.P, sz_const((int64_t)g.kh * g.kw)))),
+                im2col_task, &g);
+  LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, work ? work : LLVMConstNull(c->t_ptr),
+                                         (LLVMValueRef[]){cg_i64(c, (col_bytes + 63) / 64 * 64)},
+                                         1, "");
+  LLVMValueRef B = pw ? cg_value_ptr(k, n->in[0]) : work;
+  LLVMValueRef Kc = cg_size(k, g.Kc), P = cg_size(k, g.P), O = cg_size(k, g.O);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g.G), "");
+  for (int gi = 0; gi < g.G; gi++) {  /* one batched GEMM per group */
+    LLVMValueRef G = cg_i64(c, gi);
+    LLVMValueRef args[16] = {
+        cg_size(k, g.N), Og, P, Kc,
+        cg_gep(k, dt, cg_value_ptr(k, n->in[1]), mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
+        cg_gep(k, dt, B, mul(c, mul(c, G, Kc), P)), P, mul(c, mul(c, Kc, cg_i64(c, g.G)), P),
+        cg_gep(k, dt, cg_value_ptr(k, n->out[0]), mul(c, mul(c, G, Og), P)), P, mul(c, O, P),
+        LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
+    call_gemm(k, dt, false, false, args);
+  }
+  (void)esz;
+  return 0;
+}
+
+/* ---- pooling ----------------------------------------------------------------- */
+
+typedef struct PoolCtx {
+  const Node *n;
+} PoolCtx;
+
+/* Unit u = one output row (image, channel, oh); the window is scanned with
+ * bounds checks; avg divides by the window's size inside the padded input
+ * (count_include_pad) or by the valid elements. */
+static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  const Node *n = ((PoolCtx *)user)->n;
+  CgCtx *c = k->c;
+  const Attr *a = &n->attr;
+  const Type *x = &n->in[0]->type, *y = &n->out[0]->type;
+  RtDType dt = x->dt;
+  LLVMTypeRef et = cg_elem_type(c, dt);
+  bool isMax = n->op == OP_maxpool2d;
+  LLVMValueRef in = cg_value_ptr(k, n->in[0]), out = cg_value_ptr(k, n->out[0]);
+  LLVMValueRef H = cg_size(k, x->dim[2]), W = cg_size(k, x->dim[3]);
+  LLVMValueRef OH = cg_size(k, y->dim[2]), OW = cg_size(k, y->dim[3]);
+  LLVMValueRef accp = LLVMBuildAlloca(c->b, et, ""), cntp = LLVMBuildAlloca(c->b, c->t_i64, "");
+  CgLoop U, Q, I, J;
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  LLVMValueRef plane = LLVMBuildSDiv(c->b, u, OH, ""), oh = LLVMBuildSRem(c->b, u, OH, "");
+  LLVMValueRef ih0 = LLVMBuildSub(c->b, mul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]), "");
+  LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
+  LLVMValueRef iw0 = LLVMBuildSub(c->b, mul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]), "");
+  LLVMBuildStore(c->b, LLVMConstReal(et, isMax ? -INFINITY : 0.0), accp);
+  LLVMBuildStore(c->b, cg_i64(c, 0), cntp);
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
+  LLVMValueRef ih = add(c, ih0, mul(c, i, cg_i64(c, a->dil[0])));
+  LLVMValueRef iw = add(c, iw0, mul(c, j, cg_i64(c, a->dil[1])));
+  LLVMValueRef ok = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntULT, ih, H, ""),
+                                 LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
+  LLVMValueRef src = LLVMBuildSelect(c->b, ok, add(c, mul(c, add(c, mul(c, plane, H), ih), W), iw),
+                                     cg_i64(c, 0), "");
+  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, in, src), "");
+  LLVMValueRef acc = LLVMBuildLoad2(c->b, et, accp, "");
+  LLVMValueRef nv;
+  if (isMax) {
+    LLVMTypeRef t = et;
+    nv = cg_intrinsic(c, "llvm.maximum", &t, 1, (LLVMValueRef[]){acc, v}, 2);
+  } else {
+    nv = LLVMBuildFAdd(c->b, acc, v, "");
+  }
+  LLVMBuildStore(c->b, LLVMBuildSelect(c->b, ok, nv, acc, ""), accp);
+  LLVMValueRef cnt = LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
+  LLVMBuildStore(c->b, add(c, cnt, LLVMBuildZExt(c->b, ok, c->t_i64, "")), cntp);
+  cg_endfor(k, &J);
+  cg_endfor(k, &I);
+  LLVMValueRef r = LLVMBuildLoad2(c->b, et, accp, "");
+  if (!isMax) {
+    LLVMValueRef cntv = LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
+    if (a->count_include_pad) {       /* the window clipped to the padded input */
+      LLVMValueRef hend = add(c, ih0, cg_i64(c, a->k[0]));
+      LLVMValueRef hmax = add(c, H, cg_i64(c, a->pad[2]));
+      hend = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hend, hmax, ""), hend, hmax, "");
+      LLVMValueRef wend = add(c, iw0, cg_i64(c, a->k[1]));
+      LLVMValueRef wmax = add(c, W, cg_i64(c, a->pad[3]));
+      wend = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, wend, wmax, ""), wend, wmax, "");
+      cntv = mul(c, LLVMBuildSub(c->b, hend, ih0, ""), LLVMBuildSub(c->b, wend, iw0, ""));
+    }
+    r = LLVMBuildFDiv(c->b, r, LLVMBuildSIToFP(c->b, cntv, et, ""), "");
+  }
+  LLVMBuildStore(c->b, r, cg_gep(k, dt, out, add(c, mul(c, u, OW), ow)));
+  cg_endfor(k, &Q);
+  cg_endfor(k, &U);
+}
+
+void cg_pool_kernel(CgKernel *k, const char *name) {
+  const Type *y = &k->n->out[0]->type;
+  PoolCtx p = {k->n};
+  LLVMValueRef rows = cg_size(k, sz_mul(sz_mul(y->dim[0], y->dim[1]), y->dim[2]));
+  int64_t win = (int64_t)k->n->attr.k[0] * k->n->attr.k[1];
+  cg_parallel(k, name, rows, cg_grain(k, cg_size(k, sz_mul(y->dim[3], sz_const(win)))),
+              pool_task, &p);
+}
+
+/* ---- copy: a reshape whose result cannot share its input's storage ---------- */
+
+void cg_copy_kernel(CgKernel *k) {
+  CgCtx *c = k->c;
+  const Value *o = k->n->out[0];
+  LLVMValueRef bytes = mul(c, cg_size(k, prod(&o->type, 0, o->type.rank)),
+                           cg_i64(c, rt_dtype_size(o->type.dt)));
+  LLVMBuildMemMove(c->b, cg_value_ptr(k, o), 1, cg_value_ptr(k, k->n->in[0]), 1, bytes);
+}

@@ -1,0 +1,106 @@
+/* A whole graph as one LLVM module: a kernel function per node (per fused
+ * group once fusion lands) and the entry point that calls them in schedule
+ * order, with the calling convention of DESIGN.md:
+ *
+ *   void <entry>(void **regions, int64_t batch, int32_t nthreads)
+ *
+ * regions[REGION_*] are caller-owned, 64-byte aligned; every tensor is at
+ * the offset the memory plan gave it. The same module serves the JIT and
+ * the AOT artifacts. */
+#include "codegen/codegen.h"
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW } LowerKind;
+
+static const LowerKind lower_kind[OP_COUNT] = {
+#define OP(name, nin, cat, attrs, shape, lower) L_##lower,
+#include "ir/ops.def"
+#undef OP
+};
+
+/* Scratch a node's kernel needs while it runs (packing buffers, im2col),
+ * planned for the compiled maximum batch and `threads` threads. */
+int64_t cg_work_bytes(const Graph *g, const Node *n, int threads) {
+  const Type *o = &n->out[0]->type;
+  if (lower_kind[n->op] == L_GEMM) {
+    int64_t M, N, K;
+    const Type *a = &n->in[0]->type;
+    Type t = ir_type(o->dt, 1, (Size[]){o->dim[o->rank - 2]});
+    M = ir_numel_max(g, &t);
+    t.dim[0] = o->dim[o->rank - 1];
+    N = ir_numel_max(g, &t);
+    t.dim[0] = a->dim[a->rank - (n->attr.trans_a ? 2 : 1)];
+    K = ir_numel_max(g, &t);
+    return cg_gemm_work_bytes(o->dt, M, N, K, threads);
+  }
+  if (lower_kind[n->op] == L_CONV) {
+    const Type *w = &n->in[1]->type;
+    Type t = ir_type(o->dt, 1, (Size[]){sz_mul(o->dim[2], o->dim[3])});
+    int64_t P = ir_numel_max(g, &t), O = ir_numel_max(g, &(Type){o->dt, 1, {o->dim[1]}});
+    int64_t K = ir_numel_max(g, &(Type){o->dt, 1, {sz_mul(sz_mul(w->dim[1], w->dim[2]), w->dim[3])}});
+    int64_t col = cg_conv_col_bytes(g, n);
+    return (col + 63) / 64 * 64 + cg_gemm_work_bytes(o->dt, O / n->attr.groups, P, K, threads);
+  }
+  return 0;
+}
+
+/* Emits node n's kernel; returns it, or NULL with err set. */
+static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *n, char *err, int errlen) {
+  char name[64], task[72];
+  snprintf(name, sizeof name, "k%d.%s", n->id, op_name(n->op));
+  snprintf(task, sizeof task, "%s.task", name);
+  CgKernel k = {.c = c, .g = g, .n = n};
+  LLVMValueRef fn = cg_new_kernel(&k, name);
+  if (n->work_bytes > 0) {
+    LLVMValueRef slot = LLVMBuildGEP2(c->b, c->t_ptr, k.regions,
+                                      (LLVMValueRef[]){cg_i64(c, REGION_SCRATCH)}, 1, "");
+    LLVMValueRef base = LLVMBuildLoad2(c->b, c->t_ptr, slot, "");
+    k.work = LLVMBuildGEP2(c->b, c->t_i8, base, (LLVMValueRef[]){cg_i64(c, n->work_off)}, 1, "work");
+  }
+  int rc = 0;
+  switch (lower_kind[n->op]) {
+  case L_EXPR: cg_expr_kernel(&k, task); break;
+  case L_REDUCE: cg_reduce_kernel(&k, task); break;
+  case L_ROW: cg_row_kernel(&k, task); break;
+  case L_GEMM: rc = cg_matmul_kernel(&k); break;
+  case L_CONV: rc = cg_conv_kernel(&k, task); break;
+  case L_POOL: cg_pool_kernel(&k, task); break;
+  case L_VIEW:
+    if (!n->out[0]->alias)
+      cg_copy_kernel(&k);
+    break;
+  }
+  if (rc) {
+    snprintf(err, errlen, "%s: this shape combination is not supported by codegen yet",
+             op_name(n->op));
+    return NULL;
+  }
+  LLVMBuildRetVoid(c->b);
+  return fn;
+}
+
+int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int errlen) {
+  LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i32};
+  LLVMValueRef fn = LLVMAddFunction(c->mod, entry, LLVMFunctionType(c->t_void, p, 3, 0));
+  LLVMValueRef *kernels = calloc(g->nnodes + 1, sizeof *kernels);
+  if (!kernels)
+    return -1;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (lower_kind[n->op] == L_VIEW && n->out[0]->alias)
+      continue;                       /* a view: no code */
+    if (!(kernels[i] = emit_node(c, g, n, err, errlen))) {
+      free(kernels);
+      return -1;
+    }
+  }
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+  LLVMValueRef args[] = {LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2)};
+  for (int i = 0; i < g->nnodes; i++)
+    if (kernels[i])
+      LLVMBuildCall2(c->b, LLVMGlobalGetValueType(kernels[i]), kernels[i], args, 3, "");
+  LLVMBuildRetVoid(c->b);
+  free(kernels);
+  return 0;
+}

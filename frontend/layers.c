@@ -1,0 +1,483 @@
+/* The layer library: one row per layer (its name, its builder, its op, its
+ * arguments with their kinds and defaults) and the builders that turn a
+ * checked call into IR. Lowering matches and checks the arguments against
+ * the row before a builder runs, so a builder reads them directly.
+ *
+ * PyTorch's conventions throughout (DESIGN.md): a dense weight is
+ * [out, in] with y = x W^T + b; a conv weight [out, in/groups, kh, kw] on
+ * NCHW; pads, pooling and batchnorm as torch.nn, with its parameter and
+ * statistic names. Shape mistakes are left to the IR's shape rules, which
+ * report at the call naming the op and the shapes; a builder checks only
+ * what they cannot see (pad=same with a stride, groups that do not divide
+ * the filters). The user's documentation is docs/language.md, "Layers". */
+#include "frontend/frontend.h"
+#include <assert.h>
+#include <string.h>
+
+#define TS(c, t) ir_type_str((c)->g, (t), (char[200]){0}, 200)
+
+__attribute__((format(printf, 3, 4)))
+static FeVal lfail(FeCall *c, SrcLoc loc, const char *fmt, ...) {
+  char msg[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  diag_error(c->g->diags, loc.file ? loc : c->loc, "%s: %s", c->layer->name, msg);
+  return (FeVal){.kind = FE_ERROR};
+}
+
+static FeVal result(FeCall *c, Value *v) {
+  return (FeVal){.kind = FE_TENSOR, .t = v, .loc = c->loc};
+}
+
+static FeVal *arg(FeCall *c, const char *name) {
+  int i = fe_layer_arg(c->layer, name);
+  assert(i >= 0);
+  return &c->args[i];
+}
+
+static bool given(FeCall *c, const char *name) {
+  return arg(c, name)->kind != FE_NONE;
+}
+
+static Value *input(FeCall *c) {
+  return c->args[0].t;
+}
+
+static int64_t int_value(const FeVal *v) {
+  int64_t n = 0;
+  sz_is_const(v->i, &n);
+  return n;
+}
+
+static Init init_of(InitKind k) {
+  return (Init){.kind = k};
+}
+
+/* ---- argument readers --------------------------------------------------- */
+
+/* An int in [lo, 2^31). */
+static bool int_at_least(FeCall *c, const char *name, const FeVal *v, int64_t lo, int *out) {
+  int64_t n = int_value(v);
+  if (n < lo || n > INT32_MAX) {
+    lfail(c, v->loc, "%s must be %s%lld, got %lld", name, lo ? "at least " : "",
+          (long long)lo, (long long)n);
+    return false;
+  }
+  *out = (int)n;
+  return true;
+}
+
+/* An int, or a list of two (h, w). */
+static bool pair(FeCall *c, const char *name, int64_t lo, int out[2]) {
+  FeVal *v = arg(c, name);
+  if (v->kind == FE_LIST && v->nitems != 2) {
+    lfail(c, v->loc, "%s must be an int or a list of 2 ints (h, w), got a list of %d", name,
+          v->nitems);
+    return false;
+  }
+  for (int i = 0; i < 2; i++)
+    if (!int_at_least(c, name, v->kind == FE_LIST ? &v->items[i] : v, lo, &out[i]))
+      return false;
+  return true;
+}
+
+/* A size argument that, when constant, is positive. */
+static bool positive(FeCall *c, const char *name) {
+  FeVal *v = arg(c, name);
+  int64_t n;
+  if (sz_is_const(v->i, &n) && (n < 1 || n > INT32_MAX)) {
+    lfail(c, v->loc, "%s must be a positive int, got %lld", name, (long long)n);
+    return false;
+  }
+  return true;
+}
+
+/* pad=same: as PyTorch, a total of dilation*(k-1) per axis, the smaller
+ * half before. Needs stride 1. */
+static bool pad_same(FeCall *c, const FeVal *v, Attr *a) {
+  if (a->stride[0] != 1 || a->stride[1] != 1) {
+    lfail(c, v->loc, "pad=same needs stride 1, as in PyTorch; give the pads as numbers");
+    return false;
+  }
+  for (int i = 0; i < 2; i++) {
+    int64_t total = (int64_t)a->dil[i] * (a->k[i] - 1);
+    if (total > INT32_MAX) {
+      lfail(c, v->loc, "pad=same needs a padding of %lld, too large", (long long)total);
+      return false;
+    }
+    a->pad[i] = (int)(total / 2);
+    a->pad[i + 2] = (int)(total - total / 2);
+  }
+  return true;
+}
+
+/* pad=: an int, a list (h, w), a list (top, left, bottom, right), or
+ * where words are allowed (convolutions) same or valid. Into a->pad. */
+static bool pads(FeCall *c, Attr *a, bool words) {
+  FeVal *v = arg(c, "pad");
+  const char *alts = words ? ", same or valid" : "";
+  if (v->kind == FE_STR) {
+    if (words && !strcmp(v->s, "same"))
+      return pad_same(c, v, a);
+    if (words && !strcmp(v->s, "valid"))
+      return true;
+    lfail(c, v->loc, "pad must be an int or a list of 2 or 4 ints%s; got \"%s\"", alts, v->s);
+    return false;
+  }
+  int n = v->kind == FE_LIST ? v->nitems : 1;
+  if (n != 1 && n != 2 && n != 4) {
+    lfail(c, v->loc, "pad must be an int, a list of 2 ints (h, w) or of 4 (top, left, bottom, "
+          "right)%s; got a list of %d", alts, n);
+    return false;
+  }
+  for (int i = 0; i < 4; i++) {
+    const FeVal *p = n == 1 ? v : &v->items[n == 2 ? i % 2 : i];
+    if (!int_at_least(c, "pad", p, 0, &a->pad[i]))
+      return false;
+  }
+  return true;
+}
+
+/* ---- building blocks ---------------------------------------------------- */
+
+static Value *reshape(FeCall *c, Value *x, int rank, const Size *dims) {
+  Attr a = ir_attr();
+  a.rank = rank;
+  memcpy(a.shape, dims, (size_t)rank * sizeof *dims);
+  return ir_op(c->g, OP_reshape, &x, 1, &a, c->loc);
+}
+
+/* The layer's weight, initialised by init= if given, else by the
+ * activation its output feeds: lowering decides once the model is built
+ * (He for relu, Xavier otherwise), so until then it is Xavier. */
+static Value *weight(FeCall *c, Type t) {
+  FeVal *v = arg(c, "init");
+  Init init = v->kind == FE_INIT ? v->init : (Init){.kind = INIT_XAVIER_UNIFORM, .a = 1};
+  Value *w = fe_param(c, "weight", t, init);
+  if (v->kind != FE_INIT)
+    c->auto_init = w;
+  return w;
+}
+
+/* A per-channel vector of the layer: a bias, a scale, a statistic. */
+static Value *vector(FeCall *c, const char *name, Size n, RtDType dt, InitKind k, Role role) {
+  Type t = ir_type(dt, 1, &n);
+  return role == V_PARAM ? fe_param(c, name, t, init_of(k)) : fe_state(c, name, t, init_of(k));
+}
+
+static Size numel(const Type *t, int from, int to) {
+  Size s = sz_const(1);
+  for (int i = from; i < to; i++)
+    s = sz_mul(s, t->dim[i]);
+  return s;
+}
+
+/* ---- layers -------------------------------------------------------------- */
+
+/* dense(x, units): x[..., in] @ weight[units, in]^T + bias[units]. An x of
+ * rank above 2 is folded to [rows, in] so the product is one GEMM. */
+static FeVal build_dense(FeCall *c) {
+  Value *x = input(c);
+  Type xt = x->type;
+  Size units = arg(c, "units")->i;
+  if (!positive(c, "units"))
+    return (FeVal){.kind = FE_ERROR};
+  if (xt.rank < 2)
+    return lfail(c, c->loc, "expects a tensor of rank 2 or more (the batch first), got %s",
+                 TS(c, &xt));
+  int r = xt.rank;
+  Size in = xt.dim[r - 1];
+  Value *w = weight(c, ir_type(xt.dt, 2, (Size[]){units, in}));
+  Value *y = r > 2 ? reshape(c, x, 2, (Size[]){numel(&xt, 0, r - 1), in}) : x;
+  Attr a = ir_attr();
+  a.trans_b = true;
+  y = ir_op(c->g, OP_matmul, (Value *[]){y, w}, 2, &a, c->loc);
+  if (arg(c, "bias")->b)
+    y = ir_op2(c->g, OP_add, y, vector(c, "bias", units, xt.dt, INIT_ZEROS, V_PARAM), c->loc);
+  if (r > 2) {
+    xt.dim[r - 1] = units;
+    y = reshape(c, y, r, xt.dim);
+  }
+  return result(c, y);
+}
+
+/* Channels per group of a grouped convolution (the weight's dim 1). */
+static bool group_channels(FeCall *c, Size channels, int groups, Size *out) {
+  int64_t f;
+  *out = channels;
+  if (groups == 1)
+    return true;
+  if (sz_is_const(arg(c, "filters")->i, &f) && f % groups) {
+    lfail(c, c->loc, "filters (%lld) must be divisible by groups (%d)", (long long)f, groups);
+    return false;
+  }
+  *out = sz_div(channels, sz_const(groups));
+  if (out->bad || !sz_eq(sz_mul(*out, sz_const(groups)), channels)) {
+    char buf[64];
+    sz_print(buf, sizeof buf, channels, c->g->svars);
+    lfail(c, c->loc, "%s input channels do not split into %d groups", buf, groups);
+    return false;
+  }
+  return true;
+}
+
+/* conv2d(x[N, C, H, W], filters, k): weight [filters, C/groups, kh, kw],
+ * then the bias as an add of bias[filters] seen as [filters, 1, 1]. */
+static FeVal build_conv2d(FeCall *c) {
+  Value *x = input(c);
+  const Type *xt = &x->type;
+  Size filters = arg(c, "filters")->i, cg;
+  Attr a = ir_attr();
+  if (!positive(c, "filters") || !pair(c, "k", 1, a.k) || !pair(c, "stride", 1, a.stride) ||
+      !pair(c, "dilation", 1, a.dil) ||
+      !int_at_least(c, "groups", arg(c, "groups"), 1, &a.groups) || !pads(c, &a, true))
+    return (FeVal){.kind = FE_ERROR};
+  /* on another rank the op reports "conv2d expects f32[N, C, H, W], got ..." */
+  if (!group_channels(c, xt->rank == 4 ? xt->dim[1] : sz_const(a.groups), a.groups, &cg))
+    return (FeVal){.kind = FE_ERROR};
+  Size wdims[4] = {filters, cg, sz_const(a.k[0]), sz_const(a.k[1])};
+  Value *w = weight(c, ir_type(xt->dt, 4, wdims));
+  Value *y = ir_op(c->g, OP_conv2d, (Value *[]){x, w}, 2, &a, c->loc);
+  if (arg(c, "bias")->b) {
+    Value *b = vector(c, "bias", filters, xt->dt, INIT_ZEROS, V_PARAM);
+    y = ir_op2(c->g, OP_add, y, reshape(c, b, 3, (Size[]){filters, sz_const(1), sz_const(1)}),
+               c->loc);
+  }
+  return result(c, y);
+}
+
+/* maxpool and avgpool: the stride defaults to the kernel, as in PyTorch. */
+static FeVal build_pool(FeCall *c) {
+  Attr a = ir_attr();
+  bool ok = pair(c, "k", 1, a.k) && pair(c, given(c, "stride") ? "stride" : "k", 1, a.stride);
+  if (ok && fe_layer_arg(c->layer, "dilation") >= 0)
+    ok = pair(c, "dilation", 1, a.dil);
+  if (!ok || !pads(c, &a, false))
+    return (FeVal){.kind = FE_ERROR};
+  a.ceil_mode = arg(c, "ceil_mode")->b;
+  if (fe_layer_arg(c->layer, "count_include_pad") >= 0)
+    a.count_include_pad = arg(c, "count_include_pad")->b;
+  return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
+}
+
+/* global_avgpool(x[N, C, H, W]) -> [N, C]: the mean over H and W. */
+static FeVal build_global_avgpool(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  if (xt->rank != 4)
+    return lfail(c, c->loc, "expects %s[N, C, H, W], got %s", rt_dtype_name(xt->dt), TS(c, xt));
+  Attr a = ir_attr();
+  a.axes = 1u << 2 | 1u << 3;
+  return result(c, ir_op(c->g, OP_mean, (Value *[]){input(c)}, 1, &a, c->loc));
+}
+
+/* flatten(x, start=1): the dims from start on become one. */
+static FeVal build_flatten(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  int64_t start = int_value(arg(c, "start"));
+  int s = (int)(start < 0 ? start + xt->rank : start);
+  if (start < -xt->rank || start >= xt->rank)
+    return lfail(c, arg(c, "start")->loc, "start %lld is out of range for %s",
+                 (long long)start, TS(c, xt));
+  Size dims[IR_MAX_RANK];
+  memcpy(dims, xt->dim, (size_t)s * sizeof *dims);
+  dims[s] = numel(xt, s, xt->rank);
+  return result(c, reshape(c, input(c), s + 1, dims));
+}
+
+/* reshape(x, [dims]): one dim may be -1, solved from the element count. */
+static FeVal build_reshape(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  FeVal *sh = arg(c, "shape");
+  Size dims[IR_MAX_RANK], known = sz_const(1);
+  int infer = -1;
+  if (sh->nitems > IR_MAX_RANK)
+    return lfail(c, sh->loc, "a tensor has at most %d dims, got %d", IR_MAX_RANK, sh->nitems);
+  for (int i = 0; i < sh->nitems; i++) {
+    int64_t n;
+    dims[i] = sh->items[i].i;
+    bool cst = sz_is_const(dims[i], &n);
+    if (cst && n == -1 && infer < 0)
+      infer = i;
+    else if (cst && n < 0)
+      return lfail(c, sh->items[i].loc, "dims are sizes or one -1, got %lld", (long long)n);
+    else
+      known = sz_mul(known, dims[i]);
+  }
+  if (infer >= 0) {
+    Size total = numel(xt, 0, xt->rank), q = sz_div(total, known);
+    if (q.bad || !sz_eq(sz_mul(q, known), total))
+      return lfail(c, sh->loc, "cannot solve the -1: %s does not split into dims of %s", TS(c, xt),
+                   ir_type_str(c->g, &(Type){xt->dt, 1, .dim = {known}}, (char[120]){0}, 120));
+    dims[infer] = q;
+  }
+  return result(c, reshape(c, input(c), sh->nitems, dims));
+}
+
+/* batchnorm(x): weight (ones) and bias (zeros) parameters, running_mean
+ * (zeros) and running_var (ones) state, one of each per channel. */
+static FeVal build_batchnorm(FeCall *c) {
+  Value *x = input(c);
+  const Type *xt = &x->type;
+  Attr a = ir_attr();
+  a.eps = arg(c, "eps")->f;
+  double momentum = arg(c, "momentum")->f;
+  if (!(a.eps >= 0) || !(momentum >= 0 && momentum <= 1))
+    return lfail(c, c->loc, "eps must be at least 0 and momentum within [0, 1], got %g and %g",
+                 a.eps, momentum);
+  a.axis = (int)int_value(arg(c, "axis"));
+  int ax = ir_norm_axis(a.axis, xt->rank);   /* out of range: the op reports */
+  Size ch = ax >= 0 ? xt->dim[ax] : sz_const(1);
+  Value *in[5] = {x, vector(c, "weight", ch, xt->dt, INIT_ONES, V_PARAM),
+                  vector(c, "bias", ch, xt->dt, INIT_ZEROS, V_PARAM),
+                  vector(c, "running_mean", ch, xt->dt, INIT_ZEROS, V_STATE),
+                  vector(c, "running_var", ch, xt->dt, INIT_ONES, V_STATE)};
+  return result(c, ir_op(c->g, OP_batchnorm, in, 5, &a, c->loc));
+}
+
+static FeVal build_unary(FeCall *c) {
+  return result(c, ir_op1(c->g, c->layer->op, input(c), c->loc));
+}
+
+/* An axis argument in range for x's rank, made non-negative. */
+static bool axis_of(FeCall *c, const FeVal *v, int *out) {
+  int64_t n = int_value(v);
+  const Type *xt = &input(c)->type;
+  *out = n < -xt->rank || n >= xt->rank ? -1 : ir_norm_axis((int)n, xt->rank);
+  if (*out < 0)
+    lfail(c, v->loc, "axis %lld is out of range for %s", (long long)n, TS(c, xt));
+  return *out >= 0;
+}
+
+/* softmax and log_softmax along one axis. */
+static FeVal build_softmax(FeCall *c) {
+  Attr a = ir_attr();
+  if (!axis_of(c, arg(c, "axis"), &a.axis))
+    return (FeVal){.kind = FE_ERROR};
+  return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
+}
+
+/* A number operand as a scalar of the other operand's dtype. */
+static Value *operand(FeCall *c, const FeVal *v, RtDType dt) {
+  if (v->kind == FE_TENSOR)
+    return v->t;
+  return ir_scalar(c->g, dt, v->kind == FE_FLOAT ? v->f : (double)int_value(v));
+}
+
+/* maximum, minimum, matmul: two operands, numbers broadcast as scalars. */
+static FeVal build_binary(FeCall *c) {
+  const FeVal *a = &c->args[0], *b = &c->args[1];
+  if (a->kind != FE_TENSOR && b->kind != FE_TENSOR)
+    return lfail(c, c->loc, "needs at least one tensor operand");
+  RtDType dt = (a->kind == FE_TENSOR ? a : b)->t->type.dt;
+  Value *in[2] = {operand(c, a, dt), operand(c, b, dt)};
+  Attr at = ir_attr();
+  return result(c, ir_op(c->g, c->layer->op, in, 2, &at, c->loc));
+}
+
+/* transpose(x, perm=[...]); without perm, the last two axes swap (x.T). */
+static FeVal build_transpose(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  FeVal *p = arg(c, "perm");
+  Attr a = ir_attr();
+  if (p->kind == FE_NONE) {
+    if (xt->rank < 2)
+      return lfail(c, c->loc, "needs a tensor of rank 2 or more, got %s", TS(c, xt));
+    a.perm[xt->rank - 2] = xt->rank - 1;
+    a.perm[xt->rank - 1] = xt->rank - 2;
+  } else if (p->kind != FE_LIST || p->nitems != xt->rank) {
+    return lfail(c, p->loc, "perm must list each of the %d axes of %s once", xt->rank,
+                 TS(c, xt));
+  } else {
+    for (int i = 0; i < xt->rank; i++) {
+      int64_t n = int_value(&p->items[i]);
+      a.perm[i] = n < -xt->rank || n >= xt->rank ? -1 : (int)(n < 0 ? n + xt->rank : n);
+    }
+  }
+  return result(c, ir_op(c->g, OP_transpose, (Value *[]){input(c)}, 1, &a, c->loc));
+}
+
+/* sum, mean, max, min over axis=, axes=[...], or every axis. */
+static FeVal build_reduce(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  FeVal *axis = arg(c, "axis"), *axes = arg(c, "axes");
+  Attr a = ir_attr();
+  a.keepdim = arg(c, "keepdim")->b;
+  if (axis->kind != FE_NONE && axes->kind != FE_NONE)
+    return lfail(c, axes->loc, "give axis= or axes=, not both");
+  FeVal *v = axis->kind != FE_NONE ? axis : axes;
+  if (v->kind == FE_NONE)
+    a.axes = (uint32_t)((1u << xt->rank) - 1);
+  int n = v->kind == FE_LIST ? v->nitems : v->kind == FE_NONE ? 0 : 1;
+  for (int i = 0; i < n; i++) {
+    int ax;
+    if (!axis_of(c, v->kind == FE_LIST ? &v->items[i] : v, &ax))
+      return (FeVal){.kind = FE_ERROR};
+    a.axes |= 1u << ax;
+  }
+  return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
+}
+
+/* dropout(x, p): the identity at inference; training adds the mask later. */
+static FeVal build_dropout(FeCall *c) {
+  double p = arg(c, "p")->f;
+  if (!(p >= 0 && p < 1))
+    return lfail(c, arg(c, "p")->loc, "p must be within [0, 1), got %g", p);
+  return result(c, input(c));
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+#define X {"x", FA_TENSOR, NULL}
+#define INIT {"init", FA_INIT, ""}
+#define UNARY(name) {#name, build_unary, OP_##name, {X}}
+#define REDUCE(name) \
+  {#name, build_reduce, OP_##name, \
+   {X, {"axis", FA_INT, ""}, {"axes", FA_INTS, ""}, {"keepdim", FA_BOOL, "false"}}}
+
+const FeLayer fe_layers[] = {
+  {"dense", build_dense, OP_matmul,
+   {X, {"units", FA_SIZE, NULL}, {"bias", FA_BOOL, "true"}, INIT}},
+  {"conv2d", build_conv2d, OP_conv2d,
+   {X, {"filters", FA_SIZE, NULL}, {"k", FA_INTS, NULL}, {"stride", FA_INTS, "1"},
+    {"pad", FA_PAD, "0"}, {"dilation", FA_INTS, "1"}, {"groups", FA_INT, "1"},
+    {"bias", FA_BOOL, "true"}, INIT}},
+  {"maxpool", build_pool, OP_maxpool2d,
+   {X, {"k", FA_INTS, NULL}, {"stride", FA_INTS, ""}, {"pad", FA_PAD, "0"},
+    {"dilation", FA_INTS, "1"}, {"ceil_mode", FA_BOOL, "false"}}},
+  {"avgpool", build_pool, OP_avgpool2d,
+   {X, {"k", FA_INTS, NULL}, {"stride", FA_INTS, ""}, {"pad", FA_PAD, "0"},
+    {"ceil_mode", FA_BOOL, "false"}, {"count_include_pad", FA_BOOL, "true"}}},
+  {"global_avgpool", build_global_avgpool, OP_mean, {X}},
+  {"flatten", build_flatten, OP_reshape, {X, {"start", FA_INT, "1"}}},
+  {"reshape", build_reshape, OP_reshape, {X, {"shape", FA_SIZES, NULL}}},
+  {"batchnorm", build_batchnorm, OP_batchnorm,
+   {X, {"eps", FA_FLOAT, "1e-5"}, {"momentum", FA_FLOAT, "0.1"}, {"axis", FA_INT, "1"}}},
+  UNARY(relu), UNARY(sigmoid), UNARY(tanh), UNARY(exp), UNARY(log), UNARY(sqrt),
+  UNARY(rsqrt), UNARY(abs),
+  {"softmax", build_softmax, OP_softmax, {X, {"axis", FA_INT, "-1"}}},
+  {"log_softmax", build_softmax, OP_log_softmax, {X, {"axis", FA_INT, "-1"}}},
+  {"maximum", build_binary, OP_maximum, {{"a", FA_OPERAND, NULL}, {"b", FA_OPERAND, NULL}}},
+  {"minimum", build_binary, OP_minimum, {{"a", FA_OPERAND, NULL}, {"b", FA_OPERAND, NULL}}},
+  {"matmul", build_binary, OP_matmul, {{"a", FA_TENSOR, NULL}, {"b", FA_TENSOR, NULL}}},
+  {"transpose", build_transpose, OP_transpose, {X, {"perm", FA_INTS, ""}}},
+  REDUCE(sum), REDUCE(mean), REDUCE(max), REDUCE(min),
+  {"dropout", build_dropout, OP_COUNT, {X, {"p", FA_FLOAT, "0.5"}}},
+};
+
+const int fe_nlayers = (int)(sizeof fe_layers / sizeof *fe_layers);
+
+const FeLayer *fe_find_layer(const char *name) {
+  for (int i = 0; i < fe_nlayers; i++)
+    if (!strcmp(fe_layers[i].name, name))
+      return &fe_layers[i];
+  return NULL;
+}
+
+int fe_layer_arg(const FeLayer *l, const char *name) {
+  for (int i = 0; i < FE_MAX_ARGS && l->args[i].name; i++)
+    if (!strcmp(l->args[i].name, name))
+      return i;
+  return -1;
+}

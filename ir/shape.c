@@ -1,0 +1,354 @@
+/* Shape rules, one per row of ops.def, and the op table itself. A rule
+ * checks its inputs, sets the outputs' types, and on a mistake reports it at
+ * the node's location naming the op and the shapes involved. Dims are size
+ * expressions, so the rules work before any size is bound. */
+#include "ir/ir.h"
+#include <string.h>
+
+Type ir_type(RtDType dt, int rank, const Size *dims) {
+  Type t = {0};
+  t.dt = dt;
+  t.rank = rank;
+  for (int i = 0; i < rank; i++)
+    t.dim[i] = dims[i];
+  return t;
+}
+
+Type ir_type_const(RtDType dt, int rank, const int64_t *dims) {
+  Type t = {0};
+  t.dt = dt;
+  t.rank = rank;
+  for (int i = 0; i < rank; i++)
+    t.dim[i] = sz_const(dims[i]);
+  return t;
+}
+
+Type ir_type_unknown(void) {
+  Type t = {0};
+  t.rank = -1;
+  return t;
+}
+
+bool ir_type_known(const Type *t) { return t->rank >= 0; }
+
+bool ir_type_eq(const Type *a, const Type *b) {
+  if (a->dt != b->dt || a->rank != b->rank)
+    return false;
+  for (int i = 0; i < a->rank; i++)
+    if (!sz_eq(a->dim[i], b->dim[i]))
+      return false;
+  return true;
+}
+
+bool ir_is_float(RtDType dt) { return dt == RT_F32 || dt == RT_F64; }
+
+const char *ir_type_str(const Graph *g, const Type *t, char *buf, int len) {
+  if (!ir_type_known(t)) {
+    snprintf(buf, len, "?");
+    return buf;
+  }
+  int n = snprintf(buf, len, "%s[", rt_dtype_name(t->dt));
+  for (int i = 0; i < t->rank && n < len; i++) {
+    if (i)
+      n += snprintf(buf + n, len - n, ", ");
+    if (n < len)
+      n += sz_print(buf + n, len - n, t->dim[i], g ? g->svars : NULL);
+  }
+  if (n < len)
+    snprintf(buf + n, len - n, "]");
+  return buf;
+}
+
+int ir_norm_axis(int axis, int rank) {
+  if (axis < 0)
+    axis += rank;
+  return axis >= 0 && axis < rank ? axis : -1;
+}
+
+/* ---- reporting ------------------------------------------------------- */
+
+#define TS(t) ir_type_str(g, (t), (char[160]){0}, 160)
+#define SZS(s) sz_str(g, (s), (char[64]){0}, 64)
+
+static const char *sz_str(const Graph *g, Size s, char *buf, int len) {
+  sz_print(buf, len, s, g->svars);
+  return buf;
+}
+
+static int fail(Graph *g, Node *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(Graph *g, Node *n, const char *fmt, ...) {
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (g->diags)
+    diag_error(g->diags, n->loc, "%s: %s", op_name(n->op), msg);
+  for (int i = 0; i < n->nout; i++)
+    n->out[i]->type = ir_type_unknown();
+  return -1;
+}
+
+static Type *in_t(Node *n, int i) { return &n->in[i]->type; }
+static void set_out(Node *n, Type t) { n->out[0]->type = t; }
+
+/* A dim that is not a usable size: negative constant or bad expression. */
+static bool dim_ok(Size s) {
+  int64_t c;
+  return !s.bad && (!sz_is_const(s, &c) || c >= 0);
+}
+
+static int check_dims(Graph *g, Node *n, const Type *t) {
+  for (int i = 0; i < t->rank; i++) {
+    int64_t c;
+    if (!dim_ok(t->dim[i]))
+      return fail(g, n, "output shape %s has an invalid or non-representable dim %d",
+                  TS(t), i);
+    if (sz_is_const(t->dim[i], &c) && c >= (1LL << 31))
+      return fail(g, n, "dim %d of %s is 2^31 or more", i, TS(t));
+  }
+  return 0;
+}
+
+/* ---- rules ------------------------------------------------------------ */
+
+static int shape_same(Graph *g, Node *n) {
+  set_out(n, *in_t(n, 0));
+  return 0;
+}
+
+static int shape_float(Graph *g, Node *n) {
+  if (!ir_is_float(in_t(n, 0)->dt))
+    return fail(g, n, "expects a floating-point tensor, got %s", TS(in_t(n, 0)));
+  set_out(n, *in_t(n, 0));
+  return 0;
+}
+
+static int shape_cast(Graph *g, Node *n) {
+  Type t = *in_t(n, 0);
+  t.dt = n->attr.dtype;
+  set_out(n, t);
+  return 0;
+}
+
+/* numpy broadcasting of two types: dims aligned from the right, equal or 1. */
+static int bcast2(Graph *g, Node *n, const Type *a, const Type *b, Type *out) {
+  if (a->dt != b->dt)
+    return fail(g, n, "operands have different dtypes: %s and %s", TS(a), TS(b));
+  int r = a->rank > b->rank ? a->rank : b->rank;
+  Type t = {0};
+  t.dt = a->dt;
+  t.rank = r;
+  for (int i = 0; i < r; i++) {
+    int ia = a->rank - r + i, ib = b->rank - r + i;
+    Size da = ia >= 0 ? a->dim[ia] : sz_const(1);
+    Size db = ib >= 0 ? b->dim[ib] : sz_const(1);
+    int64_t ca = -1, cb = -1;
+    sz_is_const(da, &ca);
+    sz_is_const(db, &cb);
+    if (sz_eq(da, db) || cb == 1)
+      t.dim[i] = da;
+    else if (ca == 1)
+      t.dim[i] = db;
+    else
+      return fail(g, n, "shapes %s and %s do not broadcast (axis %d)", TS(a), TS(b),
+                  i - r);
+  }
+  *out = t;
+  return 0;
+}
+
+static int shape_bcast(Graph *g, Node *n) {
+  Type t = *in_t(n, 0);
+  for (int i = 1; i < n->nin; i++)
+    if (bcast2(g, n, &t, in_t(n, i), &t) < 0)
+      return -1;
+  set_out(n, t);
+  return 0;
+}
+
+/* batchnorm(x, weight, bias, mean, var): per-channel vectors along attr.axis. */
+static int shape_bnorm(Graph *g, Node *n) {
+  Type *x = in_t(n, 0);
+  int ax = ir_norm_axis(n->attr.axis, x->rank);
+  if (!ir_is_float(x->dt) || x->rank < 2 || ax < 0)
+    return fail(g, n, "expects a floating-point tensor of rank 2 or more with a "
+                "channel axis %d, got %s", n->attr.axis, TS(x));
+  n->attr.axis = ax;
+  for (int i = 1; i < 5; i++) {
+    Type *p = in_t(n, i);
+    if (p->dt != x->dt || p->rank != 1 || !sz_eq(p->dim[0], x->dim[ax]))
+      return fail(g, n, "statistic %d is %s, expected %s[%s] for input %s", i, TS(p),
+                  rt_dtype_name(x->dt), SZS(x->dim[ax]), TS(x));
+  }
+  set_out(n, *x);
+  return 0;
+}
+
+static int shape_perm(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t = *x;
+  unsigned seen = 0;
+  for (int i = 0; i < x->rank; i++) {
+    int p = n->attr.perm[i];
+    if (p < 0 || p >= x->rank || (seen & (1u << p)))
+      return fail(g, n, "invalid permutation for %s", TS(x));
+    seen |= 1u << p;
+    t.dim[i] = x->dim[p];
+  }
+  set_out(n, t);
+  return 0;
+}
+
+static Size numel(const Type *t) {
+  Size s = sz_const(1);
+  for (int i = 0; i < t->rank; i++)
+    s = sz_mul(s, t->dim[i]);
+  return s;
+}
+
+static int shape_reshape(Graph *g, Node *n) {
+  Type *x = in_t(n, 0);
+  Type t = ir_type(x->dt, n->attr.rank, n->attr.shape);
+  if (check_dims(g, n, &t) < 0)
+    return -1;
+  if (!sz_eq(numel(x), numel(&t)))
+    return fail(g, n, "cannot reshape %s (%s elements) to %s (%s elements)", TS(x),
+                SZS(numel(x)), TS(&t), SZS(numel(&t)));
+  set_out(n, t);
+  return 0;
+}
+
+static int shape_reduce(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t = *x;
+  if (n->attr.axes >> x->rank)
+    return fail(g, n, "reduction axes out of range for %s", TS(x));
+  t.rank = 0;
+  for (int i = 0; i < x->rank; i++) {
+    if (!(n->attr.axes & (1u << i)))
+      t.dim[t.rank++] = x->dim[i];
+    else if (n->attr.keepdim)
+      t.dim[t.rank++] = sz_const(1);
+  }
+  if ((n->op == OP_mean) && !ir_is_float(x->dt))
+    return fail(g, n, "expects a floating-point tensor, got %s", TS(x));
+  set_out(n, t);
+  return 0;
+}
+
+/* a[..., M, K] @ b[..., K, N] with broadcast batch dims (transposes by attr). */
+static int shape_matmul(Graph *g, Node *n) {
+  Type *a = in_t(n, 0), *b = in_t(n, 1);
+  if (a->rank < 2 || b->rank < 2 || a->dt != b->dt || !ir_is_float(a->dt))
+    return fail(g, n, "expects two floating-point tensors of rank 2 or more with the "
+                "same dtype, got %s and %s", TS(a), TS(b));
+  Size m = a->dim[a->rank - (n->attr.trans_a ? 1 : 2)];
+  Size ka = a->dim[a->rank - (n->attr.trans_a ? 2 : 1)];
+  Size kb = b->dim[b->rank - (n->attr.trans_b ? 1 : 2)];
+  Size nn = b->dim[b->rank - (n->attr.trans_b ? 2 : 1)];
+  if (!sz_eq(ka, kb))
+    return fail(g, n, "inner dimensions differ: %s @ %s%s", TS(a), TS(b),
+                n->attr.trans_b ? " (second operand transposed)" : "");
+  Type ba = *a, bb = *b, t;
+  ba.rank -= 2;
+  bb.rank -= 2;
+  if (bcast2(g, n, &ba, &bb, &t) < 0)
+    return -1;
+  t.dim[t.rank++] = m;
+  t.dim[t.rank++] = nn;
+  set_out(n, t);
+  return 0;
+}
+
+/* Output extent of a window, as PyTorch computes it: floor (or ceil) of
+ * (in + pads - span) / stride, + 1; in ceil mode a last window that would
+ * start in the right padding is dropped. Ceil mode needs a constant extent. */
+static Size window_out(Size in, int k, int s, int d, int p0, int p1, bool ceil_mode) {
+  Size span = sz_add(in, sz_const(p0 + p1 - (int64_t)d * (k - 1) - 1));
+  int64_t c, len;
+  if (ceil_mode && sz_is_const(span, &c) && sz_is_const(in, &len)) {
+    int64_t o = (c + s - 1) / s + 1;
+    if ((o - 1) * s >= len + p0)
+      o--;
+    return sz_const(o);
+  }
+  return sz_add(sz_floordiv_const(span, s), sz_const(1));
+}
+
+static int window_check(Graph *g, Node *n, const Type *x, const char *what) {
+  const Attr *a = &n->attr;
+  for (int i = 0; i < 2; i++)
+    if (a->k[i] < 1 || a->stride[i] < 1 || a->dil[i] < 1 || a->pad[i] < 0 ||
+        a->pad[i + 2] < 0)
+      return fail(g, n, "kernel, stride and dilation must be positive and padding "
+                  "non-negative");
+  if (x->rank != 4 || !ir_is_float(x->dt))
+    return fail(g, n, "expects %s[N, C, H, W], got %s", what, TS(x));
+  return 0;
+}
+
+static int shape_conv2d(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), *w = in_t(n, 1);
+  const Attr *a = &n->attr;
+  if (window_check(g, n, x, "f32") < 0)
+    return -1;
+  if (w->rank != 4 || w->dt != x->dt)
+    return fail(g, n, "weight must be %s[O, C/groups, KH, KW], got %s",
+                rt_dtype_name(x->dt), TS(w));
+  int64_t kh, kw;
+  if (!sz_is_const(w->dim[2], &kh) || !sz_is_const(w->dim[3], &kw) || kh != a->k[0] ||
+      kw != a->k[1])
+    return fail(g, n, "weight %s does not match kernel %dx%d", TS(w), a->k[0], a->k[1]);
+  Size cg = sz_mul(w->dim[1], sz_const(a->groups));
+  if (a->groups < 1 || !sz_eq(cg, x->dim[1]))
+    return fail(g, n, "input %s has %s channels but weight %s expects %d group(s) of %s",
+                TS(x), SZS(x->dim[1]), TS(w), a->groups, SZS(w->dim[1]));
+  Type t = *x;
+  t.dim[1] = w->dim[0];
+  for (int i = 0; i < 2; i++)
+    t.dim[2 + i] = window_out(x->dim[2 + i], a->k[i], a->stride[i], a->dil[i], a->pad[i],
+                              a->pad[i + 2], false);
+  if (check_dims(g, n, &t) < 0)
+    return -1;
+  set_out(n, t);
+  return 0;
+}
+
+static int shape_pool2d(Graph *g, Node *n) {
+  Type *x = in_t(n, 0);
+  const Attr *a = &n->attr;
+  if (window_check(g, n, x, "f32") < 0)
+    return -1;
+  for (int i = 0; i < 2; i++)
+    if (a->pad[i] * 2 > a->k[i] || a->pad[i + 2] * 2 > a->k[i])
+      return fail(g, n, "padding must be at most half the kernel size");
+  Type t = *x;
+  for (int i = 0; i < 2; i++)
+    t.dim[2 + i] = window_out(x->dim[2 + i], a->k[i], a->stride[i], a->dil[i], a->pad[i],
+                              a->pad[i + 2], a->ceil_mode);
+  if (check_dims(g, n, &t) < 0)
+    return -1;
+  set_out(n, t);
+  return 0;
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+const OpInfo ir_ops[OP_COUNT] = {
+#define OP(name, nin, cat, attrs, shape, lower) {#name, nin, cat, attrs, shape},
+#include "ir/ops.def"
+#undef OP
+};
+
+int ir_infer(Graph *g, Node *n) {
+  int want = ir_ops[n->op].nin;
+  if ((want >= 0 && n->nin != want) || n->nin < 1)
+    return fail(g, n, "takes %d input(s), got %d", want, n->nin);
+  for (int i = 0; i < n->nin; i++)
+    if (!ir_type_known(&n->in[i]->type)) {   /* an earlier error: stay quiet */
+      for (int j = 0; j < n->nout; j++)
+        n->out[j]->type = ir_type_unknown();
+      return -1;
+    }
+  return ir_ops[n->op].shape(g, n);
+}

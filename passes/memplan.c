@@ -1,0 +1,183 @@
+/* Memory planning: every value gets a region and an offset.
+ *
+ * Parameters and constants live in the weights region, state in the state
+ * region, inputs and outputs in the io region, and all intermediates plus
+ * each kernel's workspace share the scratch region: a value occupies its
+ * bytes from the node that defines it to its last use, and first-fit over
+ * those lifetimes lets dead values' bytes be reused. A reshape is a view of
+ * its input (no bytes, no code) unless it must be an output of its own.
+ * Offsets are 64-byte aligned and planned for the compiled maximum batch. */
+#include "passes/passes.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN(x) (((x) + 63) / 64 * 64)
+
+typedef struct Block {
+  int64_t off, size;
+  int last;               /* last node index using it */
+} Block;
+
+typedef struct Plan {
+  Block *live;
+  int nlive;
+  int64_t peak;
+} Plan;
+
+static Value *root(Value *v) {
+  while (v->alias)
+    v = v->alias;
+  return v;
+}
+
+/* Lowest offset where `size` bytes fit between the live blocks. */
+static int64_t first_fit(Plan *p, int64_t size) {
+  int64_t off = 0;
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int i = 0; i < p->nlive; i++) {
+      Block *b = &p->live[i];
+      if (off < b->off + b->size && b->off < off + size) {
+        off = b->off + b->size;
+        moved = true;
+      }
+    }
+  }
+  return off;
+}
+
+static int64_t place(Plan *p, int64_t size, int last) {
+  int64_t off = first_fit(p, ALIGN(size));
+  p->live[p->nlive++] = (Block){off, ALIGN(size), last};
+  if (off + ALIGN(size) > p->peak)
+    p->peak = off + ALIGN(size);
+  return off;
+}
+
+static void expire(Plan *p, int now) {
+  int k = 0;
+  for (int i = 0; i < p->nlive; i++)
+    if (p->live[i].last >= now)
+      p->live[k++] = p->live[i];
+  p->nlive = k;
+}
+
+/* A reshape's output shares its input's bytes, except when it is a graph
+ * output: that has its own place in the io region, where the caller reads
+ * it, and a temporary's scratch bytes are reused once it dies. */
+static void choose_views(Graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = g->nodes[i];
+    Value *o = n->out[0];
+    o->alias = NULL;
+    if (n->op != OP_reshape || o->is_output)
+      continue;
+    o->alias = root(n->in[0]);
+  }
+}
+
+/* Last node index that reads each root value (outputs: forever). */
+static int *last_uses(Graph *g) {
+  int *last = malloc(sizeof(int) * (g->nvals ? g->nvals : 1));
+  if (!last)
+    return NULL;
+  for (int i = 0; i < g->nvals; i++)
+    last[i] = -1;
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = g->nodes[i];
+    for (int j = 0; j < n->nin; j++)
+      last[root(n->in[j])->id] = i;
+    for (int j = 0; j < n->nout; j++) {    /* a view keeps its root alive */
+      Value *r = root(n->out[j]);
+      if (last[r->id] < i)
+        last[r->id] = i;
+    }
+  }
+  return last;
+}
+
+static void place_fixed(Graph *g) {
+  int64_t *rb = g->region_bytes;
+  for (int i = 0; i < g->nvals; i++) {
+    Value *v = g->vals[i];
+    int r = v->role == V_PARAM || v->role == V_CONST ? REGION_WEIGHTS
+          : v->role == V_STATE                       ? REGION_STATE
+          : v->role == V_INPUT || v->is_output       ? REGION_IO
+                                                     : -1;
+    if (r < 0 || v->alias)
+      continue;
+    v->region = r;
+    v->offset = rb[r];
+    rb[r] += ALIGN(ir_bytes_max(g, &v->type));
+  }
+}
+
+bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
+  memset(g->region_bytes, 0, sizeof g->region_bytes);
+  choose_views(g);
+  place_fixed(g);
+  int *last = last_uses(g);
+  Plan p = {.live = malloc(sizeof(Block) * (2 * g->nvals + 2 * g->nnodes + 1))};
+  if (!last || !p.live) {
+    free(last);
+    free(p.live);
+    return false;
+  }
+  int64_t total = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = g->nodes[i];
+    expire(&p, i);
+    for (int j = 0; j < n->nout; j++) {
+      Value *v = n->out[j];
+      if (v->alias || v->is_output)
+        continue;
+      int64_t bytes = ir_bytes_max(g, &v->type);
+      total += ALIGN(bytes);
+      v->region = REGION_SCRATCH;
+      v->offset = place(&p, bytes, last[v->id] < i ? i : last[v->id]);
+    }
+    n->work_bytes = cx->work_bytes ? cx->work_bytes(g, n, cx->threads) : 0;
+    if (n->work_bytes > 0) {
+      total += ALIGN(n->work_bytes);
+      n->work_off = place(&p, n->work_bytes, i);
+    }
+  }
+  for (int i = 0; i < g->nvals; i++)       /* views take their root's place */
+    if (g->vals[i]->alias) {
+      g->vals[i]->region = root(g->vals[i])->region;
+      g->vals[i]->offset = root(g->vals[i])->offset;
+    }
+  g->region_bytes[REGION_SCRATCH] = p.peak;
+  st->bytes_before = total;
+  st->bytes_after = p.peak;
+  free(last);
+  free(p.live);
+  return true;
+}
+
+static const char *region_name(int r) {
+  static const char *names[] = {"weights", "io", "scratch", "state", "grads"};
+  return r >= 0 && r < REGION_COUNT ? names[r] : "-";
+}
+
+/* --emit=memplan: each region's size, then every tensor's place. */
+void pass_print_memplan(const Graph *g, FILE *out) {
+  char tb[160], vb[128];
+  fprintf(out, "memplan %s (batch up to %lld)\n", g->name, (long long)g->max_batch);
+  for (int r = 0; r < REGION_COUNT; r++)
+    fprintf(out, "  region %-8s %12lld bytes\n", region_name(r), (long long)g->region_bytes[r]);
+  for (int i = 0; i < g->nvals; i++) {
+    const Value *v = g->vals[i];
+    if (v->region < 0)
+      continue;
+    fprintf(out, "  %-24s %-8s +%-10lld %10lld bytes  %s%s\n", ir_value_str(v, vb, sizeof vb),
+            region_name(v->region), (long long)v->offset,
+            (long long)ir_bytes_max(g, &v->type), ir_type_str(g, &v->type, tb, sizeof tb),
+            v->alias ? "  (view)" : "");
+  }
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->work_bytes > 0)
+      fprintf(out, "  workspace k%-14d scratch  +%-10lld %10lld bytes  %s\n", g->nodes[i]->id,
+              (long long)g->nodes[i]->work_off, (long long)g->nodes[i]->work_bytes,
+              op_name(g->nodes[i]->op));
+}

@@ -1,0 +1,72 @@
+/* The pipeline: passes of one signature, in the order they run. -O0 runs
+ * what correctness needs (memory planning); higher levels add the
+ * optimizing passes as they land. After each pass: the verifier (when
+ * asked), --print-after, and a --stats line. */
+#include "passes/passes.h"
+#include <string.h>
+
+static const Pass pipeline[] = {
+    {"memplan", pass_memplan, 0},
+};
+enum { NPASSES = sizeof pipeline / sizeof pipeline[0] };
+
+const Pass *pass_find(const char *name) {
+  for (int i = 0; i < NPASSES; i++)
+    if (!strcmp(pipeline[i].name, name))
+      return &pipeline[i];
+  return NULL;
+}
+
+/* A kernel is a generated function: one per node, or per fused group. */
+int pass_count_kernels(const Graph *g) {
+  int k = 0, last_group = -1;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->op == OP_reshape && n->out[0]->alias)
+      continue;
+    if (n->group >= 0 && n->group == last_group)
+      continue;
+    last_group = n->group;
+    k++;
+  }
+  return k;
+}
+
+static void print_stats(const PassCtx *cx, const char *name, const PassStats *s, bool changed) {
+  FILE *f = cx->stats_out;
+  if (cx->stats_json)
+    fprintf(f,
+            "{\"pass\": \"%s\", \"changed\": %s, \"nodes_before\": %d, \"nodes_after\": %d, "
+            "\"kernels_before\": %d, \"kernels_after\": %d, \"bytes_before\": %lld, "
+            "\"bytes_after\": %lld}\n",
+            name, changed ? "true" : "false", s->nodes_before, s->nodes_after,
+            s->kernels_before, s->kernels_after, (long long)s->bytes_before,
+            (long long)s->bytes_after);
+  else
+    fprintf(f, "%-12s nodes %4d -> %-4d kernels %4d -> %-4d scratch bytes %lld -> %lld\n", name,
+            s->nodes_before, s->nodes_after, s->kernels_before, s->kernels_after,
+            (long long)s->bytes_before, (long long)s->bytes_after);
+}
+
+int pass_run_pipeline(Graph *g, PassCtx *cx) {
+  for (int i = 0; i < NPASSES; i++) {
+    const Pass *p = &pipeline[i];
+    if (cx->opt < p->min_opt)
+      continue;
+    PassStats st = {.nodes_before = g->nnodes, .kernels_before = pass_count_kernels(g),
+                    .bytes_before = -1, .bytes_after = -1};
+    bool changed = p->run(g, cx, &st);
+    st.nodes_after = g->nnodes;
+    st.kernels_after = pass_count_kernels(g);
+    if (cx->verify && ir_verify(g) > 0)
+      return -1;
+    if (cx->print_after && cx->print_out &&
+        (!strcmp(cx->print_after, p->name) || !strcmp(cx->print_after, "all"))) {
+      fprintf(cx->print_out, "; after %s\n", p->name);
+      ir_print(g, cx->print_out);
+    }
+    if (cx->stats_out)
+      print_stats(cx, p->name, &st, changed);
+  }
+  return 0;
+}

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Sets kiln up on Debian 12: installs the Debian packages it needs (as root,
+# or through sudo), then configures and builds it in build/.
+#
+#   ./setup.sh          install and build
+#   ./setup.sh test     ... then run every test suite, plain and under
+#                       AddressSanitizer + UndefinedBehaviorSanitizer
+set -eu
+cd "$(dirname "$0")"
+
+PKGS="build-essential pkg-config meson ninja-build llvm-19-dev libcmocka-dev
+      python3-numpy zlib1g-dev libzstd-dev"
+
+need=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
+done
+if [ -n "$need" ]; then
+  echo "setup: installing$need"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
+fi
+
+build() {  # build DIR [meson options...]
+  dir=$1; shift
+  [ -f "$dir/build.ninja" ] || meson setup "$dir" "$@" >/dev/null
+  ninja -C "$dir"
+}
+
+build build
+[ "${1:-}" = "test" ] || exit 0
+
+status=0
+meson test -C build --print-errorlogs || status=1
+# JIT'd code runs under the sanitizers too; LLVM's own allocations that live
+# for the process are not ours to report, so leak checking stays off here.
+build build-san -Db_sanitize=address,undefined -Db_lundef=false
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  meson test -C build-san --print-errorlogs --timeout-multiplier 4 || status=1
+python3 - build/meson-logs/testlog.json build-san/meson-logs/testlog.json <<'PY' || true
+import json, sys
+ok = bad = skip = 0
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line)["result"]
+        ok += r == "OK"; skip += r == "SKIP"; bad += r not in ("OK", "SKIP", "EXPECTEDFAIL")
+print(f"tests: {ok} passed, {bad} failed, {skip} skipped")
+PY
+exit $status

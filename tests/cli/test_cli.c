@@ -1,0 +1,171 @@
+/* The kiln command as a user meets it: every bad input is a message and a
+ * non-zero exit, never a crash; good input runs. Each case spawns the real
+ * binary (KILN) with files written into a fresh temporary folder. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "runtime/rt.h"
+
+static char tmp[256];
+static char out[1 << 16];
+
+/* Runs `kiln ARGS` (a shell fragment), captures stdout+stderr in `out`,
+ * returns the exit status (128+signal if it died). */
+static int kiln(const char *fmt, ...) {
+  char args[2048], cmd[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", tmp, getenv("KILN"), args);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void write_file(const char *name, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", tmp, name);
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static void write_npy(const char *name, RtDType dt, int rank, const int64_t *shape) {
+  char path[512];
+  RtTensor t;
+  snprintf(path, sizeof path, "%s/%s", tmp, name);
+  assert_int_equal(rt_tensor_alloc(&t, dt, rank, shape, NULL), RT_OK);
+  if (dt == RT_F32)
+    rt_fill_uniform(t.data, rt_numel(&t), -1, 1, 7, 1);
+  assert_int_equal(rt_npy_write(path, &t, NULL), RT_OK);
+  rt_tensor_free(&t);
+}
+
+static const char *mlp =
+    "model mlp(x: f32[N, 4]) -> (y: f32[N, 3]) {\n"
+    "  h = x |> dense(8) |> relu()\n"
+    "  y = h |> dense(3)\n"
+    "}\n";
+
+static int setup(void **state) {
+  snprintf(tmp, sizeof tmp, "/tmp/kiln-cli-XXXXXX");
+  assert_non_null(mkdtemp(tmp));
+  write_file("mlp.kiln", mlp);
+  return 0;
+}
+
+static int teardown(void **state) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+  return system(cmd);
+}
+
+static void test_help_and_version(void **state) {
+  assert_int_equal(kiln("--help"), 0);
+  assert_non_null(strstr(out, "usage: kiln"));
+  assert_int_equal(kiln("--version"), 0);
+  assert_non_null(strstr(out, "kiln 0."));
+  assert_int_equal(kiln(""), 2);
+  assert_int_equal(kiln("check mlp.kiln --bogus"), 2);
+  assert_non_null(strstr(out, "unknown option '--bogus'"));
+}
+
+static void test_check_prints_ir(void **state) {
+  assert_int_equal(kiln("check mlp.kiln"), 0);
+  assert_non_null(strstr(out, "graph mlp"));
+  assert_non_null(strstr(out, "matmul"));
+  assert_int_equal(kiln("check mlp.kiln --emit=dot"), 0);
+  assert_non_null(strstr(out, "digraph"));
+}
+
+static void test_check_reports_every_error(void **state) {
+  write_file("bad.kiln",
+             "model bad(x: f32[N, 4]) -> (y: f32[N, 3]) {\n"
+             "  h = x |> conv2d(8, k=3)\n"
+             "  y = h |> dense(3, colour=2)\n"
+             "}\n");
+  assert_int_equal(kiln("check bad.kiln"), 1);
+  assert_non_null(strstr(out, "bad.kiln:2:"));
+  assert_non_null(strstr(out, "conv2d"));
+  assert_non_null(strstr(out, "^"));
+  write_file("syntax.kiln", "model (x: f32[N]) -> (y) {\n  y = x +\n}\n");
+  assert_int_equal(kiln("check syntax.kiln"), 1);
+  assert_non_null(strstr(out, "syntax.kiln:1:7: error"));
+  assert_int_equal(kiln("check missing.kiln"), 1);
+  assert_non_null(strstr(out, "missing.kiln"));
+}
+
+static void test_run_writes_outputs(void **state) {
+  write_npy("x.npy", RT_F32, 2, (int64_t[]){5, 4});
+  assert_int_equal(kiln("run mlp.kiln --seed 3 -i x=x.npy -o y=y.npy"), 0);
+  RtTensor y;
+  char path[512];
+  snprintf(path, sizeof path, "%s/y.npy", tmp);
+  assert_int_equal(rt_npy_read(path, &y, NULL), RT_OK);
+  assert_int_equal(y.rank, 2);
+  assert_int_equal(y.shape[0], 5);
+  assert_int_equal(y.shape[1], 3);
+  rt_tensor_free(&y);
+}
+
+static void test_run_bad_inputs(void **state) {
+  write_npy("x33.npy", RT_F32, 2, (int64_t[]){5, 3});
+  assert_int_equal(kiln("run mlp.kiln -i x=x33.npy"), 1);
+  assert_non_null(strstr(out, "input 'x'"));
+  assert_non_null(strstr(out, "f32[N, 4]"));
+  write_npy("xi.npy", RT_I32, 2, (int64_t[]){5, 4});
+  assert_int_equal(kiln("run mlp.kiln -i x=xi.npy"), 1);
+  assert_non_null(strstr(out, "i32"));
+  assert_int_equal(kiln("run mlp.kiln -i x=nothere.npy"), 1);
+  assert_non_null(strstr(out, "nothere.npy"));
+  write_file("junk.npy", "\x93NUMPY\x01\x00garbage");
+  assert_int_equal(kiln("run mlp.kiln -i x=junk.npy"), 1);
+  assert_non_null(strstr(out, "junk.npy"));
+  assert_int_equal(kiln("run mlp.kiln"), 1);   /* no input at all */
+  assert_non_null(strstr(out, "input"));
+}
+
+static void test_run_bad_weights(void **state) {
+  write_npy("x.npy", RT_F32, 2, (int64_t[]){5, 4});
+  write_file("junk.safetensors", "\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":");
+  assert_int_equal(kiln("run mlp.kiln -i x=x.npy --weights junk.safetensors"), 1);
+  assert_non_null(strstr(out, "junk.safetensors"));
+  /* a weights file lacking a parameter, and one with a wrong shape */
+  char path[512];
+  RtTensor w;
+  assert_int_equal(rt_tensor_alloc(&w, RT_F32, 2, (int64_t[]){8, 5}, NULL), RT_OK);
+  RtNamedTensor nt = {"dense0.weight", w};
+  snprintf(path, sizeof path, "%s/w.safetensors", tmp);
+  assert_int_equal(rt_st_write(path, &nt, 1, NULL, 0, NULL), RT_OK);
+  rt_tensor_free(&w);
+  assert_int_equal(kiln("run mlp.kiln -i x=x.npy --weights w.safetensors"), 1);
+  assert_non_null(strstr(out, "dense0.weight"));
+  assert_non_null(strstr(out, "lack"));
+  assert_non_null(strstr(out, "f32[8, 4]"));
+  assert_int_equal(kiln("run mlp.kiln -i x=x.npy --weights none.safetensors"), 1);
+  assert_non_null(strstr(out, "none.safetensors"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_help_and_version),
+      cmocka_unit_test(test_check_prints_ir),
+      cmocka_unit_test(test_check_reports_every_error),
+      cmocka_unit_test(test_run_writes_outputs),
+      cmocka_unit_test(test_run_bad_inputs),
+      cmocka_unit_test(test_run_bad_weights),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,344 @@
+/* The generated GEMM against a plain triple loop in double: every size
+ * combination of {1, 3, 7, 13, 33, 100, 257}, the four transpose combos,
+ * accumulate, batches with broadcast (stride 0) operands, f32 and f64, an
+ * epilogue (bias per column + ReLU + a per-row term, which checks the
+ * b/row/col it is given) with masks at the edges, and bit-identical results
+ * at 1, 2, 3 and 7 threads. Leading dimensions are padded, and canaries
+ * around C and the work region catch stores outside them. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "codegen/codegen.h"
+
+typedef void (*GemmFn)(int64_t batch, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
+                       int64_t sa, const void *B, int64_t ldb, int64_t sb, void *C, int64_t ldc,
+                       int64_t sc, void **epi, void *work, int32_t nthreads);
+
+enum { ROWTERM_STRIDE = 1024, CANARY = 0x5a };
+
+/* One generated variant per (dtype, trans_a, trans_b, accumulate, epilogue). */
+static GemmFn variants[2][2][2][2][2];
+static CgJit *jit;
+
+static LLVMValueRef masked_or_plain_load(CgCtx *c, LLVMTypeRef vt, LLVMValueRef p, LLVMValueRef mask) {
+  int sz = LLVMGetTypeKind(LLVMGetElementType(vt)) == LLVMFloatTypeKind ? 4 : 8;
+  if (!mask) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, vt, p, "");
+    LLVMSetAlignment(v, sz);
+    return v;
+  }
+  LLVMTypeRef ov[] = {vt, c->t_ptr};
+  LLVMValueRef args[] = {p, LLVMConstInt(c->t_i32, sz, 0), mask, LLVMConstNull(vt)};
+  return cg_intrinsic(c, "llvm.masked.load", ov, 2, args, 4);
+}
+
+/* relu(v + bias[col..]) + rowterm[b*ROWTERM_STRIDE + row]; epi = {bias, rowterm}. */
+static LLVMValueRef bias_relu_row(CgCtx *c, void *user, LLVMValueRef v, LLVMValueRef mask, LLVMValueRef epi,
+                                  LLVMValueRef b, LLVMValueRef row, LLVMValueRef col) {
+  LLVMTypeRef vt = LLVMTypeOf(v), t = LLVMGetElementType(vt);
+  int lanes = (int)LLVMGetVectorSize(vt);
+  LLVMValueRef one = LLVMConstInt(c->t_i64, 1, 0);
+  LLVMValueRef bias = LLVMBuildLoad2(c->b, c->t_ptr, epi, "");
+  LLVMValueRef rowterm = LLVMBuildLoad2(c->b, c->t_ptr, LLVMBuildGEP2(c->b, c->t_ptr, epi, &one, 1, ""), "");
+  LLVMValueRef bv = masked_or_plain_load(c, vt, LLVMBuildGEP2(c->b, t, bias, &col, 1, ""), mask);
+  LLVMValueRef s = LLVMBuildFAdd(c->b, v, bv, "");
+  LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, s, LLVMConstNull(vt), "");
+  s = LLVMBuildSelect(c->b, pos, s, LLVMConstNull(vt), "");
+  LLVMValueRef ri = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, b, LLVMConstInt(c->t_i64, ROWTERM_STRIDE, 0), ""), row, "");
+  LLVMValueRef r = LLVMBuildLoad2(c->b, t, LLVMBuildGEP2(c->b, t, rowterm, &ri, 1, ""), "");
+  return LLVMBuildFAdd(c->b, s, cg_splat(c, r, lanes), "");
+}
+
+static const CgEpilogue epilogue = {bias_relu_row, NULL};
+
+static void variant_name(char *buf, int d, int ta, int tb, int acc, int epi) {
+  sprintf(buf, "gemm_%s_ta%d_tb%d_acc%d_epi%d", d ? "f64" : "f32", ta, tb, acc, epi);
+}
+
+static int setup(void **state) {
+  char err[1024], name[64];
+  if (cg_jit_new(&jit, err, sizeof err))
+    fail_msg("%s", err);
+  CgCtx c;
+  if (cg_ctx_init_jit(&c, "gemm_test", err, sizeof err))
+    fail_msg("%s", err);
+  for (int d = 0; d < 2; d++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++)
+        for (int acc = 0; acc < 2; acc++)
+          for (int epi = 0; epi < 2; epi++) {
+            CgGemmSpec s = {d ? RT_F64 : RT_F32, ta, tb, acc, epi ? &epilogue : NULL};
+            variant_name(name, d, ta, tb, acc, epi);
+            if (!cg_gemm_define(&c, &s, name))
+              fail_msg("cg_gemm_define %s", name);
+          }
+  if (cg_optimize(&c, 3, err, sizeof err) || cg_jit_add(jit, &c, err, sizeof err))
+    fail_msg("%s", err);
+  cg_ctx_dispose(&c);
+  for (int d = 0; d < 2; d++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++)
+        for (int acc = 0; acc < 2; acc++)
+          for (int epi = 0; epi < 2; epi++) {
+            variant_name(name, d, ta, tb, acc, epi);
+            variants[d][ta][tb][acc][epi] = (GemmFn)cg_jit_lookup(jit, name);
+            if (!variants[d][ta][tb][acc][epi])
+              fail_msg("lookup %s", name);
+          }
+  return 0;
+}
+
+static int teardown(void **state) {
+  cg_jit_free(jit);
+  return 0;
+}
+
+/* ---- the reference and the harness ---- */
+
+typedef struct Case {
+  int d, ta, tb, acc, epi;    /* the variant */
+  int64_t batch, M, N, K;
+  int bcast_a, bcast_b;       /* stride 0 for that operand */
+  int threads;
+} Case;
+
+/* Everything of one run: operands in double and in the tested dtype. */
+typedef struct Run {
+  int64_t lda, ldb, ldc, sa, sb, sc, rows_a, rows_b;
+  double *A, *B, *C0, *bias, *rowterm, *ref;
+  void *tA, *tB, *tC, *tbias, *trowterm;
+} Run;
+
+static double rnd(uint64_t *s) {
+  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(*s >> 11) / 9007199254740992.0 * 2 - 1;
+}
+
+static double *rand_array(int64_t n, uint64_t *seed) {
+  double *a = malloc((n ? n : 1) * sizeof *a);
+  for (int64_t i = 0; i < n; i++)
+    a[i] = rnd(seed);
+  return a;
+}
+
+/* A copy in the tested dtype; values are rounded first so the reference
+ * sees exactly what the kernel sees. */
+static void *in_dtype(int d, double *a, int64_t n) {
+  if (d)
+    return memcpy(malloc((n ? n : 1) * 8), a, n * 8);
+  float *f = malloc((n ? n : 1) * 4);
+  for (int64_t i = 0; i < n; i++)
+    a[i] = f[i] = (float)a[i];
+  return f;
+}
+
+static double get_t(int d, const void *p, int64_t i) { return d ? ((const double *)p)[i] : ((const float *)p)[i]; }
+
+static double op_a(const Case *k, const Run *r, int64_t b, int64_t m, int64_t kk) {
+  return r->A[b * r->sa + (k->ta ? kk * r->lda + m : m * r->lda + kk)];
+}
+
+static double op_b(const Case *k, const Run *r, int64_t b, int64_t kk, int64_t n) {
+  return r->B[b * r->sb + (k->tb ? n * r->ldb + kk : kk * r->ldb + n)];
+}
+
+static void reference(const Case *k, Run *r) {
+  for (int64_t b = 0; b < k->batch; b++)
+    for (int64_t m = 0; m < k->M; m++)
+      for (int64_t n = 0; n < k->N; n++) {
+        double s = 0;
+        for (int64_t kk = 0; kk < k->K; kk++)
+          s += op_a(k, r, b, m, kk) * op_b(k, r, b, kk, n);
+        int64_t ci = b * r->sc + m * r->ldc + n;
+        if (k->acc)
+          s += r->C0[ci];
+        if (k->epi) {
+          s += r->bias[n];
+          s = (s > 0 ? s : 0) + r->rowterm[b * ROWTERM_STRIDE + m];
+        }
+        r->ref[ci] = s;
+      }
+}
+
+/* Padded leading dimensions; C gets one extra row so that stores past M or
+ * past N land on canaries. */
+static void make_run(const Case *k, Run *r, uint64_t seed) {
+  int64_t a_rows = k->ta ? k->K : k->M, a_cols = k->ta ? k->M : k->K;
+  int64_t b_rows = k->tb ? k->N : k->K, b_cols = k->tb ? k->K : k->N;
+  r->lda = a_cols + 3;
+  r->ldb = b_cols + 5;
+  r->ldc = k->N + 2;
+  r->sa = k->bcast_a ? 0 : a_rows * r->lda + 1;
+  r->sb = k->bcast_b ? 0 : b_rows * r->ldb + 7;
+  r->sc = (k->M + 1) * r->ldc;
+  int64_t na = (k->bcast_a ? 1 : k->batch) * (a_rows * r->lda + 1);
+  int64_t nb = (k->bcast_b ? 1 : k->batch) * (b_rows * r->ldb + 7);
+  int64_t nc = k->batch * r->sc;
+  r->A = rand_array(na, &seed);
+  r->B = rand_array(nb, &seed);
+  r->C0 = rand_array(nc, &seed);
+  r->bias = rand_array(k->N, &seed);
+  r->rowterm = rand_array(k->batch * ROWTERM_STRIDE, &seed);
+  r->tA = in_dtype(k->d, r->A, na);
+  r->tB = in_dtype(k->d, r->B, nb);
+  r->tC = in_dtype(k->d, r->C0, nc);
+  r->tbias = in_dtype(k->d, r->bias, k->N);
+  r->trowterm = in_dtype(k->d, r->rowterm, k->batch * ROWTERM_STRIDE);
+  r->ref = memcpy(malloc(nc * sizeof(double)), r->C0, nc * sizeof(double));
+  reference(k, r);
+}
+
+static void free_run(Run *r) {
+  void *p[] = {r->A, r->B, r->C0, r->bias, r->rowterm, r->ref, r->tA, r->tB, r->tC, r->tbias, r->trowterm};
+  for (size_t i = 0; i < sizeof p / sizeof *p; i++)
+    free(p[i]);
+}
+
+/* Runs the kernel on a fresh copy of C0 with an exactly sized work region
+ * followed by a canary; returns the result in the dtype (caller frees). */
+static void *run_kernel(const Case *k, Run *r) {
+  size_t esz = k->d ? 8 : 4, nc = (size_t)(k->batch * r->sc);
+  void *C = memcpy(malloc(nc * esz), r->tC, nc * esz);
+  int64_t wb = cg_gemm_work_bytes(k->d ? RT_F64 : RT_F32, k->M, k->N, k->K, k->threads);
+  assert_true(wb > 0 && wb % 64 == 0);
+  unsigned char *work = aligned_alloc(64, wb + 64);
+  memset(work + wb, CANARY, 64);
+  void *epi[] = {r->tbias, r->trowterm};
+  GemmFn f = variants[k->d][k->ta][k->tb][k->acc][k->epi];
+  f(k->batch, k->M, k->N, k->K, r->tA, r->lda, r->sa, r->tB, r->ldb, r->sb, C, r->ldc, r->sc, epi, work,
+    k->threads);
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(work[wb + i], CANARY);
+  free(work);
+  return C;
+}
+
+/* max|got - ref| / max|ref| over the valid part of C; everything outside
+ * (padding columns, the extra row) must be untouched. */
+static void check(const Case *k, Run *r, const void *C) {
+  double maxerr = 0, maxref = 0;
+  for (int64_t b = 0; b < k->batch; b++)
+    for (int64_t m = 0; m <= k->M; m++)
+      for (int64_t n = 0; n < r->ldc; n++) {
+        int64_t i = b * r->sc + m * r->ldc + n;
+        double got = get_t(k->d, C, i);
+        if (m == k->M || n >= k->N) {
+          if (got != get_t(k->d, r->tC, i))
+            fail_msg("store outside C at b=%ld m=%ld n=%ld (M=%ld N=%ld K=%ld)", (long)b, (long)m,
+                     (long)n, (long)k->M, (long)k->N, (long)k->K);
+          continue;
+        }
+        maxerr = fmax(maxerr, fabs(got - r->ref[i]));
+        maxref = fmax(maxref, fabs(r->ref[i]));
+      }
+  double eps = k->d ? 1e-12 : 1e-5 * fmax(1.0, k->K / 256.0);
+  if (maxerr > eps * fmax(maxref, 1e-30))
+    fail_msg("%s ta=%d tb=%d acc=%d epi=%d batch=%ld M=%ld N=%ld K=%ld bcast=%d%d threads=%d: "
+             "error %g, max|ref| %g", k->d ? "f64" : "f32", k->ta, k->tb, k->acc, k->epi, (long)k->batch,
+             (long)k->M, (long)k->N, (long)k->K, k->bcast_a, k->bcast_b, k->threads, maxerr, maxref);
+}
+
+static void run_case(const Case *k, uint64_t seed) {
+  Run r;
+  make_run(k, &r, seed);
+  void *C = run_kernel(k, &r);
+  check(k, &r, C);
+  free(C);
+  free_run(&r);
+}
+
+static const int64_t sizes[] = {1, 3, 7, 13, 33, 100, 257};
+enum { NSIZES = sizeof sizes / sizeof *sizes };
+
+/* ---- tests ---- */
+
+static void test_all_shapes(void **state) {
+  for (int i = 0; i < NSIZES; i++)
+    for (int j = 0; j < NSIZES; j++)
+      for (int l = 0; l < NSIZES; l++) {
+        Case k = {.batch = 1, .M = sizes[i], .N = sizes[j], .K = sizes[l], .threads = 2};
+        run_case(&k, 1 + i * 49 + j * 7 + l);
+      }
+}
+
+/* Every variant on shapes covering full tiles, edges in M and N, one and
+ * several K blocks (K > 256), a single row or column, and K = 0. */
+static void test_variants(void **state) {
+  static const int64_t shapes[][3] = {
+    {1, 1, 1}, {3, 7, 13}, {13, 33, 7}, {33, 100, 3}, {100, 13, 257}, {257, 33, 100},
+    {7, 257, 33}, {6, 16, 256}, {12, 32, 515}, {1, 100, 300}, {100, 1, 300}, {5, 9, 0},
+  };
+  for (int d = 0; d < 2; d++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++)
+        for (int acc = 0; acc < 2; acc++)
+          for (int epi = 0; epi < 2; epi++)
+            for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+              Case k = {d, ta, tb, acc, epi, 1, shapes[s][0], shapes[s][1], shapes[s][2], 0, 0, 2};
+              run_case(&k, 1000 + s);
+            }
+}
+
+/* Batches: distinct operands (small: a task per matrix; large: B packed per
+ * matrix and shared by its tiles), B broadcast (shared weights), A broadcast. */
+static void test_batch(void **state) {
+  static const int64_t shapes[][4] = {{5, 13, 7, 33}, {3, 130, 140, 260}, {4, 33, 100, 7}, {2, 257, 13, 100}};
+  for (int d = 0; d < 2; d++)
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+      for (int bc = 0; bc < 3; bc++)
+        for (int tb = 0; tb < 2; tb++) {
+          Case k = {.d = d, .tb = tb, .acc = bc == 2, .epi = 1, .batch = shapes[s][0], .M = shapes[s][1],
+                    .N = shapes[s][2], .K = shapes[s][3], .bcast_a = bc == 2, .bcast_b = bc == 1,
+                    .threads = 2};
+          run_case(&k, 77 + s * 3 + bc);
+        }
+}
+
+/* The same bits whatever the thread count, on problems big enough to be
+ * split into many tiles and K blocks. */
+static void test_thread_invariance(void **state) {
+  static const int64_t shapes[][4] = {{1, 300, 257, 600}, {3, 200, 150, 300}, {1, 1000, 40, 64}};
+  for (int d = 0; d < 2; d++)
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+      Case k = {.d = d, .tb = 1, .epi = 1, .batch = shapes[s][0], .M = shapes[s][1], .N = shapes[s][2],
+                .K = shapes[s][3], .threads = 1};
+      Run r;
+      make_run(&k, &r, 5 + s);
+      void *one = run_kernel(&k, &r);
+      check(&k, &r, one);
+      size_t bytes = (size_t)(k.batch * r.sc) * (d ? 8 : 4);
+      static const int threads[] = {2, 3, 7};
+      for (int t = 0; t < 3; t++) {
+        k.threads = threads[t];
+        void *many = run_kernel(&k, &r);
+        assert_memory_equal(one, many, bytes);
+        free(many);
+      }
+      free(one);
+      free_run(&r);
+    }
+}
+
+static void test_work_bytes(void **state) {
+  /* grows with the threads and with the shared packing of B */
+  assert_true(cg_gemm_work_bytes(RT_F32, 64, 64, 64, 2) > cg_gemm_work_bytes(RT_F32, 64, 64, 64, 1));
+  assert_true(cg_gemm_work_bytes(RT_F64, 64, 64, 64, 1) > cg_gemm_work_bytes(RT_F32, 64, 64, 64, 1));
+  assert_true(cg_gemm_work_bytes(RT_F32, 8, 5000, 5000, 1) >= 5000LL * 5000 * 4);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_work_bytes),
+    cmocka_unit_test(test_all_shapes),
+    cmocka_unit_test(test_variants),
+    cmocka_unit_test(test_batch),
+    cmocka_unit_test(test_thread_invariance),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,208 @@
+/* The JIT wrapper: generated code that calls the runtime's parallel-for and
+ * libc, many modules in one JIT, many JITs in one process, and errors
+ * (invalid IR, duplicate symbols, a module not built for the JIT) reported
+ * as values. Functions are built by hand through the C API. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+#include "codegen/codegen.h"
+
+static char err[1024];
+
+static LLVMValueRef add_fn(CgCtx *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, int n) {
+  LLVMValueRef f = LLVMAddFunction(c->mod, name, LLVMFunctionType(ret, params, n, 0));
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, f, "entry"));
+  return f;
+}
+
+/* i64 name(void) { return value; } */
+static void emit_const_fn(CgCtx *c, const char *name, int64_t value) {
+  add_fn(c, name, c->t_i64, NULL, 0);
+  LLVMBuildRet(c->b, LLVMConstInt(c->t_i64, (unsigned long long)value, 1));
+}
+
+static CgCtx new_ctx(const char *name) {
+  CgCtx c;
+  int rc = cg_ctx_init_jit(&c, name, err, sizeof err);
+  if (rc)
+    fail_msg("cg_ctx_init_jit: %s", err);
+  return c;
+}
+
+static void add_module(CgJit *j, CgCtx *c, int level) {
+  if (cg_optimize(c, level, err, sizeof err))
+    fail_msg("cg_optimize: %s", err);
+  if (cg_jit_add(j, c, err, sizeof err))
+    fail_msg("cg_jit_add: %s", err);
+  cg_ctx_dispose(c);
+}
+
+/* task(ctx, lo, hi): out[i] = 2i + 1 for i in [lo, hi), out = ctx.
+ * fill(out, n, nthreads): rt_parallel_for(task, out, n, 7, nthreads). */
+static void emit_parallel_fill(CgCtx *c) {
+  LLVMTypeRef tp[] = {c->t_ptr, c->t_i64, c->t_i64};
+  LLVMValueRef task = add_fn(c, "task", c->t_void, tp, 3);
+  LLVMBasicBlockRef entry = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->ctx, task, "loop");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, task, "done");
+  LLVMValueRef lo = LLVMGetParam(task, 1), hi = LLVMGetParam(task, 2);
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, lo, hi, ""), loop, done);
+  LLVMPositionBuilderAtEnd(c->b, loop);
+  LLVMValueRef i = LLVMBuildPhi(c->b, c->t_i64, "i");
+  LLVMValueRef v = LLVMBuildAdd(c->b, LLVMBuildShl(c->b, i, LLVMConstInt(c->t_i64, 1, 0), ""),
+                                LLVMConstInt(c->t_i64, 1, 0), "");
+  LLVMValueRef p = LLVMBuildGEP2(c->b, c->t_i64, LLVMGetParam(task, 0), &i, 1, "");
+  LLVMBuildStore(c->b, v, p);
+  LLVMValueRef next = LLVMBuildAdd(c->b, i, LLVMConstInt(c->t_i64, 1, 0), "");
+  LLVMValueRef in[] = {lo, next};
+  LLVMBasicBlockRef from[] = {entry, loop};
+  LLVMAddIncoming(i, in, from, 2);
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, next, hi, ""), loop, done);
+  LLVMPositionBuilderAtEnd(c->b, done);
+  LLVMBuildRetVoid(c->b);
+
+  LLVMTypeRef fp[] = {c->t_ptr, c->t_i64, c->t_i32};
+  LLVMValueRef fill = add_fn(c, "fill", c->t_void, fp, 3);
+  LLVMValueRef pf = cg_declare_rt(c, "rt_parallel_for");
+  LLVMValueRef args[] = {task, LLVMGetParam(fill, 0), LLVMGetParam(fill, 1),
+                         LLVMConstInt(c->t_i64, 7, 0), LLVMGetParam(fill, 2)};
+  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(pf), pf, args, 5, "");
+  LLVMBuildRetVoid(c->b);
+}
+
+static void test_parallel_for(void **state) {
+  CgJit *j;
+  assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+  CgCtx c = new_ctx("par");
+  emit_parallel_fill(&c);
+  add_module(j, &c, 3);
+  void (*fill)(int64_t *, int64_t, int32_t) = (void (*)(int64_t *, int64_t, int32_t))cg_jit_lookup(j, "fill");
+  assert_non_null(fill);
+  for (int threads = 1; threads <= 4; threads++) {
+    int64_t out[1000];
+    memset(out, 0, sizeof out);
+    fill(out, 999, threads);
+    for (int i = 0; i < 999; i++)
+      assert_int_equal(out[i], 2 * i + 1);
+    assert_int_equal(out[999], 0);
+  }
+  cg_jit_free(j);
+}
+
+/* zero(p, n): llvm.memset with a run-time size becomes a call to libc's
+ * memset, resolved from the process. */
+static void test_libc_symbol(void **state) {
+  CgJit *j;
+  assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+  CgCtx c = new_ctx("libc");
+  LLVMTypeRef fp[] = {c.t_ptr, c.t_i64};
+  LLVMValueRef f = add_fn(&c, "zero", c.t_void, fp, 2);
+  LLVMBuildMemSet(c.b, LLVMGetParam(f, 0), LLVMConstInt(c.t_i8, 0, 0), LLVMGetParam(f, 1), 1);
+  LLVMBuildRetVoid(c.b);
+  add_module(j, &c, 0);
+  void (*zero)(char *, int64_t) = (void (*)(char *, int64_t))cg_jit_lookup(j, "zero");
+  assert_non_null(zero);
+  char buf[5000];
+  memset(buf, 7, sizeof buf);
+  zero(buf, 4999);
+  assert_int_equal(buf[0], 0);
+  assert_int_equal(buf[4998], 0);
+  assert_int_equal(buf[4999], 7);
+  cg_jit_free(j);
+}
+
+static void test_many_modules(void **state) {
+  CgJit *j;
+  assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+  char name[32];
+  for (int k = 0; k < 50; k++) {
+    snprintf(name, sizeof name, "f%d", k);
+    CgCtx c = new_ctx(name);
+    emit_const_fn(&c, name, 3 * k + 1);
+    add_module(j, &c, k % 4);
+  }
+  for (int k = 49; k >= 0; k--) {
+    snprintf(name, sizeof name, "f%d", k);
+    int64_t (*f)(void) = (int64_t (*)(void))cg_jit_lookup(j, name);
+    assert_non_null(f);
+    assert_int_equal(f(), 3 * k + 1);
+  }
+  assert_null(cg_jit_lookup(j, "f50"));
+  cg_jit_free(j);
+}
+
+static void test_many_jits(void **state) {
+  for (int k = 0; k < 10; k++) {
+    CgJit *j;
+    assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+    CgCtx c = new_ctx("g");
+    emit_const_fn(&c, "g", k - 5);
+    add_module(j, &c, 2);
+    int64_t (*g)(void) = (int64_t (*)(void))cg_jit_lookup(j, "g");
+    assert_non_null(g);
+    assert_int_equal(g(), k - 5);
+    cg_jit_free(j);
+  }
+}
+
+/* A block without a terminator: the verifier's message, no crash. */
+static void test_invalid_module(void **state) {
+  CgCtx c = new_ctx("broken");
+  add_fn(&c, "broken", c.t_void, NULL, 0);
+  LLVMBuildAdd(c.b, LLVMConstInt(c.t_i64, 1, 0), LLVMConstInt(c.t_i64, 2, 0), "");
+  err[0] = 0;
+  assert_int_not_equal(cg_optimize(&c, 3, err, sizeof err), 0);
+  assert_non_null(strstr(err, "invalid LLVM module 'broken'"));
+  cg_ctx_dispose(&c);
+}
+
+static void test_duplicate_and_foreign(void **state) {
+  CgJit *j;
+  assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+  CgCtx c = new_ctx("a");
+  emit_const_fn(&c, "h", 1);
+  add_module(j, &c, 1);
+  c = new_ctx("b");
+  emit_const_fn(&c, "h", 2);
+  assert_int_equal(cg_optimize(&c, 1, err, sizeof err), 0);
+  assert_int_not_equal(cg_jit_add(j, &c, err, sizeof err), 0);
+  assert_non_null(strstr(err, "h"));
+  cg_ctx_dispose(&c);
+  assert_int_equal(cg_jit_add(j, &c, err, sizeof err), -1);   /* disposed: refused */
+
+  CgCtx aot;
+  assert_int_equal(cg_ctx_init(&aot, "aot", NULL, NULL, NULL, err, sizeof err), 0);
+  emit_const_fn(&aot, "h2", 3);
+  assert_int_not_equal(cg_jit_add(j, &aot, err, sizeof err), 0);
+  assert_non_null(strstr(err, "cg_ctx_init_jit"));
+  cg_ctx_dispose(&aot);
+
+  int64_t (*h)(void) = (int64_t (*)(void))cg_jit_lookup(j, "h");
+  assert_non_null(h);
+  assert_int_equal(h(), 1);
+  cg_jit_free(j);
+}
+
+static void test_bad_level(void **state) {
+  CgCtx c = new_ctx("lvl");
+  emit_const_fn(&c, "k", 1);
+  assert_int_not_equal(cg_optimize(&c, 7, err, sizeof err), 0);
+  cg_ctx_dispose(&c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_parallel_for),
+    cmocka_unit_test(test_libc_symbol),
+    cmocka_unit_test(test_many_modules),
+    cmocka_unit_test(test_many_jits),
+    cmocka_unit_test(test_invalid_module),
+    cmocka_unit_test(test_duplicate_and_foreign),
+    cmocka_unit_test(test_bad_level),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,192 @@
+/* rt_parallel_for: every index exactly once, chunk boundaries that depend
+ * only on (n, grain), inline execution when asked for one thread, for one
+ * chunk or from inside a task, and bit-identical chunked reductions at any
+ * thread count. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include "runtime/rt.h"
+
+enum { MAXN = 5000 };
+
+typedef struct {
+  int64_t n, grain;
+  int hits[MAXN];             /* times each index was visited */
+  int64_t chunk_hi[MAXN];     /* by chunk index lo/grain: the hi it got, or -1 */
+  int calls;
+  int bad_calls;              /* empty or misaligned chunks */
+  int in_parallel;            /* calls made inside an OpenMP region */
+} Record;
+
+/* Tasks run on worker threads, where a cmocka assert may not longjmp:
+ * they count what they see and the test checks the counts. */
+static void record_task(void *ctx, int64_t lo, int64_t hi) {
+  Record *r = ctx;
+  if (lo >= hi || lo % r->grain != 0 || hi > r->n) {
+    __atomic_fetch_add(&r->bad_calls, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  r->chunk_hi[lo / r->grain] = hi;
+  for (int64_t i = lo; i < hi; i++)
+    __atomic_fetch_add(&r->hits[i], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&r->calls, 1, __ATOMIC_RELAXED);
+  if (omp_in_parallel())
+    __atomic_fetch_add(&r->in_parallel, 1, __ATOMIC_RELAXED);
+}
+
+static Record *run(int64_t n, int64_t grain, int threads) {
+  Record *r = calloc(1, sizeof *r);
+  r->n = n;
+  r->grain = grain < 1 ? 1 : grain;
+  for (int i = 0; i < MAXN; i++)
+    r->chunk_hi[i] = -1;
+  rt_parallel_for(record_task, r, n, grain, threads);
+  return r;
+}
+
+static void check_cover(const Record *r) {
+  int64_t n = r->n > 0 ? r->n : 0, chunks = n ? (n - 1) / r->grain + 1 : 0;
+  assert_int_equal(r->bad_calls, 0);
+  for (int64_t i = 0; i < n; i++)
+    assert_int_equal(r->hits[i], 1);
+  for (int64_t i = n; i < MAXN; i++)
+    assert_int_equal(r->hits[i], 0);
+  assert_int_equal(r->calls, chunks);
+  for (int64_t k = 0; k < chunks; k++) {
+    int64_t want = (k + 1) * r->grain < n ? (k + 1) * r->grain : n;
+    assert_int_equal(r->chunk_hi[k], want);
+  }
+}
+
+static void test_cover(void **state) {
+  static const int64_t ns[] = {0, -5, 1, 2, 3, 7, 64, 100, 1000, 4097, MAXN};
+  static const int64_t grains[] = {1, 2, 3, 7, 64, 1000, 6000, 0, -3};
+  static const int threads[] = {1, 2, 3, 4, 0};
+  for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+    for (size_t b = 0; b < sizeof grains / sizeof *grains; b++)
+      for (size_t c = 0; c < sizeof threads / sizeof *threads; c++) {
+        Record *r = run(ns[a], grains[b], threads[c]);
+        check_cover(r);
+        free(r);
+      }
+}
+
+static void test_same_chunks_any_threads(void **state) {
+  static const int64_t cases[][2] = {{1000, 7}, {4097, 64}, {5, 10}, {MAXN, 1}, {999, 333}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    Record *one = run(cases[i][0], cases[i][1], 1);
+    Record *two = run(cases[i][0], cases[i][1], 2);
+    Record *four = run(cases[i][0], cases[i][1], 4);
+    assert_memory_equal(one->chunk_hi, two->chunk_hi, sizeof one->chunk_hi);
+    assert_memory_equal(one->chunk_hi, four->chunk_hi, sizeof one->chunk_hi);
+    free(one), free(two), free(four);
+  }
+}
+
+static void test_inline_cases(void **state) {
+  Record *r = run(100, 10, 1);               /* one thread: no region */
+  assert_int_equal(r->in_parallel, 0);
+  free(r);
+  r = run(100, 100, 4);                      /* one chunk: no region */
+  assert_int_equal(r->in_parallel, 0);
+  free(r);
+  r = run(100, 500, 0);
+  assert_int_equal(r->in_parallel, 0);
+  free(r);
+  r = run(100, 10, 2);                       /* ten chunks on two threads */
+  assert_int_equal(r->in_parallel, 10);
+  free(r);
+}
+
+/* From inside a task, a nested call runs inline on the same thread. */
+typedef struct {
+  int outer_thread, outer_level, ok;
+  int hits[64];
+} Inner;
+
+static void inner_task(void *ctx, int64_t lo, int64_t hi) {
+  Inner *in = ctx;
+  if (omp_get_thread_num() != in->outer_thread || omp_get_level() != in->outer_level)
+    in->ok = 0;
+  for (int64_t i = lo; i < hi; i++)
+    in->hits[i]++;
+}
+
+static void outer_task(void *ctx, int64_t lo, int64_t hi) {
+  int *failures = ctx;
+  for (int64_t k = lo; k < hi; k++) {
+    Inner in = {.outer_thread = omp_get_thread_num(), .outer_level = omp_get_level(), .ok = 1};
+    rt_parallel_for(inner_task, &in, 64, 3, 4);
+    for (int i = 0; i < 64; i++)
+      in.ok &= in.hits[i] == 1;
+    if (!in.ok)
+      __atomic_fetch_add(failures, 1, __ATOMIC_RELAXED);
+  }
+}
+
+static void test_nested_inline(void **state) {
+  int failures = 0;
+  rt_parallel_for(outer_task, &failures, 16, 1, 2);
+  assert_int_equal(failures, 0);
+}
+
+/* A chunked reduction combined in chunk order is bit-identical. */
+typedef struct {
+  const float *x;
+  float partial[64];
+  int64_t grain;
+} Sum;
+
+static void sum_task(void *ctx, int64_t lo, int64_t hi) {
+  Sum *s = ctx;
+  float acc = 0;
+  for (int64_t i = lo; i < hi; i++)
+    acc += s->x[i];
+  s->partial[lo / s->grain] = acc;
+}
+
+static float chunked_sum(const float *x, int64_t n, int64_t grain, int threads) {
+  Sum s = {.x = x, .grain = grain};
+  rt_parallel_for(sum_task, &s, n, grain, threads);
+  float total = 0;
+  for (int64_t k = 0; k < (n - 1) / grain + 1; k++)
+    total += s.partial[k];
+  return total;
+}
+
+static void test_deterministic_reduction(void **state) {
+  enum { N = 60000 };
+  float *x = malloc(N * sizeof *x);
+  rt_fill_normal(x, N, 0.0f, 1e3f, 7, 1);
+  float one = chunked_sum(x, N, 1000, 1);
+  for (int t = 2; t <= 5; t++) {
+    float many = chunked_sum(x, N, 1000, t);
+    assert_memory_equal(&one, &many, sizeof one);
+  }
+  free(x);
+}
+
+static void test_default_threads(void **state) {
+  assert_int_equal(rt_default_threads(), omp_get_max_threads());
+  const char *env = getenv("OMP_NUM_THREADS");
+  if (env)
+    assert_int_equal(rt_default_threads(), atoi(env));
+  assert_true(rt_default_threads() >= 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_cover),
+    cmocka_unit_test(test_same_chunks_any_threads),
+    cmocka_unit_test(test_inline_cases),
+    cmocka_unit_test(test_nested_inline),
+    cmocka_unit_test(test_deterministic_reduction),
+    cmocka_unit_test(test_default_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

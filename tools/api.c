@@ -1,0 +1,573 @@
+/* The C API (include/kiln.h): the driver of the whole flow.
+ *
+ *   load:  file ─► frontend (parse, lower unbound) ─► the signature graph
+ *   run:   inputs bind the sizes ─► lower bound ─► passes ─► codegen ─► JIT
+ *          (cached while the sizes stay and the batch fits) ─► call
+ *
+ * Every user mistake becomes a status and a message in kiln_errors(). */
+#include "tools/api.h"
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *kiln_version(void) { return KILN_VERSION; }
+
+const char *kiln_status_name(KilnStatus st) {
+  static const char *names[] = {"ok", "io error", "model error", "input error",
+                                "weights error", "invalid argument", "out of memory",
+                                "compile error"};
+  return st <= KILN_ERR_COMPILE ? names[st] : "unknown status";
+}
+
+void kiln_options_default(KilnOptions *o) {
+  memset(o, 0, sizeof *o);
+  o->opt_level = 2;
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+void kiln__reset_errors(KilnModel *m) {
+  rt_arena_free(m->diag_arena);
+  m->diag_arena = rt_arena_new();
+  diag_init(&m->diags, m->diag_arena);
+  m->errtext = NULL;
+}
+
+const char *kiln_errors(const KilnModel *m) {
+  if (!m)
+    return "kiln: out of memory\n";
+  KilnModel *mm = (KilnModel *)m;
+  if (!mm->errtext && mm->diag_arena)
+    mm->errtext = diag_to_string(&mm->diags, mm->diag_arena);
+  return mm->errtext ? mm->errtext : "";
+}
+
+static KilnStatus fail(KilnModel *m, KilnStatus st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static KilnStatus fail(KilnModel *m, KilnStatus st, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  diag_vadd(&m->diags, DIAG_ERROR, srcloc_none(), fmt, ap);
+  va_end(ap);
+  m->errtext = NULL;
+  return st;
+}
+
+/* ---- loading ---------------------------------------------------------------- */
+
+KilnStatus kiln__parse_sizes(KilnModel *m, const char *spec, FeSize **out, int *n) {
+  *out = NULL;
+  *n = 0;
+  if (!spec || !*spec)
+    return KILN_OK;
+  int cap = 1;
+  for (const char *p = spec; *p; p++)
+    cap += *p == ',';
+  FeSize *s = rt_arena_alloc(m->arena, cap * sizeof *s);
+  char *copy = rt_arena_strdup(m->arena, spec), *save = NULL;
+  for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(tok, '='), *end;
+    if (!eq)
+      return fail(m, KILN_ERR_ARG, "size binding '%s' is not NAME=VALUE", tok);
+    *eq = 0;
+    long long v = strtoll(eq + 1, &end, 10);
+    if (*end || v < 1 || v > RT_MAX_DIM || !*tok)
+      return fail(m, KILN_ERR_ARG, "size %s=%s must be a positive integer below 2^31", tok,
+                  eq + 1);
+    s[(*n)++] = (FeSize){tok, v};
+  }
+  *out = s;
+  return KILN_OK;
+}
+
+static KilnStatus load_ast(KilnModel *m, const KilnOptions *opt) {
+  if (opt)
+    m->opt = *opt;
+  else
+    kiln_options_default(&m->opt);
+  if (m->opt.model)
+    m->opt.model = rt_arena_strdup(m->arena, m->opt.model);
+  m->threads = m->opt.threads;
+  if (kiln__parse_sizes(m, m->opt.sizes, &m->sizes, &m->nsizes) != KILN_OK)
+    return KILN_ERR_ARG;
+  m->opt.sizes = NULL;
+  if (!m->ast || m->diags.nerrors)
+    return m->ast ? KILN_ERR_MODEL : KILN_ERR_NOMEM;
+  FeOptions fo = {.model = m->opt.model, .sizes = m->sizes, .nsizes = m->nsizes};
+  m->sig = fe_lower(m->ast, &fo, &m->diags);
+  if (!m->sig || m->diags.nerrors)
+    return KILN_ERR_MODEL;
+  return KILN_OK;
+}
+
+static KilnModel *new_model(void) {
+  KilnModel *m = calloc(1, sizeof *m);
+  if (!m)
+    return NULL;
+  m->arena = rt_arena_new();
+  if (!m->arena) {
+    free(m);
+    return NULL;
+  }
+  kiln__reset_errors(m);
+  return m;
+}
+
+KilnStatus kiln_load(const char *path, const KilnOptions *opt, KilnModel **out) {
+  KilnModel *m = *out = new_model();
+  if (!m)
+    return KILN_ERR_NOMEM;
+  if (!path)
+    return fail(m, KILN_ERR_ARG, "no model file given");
+  m->ast = fe_parse_file(m->arena, path, &m->diags);
+  KilnStatus st = load_ast(m, opt);
+  if (st == KILN_ERR_MODEL && m->ast && !m->ast->src.text)
+    return KILN_ERR_IO;
+  return st;
+}
+
+KilnStatus kiln_load_string(const char *name, const char *text, size_t len,
+                            const KilnOptions *opt, KilnModel **out) {
+  KilnModel *m = *out = new_model();
+  if (!m)
+    return KILN_ERR_NOMEM;
+  m->ast = fe_parse(m->arena, name ? name : "<string>", text, len, &m->diags);
+  return load_ast(m, opt);
+}
+
+static void free_compiled(Compiled *cc) {
+  if (!cc)
+    return;
+  for (int i = 0; i < REGION_COUNT; i++)
+    rt_aligned_free(cc->regions[i]);
+  if (cc->jit)
+    cg_jit_free(cc->jit);
+  ir_graph_free(cc->g);
+  rt_arena_free(cc->diag_arena);
+  free(cc->binds);
+  free(cc);
+}
+
+void kiln_free(KilnModel *m) {
+  if (!m)
+    return;
+  free_compiled(m->cc);
+  ir_graph_free(m->sig);
+  kiln__free_weights(m);
+  rt_arena_free(m->diag_arena);
+  rt_arena_free(m->arena);
+  free(m);
+}
+
+/* ---- signature ----------------------------------------------------------- */
+
+int kiln_input_count(const KilnModel *m) { return m && m->sig ? m->sig->ninputs : 0; }
+int kiln_output_count(const KilnModel *m) { return m && m->sig ? m->sig->noutputs : 0; }
+
+static KilnStatus info(const Graph *g, const Value *v, KilnTensor *t) {
+  memset(t, 0, sizeof *t);
+  t->name = v->name;
+  t->dtype = (KilnDType)v->type.dt;
+  t->rank = v->type.rank;
+  for (int i = 0; i < v->type.rank; i++)
+    if (!sz_is_const(v->type.dim[i], &t->shape[i]))
+      t->shape[i] = -1;
+  return KILN_OK;
+}
+
+KilnStatus kiln_input_info(const KilnModel *m, int i, KilnTensor *t) {
+  if (!m || !m->sig || i < 0 || i >= m->sig->ninputs || !t)
+    return KILN_ERR_ARG;
+  return info(m->sig, m->sig->inputs[i], t);
+}
+
+KilnStatus kiln_output_info(const KilnModel *m, int i, KilnTensor *t) {
+  if (!m || !m->sig || i < 0 || i >= m->sig->noutputs || !t)
+    return KILN_ERR_ARG;
+  return info(m->sig, m->sig->outputs[i], t);
+}
+
+/* ---- weights ---------------------------------------------------------------- */
+
+KilnStatus kiln_init_weights(KilnModel *m, uint64_t seed) {
+  if (!m)
+    return KILN_ERR_ARG;
+  kiln__reset_errors(m);
+  kiln__free_weights(m);
+  m->seeded = true;
+  m->seed = seed;
+  free_compiled(m->cc);   /* weights are copied in when compiling */
+  m->cc = NULL;
+  return KILN_OK;
+}
+
+KilnStatus kiln_load_weights(KilnModel *m, const char *path) {
+  if (!m || !path)
+    return KILN_ERR_ARG;
+  kiln__reset_errors(m);
+  RtSafetensors st;
+  RtError err;
+  RtStatus rs = rt_st_read(path, &st, &err);
+  if (rs != RT_OK)
+    return fail(m, rs == RT_ERR_IO ? KILN_ERR_IO : KILN_ERR_WEIGHTS, "%s", err.msg);
+  KilnStatus ks = KILN_OK;
+  for (int i = 0; i < st.n && ks == KILN_OK; i++) {
+    RtTensor t;
+    const RtTensor *src = &st.tensors[i].t;
+    if (rt_tensor_alloc(&t, src->dtype, src->rank, src->shape, &err) != RT_OK) {
+      ks = fail(m, KILN_ERR_NOMEM, "%s", err.msg);
+      break;
+    }
+    memcpy(t.data, src->data, rt_tensor_bytes(src));
+    ks = kiln__put_weight(m, st.tensors[i].name, t);
+  }
+  rt_st_free(&st);
+  free_compiled(m->cc);
+  m->cc = NULL;
+  return ks;
+}
+
+/* The compiled copy in the weights and state regions is the truth once
+ * compiled (training updates it); bring it back before saving. */
+static void sync_weights_back(KilnModel *m) {
+  Compiled *cc = m->cc;
+  if (!cc)
+    return;
+  for (int i = 0; i < cc->g->nparams; i++) {
+    const Value *p = cc->g->params[i];
+    KilnWeight *w = kiln__weight(m, p->name);
+    if (w)
+      memcpy(w->t.data, (char *)cc->regions[p->region] + p->offset, rt_tensor_bytes(&w->t));
+  }
+}
+
+KilnStatus kiln_save_weights(KilnModel *m, const char *path) {
+  if (!m || !path)
+    return KILN_ERR_ARG;
+  kiln__reset_errors(m);
+  sync_weights_back(m);
+  RtNamedTensor *ts = calloc(m->nw ? m->nw : 1, sizeof *ts);
+  if (!ts)
+    return KILN_ERR_NOMEM;
+  for (int i = 0; i < m->nw; i++)
+    ts[i] = (RtNamedTensor){m->w[i].name, m->w[i].t};
+  RtError err;
+  RtStatus rs = rt_st_write(path, ts, m->nw, NULL, 0, &err);
+  free(ts);
+  return rs == RT_OK ? KILN_OK : fail(m, KILN_ERR_IO, "%s", err.msg);
+}
+
+/* ---- compiling -------------------------------------------------------------- */
+
+static bool same_shape(const RtTensor *t, const Graph *g, const Value *p) {
+  if (t->dtype != p->type.dt || t->rank != p->type.rank)
+    return false;
+  for (int i = 0; i < t->rank; i++) {
+    int64_t d;
+    if (!sz_eval(p->type.dim[i], g->svals, &d) || d != t->shape[i])
+      return false;
+  }
+  return true;
+}
+
+/* Copies every parameter and state value into its region, drawing missing
+ * ones from the seed; a weights file that lacks one, or has it in another
+ * shape, is an error naming it. */
+static KilnStatus place_weights(KilnModel *m, Compiled *cc) {
+  const Graph *g = cc->g;
+  KilnStatus st = KILN_OK;
+  char tb[160], sb[128];
+  for (int i = 0; i < g->nparams; i++) {
+    const Value *p = g->params[i];
+    KilnWeight *w = kiln__weight(m, p->name);
+    if (!w && m->seeded) {
+      RtTensor t;
+      RtError err;
+      if ((st = kiln__init_param(g, p, m->seed, &t, &err)) != KILN_OK)
+        return fail(m, st, "%s", err.msg);
+      if ((st = kiln__put_weight(m, p->name, t)) != KILN_OK)
+        return st;
+      w = kiln__weight(m, p->name);
+    }
+    if (!w) {
+      st = fail(m, KILN_ERR_WEIGHTS, "the weights lack parameter '%s' (%s)", p->name,
+                ir_type_str(g, &p->type, tb, sizeof tb));
+      continue;
+    }
+    if (!same_shape(&w->t, g, p)) {
+      st = fail(m, KILN_ERR_WEIGHTS, "parameter '%s' is %s %s in the weights, the model needs %s",
+                p->name, rt_dtype_name(w->t.dtype), rt_shape_str(w->t.rank, w->t.shape, sb, sizeof sb),
+                ir_type_str(g, &p->type, tb, sizeof tb));
+      continue;
+    }
+    memcpy((char *)cc->regions[p->region] + p->offset, w->t.data, rt_tensor_bytes(&w->t));
+  }
+  for (int i = 0; i < g->nvals; i++) {
+    const Value *v = g->vals[i];
+    if (v->role == V_CONST && v->region >= 0)
+      memcpy((char *)cc->regions[v->region] + v->offset, v->data, ir_bytes_max(g, &v->type));
+  }
+  return st;
+}
+
+static Compiled *new_compiled(const FeSize *binds, int nbinds) {
+  Compiled *cc = calloc(1, sizeof *cc);
+  if (!cc)
+    return NULL;
+  cc->diag_arena = rt_arena_new();
+  diag_init(&cc->diags, cc->diag_arena);
+  cc->binds = calloc(nbinds ? nbinds : 1, sizeof *cc->binds);
+  if (!cc->diag_arena || !cc->binds) {
+    free_compiled(cc);
+    return NULL;
+  }
+  memcpy(cc->binds, binds, nbinds * sizeof *binds);
+  cc->nbinds = nbinds;
+  return cc;
+}
+
+/* Lowers with the bindings, sets the batch size variable and checks that
+ * every other size is bound. */
+static KilnStatus bound_graph(KilnModel *m, Compiled *cc, const char *batch, int64_t max_batch) {
+  FeOptions fo = {.model = m->opt.model, .sizes = cc->binds, .nsizes = cc->nbinds};
+  cc->g = fe_lower(m->ast, &fo, &m->diags);
+  if (!cc->g || m->diags.nerrors)
+    return KILN_ERR_MODEL;
+  Graph *g = cc->g;
+  for (int i = 0; i < g->nsvars; i++) {
+    if (batch && !strcmp(g->svars[i], batch)) {
+      g->batch_var = i;
+      g->max_batch = max_batch;
+      continue;
+    }
+    if (g->svals[i] < 0)
+      return fail(m, KILN_ERR_INPUT, "size %s is not bound: give it through the inputs or as "
+                  "a size binding (--size %s=...)", g->svars[i], g->svars[i]);
+  }
+  return KILN_OK;
+}
+
+static KilnStatus run_passes(KilnModel *m, Compiled *cc) {
+  PassCtx cx = {.opt = m->opt.opt_level, .threads = cc->threads, .verify = true,
+                .work_bytes = cg_work_bytes, .print_after = m->print_after,
+                .print_out = stdout, .stats_out = m->stats_out, .stats_json = m->stats_json};
+  if (pass_run_pipeline(cc->g, &cx) < 0) {
+    diag_print(cc->g->diags, stderr);
+    return fail(m, KILN_ERR_COMPILE, "internal: the IR verifier failed after a pass");
+  }
+  return KILN_OK;
+}
+
+/* --emit=llvm and --emit=asm: the optimised module, before the JIT takes it. */
+static void dump_code(KilnModel *m, CgCtx *c) {
+  if (m->emit_llvm) {
+    char *s = LLVMPrintModuleToString(c->mod);
+    fputs(s, m->emit_llvm);
+    LLVMDisposeMessage(s);
+  }
+  if (m->emit_asm) {
+    LLVMMemoryBufferRef buf;
+    char *msg = NULL;
+    if (!LLVMTargetMachineEmitToMemoryBuffer(c->tm, c->mod, LLVMAssemblyFile, &msg, &buf)) {
+      fwrite(LLVMGetBufferStart(buf), 1, LLVMGetBufferSize(buf), m->emit_asm);
+      LLVMDisposeMemoryBuffer(buf);
+    }
+    LLVMDisposeMessage(msg);
+  }
+}
+
+static KilnStatus gen_code(KilnModel *m, Compiled *cc) {
+  char err[512];
+  CgCtx c;
+  if (cg_ctx_init_jit(&c, cc->g->name, err, sizeof err) ||
+      cg_build_graph(&c, cc->g, "kiln_entry", err, sizeof err) ||
+      cg_optimize(&c, m->opt.opt_level >= 1 ? 3 : 0, err, sizeof err) ||
+      (dump_code(m, &c), 0) ||
+      (!cc->jit && cg_jit_new(&cc->jit, err, sizeof err)) || cg_jit_add(cc->jit, &c, err, sizeof err)) {
+    cg_ctx_dispose(&c);
+    return fail(m, KILN_ERR_COMPILE, "code generation: %s", err);
+  }
+  cg_ctx_dispose(&c);
+  cc->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(cc->jit, "kiln_entry");
+  return cc->entry ? KILN_OK : fail(m, KILN_ERR_COMPILE, "code generation: no entry point");
+}
+
+static KilnStatus alloc_regions(KilnModel *m, Compiled *cc) {
+  for (int r = 0; r < REGION_COUNT; r++) {
+    cc->regions[r] = rt_aligned_alloc(cc->g->region_bytes[r] ? cc->g->region_bytes[r] : 64);
+    if (!cc->regions[r])
+      return fail(m, KILN_ERR_NOMEM, "cannot allocate %lld bytes for the model's memory",
+                  (long long)cc->g->region_bytes[r]);
+  }
+  return KILN_OK;
+}
+
+KilnStatus kiln__compile(KilnModel *m, const FeSize *binds, int nbinds, const char *batch,
+                         int64_t max_batch) {
+  Compiled *cc = new_compiled(binds, nbinds);
+  if (!cc)
+    return KILN_ERR_NOMEM;
+  cc->max_batch = max_batch;
+  cc->threads = m->threads > 0 ? m->threads : rt_default_threads();
+  KilnStatus st;
+  if ((st = bound_graph(m, cc, batch, max_batch)) || (st = run_passes(m, cc)) ||
+      (st = gen_code(m, cc)) || (st = alloc_regions(m, cc)) || (st = place_weights(m, cc))) {
+    free_compiled(cc);
+    return st;
+  }
+  free_compiled(m->cc);
+  m->cc = cc;
+  return KILN_OK;
+}
+
+/* ---- running ---------------------------------------------------------------- */
+
+/* Binds the signature's sizes from the inputs' shapes: a dim that is a size
+ * name takes the input's extent (the same name must agree everywhere);
+ * other dims must match. */
+static KilnStatus bind_inputs(KilnModel *m, const KilnTensor **in, FeSize *binds, int *nb,
+                              int64_t *vals) {
+  const Graph *s = m->sig;
+  char tb[160], sb[128];
+  for (int i = 0; i < s->nsvars; i++)
+    vals[i] = s->svals[i];
+  for (int pass = 0; pass < 2; pass++)      /* plain names first, then expressions */
+    for (int i = 0; i < s->ninputs; i++) {
+      const Value *v = s->inputs[i];
+      const KilnTensor *t = in[i];
+      bool ok = (int)t->dtype == (int)v->type.dt && t->rank == v->type.rank;
+      for (int d = 0; ok && d < t->rank; d++) {
+        Size z = v->type.dim[d];
+        int64_t e;
+        bool plain = z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1;
+        if (pass == 0 && plain && vals[z.t[0].v[0]] < 0)
+          vals[z.t[0].v[0]] = t->shape[d];
+        else if (pass == 1 && (!sz_eval(z, vals, &e) || e != t->shape[d]))
+          ok = false;
+      }
+      if (pass == 1 && !ok)
+        return fail(m, KILN_ERR_INPUT, "input '%s' is %s %s, the model expects %s", v->name,
+                    rt_dtype_name((RtDType)t->dtype), rt_shape_str(t->rank, t->shape, sb, sizeof sb),
+                    ir_type_str(s, &v->type, tb, sizeof tb));
+    }
+  *nb = 0;
+  for (int i = 0; i < s->nsvars; i++)
+    if (vals[i] >= 0 && s->svals[i] < 0)
+      binds[(*nb)++] = (FeSize){s->svars[i], vals[i]};
+  return KILN_OK;
+}
+
+/* The size name of the first input's leading dim, if it is one: the batch. */
+static int batch_var(const Graph *s) {
+  if (!s->ninputs || s->inputs[0]->type.rank < 1)
+    return -1;
+  Size z = s->inputs[0]->type.dim[0];
+  return z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1 ? z.t[0].v[0] : -1;
+}
+
+static bool cache_fits(const Compiled *cc, const FeSize *b, int nb, int64_t batch) {
+  if (!cc || cc->nbinds != nb || batch > cc->max_batch)
+    return false;
+  for (int i = 0; i < nb; i++)
+    if (strcmp(cc->binds[i].name, b[i].name) || cc->binds[i].value != b[i].value)
+      return false;
+  return true;
+}
+
+static KilnStatus order_inputs(KilnModel *m, const KilnTensor *inputs, int n,
+                               const KilnTensor **in) {
+  const Graph *s = m->sig;
+  if (n != s->ninputs)
+    return fail(m, KILN_ERR_INPUT, "the model takes %d input(s), got %d", s->ninputs, n);
+  for (int i = 0; i < n; i++) {
+    in[i] = NULL;
+    for (int j = 0; j < n && !in[i]; j++)
+      if (inputs[j].name && !strcmp(inputs[j].name, s->inputs[i]->name))
+        in[i] = &inputs[j];
+    if (!in[i] && !inputs[i].name)
+      in[i] = &inputs[i];
+    if (!in[i])
+      return fail(m, KILN_ERR_INPUT, "no input named '%s' was given", s->inputs[i]->name);
+    if (!in[i]->data)
+      return fail(m, KILN_ERR_INPUT, "input '%s' has no data", s->inputs[i]->name);
+  }
+  return KILN_OK;
+}
+
+static int64_t bytes_at(const Graph *g, const Value *v, int64_t *vals, int64_t *shape) {
+  int64_t n = rt_dtype_size(v->type.dt);
+  for (int i = 0; i < v->type.rank; i++) {
+    if (!sz_eval(v->type.dim[i], vals, &shape[i]))
+      return -1;
+    n *= shape[i];
+  }
+  return n;
+}
+
+KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTensor *outputs,
+                    int noutputs) {
+  if (!m || (ninputs && !inputs) || (noutputs && !outputs))
+    return KILN_ERR_ARG;
+  kiln__reset_errors(m);
+  if (!m->sig)
+    return fail(m, KILN_ERR_MODEL, "the model did not load");
+  const Graph *s = m->sig;
+  const KilnTensor *in[64];
+  FeSize binds[256];
+  int64_t vals[256];
+  int nb;
+  KilnStatus st;
+  if (s->ninputs > 64 || s->nsvars > 256)
+    return fail(m, KILN_ERR_ARG, "too many inputs or sizes");
+  if ((st = order_inputs(m, inputs, ninputs, in)) || (st = bind_inputs(m, in, binds, &nb, vals)))
+    return st;
+  if (noutputs > s->noutputs)
+    return fail(m, KILN_ERR_ARG, "the model has %d output(s), %d asked", s->noutputs, noutputs);
+  int bv = batch_var(s);
+  int64_t batch = bv >= 0 ? vals[bv] : 1;
+  /* the batch is not compiled in: drop its binding */
+  int k = 0;
+  for (int i = 0; i < nb; i++)
+    if (bv < 0 || strcmp(binds[i].name, s->svars[bv]))
+      binds[k++] = binds[i];
+  nb = k;
+  if (!cache_fits(m->cc, binds, nb, batch)) {
+    int64_t maxb = batch > m->opt.max_batch ? batch : m->opt.max_batch;
+    if ((st = kiln__compile(m, binds, nb, bv >= 0 ? s->svars[bv] : NULL, maxb)))
+      return st;
+  }
+  Compiled *cc = m->cc;
+  const Graph *g = cc->g;
+  int64_t gv[256], shape[RT_MAX_RANK];
+  for (int i = 0; i < g->nsvars; i++)
+    gv[i] = i == g->batch_var ? batch : g->svals[i];
+  for (int i = 0; i < g->ninputs; i++) {
+    const Value *v = g->inputs[i];
+    int64_t b = bytes_at(g, v, gv, shape);
+    memcpy((char *)cc->regions[v->region] + v->offset, in[i]->data, b);
+  }
+  int threads = m->threads > 0 ? m->threads : rt_default_threads();
+  cc->entry(cc->regions, batch, threads < cc->threads ? threads : cc->threads);
+  for (int i = 0; i < noutputs; i++) {
+    const Value *v = g->outputs[i];
+    KilnTensor *t = &outputs[i];
+    memset(t, 0, sizeof *t);
+    t->name = s->outputs[i]->name;
+    t->dtype = (KilnDType)v->type.dt;
+    t->rank = v->type.rank;
+    bytes_at(g, v, gv, t->shape);
+    t->data = (char *)cc->regions[v->region] + v->offset;
+  }
+  return KILN_OK;
+}
+
+KilnStatus kiln_set_threads(KilnModel *m, int threads) {
+  if (!m || threads < 0)
+    return KILN_ERR_ARG;
+  m->threads = threads;
+  if (m->cc && threads > m->cc->threads) {   /* workspaces were planned for fewer */
+    free_compiled(m->cc);
+    m->cc = NULL;
+  }
+  return KILN_OK;
+}

@@ -1,0 +1,318 @@
+/* The kiln command. Parses options, calls the C API, and is the only place
+ * that exits: 0 on success, 1 on a user error (with its message), 2 on a
+ * usage error.
+ *
+ *   kiln check M.kiln [--emit=ir|dot|memplan|llvm|asm] [--stats] [--json]
+ *   kiln run   M.kiln -i x=in.npy -o logits=out.npy [--weights W] [--seed S]
+ */
+#include "tools/api.h"
+#include <stdlib.h>
+#include <string.h>
+
+static const char *usage =
+    "usage: kiln <command> MODEL.kiln [options]\n"
+    "\n"
+    "commands:\n"
+    "  check    parse and check a model; print its IR or every error\n"
+    "  run      compile and run a model on .npy inputs\n"
+    "\n"
+    "options:\n"
+    "  --model NAME          the model of the file to use (default: the first)\n"
+    "  -i NAME=FILE.npy      an input (run); repeat for each input\n"
+    "  -o NAME=FILE.npy      write an output (run); default: print a summary\n"
+    "  --weights FILE        weights (.safetensors) by parameter name\n"
+    "  --seed N              draw weights from seed N when no --weights (default 0)\n"
+    "  --size NAME=V,...     bind size names, e.g. --size T=64\n"
+    "  --batch N             compile for batches up to N (check, emit)\n"
+    "  -O0 .. -O3            optimisation level (default -O2)\n"
+    "  --threads N           threads (default: OMP_NUM_THREADS or the cores)\n"
+    "  --emit=KIND           ir, dot, memplan, llvm or asm (check and run)\n"
+    "  --print-after=PASS    print the IR after a pass (or 'all')\n"
+    "  --stats [--json]      nodes, kernels and bytes before and after each pass\n"
+    "  -h, --help            this text\n"
+    "  --version             the version\n";
+
+typedef struct Cli {
+  const char *cmd, *model_path, *weights, *emit, *print_after, *sizes;
+  KilnOptions opt;
+  uint64_t seed;
+  bool stats, json;
+  int64_t batch;
+  const char *in_name[64], *in_file[64];
+  int nin;
+  const char *out_name[64], *out_file[64];
+  int nout;
+} Cli;
+
+static int die_usage(const char *fmt, const char *arg) {
+  fprintf(stderr, "kiln: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n(kiln --help lists the options)\n");
+  exit(2);
+}
+
+/* "NAME=FILE" into its two parts. */
+static void split_pair(const char *arg, const char **name, const char **file) {
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg || !eq[1])
+    die_usage("expected NAME=FILE, got '%s'", arg);
+  *name = strndup(arg, eq - arg);
+  *file = eq + 1;
+}
+
+static int64_t parse_int(const char *s, const char *what) {
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  if (!*s || *end || v < 0)
+    die_usage("%s must be a non-negative integer", what);
+  return v;
+}
+
+/* --key=value or --key value */
+static const char *opt_value(int argc, char **argv, int *i, const char *key) {
+  size_t n = strlen(key);
+  if (strncmp(argv[*i], key, n))
+    return NULL;
+  if (argv[*i][n] == '=')
+    return argv[*i] + n + 1;
+  if (argv[*i][n] != 0)
+    return NULL;
+  if (*i + 1 >= argc)
+    die_usage("%s needs a value", key);
+  return argv[++*i];
+}
+
+static void parse_args(int argc, char **argv, Cli *c) {
+  kiln_options_default(&c->opt);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(usage, stdout);
+      exit(0);
+    } else if (!strcmp(a, "--version")) {
+      printf("kiln %s\n", kiln_version());
+      exit(0);
+    } else if (!strcmp(a, "-i") || !strcmp(a, "-o")) {
+      if (i + 1 >= argc)
+        die_usage("%s needs NAME=FILE", a);
+      bool in = a[1] == 'i';
+      int *n = in ? &c->nin : &c->nout;
+      if (*n == 64)
+        die_usage("too many %s options", a);
+      split_pair(argv[++i], in ? &c->in_name[*n] : &c->out_name[*n],
+                 in ? &c->in_file[*n] : &c->out_file[*n]);
+      ++*n;
+    } else if ((v = opt_value(argc, argv, &i, "--model"))) {
+      c->opt.model = v;
+    } else if ((v = opt_value(argc, argv, &i, "--weights"))) {
+      c->weights = v;
+    } else if ((v = opt_value(argc, argv, &i, "--seed"))) {
+      c->seed = parse_int(v, "--seed");
+    } else if ((v = opt_value(argc, argv, &i, "--size"))) {
+      c->sizes = v;
+    } else if ((v = opt_value(argc, argv, &i, "--batch"))) {
+      c->batch = parse_int(v, "--batch");
+    } else if ((v = opt_value(argc, argv, &i, "--threads"))) {
+      c->opt.threads = (int)parse_int(v, "--threads");
+    } else if ((v = opt_value(argc, argv, &i, "--emit"))) {
+      c->emit = v;
+    } else if ((v = opt_value(argc, argv, &i, "--print-after"))) {
+      c->print_after = v;
+    } else if (!strcmp(a, "--stats")) {
+      c->stats = true;
+    } else if (!strcmp(a, "--json")) {
+      c->json = true;
+    } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
+      c->opt.opt_level = a[2] - '0';
+    } else if (a[0] == '-') {
+      die_usage("unknown option '%s'", a);
+    } else if (!c->cmd) {
+      c->cmd = a;
+    } else if (!c->model_path) {
+      c->model_path = a;
+    } else {
+      die_usage("unexpected argument '%s'", a);
+    }
+  }
+  if (!c->cmd) {
+    fputs(usage, stderr);
+    exit(2);
+  }
+  if (!c->model_path)
+    die_usage("%s needs a model file", c->cmd);
+  c->opt.sizes = c->sizes;
+  c->opt.max_batch = c->batch;
+}
+
+static int report(KilnModel *m, KilnStatus st) {
+  const char *e = kiln_errors(m);
+  fputs(e, stderr);
+  if (!*e)
+    fprintf(stderr, "kiln: %s\n", kiln_status_name(st));
+  return 1;
+}
+
+static KilnModel *load(Cli *c) {
+  KilnModel *m;
+  KilnStatus st = kiln_load(c->model_path, &c->opt, &m);
+  if (st != KILN_OK) {
+    report(m, st);
+    kiln_free(m);
+    exit(1);
+  }
+  m->print_after = c->print_after;
+  m->stats_out = c->stats ? stdout : NULL;
+  m->stats_json = c->json;
+  m->emit_llvm = c->emit && !strcmp(c->emit, "llvm") ? stdout : NULL;
+  m->emit_asm = c->emit && !strcmp(c->emit, "asm") ? stdout : NULL;
+  return m;
+}
+
+static int set_weights(Cli *c, KilnModel *m) {
+  KilnStatus st;
+  if (c->weights) {
+    st = kiln_load_weights(m, c->weights);
+  } else {
+    fprintf(stderr, "kiln: warning: no --weights given: weights are drawn from seed %llu\n",
+            (unsigned long long)c->seed);
+    st = kiln_init_weights(m, c->seed);
+  }
+  return st == KILN_OK ? 0 : report(m, st);
+}
+
+/* Compiles the bound graph for --emit and --stats without running it. */
+static int compile_only(Cli *c, KilnModel *m) {
+  const Graph *s = m->sig;
+  int bv = -1;
+  if (s->ninputs && s->inputs[0]->type.rank > 0) {
+    Size z = s->inputs[0]->type.dim[0];
+    if (z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1)
+      bv = z.t[0].v[0];
+  }
+  if (set_weights(c, m))
+    return 1;
+  KilnStatus st = kiln__compile(m, m->sizes, m->nsizes, bv >= 0 ? s->svars[bv] : NULL,
+                                c->batch ? c->batch : 1);
+  return st == KILN_OK ? 0 : report(m, st);
+}
+
+static int emit(Cli *c, KilnModel *m) {
+  const char *e = c->emit;
+  if (!strcmp(e, "ir")) {
+    ir_print(m->sig, stdout);
+  } else if (!strcmp(e, "dot")) {
+    ir_print_dot(m->sig, stdout);
+  } else if (!strcmp(e, "memplan") || !strcmp(e, "llvm") || !strcmp(e, "asm")) {
+    if (compile_only(c, m))
+      return 1;
+    if (!strcmp(e, "memplan"))
+      pass_print_memplan(m->cc->g, stdout);
+  } else {
+    die_usage("unknown --emit kind '%s' (ir, dot, memplan, llvm, asm)", e);
+  }
+  return 0;
+}
+
+static int cmd_check(Cli *c) {
+  KilnModel *m = load(c);
+  int rc = 0;
+  if (c->emit)
+    rc = emit(c, m);
+  else if (c->stats || c->print_after)
+    rc = compile_only(c, m);
+  else
+    ir_print(m->sig, stdout);
+  kiln_free(m);
+  return rc;
+}
+
+static int read_inputs(Cli *c, KilnTensor *in, RtTensor *store) {
+  for (int i = 0; i < c->nin; i++) {
+    RtError err;
+    if (rt_npy_read(c->in_file[i], &store[i], &err) != RT_OK) {
+      fprintf(stderr, "kiln: input %s: %s\n", c->in_name[i], err.msg);
+      return 1;
+    }
+    in[i] = (KilnTensor){.name = c->in_name[i], .dtype = (KilnDType)store[i].dtype,
+                         .rank = store[i].rank, .data = store[i].data};
+    memcpy(in[i].shape, store[i].shape, sizeof in[i].shape);
+  }
+  return 0;
+}
+
+static void summarize(const KilnTensor *t) {
+  char sb[128];
+  printf("%s: %s %s", t->name, rt_dtype_name((RtDType)t->dtype),
+         rt_shape_str(t->rank, t->shape, sb, sizeof sb));
+  int64_t n = 1;
+  for (int i = 0; i < t->rank; i++)
+    n *= t->shape[i];
+  if (t->dtype == KILN_F32)
+    for (int64_t i = 0; i < n && i < 8; i++)
+      printf("%s%.6g", i ? " " : "  ", ((float *)t->data)[i]);
+  printf("%s\n", n > 8 ? " ..." : "");
+}
+
+static int write_outputs(Cli *c, const KilnTensor *out, int nout) {
+  for (int i = 0; i < nout; i++) {
+    const char *file = NULL;
+    for (int j = 0; j < c->nout; j++)
+      if (!strcmp(c->out_name[j], out[i].name))
+        file = c->out_file[j];
+    if (!file) {
+      summarize(&out[i]);
+      continue;
+    }
+    RtTensor t = {(RtDType)out[i].dtype, out[i].rank, {0}, out[i].data};
+    memcpy(t.shape, out[i].shape, sizeof t.shape);
+    RtError err;
+    if (rt_npy_write(file, &t, &err) != RT_OK) {
+      fprintf(stderr, "kiln: output %s: %s\n", out[i].name, err.msg);
+      return 1;
+    }
+  }
+  for (int j = 0; j < c->nout; j++) {
+    bool known = false;
+    for (int i = 0; i < nout; i++)
+      known |= !strcmp(c->out_name[j], out[i].name);
+    if (!known) {
+      fprintf(stderr, "kiln: the model has no output named '%s'\n", c->out_name[j]);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int cmd_run(Cli *c) {
+  KilnModel *m = load(c);
+  KilnTensor in[64], out[64];
+  RtTensor store[64] = {0};
+  int nout = kiln_output_count(m), rc = 1;
+  if (c->emit && strcmp(c->emit, "llvm") && strcmp(c->emit, "asm")) {
+    rc = emit(c, m);
+    goto done;
+  }
+  if (set_weights(c, m) || read_inputs(c, in, store))
+    goto done;
+  KilnStatus st = kiln_run(m, in, c->nin, out, nout > 64 ? 64 : nout);
+  if (st != KILN_OK) {
+    report(m, st);
+    goto done;
+  }
+  rc = write_outputs(c, out, nout > 64 ? 64 : nout);
+done:
+  for (int i = 0; i < c->nin; i++)
+    rt_tensor_free(&store[i]);
+  kiln_free(m);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  Cli c = {0};
+  parse_args(argc, argv, &c);
+  if (!strcmp(c.cmd, "check"))
+    return cmd_check(&c);
+  if (!strcmp(c.cmd, "run"))
+    return cmd_run(&c);
+  return die_usage("unknown command '%s'", c.cmd);
+}
