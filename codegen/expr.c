@@ -41,6 +41,9 @@ static void operand_access(const Node *n, int k, Size *acc) {
       acc[i] = st[n->attr.perm[i]];
   } else if (n->op == OP_batchnorm && k > 0) {
     acc[n->attr.axis] = sz_const(1);
+  } else if (n->op == OP_onehot) {    /* labels: every axis but the classes */
+    for (int i = 0; i < x->rank; i++)
+      acc[i] = st[i];
   } else {                            /* numpy broadcast, aligned right */
     for (int i = 0; i < x->rank; i++) {
       int oi = o->rank - x->rank + i;
@@ -207,8 +210,34 @@ static LLVMValueRef arith(CgCtx *c, Op op, LLVMValueRef a, LLVMValueRef b) {
   }
 }
 
-/* The value of node n given its operands' values (scalars or vectors of w). */
-static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, int w) {
+/* 1 (true) or 0 in the type of `like`, from an i1 (vector). */
+static LLVMValueRef from_bool(CgCtx *c, LLVMValueRef b, LLVMValueRef like) {
+  return LLVMBuildSelect(c->b, b, fconst(c, like, 1), fconst(c, like, 0), "");
+}
+
+/* sign(x): -1, 0 or 1; x itself where it is zero or NaN (keeps -0 and NaN). */
+static LLVMValueRef sign_of(CgCtx *c, LLVMValueRef x) {
+  bool f = is_fp(x);
+  LLVMValueRef z = fconst(c, x, 0);
+  LLVMValueRef pos = f ? LLVMBuildFCmp(c->b, LLVMRealOGT, x, z, "") : LLVMBuildICmp(c->b, LLVMIntSGT, x, z, "");
+  LLVMValueRef neg = f ? LLVMBuildFCmp(c->b, LLVMRealOLT, x, z, "") : LLVMBuildICmp(c->b, LLVMIntSLT, x, z, "");
+  LLVMValueRef r = LLVMBuildSelect(c->b, neg, fconst(c, x, -1), x, "");
+  return LLVMBuildSelect(c->b, pos, fconst(c, x, 1), r, "");
+}
+
+/* onehot: 1 where the index along the last axis (idx mod classes) is the label. */
+static LLVMValueRef onehot_at(CgCtx *c, const Node *n, LLVMValueRef label, LLVMValueRef idx, int w) {
+  LLVMValueRef cls = LLVMBuildSRem(c->b, idx, cg_splat(c, cg_i64(c, n->attr.classes), w), "");
+  LLVMValueRef lab = LLVMBuildIntCast2(c->b, label, LLVMTypeOf(idx), 1, "");
+  LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, lab, cls, "");
+  LLVMTypeRef t = vec_type(c, n->attr.dtype, w);
+  return from_bool(c, hit, LLVMConstNull(t));
+}
+
+/* The value of node n given its operands' values (scalars or vectors of w)
+ * at flat output indices idx (i64, a vector of w lanes when w > 1). */
+static LLVMValueRef value_at(CgKernel *k, const Node *n, LLVMValueRef *a, LLVMValueRef idx, int w) {
+  CgCtx *c = k->c;
   LLVMValueRef x = a[0];
   switch (n->op) {
   case OP_neg:
@@ -238,6 +267,15 @@ static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, int w) {
     LLVMValueRef y = LLVMBuildFMul(c->b, LLVMBuildFSub(c->b, x, a[3], ""), inv, "");
     return LLVMBuildFAdd(c->b, y, a[2], "");
   }
+  case OP_step: {                     /* x > 0: 1, else 0 (NaN too) */
+    LLVMValueRef pos = is_fp(x) ? LLVMBuildFCmp(c->b, LLVMRealOGT, x, fconst(c, x, 0), "")
+                                : LLVMBuildICmp(c->b, LLVMIntSGT, x, fconst(c, x, 0), "");
+    return from_bool(c, pos, x);
+  }
+  case OP_sign: return sign_of(c, x);
+  case OP_expand: return x;
+  case OP_onehot: return onehot_at(c, n, x, idx, w);
+  case OP_dropout: return cg_dropout_value(k, n, x, a[1], idx);
   default:
     return arith(c, n->op, a[0], a[1]);
   }
@@ -269,6 +307,17 @@ static void row_offsets(CgKernel *k, const Space *s, LLVMValueRef row, LLVMValue
   }
 }
 
+/* Flat indices at, at + 1, ..., at + w - 1 of the output (the output is
+ * dense, so its innermost stride is 1): what index-dependent rules see. */
+static LLVMValueRef lane_index(CgCtx *c, LLVMValueRef at, int w) {
+  if (w == 1)
+    return at;
+  LLVMValueRef lanes[64];
+  for (int l = 0; l < w; l++)
+    lanes[l] = cg_i64(c, l);
+  return LLVMBuildAdd(c->b, cg_splat(c, at, w), LLVMConstVector(lanes, w), "");
+}
+
 /* One step of w elements at inner position j of a row. */
 static void expr_step(CgKernel *k, ExprCtx *e, LLVMValueRef *ptr, LLVMValueRef *off,
                       LLVMValueRef j, int w) {
@@ -282,8 +331,9 @@ static void expr_step(CgKernel *k, ExprCtx *e, LLVMValueRef *ptr, LLVMValueRef *
                                    LLVMBuildMul(c->b, j, cg_size(k, st), ""), "");
     args[i] = load_w(k, n->in[i]->type.dt, ptr[1 + i], at, st, w);
   }
-  LLVMValueRef v = value_at(c, n, args, w);
-  store_w(k, n->out[0]->type.dt, ptr[0], LLVMBuildAdd(c->b, off[0], j, ""), v);
+  LLVMValueRef at = LLVMBuildAdd(c->b, off[0], j, "");
+  LLVMValueRef v = value_at(k, n, args, lane_index(c, at, w), w);
+  store_w(k, n->out[0]->type.dt, ptr[0], at, v);
 }
 
 /* Units are blocks of up to BLOCK elements of a row, so a single long row

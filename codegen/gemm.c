@@ -19,15 +19,17 @@
  * Parallelism: tiles are the tasks of rt_parallel_for. Their shape and the
  * chunk grain come from the problem size only (never the thread count), and
  * each C element is summed in the same K order whatever tile holds it, so
- * results are bit-identical at any thread count. Usually B is packed once,
- * in parallel, into a region of `work` all tiles share; a batch of small
- * matrices with distinct B instead runs one task per matrix, each packing
- * its own B. Each running task owns a slot of `work` (its A block, and B
- * block if private), claimed from a bit mask with an atomic, so nothing
- * depends on OpenMP thread numbers.
+ * results are bit-identical at any thread count. When the rows are split
+ * over several tiles, B is packed once, in parallel, into a region of
+ * `work` they all read ("shared"; per batch item, or once for a broadcast
+ * B). Otherwise each tile packs its own B blocks ("private"): a tile that
+ * has all the rows, or a batch of small matrices with distinct B, which
+ * then runs as one set of per-matrix tasks. Each running task owns a slot
+ * of `work` (its A block and private B block), claimed from a bit mask with
+ * an atomic, so nothing depends on OpenMP thread numbers.
  *
  * Work layout (cg_gemm_work_bytes mirrors it):
- *   [64 bytes: slot mask][shared packed B: ceil64(N) x K][slots: MC x KC of A + KC x NTMAX of B]
+ *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: K x ceil64(N)][slots: MC x KC of A + KC x NTMAX of B]
  */
 #include "codegen/codegen.h"
 #include <assert.h>
@@ -43,9 +45,10 @@ enum {
   GEMM_MC = 144,          /* tallest tile: a multiple of MR */
   GEMM_NC = 4096,         /* widest tile: a multiple of every NR */
   GEMM_NR_MAX = 64,       /* NR divides it for every target and dtype */
-  GEMM_MIN_ROWS = 24,     /* shortest tile when splitting rows for parallelism */
+  GEMM_MIN_ROWS = 96,     /* shortest tile when splitting rows: each B sliver serves MIN_ROWS/MR micro-tiles */
   GEMM_MIN_COLS = 256,    /* narrowest tile when splitting columns: each repacks A */
   GEMM_MAX_TILES = 32,    /* tiles wanted at most, from the problem size */
+  GEMM_SECOND_SPLIT = 8,  /* tiles sought by splitting the costlier dimension too */
   GEMM_MAX_SLOTS = 64,    /* bits of the slot mask: threads per call */
   GEMM_HEADER = 64,
   GEMM_PACK_GRAIN = 1 << 16, /* elements of B packed per chunk */
@@ -75,7 +78,7 @@ int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthr
     N = 1;
   if (K < 0)
     K = 0;
-  int64_t shared_b = round_up(round_up(N, GEMM_NR_MAX) * K * sz, 64);
+  int64_t shared_b = M > GEMM_MIN_ROWS ? round_up(round_up(N, GEMM_NR_MAX) * K * sz, 64) : 0;
   int64_t slot = round_up((GEMM_MC + tile_width_max(N)) * GEMM_KC * sz, 64);
   return GEMM_HEADER + shared_b + slots_for(nthreads) * slot;
 }
@@ -217,7 +220,7 @@ static void add_attr(Gen *g, LLVMValueRef fn, unsigned index, const char *attr) 
 static void set_noalias(Gen *g, LLVMValueRef fn, unsigned param) { add_attr(g, fn, param + 1, "noalias"); }
 
 /* The parts are called once per panel or micro-tile, where a call costs
- * nothing; inlined, they made LLVM's loop passes take ~20x longer. */
+ * nothing; inlined into their loops they took 1.6x the compile time. */
 static void set_noinline(Gen *g, LLVMValueRef fn) { add_attr(g, fn, LLVMAttributeFunctionIndex, "noinline"); }
 
 /* Code that runs once per call or per chunk: not worth the optimizer's
@@ -263,24 +266,93 @@ static void set(Gen *g, LLVMValueRef ctx, int f, LLVMValueRef v) {
 
 /* ---- packing ---- */
 
-/* One k step of a panel: dst[r] = row r of src (at src + r*rs) for the R
- * rows, unrolled here. A full panel whose rows are contiguous (rs == 1)
- * copies whole vectors; an edge panel reads row min(r, valid-1), which is
- * in bounds, and keeps zero for rows past `valid`. */
-static void pack_step(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef valid,
-                      int R, bool contig_r, bool edge) {
-  if (contig_r && !edge && R % g->lanes == 0) {
-    for (int r = 0; r < R; r += g->lanes)
-      store(g, load(g, g->vt, elem(g, src, k64(g, r))), elem(g, dst, k64(g, r)));
-    return;
+/* Packing reads R rows of a panel and writes them k-major. Where the rows
+ * are contiguous in memory (rs == 1) each k copies R contiguous elements;
+ * where k is contiguous (cs == 1), blocks of L = lanes k's are loaded as
+ * vectors from each row and transposed in registers. Partial panels (the
+ * edges) go element by element. Everything is unrolled here, so LLVM's
+ * loop vectorizer is kept out (it made packing the bulk of compile time). */
+
+static LLVMValueRef shuffle(Gen *g, LLVMValueRef a, LLVMValueRef b, const int *idx, int n) {
+  LLVMValueRef m[64];
+  for (int j = 0; j < n; j++)
+    m[j] = LLVMConstInt(g->c->t_i32, idx[j], 0);
+  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, n), "");
+}
+
+/* Copies n contiguous elements in vectors of L, then 4, 2, 1 elements. */
+static void copy_run(Gen *g, LLVMValueRef dst, LLVMValueRef src, int n) {
+  for (int off = 0, w = g->lanes; off < n; w /= 2)
+    for (; w >= 1 && off + w <= n; off += w) {
+      LLVMTypeRef t = w > 1 ? LLVMVectorType(g->t, w) : g->t;
+      store(g, load(g, t, elem(g, src, k64(g, off))), elem(g, dst, k64(g, off)));
+    }
+}
+
+/* Stores the first n elements of an <L x T> vector, without writing past them. */
+static void store_prefix(Gen *g, LLVMValueRef v, LLVMValueRef dst, int n) {
+  for (int off = 0, w = g->lanes; off < n; w /= 2)
+    for (; w >= 1 && off + w <= n; off += w) {
+      int idx[64];
+      for (int j = 0; j < w; j++)
+        idx[j] = off + j;
+      LLVMValueRef part = w == g->lanes ? v
+                        : w > 1 ? shuffle(g, v, v, idx, w)
+                        : LLVMBuildExtractElement(g->b, v, LLVMConstInt(g->c->t_i32, off, 0), "");
+      store(g, part, elem(g, dst, k64(g, off)));
+    }
+}
+
+/* x[i][j] <-> x[j][i] for L vectors of L lanes: log2(L) stages that swap
+ * the off-diagonal b x b blocks of each 2b x 2b block. */
+static void transpose(Gen *g, LLVMValueRef *x) {
+  int L = g->lanes, lo[64], hi[64];
+  for (int b = 1; b < L; b *= 2)
+    for (int i = 0; i < L; i++) {
+      if (i & b)
+        continue;
+      for (int j = 0; j < L; j++) {
+        lo[j] = (j & b) ? L + j - b : j;
+        hi[j] = (j & b) ? L + j : j + b;
+      }
+      LLVMValueRef a = x[i], c = x[i + b];
+      x[i] = shuffle(g, a, c, lo, L);
+      x[i + b] = shuffle(g, a, c, hi, L);
+    }
+}
+
+/* L k's of a full panel with k contiguous: dst[kk*R + r] = src[r*rs + kk]. */
+static void pack_block_transposed(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, int R) {
+  int L = g->lanes;
+  for (int r0 = 0; r0 < R; r0 += L) {
+    int rows = R - r0 < L ? R - r0 : L;
+    LLVMValueRef x[64];
+    for (int j = 0; j < L; j++)
+      x[j] = j < rows ? load(g, g->vt, elem(g, src, mul(g, k64(g, r0 + j), rs))) : LLVMGetUndef(g->vt);
+    transpose(g, x);
+    for (int kk = 0; kk < L; kk++)
+      store_prefix(g, x[kk], elem(g, dst, k64(g, kk * R + r0)), rows);
   }
+}
+
+/* One k of a panel, element by element: dst[r] = src[r*rs]. An edge panel
+ * reads row min(r, valid-1), which is in bounds, and stores zero past valid. */
+static void pack_step(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef valid,
+                      int R, bool edge) {
   for (int r = 0; r < R; r++) {
     LLVMValueRef row = edge ? emin(g, k64(g, r), sub(g, valid, k64(g, 1))) : k64(g, r);
-    LLVMValueRef v = load(g, g->t, elem(g, src, contig_r ? row : mul(g, row, rs)));
+    LLVMValueRef v = load(g, g->t, elem(g, src, mul(g, row, rs)));
     if (edge)
       v = LLVMBuildSelect(g->b, lt(g, k64(g, r), valid), v, LLVMConstNull(g->t), "");
     store(g, v, elem(g, dst, k64(g, r)));
   }
+}
+
+/* A k loop from lo to hi by step, the builder in its body; returns k. */
+static LLVMValueRef k_loop(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMValueRef k = loop_open(g, l, lo, hi);
+  l->as_written = true;
+  return k;
 }
 
 /* pack(dst, src, rs, cs, valid, kc): a panel of R rows (R = MR for A, NR
@@ -295,18 +367,27 @@ static LLVMValueRef emit_pack(Gen *g, const char *part, int R, bool contig_r) {
   LLVMValueRef dst = LLVMGetParam(fn, 0), src = LLVMGetParam(fn, 1);
   LLVMValueRef rs = contig_r ? k64(g, 1) : LLVMGetParam(fn, 2);
   LLVMValueRef cs = contig_r ? LLVMGetParam(fn, 3) : k64(g, 1);
-  LLVMValueRef valid = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
+  LLVMValueRef valid = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5), kR = k64(g, R), kL = k64(g, g->lanes);
+  Loop l, rest;
   If full;
-  if_open(g, &full, eq(g, valid, k64(g, R)));
-  for (int edge = 0; edge < 2; edge++) {
-    if (edge)
-      if_else(g, &full);
-    Loop lk;
-    LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc);
-    lk.as_written = true;
-    pack_step(g, elem(g, dst, mul(g, k, k64(g, R))), elem(g, src, mul(g, k, cs)), rs, valid, R, contig_r, edge);
-    loop_close(g, &lk, k64(g, 1));
+  if_open(g, &full, eq(g, valid, kR));
+  if (contig_r) {
+    LLVMValueRef k = k_loop(g, &l, k64(g, 0), kc);
+    copy_run(g, elem(g, dst, mul(g, k, kR)), elem(g, src, mul(g, k, cs)), R);
+    loop_close(g, &l, k64(g, 1));
+  } else {
+    LLVMValueRef kmain = sub(g, kc, srem(g, kc, kL));
+    LLVMValueRef k = k_loop(g, &l, k64(g, 0), kmain);
+    pack_block_transposed(g, elem(g, dst, mul(g, k, kR)), elem(g, src, k), rs, R);
+    loop_close(g, &l, kL);
+    k = k_loop(g, &rest, kmain, kc);
+    pack_step(g, elem(g, dst, mul(g, k, kR)), elem(g, src, k), rs, valid, R, false);
+    loop_close(g, &rest, k64(g, 1));
   }
+  if_else(g, &full);
+  LLVMValueRef k = k_loop(g, &l, k64(g, 0), kc);
+  pack_step(g, elem(g, dst, mul(g, k, kR)), elem(g, src, mul(g, k, cs)), rs, valid, R, true);
+  loop_close(g, &l, k64(g, 1));
   if_close(g, &full);
   LLVMBuildRetVoid(g->b);
   return fn;
@@ -373,18 +454,43 @@ static void store_tile(Gen *g, LLVMValueRef fn, LLVMValueRef *acc, bool last, bo
   }
 }
 
-/* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col):
- * acc[i][j] = sum_k ap[k*MR + i] * bp[k*NR + j], kept in MR x NR/lanes
- * vector registers, then stored by one of up to four variants (last with
- * an epilogue, full tile). */
-static LLVMValueRef emit_micro(Gen *g) {
+/* Asks for the C tile's lines before the k loop, so that the misses
+ * overlap the FMAs instead of stalling the stores after them. */
+static void prefetch_c(Gen *g, LLVMValueRef fn) {
+  LLVMValueRef cp = LLVMGetParam(fn, MK_CP), ldc = LLVMGetParam(fn, MK_LDC);
+  for (int i = 0; i < g->mr; i++) {
+    LLVMValueRef row = elem(g, cp, mul(g, k64(g, i), ldc));
+    LLVMValueRef ends[] = {row, elem(g, row, k64(g, g->nr - 1))};
+    for (int e = 0; e < 2; e++) {
+      LLVMValueRef args[] = {ends[e], LLVMConstInt(g->c->t_i32, 1, 0), LLVMConstInt(g->c->t_i32, 3, 0),
+                             LLVMConstInt(g->c->t_i32, 1, 0)};  /* write, keep in all levels, data */
+      cg_intrinsic(g->c, "llvm.prefetch", &g->c->t_ptr, 1, args, 4);
+    }
+  }
+}
+
+/* One k step: acc[i][v] += ap[i] * bp[v*lanes ..], as 2 vector loads of B,
+ * MR broadcasts of A and MR*nv FMAs. */
+static void fma_step(Gen *g, LLVMValueRef arow, LLVMValueRef brow, LLVMValueRef *acc, LLVMValueRef *next) {
+  LLVMValueRef bv[8];
+  for (int v = 0; v < g->nv; v++)
+    bv[v] = load(g, g->vt, elem(g, brow, k64(g, v * g->lanes)));
+  for (int i = 0; i < g->mr; i++) {
+    LLVMValueRef a = cg_splat(g->c, load(g, g->t, elem(g, arow, k64(g, i))), g->lanes);
+    for (int v = 0; v < g->nv; v++) {
+      LLVMValueRef args[] = {a, bv[v], acc[i * g->nv + v]};
+      next[i * g->nv + v] = cg_intrinsic(g->c, "llvm.fma", &g->vt, 1, args, 3);
+    }
+  }
+}
+
+/* The k loop with the accumulators as phis (they must stay in registers);
+ * leaves the builder after the loop and the final sums in acc. */
+static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
   CgCtx *c = g->c;
-  LLVMTypeRef p[MK_COUNT] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_ptr, c->t_i64, c->t_i64, c->t_i64,
-                             c->t_i1, c->t_i1, c->t_ptr, c->t_i64, c->t_i64, c->t_i64};
-  LLVMValueRef fn = new_part(g, "micro", c->t_void, p, MK_COUNT);
   LLVMValueRef ap = LLVMGetParam(fn, MK_AP), bp = LLVMGetParam(fn, MK_BP), kc = LLVMGetParam(fn, MK_KC);
+  LLVMValueRef next[GEMM_MR * 8], zero = LLVMConstNull(g->vt), k0 = k64(g, 0);
   int nacc = g->mr * g->nv;
-  LLVMValueRef acc[GEMM_MR * 8], next[GEMM_MR * 8], zero = LLVMConstNull(g->vt);
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(g->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, fn, "k");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, fn, "fma");
@@ -392,34 +498,36 @@ static LLVMValueRef emit_micro(Gen *g) {
   LLVMBuildBr(g->b, head);
   LLVMPositionBuilderAtEnd(g->b, head);
   LLVMValueRef k = LLVMBuildPhi(g->b, c->t_i64, "k");
+  LLVMAddIncoming(k, &k0, &entry, 1);
   for (int j = 0; j < nacc; j++) {
     acc[j] = LLVMBuildPhi(g->b, g->vt, "acc");
     LLVMAddIncoming(acc[j], &zero, &entry, 1);
   }
-  LLVMValueRef k0 = k64(g, 0);
-  LLVMAddIncoming(k, &k0, &entry, 1);
   LLVMBuildCondBr(g->b, lt(g, k, kc), body, done);
-
   LLVMPositionBuilderAtEnd(g->b, body);
-  LLVMValueRef arow = elem(g, ap, mul(g, k, k64(g, g->mr)));
-  LLVMValueRef brow = elem(g, bp, mul(g, k, k64(g, g->nr)));
-  LLVMValueRef bv[8];
-  for (int v = 0; v < g->nv; v++)
-    bv[v] = load(g, g->vt, elem(g, brow, k64(g, v * g->lanes)));
-  for (int i = 0; i < g->mr; i++) {
-    LLVMValueRef a = cg_splat(c, load(g, g->t, elem(g, arow, k64(g, i))), g->lanes);
-    for (int v = 0; v < g->nv; v++) {
-      LLVMValueRef args[] = {a, bv[v], acc[i * g->nv + v]};
-      next[i * g->nv + v] = cg_intrinsic(c, "llvm.fma", &g->vt, 1, args, 3);
-    }
-  }
+  fma_step(g, elem(g, ap, mul(g, k, k64(g, g->mr))), elem(g, bp, mul(g, k, k64(g, g->nr))), acc, next);
   LLVMValueRef k1 = add(g, k, k64(g, 1));
   LLVMAddIncoming(k, &k1, &body, 1);
   for (int j = 0; j < nacc; j++)
     LLVMAddIncoming(acc[j], &next[j], &body, 1);
-  LLVMBuildBr(g->b, head);
-
+  /* Unrolled, LLVM's scheduler hoisted the next k's FMAs right behind the
+   * same accumulators' previous ones and the loop stalled on FMA latency. */
+  keep_as_written(g, LLVMBuildBr(g->b, head));
   LLVMPositionBuilderAtEnd(g->b, done);
+}
+
+/* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col):
+ * acc[i][j] = sum_k ap[k*MR + i] * bp[k*NR + j], kept in MR x NR/lanes
+ * vector registers, then stored by one of up to four variants: full tile
+ * or edge, and with the epilogue (last K block) or without. */
+static LLVMValueRef emit_micro(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[MK_COUNT] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_ptr, c->t_i64, c->t_i64, c->t_i64,
+                             c->t_i1, c->t_i1, c->t_ptr, c->t_i64, c->t_i64, c->t_i64};
+  LLVMValueRef fn = new_part(g, "micro", c->t_void, p, MK_COUNT);
+  LLVMValueRef acc[GEMM_MR * 8];
+  prefetch_c(g, fn);
+  fma_loop(g, fn, acc);
   LLVMValueRef full = LLVMBuildAnd(g->b, eq(g, LLVMGetParam(fn, MK_MR), k64(g, g->mr)),
                                    eq(g, LLVMGetParam(fn, MK_NR), k64(g, g->nr)), "");
   LLVMValueRef sel = LLVMBuildZExt(g->b, full, c->t_i32, "");
@@ -474,68 +582,83 @@ static void pack_b_panels(Gen *g, LLVMValueRef ctx, LLVMValueRef Bb, LLVMValueRe
   loop_close(g, &l, k64(g, 1));
 }
 
-/* tile(ctx, t, slot): tile t of the region (batch item, row block, column
- * block), all K blocks in order. */
+/* Where one tile is: its batch item, first row and column, sizes, and the
+ * operands of its batch item. */
+typedef struct Tile {
+  LLVMValueRef ctx, b, m0, n0, mc, nc, A, B, C, M, N, K;
+} Tile;
+
+static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
+  Tile T = {.ctx = ctx, .M = get(g, ctx, F_M), .N = get(g, ctx, F_N), .K = get(g, ctx, F_K)};
+  LLVMValueRef mt = get(g, ctx, F_MTILES), per_b = mul(g, mt, get(g, ctx, F_NTILES)), r = srem(g, t, per_b);
+  T.b = add(g, get(g, ctx, F_B0), sdiv(g, t, per_b));
+  T.m0 = mul(g, srem(g, r, mt), get(g, ctx, F_MT));
+  T.n0 = mul(g, sdiv(g, r, mt), get(g, ctx, F_NT));
+  T.mc = emin(g, get(g, ctx, F_MT), sub(g, T.M, T.m0));
+  T.nc = emin(g, get(g, ctx, F_NT), sub(g, T.N, T.n0));
+  T.A = elem(g, get(g, ctx, F_A), mul(g, T.b, get(g, ctx, F_SA)));
+  T.B = elem(g, get(g, ctx, F_B), mul(g, T.b, get(g, ctx, F_SB)));
+  T.C = elem(g, get(g, ctx, F_C), mul(g, T.b, get(g, ctx, F_SC)));
+  return T;
+}
+
+/* Packs the tile's rows of op(A)[:, k0 .. k0+kc) into MR-row panels at abuf. */
+static void pack_a_block(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef k0, LLVMValueRef kc) {
+  LLVMValueRef rs, cs, kMR = k64(g, g->mr);
+  a_strides(g, get(g, T->ctx, F_LDA), &rs, &cs);
+  Loop l;
+  LLVMValueRef ip = loop_open(g, &l, k64(g, 0), cdiv(g, T->mc, kMR));
+  LLVMValueRef m = add(g, T->m0, mul(g, ip, kMR));
+  LLVMValueRef args[] = {elem(g, abuf, mul(g, ip, mul(g, kc, kMR))), elem(g, T->A, add(g, mul(g, m, rs), mul(g, k0, cs))),
+                         rs, cs, emin(g, kMR, sub(g, add(g, T->m0, T->mc), m)), kc};
+  call(g, g->pack_a, args, 6);
+  loop_close(g, &l, k64(g, 1));
+}
+
+/* The macro-kernel: every MR x NR micro-tile of the tile for one K block;
+ * B panels outside, so each B sliver is reused from L1 by all row panels. */
+static void macro_kernel(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef bbase, LLVMValueRef kc,
+                         LLVMValueRef loadc, LLVMValueRef last) {
+  LLVMValueRef kMR = k64(g, g->mr), kNR = k64(g, g->nr), one = k64(g, 1), ldc = get(g, T->ctx, F_LDC);
+  Loop lj, li;
+  LLVMValueRef jp = loop_open(g, &lj, k64(g, 0), cdiv(g, T->nc, kNR));
+  LLVMValueRef n = add(g, T->n0, mul(g, jp, kNR));
+  LLVMValueRef bp = elem(g, bbase, mul(g, jp, mul(g, kc, kNR))), nr = emin(g, kNR, sub(g, T->N, n));
+  LLVMValueRef ip = loop_open(g, &li, k64(g, 0), cdiv(g, T->mc, kMR));
+  LLVMValueRef m = add(g, T->m0, mul(g, ip, kMR));
+  LLVMValueRef args[MK_COUNT] = {
+    [MK_AP] = elem(g, abuf, mul(g, ip, mul(g, kc, kMR))), [MK_BP] = bp, [MK_KC] = kc,
+    [MK_CP] = elem(g, T->C, add(g, mul(g, m, ldc), n)), [MK_LDC] = ldc,
+    [MK_MR] = emin(g, kMR, sub(g, T->M, m)), [MK_NR] = nr, [MK_LOADC] = loadc, [MK_LAST] = last,
+    [MK_EPI] = get(g, T->ctx, F_EPI), [MK_B] = T->b, [MK_ROW] = m, [MK_COL] = n};
+  call(g, g->micro, args, MK_COUNT);
+  loop_close(g, &li, one);
+  loop_close(g, &lj, one);
+}
+
+/* tile(ctx, t, slot): tile t of the region, all K blocks in order: B's
+ * block (packed here if private, else found in the shared packing), A's
+ * block, the macro-kernel. */
 static LLVMValueRef emit_tile(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_ptr};
   LLVMValueRef fn = new_part(g, "tile", c->t_void, p, 3);
-  LLVMValueRef ctx = LLVMGetParam(fn, 0), t = LLVMGetParam(fn, 1), slot = LLVMGetParam(fn, 2);
-  LLVMValueRef M = get(g, ctx, F_M), N = get(g, ctx, F_N), K = get(g, ctx, F_K);
-  LLVMValueRef MT = get(g, ctx, F_MT), NT = get(g, ctx, F_NT), mt = get(g, ctx, F_MTILES);
-  LLVMValueRef per_b = mul(g, mt, get(g, ctx, F_NTILES)), r = srem(g, t, per_b);
-  LLVMValueRef bi = add(g, get(g, ctx, F_B0), sdiv(g, t, per_b));
-  LLVMValueRef m0 = mul(g, srem(g, r, mt), MT), n0 = mul(g, sdiv(g, r, mt), NT);
-  LLVMValueRef mc = emin(g, MT, sub(g, M, m0)), nc = emin(g, NT, sub(g, N, n0));
-  LLVMValueRef Ab = elem(g, get(g, ctx, F_A), mul(g, bi, get(g, ctx, F_SA)));
-  LLVMValueRef Bb = elem(g, get(g, ctx, F_B), mul(g, bi, get(g, ctx, F_SB)));
-  LLVMValueRef Cb = elem(g, get(g, ctx, F_C), mul(g, bi, get(g, ctx, F_SC)));
-  LLVMValueRef ldc = get(g, ctx, F_LDC), epi = get(g, ctx, F_EPI);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0), slot = LLVMGetParam(fn, 2);
+  Tile T = tile_at(g, ctx, LLVMGetParam(fn, 1));
   LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), k64(g, 0), "");
   LLVMValueRef abuf = slot, bbuf = byte(g, slot, k64(g, (int64_t)GEMM_MC * GEMM_KC * g->sz));
-  LLVMValueRef kMR = k64(g, g->mr), kNR = k64(g, g->nr), one = k64(g, 1);
-  LLVMValueRef npanels_a = cdiv(g, mc, kMR), npanels_b = cdiv(g, nc, kNR);
-  LLVMValueRef kcb = get(g, ctx, F_KC), nkb = get(g, ctx, F_NKB);
-  LLVMValueRef ars, acs;
-  a_strides(g, get(g, ctx, F_LDA), &ars, &acs);
-
+  LLVMValueRef kNR = k64(g, g->nr), one = k64(g, 1), kcb = get(g, ctx, F_KC), nkb = get(g, ctx, F_NKB);
   Loop lk;
   LLVMValueRef kb = loop_open(g, &lk, k64(g, 0), nkb);
-  LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
+  LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, T.K, k0));
   If fp;
   if_open(g, &fp, priv);
-  pack_b_panels(g, ctx, Bb, bbuf, mul(g, kc, kNR), k0, kc, n0, nc, k64(g, 0), npanels_b);
+  pack_b_panels(g, ctx, T.B, bbuf, mul(g, kc, kNR), k0, kc, T.n0, T.nc, k64(g, 0), cdiv(g, T.nc, kNR));
   if_close(g, &fp);
-  LLVMValueRef shared = elem(g, get(g, ctx, F_PACKED), mul(g, add(g, mul(g, sdiv(g, n0, kNR), K), k0), kNR));
-  LLVMValueRef bbase = LLVMBuildSelect(g->b, priv, bbuf, shared, "");
-  LLVMValueRef bstride = LLVMBuildSelect(g->b, priv, mul(g, kc, kNR), mul(g, K, kNR), "");
-
-  Loop la;
-  LLVMValueRef ip = loop_open(g, &la, k64(g, 0), npanels_a);
-  LLVMValueRef m = add(g, m0, mul(g, ip, kMR));
-  LLVMValueRef pa[] = {elem(g, abuf, mul(g, ip, mul(g, kc, kMR))),
-                       elem(g, Ab, add(g, mul(g, m, ars), mul(g, k0, acs))), ars, acs,
-                       emin(g, kMR, sub(g, add(g, m0, mc), m)), kc};
-  call(g, g->pack_a, pa, 6);
-  loop_close(g, &la, one);
-
-  LLVMValueRef loadc = g->s->accumulate ? LLVMConstInt(c->t_i1, 1, 0)
-                                        : LLVMBuildICmp(g->b, LLVMIntSGT, kb, k64(g, 0), "");
-  LLVMValueRef last = eq(g, kb, sub(g, nkb, one));
-  Loop lj, li;
-  LLVMValueRef jp = loop_open(g, &lj, k64(g, 0), npanels_b);
-  LLVMValueRef n = add(g, n0, mul(g, jp, kNR)), bp = elem(g, bbase, mul(g, jp, bstride));
-  LLVMValueRef nr = emin(g, kNR, sub(g, N, n));
-  ip = loop_open(g, &li, k64(g, 0), npanels_a);
-  m = add(g, m0, mul(g, ip, kMR));
-  LLVMValueRef ma[MK_COUNT] = {
-    [MK_AP] = elem(g, abuf, mul(g, ip, mul(g, kc, kMR))), [MK_BP] = bp, [MK_KC] = kc,
-    [MK_CP] = elem(g, Cb, add(g, mul(g, m, ldc), n)), [MK_LDC] = ldc,
-    [MK_MR] = emin(g, kMR, sub(g, M, m)), [MK_NR] = nr, [MK_LOADC] = loadc, [MK_LAST] = last,
-    [MK_EPI] = epi, [MK_B] = bi, [MK_ROW] = m, [MK_COL] = n};
-  call(g, g->micro, ma, MK_COUNT);
-  loop_close(g, &li, one);
-  loop_close(g, &lj, one);
+  LLVMValueRef shared = elem(g, get(g, ctx, F_PACKED), add(g, mul(g, k0, rup(g, T.N, kNR)), mul(g, T.n0, kc)));
+  pack_a_block(g, &T, abuf, k0, kc);
+  LLVMValueRef loadc = g->s->accumulate ? LLVMConstInt(c->t_i1, 1, 0) : LLVMBuildICmp(g->b, LLVMIntSGT, kb, k64(g, 0), "");
+  macro_kernel(g, &T, abuf, LLVMBuildSelect(g->b, priv, bbuf, shared, ""), kc, loadc, eq(g, kb, sub(g, nkb, one)));
   loop_close(g, &lk, one);
   LLVMBuildRetVoid(g->b);
   return fn;
@@ -575,16 +698,23 @@ static LLVMValueRef emit_task(Gen *g) {
   return fn;
 }
 
-/* bpack(ctx, lo, hi): NR panels lo .. hi of op(B_b0), all of K, into the
- * shared packed region (panel p at p*K*NR). */
+/* bpack(ctx, lo, hi): NR panels lo .. hi of op(B_b0) into the shared
+ * packed region. It is K-block major, so that a tile's panels for one K
+ * block are contiguous (fewer pages than panel-major): block [k0, k0+kc)
+ * at k0*Npad, its panel p at p*kc*NR, Npad = N rounded up to NR. */
 static LLVMValueRef emit_bpack(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i64};
   LLVMValueRef fn = new_part(g, "bpack", c->t_void, p, 3);
-  LLVMValueRef ctx = LLVMGetParam(fn, 0), K = get(g, ctx, F_K);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0), K = get(g, ctx, F_K), N = get(g, ctx, F_N), kNR = k64(g, g->nr);
   LLVMValueRef Bb = elem(g, get(g, ctx, F_B), mul(g, get(g, ctx, F_B0), get(g, ctx, F_SB)));
-  pack_b_panels(g, ctx, Bb, get(g, ctx, F_PACKED), mul(g, K, k64(g, g->nr)), k64(g, 0), K, k64(g, 0),
-                get(g, ctx, F_N), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2));
+  LLVMValueRef kcb = get(g, ctx, F_KC), npad = rup(g, N, kNR);
+  Loop l;
+  LLVMValueRef kb = loop_open(g, &l, k64(g, 0), get(g, ctx, F_NKB));
+  LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
+  LLVMValueRef dst = elem(g, get(g, ctx, F_PACKED), mul(g, k0, npad));
+  pack_b_panels(g, ctx, Bb, dst, mul(g, kc, kNR), k0, kc, k64(g, 0), N, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2));
+  loop_close(g, &l, k64(g, 1));
   LLVMBuildRetVoid(g->b);
   return fn;
 }
@@ -603,15 +733,17 @@ static LLVMValueRef fmul(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBu
 /* Splits one matrix into mt x nt tiles, about `want` of them. Splitting
  * rows makes more tiles read the same packed B, splitting columns repacks
  * A once more per tile: split the dimension whose cost is smaller (rows if
- * M >= N) first, and the other when that one runs out (MIN_ROWS, MIN_COLS). */
+ * M >= N) first, down to MIN_ROWS or MIN_COLS, and the other only as far
+ * as SECOND_SPLIT tiles in all. */
 static void plan_grid(Gen *g, LLVMValueRef M, LLVMValueRef N, LLVMValueRef want, LLVMValueRef *mt,
                       LLVMValueRef *nt) {
   LLVMValueRef mt0 = cdiv(g, M, k64(g, GEMM_MC)), nt0 = cdiv(g, N, k64(g, GEMM_NC));
   LLVMValueRef mmax = cdiv(g, M, k64(g, GEMM_MIN_ROWS)), nmax = cdiv(g, N, k64(g, GEMM_MIN_COLS));
+  LLVMValueRef want2 = emin(g, want, k64(g, GEMM_SECOND_SPLIT));
   LLVMValueRef mt_r = emax(g, mt0, emin(g, cdiv(g, want, nt0), mmax));
-  LLVMValueRef nt_r = emax(g, nt0, emin(g, cdiv(g, want, mt_r), nmax));
+  LLVMValueRef nt_r = emax(g, nt0, emin(g, cdiv(g, want2, mt_r), nmax));
   LLVMValueRef nt_c = emax(g, nt0, emin(g, cdiv(g, want, mt0), nmax));
-  LLVMValueRef mt_c = emax(g, mt0, emin(g, cdiv(g, want, nt_c), mmax));
+  LLVMValueRef mt_c = emax(g, mt0, emin(g, cdiv(g, want2, nt_c), mmax));
   LLVMValueRef rows_first = LLVMBuildICmp(g->b, LLVMIntSGE, M, N, "");
   *mt = LLVMBuildSelect(g->b, rows_first, mt_r, mt_c, "mt");
   *nt = LLVMBuildSelect(g->b, rows_first, nt_r, nt_c, "nt");
@@ -622,11 +754,12 @@ static LLVMValueRef f64c(Gen *g, double v) { return LLVMConstReal(g->c->t_f64, v
 static LLVMValueRef to_i64(Gen *g, LLVMValueRef v) { return LLVMBuildFPToSI(g->b, v, g->c->t_i64, ""); }
 
 /* The layout of `work` (cg_gemm_work_bytes computes the same in C). */
-static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef N, LLVMValueRef K) {
+static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef M, LLVMValueRef N, LLVMValueRef K) {
   LLVMValueRef work = LLVMGetParam(fn, P_WORK), sz = k64(g, g->sz), c64 = k64(g, 64);
   LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX));
   LLVMValueRef packed = byte(g, work, k64(g, GEMM_HEADER));
-  LLVMValueRef shared_bytes = rup(g, mul(g, mul(g, npad, K), sz), c64);
+  LLVMValueRef shared_bytes = LLVMBuildSelect(g->b, lt(g, k64(g, GEMM_MIN_ROWS), M),
+                                              rup(g, mul(g, mul(g, npad, K), sz), c64), k64(g, 0), "");
   LLVMValueRef ntmax = emin(g, npad, k64(g, GEMM_NC));
   LLVMValueRef slot_bytes = rup(g, mul(g, mul(g, add(g, k64(g, GEMM_MC), ntmax), k64(g, GEMM_KC)), sz), c64);
   set(g, ctx, F_PACKED, packed);
@@ -660,8 +793,8 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregio
   LLVMValueRef MT = rup(g, cdiv(g, M, mt), k64(g, g->mr)), NT = rup(g, cdiv(g, N, nt), k64(g, g->nr));
   mt = cdiv(g, M, MT);
   nt = cdiv(g, N, NT);
-  LLVMValueRef users = mul(g, mt, LLVMBuildSelect(g->b, sb0, batch, one, ""));
-  LLVMValueRef priv = LLVMBuildOr(g->b, eq(g, users, one), LLVMBuildAnd(g->b, distinct, LLVMBuildNot(g->b, big, ""), ""), "");
+  /* mt > 1 needs M > MIN_ROWS, the condition of the shared region in work */
+  LLVMValueRef priv = LLVMBuildOr(g->b, eq(g, mt, one), LLVMBuildAnd(g->b, distinct, LLVMBuildNot(g->b, big, ""), ""), "");
   LLVMValueRef regions_per_b = LLVMBuildAnd(g->b, distinct, LLVMBuildNot(g->b, priv, ""), "");
   *nregions = LLVMBuildSelect(g->b, regions_per_b, batch, one, "");
   *ntiles = mul(g, LLVMBuildSelect(g->b, regions_per_b, one, batch, ""), mul(g, mt, nt));
@@ -684,7 +817,7 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregio
   set(g, ctx, F_MTILES, mt);
   set(g, ctx, F_NTILES, nt);
   set(g, ctx, F_PRIVATE, LLVMBuildZExt(g->b, priv, g->c->t_i64, ""));
-  plan_work(g, fn, ctx, N, K);
+  plan_work(g, fn, ctx, M, N, K);
 }
 
 static void parallel_for(Gen *g, LLVMValueRef task, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef grain,
@@ -694,30 +827,40 @@ static void parallel_for(Gen *g, LLVMValueRef task, LLVMValueRef ctx, LLVMValueR
   call(g, pf, args, 5);
 }
 
+/* Returns at once when batch, M or N is empty (K == 0 still writes C). */
+static void return_if_empty(Gen *g, LLVMValueRef fn) {
+  LLVMValueRef zero = k64(g, 0), empty = LLVMConstInt(g->c->t_i1, 0, 0);
+  int dims[] = {P_BATCH, P_M, P_N};
+  for (int i = 0; i < 3; i++)
+    empty = LLVMBuildOr(g->b, empty, LLVMBuildICmp(g->b, LLVMIntSLE, LLVMGetParam(fn, dims[i]), zero, ""), "");
+  LLVMBasicBlockRef quit = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "quit");
+  LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "run");
+  LLVMBuildCondBr(g->b, empty, quit, run);
+  LLVMPositionBuilderAtEnd(g->b, quit);
+  LLVMBuildRetVoid(g->b);
+  LLVMPositionBuilderAtEnd(g->b, run);
+}
+
+/* The threads to ask for: nthreads, or rt_default_threads() if <= 0, at
+ * most the slots (as cg_gemm_work_bytes counts them). */
+static LLVMValueRef thread_count(Gen *g, LLVMValueRef nthreads) {
+  CgCtx *c = g->c;
+  LLVMValueRef deflt = call(g, cg_declare_rt(c, "rt_default_threads"), NULL, 0);
+  LLVMValueRef given = LLVMBuildICmp(g->b, LLVMIntSGT, nthreads, LLVMConstInt(c->t_i32, 0, 0), "");
+  LLVMValueRef thr = LLVMBuildSExt(g->b, LLVMBuildSelect(g->b, given, nthreads, deflt, ""), c->t_i64, "");
+  return LLVMBuildTrunc(g->b, emin(g, emax(g, thr, k64(g, 1)), k64(g, GEMM_MAX_SLOTS)), c->t_i32, "threads");
+}
+
+/* The entry: plan, then per region pack B (if shared) and run the tiles. */
 static LLVMValueRef emit_entry(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef i64 = c->t_i64, ptr = c->t_ptr;
   LLVMTypeRef p[P_COUNT] = {i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr, c->t_i32};
   LLVMValueRef fn = LLVMAddFunction(c->mod, g->name, LLVMFunctionType(c->t_void, p, P_COUNT, 0));
   LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
-  LLVMValueRef ctx = LLVMBuildAlloca(g->b, g->ctx_t, "ctx");
-  LLVMValueRef zero = k64(g, 0);
-  LLVMValueRef empty = LLVMBuildOr(g->b, LLVMBuildICmp(g->b, LLVMIntSLE, LLVMGetParam(fn, P_BATCH), zero, ""),
-                       LLVMBuildOr(g->b, LLVMBuildICmp(g->b, LLVMIntSLE, LLVMGetParam(fn, P_M), zero, ""),
-                                   LLVMBuildICmp(g->b, LLVMIntSLE, LLVMGetParam(fn, P_N), zero, ""), ""), "");
-  LLVMBasicBlockRef quit = LLVMAppendBasicBlockInContext(c->ctx, fn, "quit");
-  LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(c->ctx, fn, "run");
-  LLVMBuildCondBr(g->b, empty, quit, run);
-  LLVMPositionBuilderAtEnd(g->b, quit);
-  LLVMBuildRetVoid(g->b);
-  LLVMPositionBuilderAtEnd(g->b, run);
-
-  LLVMValueRef nthreads = LLVMGetParam(fn, P_NTHREADS);
-  LLVMValueRef deflt = call(g, cg_declare_rt(c, "rt_default_threads"), NULL, 0);
-  LLVMValueRef thr = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, nthreads, LLVMConstInt(c->t_i32, 0, 0), ""),
-                                     nthreads, deflt, "");
-  thr = LLVMBuildSExt(g->b, thr, i64, "");
-  thr = LLVMBuildTrunc(g->b, emin(g, emax(g, thr, k64(g, 1)), k64(g, GEMM_MAX_SLOTS)), c->t_i32, "threads");
+  LLVMValueRef ctx = LLVMBuildAlloca(g->b, g->ctx_t, "ctx"), zero = k64(g, 0);
+  return_if_empty(g, fn);
+  LLVMValueRef thr = thread_count(g, LLVMGetParam(fn, P_NTHREADS));
   LLVMValueRef nregions, ntiles, grain, bpanels, bgrain;
   plan(g, fn, ctx, &nregions, &ntiles, &grain, &bpanels, &bgrain);
   LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), zero, "");

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW } LowerKind;
+typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD } LowerKind;
 
 static const LowerKind lower_kind[OP_COUNT] = {
-#define OP(name, nin, cat, attrs, shape, lower) L_##lower,
+#define OP(name, nin, cat, attrs, shape, grad, lower) L_##lower,
 #include "ir/ops.def"
 #undef OP
 };
@@ -42,7 +42,29 @@ int64_t cg_work_bytes(const Graph *g, const Node *n, int threads) {
     int64_t col = cg_conv_col_bytes(g, n);
     return (col + 63) / 64 * 64 + cg_gemm_work_bytes(o->dt, O / n->attr.groups, P, K, threads);
   }
+  if (lower_kind[n->op] == L_CONV_BWD)
+    return cg_conv_bwd_work_bytes(g, n, threads);
   return 0;
+}
+
+/* The most threads node n's workspace was planned for (GEMM work grows
+ * with the thread count: each running task owns a slot of it). */
+static int planned_threads(const Graph *g, const Node *n) {
+  int t = 1;
+  while (t < 64 && cg_work_bytes(g, n, t + 1) <= n->work_bytes)
+    t++;
+  return t;
+}
+
+/* The thread count is a run-time argument and may exceed the plan (or be
+ * 0, the default): a kernel with a workspace runs on at most `most`. */
+static LLVMValueRef clamp_threads(CgCtx *c, LLVMValueRef nthreads, int most) {
+  LLVMValueRef f = cg_declare_rt(c, "rt_default_threads");
+  LLVMValueRef deflt = LLVMBuildCall2(c->b, LLVMGlobalGetValueType(f), f, NULL, 0, "");
+  LLVMValueRef zero = LLVMConstInt(c->t_i32, 0, 0), cap = LLVMConstInt(c->t_i32, most, 0);
+  LLVMValueRef t = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, nthreads, zero, ""),
+                                   nthreads, deflt, "");
+  return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, t, cap, ""), t, cap, "threads");
 }
 
 /* Emits node n's kernel; returns it, or NULL with err set. */
@@ -57,6 +79,7 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *n, char *err
                                       (LLVMValueRef[]){cg_i64(c, REGION_SCRATCH)}, 1, "");
     LLVMValueRef base = LLVMBuildLoad2(c->b, c->t_ptr, slot, "");
     k.work = LLVMBuildGEP2(c->b, c->t_i8, base, (LLVMValueRef[]){cg_i64(c, n->work_off)}, 1, "work");
+    k.nthreads = clamp_threads(c, k.nthreads, planned_threads(g, n));
   }
   int rc = 0;
   switch (lower_kind[n->op]) {
@@ -66,6 +89,8 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *n, char *err
   case L_GEMM: rc = cg_matmul_kernel(&k); break;
   case L_CONV: rc = cg_conv_kernel(&k, task); break;
   case L_POOL: cg_pool_kernel(&k, task); break;
+  case L_CONV_BWD: cg_conv_bwd_kernel(&k, task); break;
+  case L_POOL_BWD: cg_pool_bwd_kernel(&k, task); break;
   case L_VIEW:
     if (!n->out[0]->alias)
       cg_copy_kernel(&k);

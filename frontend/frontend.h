@@ -307,7 +307,5 @@ struct FeCall {
 extern const FeLayer fe_layers[];
 extern const int fe_nlayers;
 const FeLayer *fe_find_layer(const char *name);   /* NULL if there is none */
-/* The index of the layer's argument called name, or -1. */
-int fe_layer_arg(const FeLayer *l, const char *name);
 
 #endif

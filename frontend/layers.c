@@ -31,8 +31,16 @@ static FeVal result(FeCall *c, Value *v) {
   return (FeVal){.kind = FE_TENSOR, .t = v, .loc = c->loc};
 }
 
+/* The index of the layer's argument called name, or -1. */
+static int arg_index(const FeLayer *l, const char *name) {
+  for (int i = 0; i < FE_MAX_ARGS && l->args[i].name; i++)
+    if (!strcmp(l->args[i].name, name))
+      return i;
+  return -1;
+}
+
 static FeVal *arg(FeCall *c, const char *name) {
-  int i = fe_layer_arg(c->layer, name);
+  int i = arg_index(c->layer, name);
   assert(i >= 0);
   return &c->args[i];
 }
@@ -252,12 +260,12 @@ static FeVal build_conv2d(FeCall *c) {
 static FeVal build_pool(FeCall *c) {
   Attr a = ir_attr();
   bool ok = pair(c, "k", 1, a.k) && pair(c, given(c, "stride") ? "stride" : "k", 1, a.stride);
-  if (ok && fe_layer_arg(c->layer, "dilation") >= 0)
+  if (ok && arg_index(c->layer, "dilation") >= 0)
     ok = pair(c, "dilation", 1, a.dil);
   if (!ok || !pads(c, &a, false))
     return (FeVal){.kind = FE_ERROR};
   a.ceil_mode = arg(c, "ceil_mode")->b;
-  if (fe_layer_arg(c->layer, "count_include_pad") >= 0)
+  if (arg_index(c->layer, "count_include_pad") >= 0)
     a.count_include_pad = arg(c, "count_include_pad")->b;
   return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
 }
@@ -475,9 +483,3 @@ const FeLayer *fe_find_layer(const char *name) {
   return NULL;
 }
 
-int fe_layer_arg(const FeLayer *l, const char *name) {
-  for (int i = 0; i < FE_MAX_ARGS && l->args[i].name; i++)
-    if (!strcmp(l->args[i].name, name))
-      return i;
-  return -1;
-}

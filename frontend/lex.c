@@ -167,6 +167,7 @@ static void number_value(Lexer *lx, Token *t, const char *start) {
   char buf[128];
   if (len >= sizeof buf) {          /* so many digits: precision is moot, the exponent is not */
     char *copy = rt_arena_strndup(lx->arena, s, len);
+    lx->oom |= !copy;
     t->fval = copy ? strtod(copy, NULL) : 0;
   } else {
     memcpy(buf, s, len);

@@ -704,6 +704,17 @@ static FeVal eval_field(Frame *fr, const Ast *e) {
   return call_layer_with(fr, fe_find_layer("transpose"), e->loc, &x, 1);
 }
 
+/* Counts a statement or call against MAX_STEPS; false once over it. */
+static bool step(Lower *lw, SrcLoc loc) {
+  if (lw->too_big)
+    return false;
+  if (++lw->steps <= MAX_STEPS)
+    return true;
+  lw->too_big = true;
+  fail(lw, loc, "the model unrolls to more than %ld statements and calls", MAX_STEPS);
+  return false;
+}
+
 /* ---- calls: matching arguments to parameters ------------------------------ */
 
 static const char *joined(Lower *lw, const char *const *names, int n) {
@@ -1150,7 +1161,7 @@ static FeVal eval_call(Frame *fr, const Ast *e, const char *hint) {
   Lower *lw = fr->lw;
   if (e->lhs->kind != AST_NAME)
     return fail(lw, e->loc, "only layers and blocks can be called");
-  if (lw->too_big || ++lw->steps > MAX_STEPS)
+  if (!step(lw, e->loc))
     return v_error();
   const Ast *blk = ast_find_def(lw->file, AST_BLOCK, e->lhs->name);
   if (blk)
@@ -1315,13 +1326,8 @@ static void drop_repeats(Diags *d, Diag *mark) {
 static void lower_stmt(Frame *fr, const Ast *s) {
   Lower *lw = fr->lw;
   Diag *mark = lw->diags.tail;
-  if (lw->too_big)
+  if (!step(lw, s->loc))
     return;
-  if (++lw->steps > MAX_STEPS) {
-    lw->too_big = true;
-    fail(lw, s->loc, "the model unrolls to more than %ld statements and calls", MAX_STEPS);
-    return;
-  }
   switch (s->kind) {
   case AST_BIND: lower_bind(fr, s); break;
   case AST_PARAM: lower_param(fr, s); break;
@@ -1343,16 +1349,22 @@ static void lower_body(Frame *fr, Ast **body, int n) {
 
 /* A size name of the signature: a constant if the options bind it, else a
  * size variable of the graph. */
-static Size signature_size(Lower *lw, const char *name) {
-  for (int i = 0; lw->opt && i < lw->opt->nsizes; i++)
-    if (!strcmp(lw->opt->sizes[i].name, name))
-      return sz_const(lw->opt->sizes[i].value);
+static Size signature_size(Lower *lw, const char *name, SrcLoc loc) {
+  for (int i = 0; lw->opt && i < lw->opt->nsizes; i++) {
+    int64_t v = lw->opt->sizes[i].value;
+    if (strcmp(lw->opt->sizes[i].name, name))
+      continue;
+    if (v >= 0 && v <= FE_MAX_SIZE)
+      return sz_const(v);
+    fail(lw, loc, "size %s is bound to %lld, not a valid size (0 to 2^31 - 1)", name,
+         (long long)v);
+  }
   return sz_var(ir_size_var(lw->g, name));
 }
 
 static void declare_sizes(Frame *fr, const Ast *e) {
   if (e->kind == AST_NAME && !lookup(fr, e->name))
-    bind(fr, e->name, v_int(signature_size(fr->lw, e->name), e->loc));
+    bind(fr, e->name, v_int(signature_size(fr->lw, e->name, e->loc), e->loc));
   if (e->kind == AST_BINARY || e->kind == AST_UNARY) {
     declare_sizes(fr, e->lhs);
     if (e->rhs)

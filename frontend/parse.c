@@ -180,11 +180,32 @@ static bool is_cmp(TokenKind k) {
   return k == TK_EQ || k == TK_NE || k == TK_LT || k == TK_LE || k == TK_GT || k == TK_GE;
 }
 
-/* The operators of one left-associative precedence level. */
-static bool in_level(TokenKind k, int level) {
-  if (level == 0)
-    return k == TK_PLUS || k == TK_MINUS;
+static bool is_add_op(TokenKind k) {
+  return k == TK_PLUS || k == TK_MINUS;
+}
+
+static bool is_mul_op(TokenKind k) {
   return k == TK_STAR || k == TK_SLASH || k == TK_PERCENT || k == TK_AT;
+}
+
+static bool is_size_mul_op(TokenKind k) {
+  return k == TK_STAR || k == TK_SLASH;
+}
+
+/* operand (op operand)*, left-associative, for the operators is_op accepts.
+ * Each operator applied counts as a level of nesting: a long chain makes a
+ * deep left-leaning tree, and later walks recurse over it. */
+static Ast *left_assoc(Parser *p, Ast *(*operand)(Parser *), bool (*is_op)(TokenKind)) {
+  Ast *lhs = operand(p);
+  int saved = p->depth;
+  while (!p->panic && is_op(p->tok->kind)) {
+    Token *op = next(p);
+    if (!enter(p, op))
+      break;
+    lhs = binary(p, op, lhs, operand(p));
+  }
+  p->depth = saved;
+  return lhs;
 }
 
 /* -x folds into a negative literal: `axis=-1` and `x[-1]` are plain numbers. */
@@ -206,6 +227,8 @@ static Ast *negate(Parser *p, Token *op, Ast *x) {
 
 /* unary = ("-" | "+") unary | postfix */
 static Ast *unary(Parser *p) {
+  if (p->panic)                 /* consume nothing until sync */
+    return error_node(p, p->tok->loc);
   if (!at(p, TK_MINUS) && !at(p, TK_PLUS))
     return postfix(p);
   Token *op = next(p);
@@ -221,31 +244,23 @@ static Ast *unary(Parser *p) {
   return n;
 }
 
-/* add = mul (("+" | "-") mul)*
- * mul = unary (("*" | "/" | "%" | "@") unary)*
- * Each operator applied counts as a level of nesting: a long chain makes a
- * deep left-leaning tree, and later walks recurse over it. */
-static Ast *level(Parser *p, int lv) {
-  Ast *lhs = lv == 0 ? level(p, 1) : unary(p);
-  int saved = p->depth;
-  while (!p->panic && in_level(p->tok->kind, lv)) {
-    Token *op = next(p);
-    if (!enter(p, op))
-      break;
-    Ast *rhs = lv == 0 ? level(p, 1) : unary(p);
-    lhs = binary(p, op, lhs, rhs);
-  }
-  p->depth = saved;
-  return lhs;
+/* mul = unary (("*" | "/" | "%" | "@") unary)* */
+static Ast *mul(Parser *p) {
+  return left_assoc(p, unary, is_mul_op);
+}
+
+/* add = mul (("+" | "-") mul)* */
+static Ast *add(Parser *p) {
+  return left_assoc(p, mul, is_add_op);
 }
 
 /* cmp = add (("==" | "!=" | "<" | "<=" | ">" | ">=") add)?   no chains */
 static Ast *cmp(Parser *p) {
-  Ast *lhs = level(p, 0);
+  Ast *lhs = add(p);
   if (p->panic || !is_cmp(p->tok->kind))
     return lhs;
   Token *op = next(p);
-  Ast *n = binary(p, op, lhs, level(p, 0));
+  Ast *n = binary(p, op, lhs, add(p));
   if (!p->panic && is_cmp(p->tok->kind))
     error_at(p, p->tok->loc, "comparisons do not chain: use parentheses");
   return n;
@@ -253,7 +268,7 @@ static Ast *cmp(Parser *p) {
 
 /* The right side of `x |> f`: a call gets x as its first argument, a bare
  * name or field becomes a call of it. */
-static Ast *pipe_into(Parser *p, Token *op, Ast *x, Ast *f) {
+static Ast *pipe_into(Parser *p, Ast *x, Ast *f) {
   if (f->kind == AST_ERROR)
     return f;
   Ast *arg = node(p, AST_ARG, x->loc);
@@ -290,12 +305,12 @@ static Ast *expr(Parser *p) {
     Token *op = next(p);
     if (!enter(p, op))
       break;
-    lhs = pipe_into(p, op, lhs, postfix(p));
+    lhs = pipe_into(p, lhs, postfix(p));
     piped = true;
   }
   p->depth = saved;
   TokenKind k = p->tok->kind;
-  if (piped && !p->panic && (is_cmp(k) || in_level(k, 0) || in_level(k, 1)))
+  if (piped && !p->panic && (is_cmp(k) || is_add_op(k) || is_mul_op(k)))
     error_at(p, p->tok->loc, "'%s' after a '|>' chain: put the chain in parentheses",
              fe_token_spelling(k));
   return lhs;
@@ -465,6 +480,8 @@ static Ast *primary(Parser *p) {
 /* postfix = primary ("(" args ")" | "[" index ("," index)* "]" | "." IDENT)*
  * A '(' or '[' first on its line starts something new instead. */
 static Ast *postfix(Parser *p) {
+  if (p->panic)
+    return error_node(p, p->tok->loc);
   int saved = p->depth;
   Ast *x = primary(p);
   for (;;) {
@@ -482,10 +499,18 @@ static Ast *postfix(Parser *p) {
 
 /* ---- types ---- */
 
-/* size = term (("+" | "-") term)*   term = atom (("*" | "/") atom)*
- * atom = INTEGER | IDENT | "(" size ")"        affine sizes: 4*hidden, N*T, H/2 */
-static Ast *size_level(Parser *p, int lv);
+/* Sizes are affine expressions: 4*hidden, N*T, H/2 + 1. */
+static Ast *size(Parser *p);
 
+/* "(" size ")" */
+static Ast *size_parens(Parser *p) {
+  next(p);
+  Ast *x = size(p);
+  expect(p, TK_RPAREN, "after size");
+  return x;
+}
+
+/* size_atom = INTEGER | IDENT | "(" size ")" */
 static Ast *size_atom(Parser *p) {
   Token *t = p->tok;
   if (at(p, TK_INT)) {
@@ -495,35 +520,20 @@ static Ast *size_atom(Parser *p) {
   }
   if (at(p, TK_IDENT))
     return literal(p, AST_NAME);
-  if (!at(p, TK_LPAREN)) {
-    error_at(p, t->loc, "expected a size (an integer or a size name), found %s", describe(p, t));
-    return error_node(p, t->loc);
-  }
-  next(p);
-  if (!enter(p, t))
-    return error_node(p, t->loc);
-  Ast *x = size_level(p, 0);
-  p->depth--;
-  expect(p, TK_RPAREN, "after size");
-  return x;
+  if (at(p, TK_LPAREN))
+    return nested(p, size_parens);
+  error_at(p, t->loc, "expected a size (an integer or a size name), found %s", describe(p, t));
+  return error_node(p, t->loc);
 }
 
-static Ast *size_level(Parser *p, int lv) {
-  Ast *lhs = lv == 0 ? size_level(p, 1) : size_atom(p);
-  int saved = p->depth;
-  while (!p->panic && (lv == 0 ? at(p, TK_PLUS) || at(p, TK_MINUS)
-                               : at(p, TK_STAR) || at(p, TK_SLASH))) {
-    Token *op = next(p);
-    if (!enter(p, op))
-      break;
-    lhs = binary(p, op, lhs, lv == 0 ? size_level(p, 1) : size_atom(p));
-  }
-  p->depth = saved;
-  return lhs;
+/* size_term = size_atom (("*" | "/") size_atom)* */
+static Ast *size_term(Parser *p) {
+  return left_assoc(p, size_atom, is_size_mul_op);
 }
 
+/* size = size_term (("+" | "-") size_term)* */
 static Ast *size(Parser *p) {
-  return size_level(p, 0);
+  return left_assoc(p, size_term, is_add_op);
 }
 
 static const struct {
@@ -607,6 +617,15 @@ static Token *expect_name(Parser *p, const char *context) {
   return expect(p, TK_IDENT, context);
 }
 
+/* A new node of kind k named by the name that comes next (reported if
+ * missing): declarations, loops, definitions. */
+static Ast *declared(Parser *p, AstKind k, const char *context) {
+  Token *name = expect_name(p, context);
+  Ast *n = node(p, k, name ? name->loc : p->tok->loc);
+  n->name = name ? name_of(name) : "";
+  return n;
+}
+
 /* lo ".." hi, the range of for and scan */
 static void range(Parser *p, Ast *n) {
   n->lo = expr(p);
@@ -617,9 +636,7 @@ static void range(Parser *p, Ast *n) {
 /* "param" IDENT ":" tensor_type ("=" expr)? */
 static Ast *param_stmt(Parser *p) {
   next(p);
-  Token *name = expect_name(p, "after 'param'");
-  Ast *n = node(p, AST_PARAM, name ? name->loc : p->tok->loc);
-  n->name = name ? name_of(name) : "";
+  Ast *n = declared(p, AST_PARAM, "after 'param'");
   expect(p, TK_COLON, "after parameter name");
   n->type = type(p, false);
   if (accept(p, TK_ASSIGN))
@@ -630,9 +647,7 @@ static Ast *param_stmt(Parser *p) {
 /* "for" IDENT "in" expr ".." expr "{" stmt* "}" */
 static Ast *for_stmt(Parser *p) {
   next(p);
-  Token *name = expect_name(p, "after 'for'");
-  Ast *n = node(p, AST_FOR, name ? name->loc : p->tok->loc);
-  n->name = name ? name_of(name) : "";
+  Ast *n = declared(p, AST_FOR, "after 'for'");
   expect(p, TK_IN, "after loop variable");
   range(p, n);
   block_body(p, stmt, n);
@@ -654,21 +669,23 @@ static Ast *emit_stmt(Parser *p) {
   return n;
 }
 
-/* A name where a new statement begins, on the line of the last one, that
- * is not followed by '=' or ',': most likely an operator or '|>' is
- * missing, as in `h = x |> conv2d(16) relu()`. */
-static bool looks_like_missing_operator(Parser *p) {
+/* A name where a new statement begins, on the line of the previous one,
+ * and not followed by '=' or ',': most likely an operator or '|>' is
+ * missing, as in `h = x |> conv2d(16) relu()`. Reports it and returns true. */
+static bool missing_operator(Parser *p, const char *what) {
   TokenKind before = p->tok > p->first ? p->tok[-1].kind : TK_EOF;
-  return !p->tok->bol && before != TK_LBRACE && before != TK_SEMI && before != TK_RBRACE;
+  if (starts_stmt(p) || p->tok->bol || before == TK_LBRACE || before == TK_SEMI ||
+      before == TK_RBRACE)
+    return false;
+  error_at(p, p->tok->loc, "expected an operator or a new %s, found %s", what,
+           describe(p, p->tok));
+  return true;
 }
 
 /* binding = IDENT ("," IDENT)* "=" expr ("as" STRING)? */
 static Ast *binding(Parser *p) {
-  if (!starts_stmt(p) && looks_like_missing_operator(p)) {
-    error_at(p, p->tok->loc, "expected an operator or a new statement, found %s",
-             describe(p, p->tok));
+  if (missing_operator(p, "statement"))
     return error_node(p, p->tok->loc);
-  }
   Ast *n = node(p, AST_BIND, p->tok->loc);
   AstVec targets = {0};
   do {
@@ -715,9 +732,7 @@ static Ast *stmt(Parser *p) {
 /* "variable" IDENT ":" tensor_type "=" expr */
 static Ast *variable_stmt(Parser *p) {
   next(p);
-  Token *name = expect_name(p, "after 'variable'");
-  Ast *n = node(p, AST_VARIABLE, name ? name->loc : p->tok->loc);
-  n->name = name ? name_of(name) : "";
+  Ast *n = declared(p, AST_VARIABLE, "after 'variable'");
   expect(p, TK_COLON, "after variable name");
   n->type = type(p, false);
   expect(p, TK_ASSIGN, "after variable type");
@@ -727,14 +742,9 @@ static Ast *variable_stmt(Parser *p) {
 
 /* setting = IDENT "=" expr ("on" expr)? */
 static Ast *setting(Parser *p) {
-  if (!starts_stmt(p) && looks_like_missing_operator(p)) {
-    error_at(p, p->tok->loc, "expected an operator or a new setting, found %s",
-             describe(p, p->tok));
+  if (missing_operator(p, "setting"))
     return error_node(p, p->tok->loc);
-  }
-  Token *name = next(p);
-  Ast *n = node(p, AST_SETTING, name->loc);
-  n->name = name_of(name);
+  Ast *n = declared(p, AST_SETTING, "");
   expect(p, TK_ASSIGN, "after setting name");
   n->init = expr(p);
   if (accept(p, TK_ON))
@@ -792,20 +802,15 @@ static void block_body(Parser *p, StmtFn parse_stmt, Ast *owner) {
 /* scan = "scan" IDENT "in" expr ".." expr
  *        "carry" "(" IDENT "=" expr ("," IDENT "=" expr)* ")" "{" stmt* "}" */
 static Ast *carry(Parser *p) {
-  Token *name = expect_name(p, "in carry");
+  Ast *n = declared(p, AST_ARG, "in carry");
   expect(p, TK_ASSIGN, "after carried name");
-  Ast *value = expr(p);
-  Ast *n = node(p, AST_ARG, name ? name->loc : value->loc);
-  n->name = name ? name_of(name) : "";
-  n->lhs = value;
+  n->lhs = expr(p);
   return n;
 }
 
 static Ast *scan(Parser *p) {
   next(p);
-  Token *name = expect_name(p, "after 'scan'");
-  Ast *n = node(p, AST_SCAN, name ? name->loc : p->tok->loc);
-  n->name = name ? name_of(name) : "";
+  Ast *n = declared(p, AST_SCAN, "after 'scan'");
   expect(p, TK_IN, "after scan variable");
   range(p, n);
   expect(p, TK_CARRY, "after scan range");
@@ -826,9 +831,7 @@ static Ast *scan(Parser *p) {
 
 /* arg = IDENT ":" type ("=" expr)?      (sig_in) */
 static Ast *input(Parser *p) {
-  Token *name = expect_name(p, "in inputs");
-  Ast *n = node(p, AST_INPUT, name ? name->loc : p->tok->loc);
-  n->name = name ? name_of(name) : "";
+  Ast *n = declared(p, AST_INPUT, "in inputs");
   expect(p, TK_COLON, "after input name");
   n->type = type(p, true);
   if (accept(p, TK_ASSIGN))
@@ -838,9 +841,7 @@ static Ast *input(Parser *p) {
 
 /* IDENT (":" tensor_type)?               (sig_out) */
 static Ast *output(Parser *p) {
-  Token *name = expect_name(p, "in outputs");
-  Ast *n = node(p, AST_OUTPUT, name ? name->loc : p->tok->loc);
-  n->name = name ? name_of(name) : "";
+  Ast *n = declared(p, AST_OUTPUT, "in outputs");
   if (accept(p, TK_COLON))
     n->type = type(p, false);
   return n;
@@ -870,10 +871,8 @@ static void signature(Parser *p, Ast *def) {
 static Ast *definition(Parser *p) {
   Token *kw = next(p);
   AstKind k = kw->kind == TK_MODEL ? AST_MODEL : kw->kind == TK_BLOCK ? AST_BLOCK : AST_TRAIN;
-  Token *name = expect_name(p, k == AST_MODEL ? "after 'model'"
-                               : k == AST_BLOCK ? "after 'block'" : "after 'train'");
-  Ast *n = node(p, k, name ? name->loc : kw->loc);
-  n->name = name ? name_of(name) : "";
+  Ast *n = declared(p, k, k == AST_MODEL ? "after 'model'"
+                         : k == AST_BLOCK ? "after 'block'" : "after 'train'");
   if (k != AST_TRAIN)
     signature(p, n);
   if (p->panic) {

@@ -80,7 +80,7 @@ const char *ir_type_str(const Graph *g, const Type *t, char *buf, int len);
 /* ---- ops: expansions of ops.def ---------------------------------------- */
 
 typedef enum {
-#define OP(name, nin, cat, attrs, shape, lower) OP_##name,
+#define OP(name, nin, cat, attrs, shape, grad, lower) OP_##name,
 #include "ir/ops.def"
 #undef OP
   OP_COUNT
@@ -101,7 +101,7 @@ enum {
   A_AXIS = 1 << 0, A_AXES = 1 << 1, A_KEEPDIM = 1 << 2, A_EPS = 1 << 3,
   A_PERM = 1 << 4, A_SHAPE = 1 << 5, A_TRANS = 1 << 6, A_WINDOW = 1 << 7,
   A_GROUPS = 1 << 8, A_CEIL = 1 << 9, A_INCPAD = 1 << 10, A_DTYPE = 1 << 11,
-  A_ALPHA = 1 << 12,
+  A_ALPHA = 1 << 12, A_CLASSES = 1 << 13, A_STREAM = 1 << 14,
 };
 
 typedef struct OpInfo {
@@ -133,7 +133,9 @@ typedef struct Attr {
   int groups;                  /* A_GROUPS */
   bool ceil_mode;              /* A_CEIL */
   bool count_include_pad;      /* A_INCPAD */
-  RtDType dtype;               /* A_DTYPE: cast target */
+  RtDType dtype;               /* A_DTYPE: cast target, onehot's element type */
+  int classes;                 /* A_CLASSES: onehot's last dim */
+  uint32_t stream;             /* A_STREAM: dropout's Philox stream, one per layer */
 } Attr;
 
 /* ---- values, nodes, graphs ------------------------------------------- */
@@ -177,6 +179,11 @@ struct Value {
   void *data;            /* V_CONST: host data, rt_dtype_size * elements */
   Init init;             /* V_PARAM, V_STATE */
   SrcLoc loc;
+  /* training: autodiff and the optimizer */
+  bool wrt;              /* autodiff: wanted d(loss)/d(this) (trainable params, marked values) */
+  Value *grad;           /* autodiff: the gradient of the loss with respect to this value */
+  Value *updates;        /* this value is the new content of that param or state at the end
+                            of the step: the memory plan puts it in place, over the old one */
   /* filled by passes */
   int nuse;              /* uses by nodes and outputs */
   Value *alias;          /* storage is alias's (a view), or NULL */
@@ -209,6 +216,24 @@ typedef enum {
   REGION_COUNT,
 } Region;
 
+/* What a training step does after the loss: the optimizer and its knobs
+ * (the train block of the model file, with command-line overrides). The
+ * learning rate is an input of the step (the host runs the schedule). */
+typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP } OptKind;
+typedef struct OptSpec {
+  OptKind kind;
+  double momentum;        /* SGD: 0 = plain */
+  bool nesterov;          /* SGD with momentum */
+  double beta1, beta2;    /* Adam(W); defaults 0.9, 0.999 */
+  double rho;             /* RMSprop; default 0.99 as PyTorch's alpha */
+  double eps;             /* Adam 1e-8, RMSprop 1e-8 */
+  double weight_decay;    /* AdamW's decoupled decay */
+  double l2;              /* L2 added to the gradient of the params matching l2_on */
+  const char **l2_on;     /* glob patterns on parameter names; NULL: all */
+  int nl2_on;
+  double clip_norm;       /* clip gradients by global norm; 0: off */
+} OptSpec;
+
 struct Graph {
   RtArena *arena;
   const char *name;
@@ -225,6 +250,12 @@ struct Graph {
   int batch_var;         /* the size bound at run time (leading dim of inputs), -1: none */
   int64_t max_batch;     /* its compiled maximum */
   int64_t region_bytes[REGION_COUNT];  /* memory plan: size of each region */
+  /* training */
+  bool training;         /* batchnorm on batch statistics, dropout active */
+  Value *loss;           /* the scalar to minimise, or NULL (inference) */
+  OptSpec *opt;          /* the update after the gradients, or NULL: gradients only */
+  Value *lr;             /* the learning-rate input of the step */
+  uint64_t seed;         /* dropout masks: Philox key */
 };
 
 /* graph.c */

@@ -287,8 +287,8 @@ static int window_check(Graph *g, Node *n, const Type *x, const char *what) {
   return 0;
 }
 
-static int shape_conv2d(Graph *g, Node *n) {
-  Type *x = in_t(n, 0), *w = in_t(n, 1);
+/* The output type of conv2d over x with weight w (the node's attributes). */
+static int conv_type(Graph *g, Node *n, const Type *x, const Type *w, Type *out) {
   const Attr *a = &n->attr;
   if (window_check(g, n, x, "f32") < 0)
     return -1;
@@ -310,12 +310,20 @@ static int shape_conv2d(Graph *g, Node *n) {
                               a->pad[i + 2], false);
   if (check_dims(g, n, &t) < 0)
     return -1;
+  *out = t;
+  return 0;
+}
+
+static int shape_conv2d(Graph *g, Node *n) {
+  Type t;
+  if (conv_type(g, n, in_t(n, 0), in_t(n, 1), &t) < 0)
+    return -1;
   set_out(n, t);
   return 0;
 }
 
-static int shape_pool2d(Graph *g, Node *n) {
-  Type *x = in_t(n, 0);
+/* The output type of a pooling window over x (the node's attributes). */
+static int pool_type(Graph *g, Node *n, const Type *x, Type *out) {
   const Attr *a = &n->attr;
   if (window_check(g, n, x, "f32") < 0)
     return -1;
@@ -328,14 +336,129 @@ static int shape_pool2d(Graph *g, Node *n) {
                               a->pad[i + 2], a->ceil_mode);
   if (check_dims(g, n, &t) < 0)
     return -1;
+  *out = t;
+  return 0;
+}
+
+static int shape_pool2d(Graph *g, Node *n) {
+  Type t;
+  if (pool_type(g, n, in_t(n, 0), &t) < 0)
+    return -1;
   set_out(n, t);
+  return 0;
+}
+
+/* ---- rules of the ops gradients need ------------------------------------- */
+
+static bool is_one(Size s) {
+  int64_t c;
+  return sz_is_const(s, &c) && c == 1;
+}
+
+/* The type attr.shape names, with x's dtype; -1 if its rank is out of range. */
+static int attr_type(Graph *g, Node *n, RtDType dt, Type *t) {
+  if (n->attr.rank < 0 || n->attr.rank > IR_MAX_RANK)
+    return fail(g, n, "target rank %d is out of range", n->attr.rank);
+  *t = ir_type(dt, n->attr.rank, n->attr.shape);
+  return check_dims(g, n, t);
+}
+
+/* expand(x): x broadcast to attr.shape, numpy's rules (aligned right, each
+ * dim of x equal to the target's or 1). */
+static int shape_expand(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t;
+  if (attr_type(g, n, x->dt, &t) < 0)
+    return -1;
+  bool ok = x->rank <= t.rank;
+  for (int i = 0; ok && i < x->rank; i++)
+    ok = is_one(x->dim[i]) || sz_eq(x->dim[i], t.dim[t.rank - x->rank + i]);
+  if (!ok)
+    return fail(g, n, "cannot broadcast %s to %s", TS(x), TS(&t));
+  set_out(n, t);
+  return 0;
+}
+
+/* onehot(labels): [..., classes] of attr.dtype, 1 where the class is the
+ * label; a label outside [0, classes) gives a row of zeros. */
+static int shape_onehot(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t = *x;
+  if ((x->dt != RT_I32 && x->dt != RT_I64) || x->rank >= IR_MAX_RANK)
+    return fail(g, n, "expects i32 or i64 labels of rank below %d, got %s", IR_MAX_RANK, TS(x));
+  if (n->attr.classes < 1 || n->attr.dtype < 0 || n->attr.dtype >= RT_NDTYPES)
+    return fail(g, n, "needs at least one class and a valid dtype, got %d classes",
+                n->attr.classes);
+  t.dt = n->attr.dtype;
+  t.dim[t.rank++] = sz_const(n->attr.classes);
+  set_out(n, t);
+  return 0;
+}
+
+/* dropout(x, counter): x * mask / (1 - p), p = attr.alpha; the mask bit of
+ * element i is a pure function of (g->seed, attr.stream, counter, i), the
+ * counter an integer scalar (a state value the training step advances). */
+static int shape_dropout(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), *c = in_t(n, 1);
+  if (!ir_is_float(x->dt))
+    return fail(g, n, "expects a floating-point tensor, got %s", TS(x));
+  if (c->rank != 0 || (c->dt != RT_I32 && c->dt != RT_I64))
+    return fail(g, n, "the step counter must be an i32 or i64 scalar, got %s", TS(c));
+  if (!(n->attr.alpha >= 0 && n->attr.alpha < 1))
+    return fail(g, n, "p must be within [0, 1), got %g", n->attr.alpha);
+  set_out(n, *x);
+  return 0;
+}
+
+/* The gradient dy of a window op must have the forward output's type. */
+static int check_dy(Graph *g, Node *n, const Type *dy, const Type *y, const Type *x) {
+  if (!ir_type_eq(dy, y))
+    return fail(g, n, "gradient %s does not match the output %s of the forward op on %s",
+                TS(dy), TS(y), TS(x));
+  return 0;
+}
+
+/* conv2d_bwd_data(dy, w): d(loss)/dx of y = conv2d(x, w); x's shape is
+ * attr.shape, which the output extent alone does not determine. */
+static int shape_conv2d_bwd_data(Graph *g, Node *n) {
+  Type *dy = in_t(n, 0), *w = in_t(n, 1), x, y;
+  if (attr_type(g, n, dy->dt, &x) < 0 || conv_type(g, n, &x, w, &y) < 0 ||
+      check_dy(g, n, dy, &y, &x) < 0)
+    return -1;
+  set_out(n, x);
+  return 0;
+}
+
+/* conv2d_bwd_filter(dy, x): d(loss)/dw of y = conv2d(x, w). */
+static int shape_conv2d_bwd_filter(Graph *g, Node *n) {
+  Type *dy = in_t(n, 0), *x = in_t(n, 1), y;
+  if (dy->rank != 4 || x->rank != 4 || n->attr.groups < 1)
+    return fail(g, n, "expects dy and x of rank 4, got %s and %s", TS(dy), TS(x));
+  Size cg = sz_floordiv_const(x->dim[1], n->attr.groups);
+  Type w = ir_type(x->dt, 4, (Size[]){dy->dim[1], cg, sz_const(n->attr.k[0]),
+                                      sz_const(n->attr.k[1])});
+  if (conv_type(g, n, x, &w, &y) < 0 || check_dy(g, n, dy, &y, x) < 0)
+    return -1;
+  set_out(n, w);
+  return 0;
+}
+
+/* maxpool2d_bwd(dy, x) and avgpool2d_bwd(dy): d(loss)/dx of the pooling
+ * of x (avgpool needs only x's shape: attr.shape). */
+static int shape_pool2d_bwd(Graph *g, Node *n) {
+  Type *dy = in_t(n, 0), x, y;
+  if (n->op == OP_maxpool2d_bwd)
+    x = *in_t(n, 1);
+  else if (attr_type(g, n, dy->dt, &x) < 0)
+    return -1;
+  if (pool_type(g, n, &x, &y) < 0 || check_dy(g, n, dy, &y, &x) < 0)
+    return -1;
+  set_out(n, x);
   return 0;
 }
 
 /* ---- the table ---------------------------------------------------------- */
 
 const OpInfo ir_ops[OP_COUNT] = {
-#define OP(name, nin, cat, attrs, shape, lower) {#name, nin, cat, attrs, shape},
+#define OP(name, nin, cat, attrs, shape, grad, lower) {#name, nin, cat, attrs, shape},
 #include "ir/ops.def"
 #undef OP
 };

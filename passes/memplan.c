@@ -78,7 +78,7 @@ static void choose_views(Graph *g) {
 
 /* Last node index that reads each root value (outputs: forever). */
 static int *last_uses(Graph *g) {
-  int *last = malloc(sizeof(int) * (g->nvals ? g->nvals : 1));
+  int *last = malloc(sizeof(int) * (size_t)(g->nvals > 0 ? g->nvals : 1));
   if (!last)
     return NULL;
   for (int i = 0; i < g->nvals; i++)
@@ -96,10 +96,26 @@ static int *last_uses(Graph *g) {
   return last;
 }
 
+/* Fixed places: weights, state, io, and the gradients of parameters, which
+ * sit together in one contiguous region so that data-parallel training can
+ * all-reduce them in one call. A value that updates a parameter or state
+ * is written over it, in place. */
 static void place_fixed(Graph *g) {
   int64_t *rb = g->region_bytes;
+  for (int i = 0; i < g->nvals; i++)
+    g->vals[i]->region = -1;
+  for (int i = 0; i < g->nparams; i++) {
+    Value *gr = g->params[i]->grad;
+    if (gr && gr->role == V_TEMP && !gr->alias && gr->region < 0 && !gr->is_output) {
+      gr->region = REGION_GRADS;
+      gr->offset = rb[REGION_GRADS];
+      rb[REGION_GRADS] += ALIGN(ir_bytes_max(g, &gr->type));
+    }
+  }
   for (int i = 0; i < g->nvals; i++) {
     Value *v = g->vals[i];
+    if (v->region >= 0)
+      continue;
     int r = v->role == V_PARAM || v->role == V_CONST ? REGION_WEIGHTS
           : v->role == V_STATE                       ? REGION_STATE
           : v->role == V_INPUT || v->is_output       ? REGION_IO
@@ -110,6 +126,13 @@ static void place_fixed(Graph *g) {
     v->offset = rb[r];
     rb[r] += ALIGN(ir_bytes_max(g, &v->type));
   }
+  for (int i = 0; i < g->nvals; i++) {
+    Value *v = g->vals[i];
+    if (v->updates && !v->alias) {
+      v->region = root(v->updates)->region;
+      v->offset = root(v->updates)->offset;
+    }
+  }
 }
 
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
@@ -117,7 +140,7 @@ bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
   choose_views(g);
   place_fixed(g);
   int *last = last_uses(g);
-  Plan p = {.live = malloc(sizeof(Block) * (2 * g->nvals + 2 * g->nnodes + 1))};
+  Plan p = {.live = malloc(sizeof(Block) * ((size_t)g->nvals + (size_t)g->nnodes + 1))};
   if (!last || !p.live) {
     free(last);
     free(p.live);
@@ -129,8 +152,8 @@ bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
     expire(&p, i);
     for (int j = 0; j < n->nout; j++) {
       Value *v = n->out[j];
-      if (v->alias || v->is_output)
-        continue;
+      if (v->alias || v->region >= 0)
+        continue;                     /* a view, or placed already */
       int64_t bytes = ir_bytes_max(g, &v->type);
       total += ALIGN(bytes);
       v->region = REGION_SCRATCH;

@@ -1,11 +1,14 @@
 /* The pipeline: passes of one signature, in the order they run. -O0 runs
  * what correctness needs (memory planning); higher levels add the
  * optimizing passes as they land. After each pass: the verifier (when
- * asked), --print-after, and a --stats line. */
+ * asked), --print-after, and a --stats line; a pass that reports an error
+ * (to g->diags) stops the pipeline. */
 #include "passes/passes.h"
 #include <string.h>
 
 static const Pass pipeline[] = {
+    {"autodiff", pass_autodiff, 0},
+    {"optimizer", pass_optimizer, 0},
     {"memplan", pass_memplan, 0},
 };
 enum { NPASSES = sizeof pipeline / sizeof pipeline[0] };
@@ -55,7 +58,10 @@ int pass_run_pipeline(Graph *g, PassCtx *cx) {
       continue;
     PassStats st = {.nodes_before = g->nnodes, .kernels_before = pass_count_kernels(g),
                     .bytes_before = -1, .bytes_after = -1};
+    int errors = g->diags ? g->diags->nerrors : 0;
     bool changed = p->run(g, cx, &st);
+    if (g->diags && g->diags->nerrors > errors)
+      return -1;                      /* the pass said why */
     st.nodes_after = g->nnodes;
     st.kernels_after = pass_count_kernels(g);
     if (cx->verify && ir_verify(g) > 0)

@@ -1,7 +1,10 @@
 /* kiln runtime (libkilnrt.a): what compiled models, exported artifacts and
  * the compiler itself share. Tensors and their dtypes, an arena, the one
- * parallel-for generated code calls, a counter-based RNG, and .npy and
- * .safetensors I/O. It depends on libc, libm and OpenMP only.
+ * parallel-for generated code calls, a counter-based RNG, .npy and
+ * .safetensors I/O, and for training: CSV and IDX loaders, datasets and
+ * batches, a progress bar, curves and their plots. It depends on libc, libm
+ * and OpenMP, and zlib for gzipped data files (only data.c calls it, so an
+ * artifact that links no loader needs no -lz).
  *
  * Conventions:
  * - Every exported name starts with rt_ (types Rt..., constants RT_...).
@@ -260,5 +263,238 @@ void rt_st_free(RtSafetensors *st);          /* NULL-safe; zeroes *st */
  * padded with spaces so the data area starts 8-byte aligned. */
 RtStatus rt_st_write(const char *path, const RtNamedTensor *ts, int n,
                      const RtMeta *meta, int nmeta, RtError *err);
+
+/* ===== csv.c: numeric CSV files ===== */
+
+/* A CSV of numbers, ',' separated, '\n' or "\r\n" line ends, optionally
+ * gzipped (detected by the magic bytes, whatever the file's name). Cells may
+ * be quoted ("..." with "" for a quote, as RFC 4180) and padded with spaces;
+ * blank lines are skipped; a UTF-8 byte order mark is ignored. Every cell
+ * must be a finite number that fits f32: an empty cell, text, NaN, an
+ * infinity or a row with another field count is an RT_ERR_FORMAT naming
+ * "file:line:column", the field and the cell text. */
+typedef enum {
+  RT_CSV_HEADER_AUTO,        /* the first line is a header if a cell of it is not a number */
+  RT_CSV_HEADER_YES,         /* the first line is a header */
+  RT_CSV_HEADER_NO,          /* every line is data */
+} RtCsvHeader;
+
+/* Zero-initialised options read everything as features, header detected. */
+typedef struct {
+  RtCsvHeader header;
+  bool has_label;            /* split one column out as i64 labels */
+  int label;                 /* its index; negative counts from the end (-1: the last) */
+  const char *label_name;    /* or its name in the header (overrides label) */
+  float scale;               /* features are multiplied by it; 0 means 1 */
+} RtCsvOptions;
+
+typedef struct {
+  RtTensor x;                /* f32 [rows, features]: every column but the label, scaled */
+  RtTensor y;                /* i64 [rows]: the label column (integral values); data NULL without one */
+  int ncols;                 /* columns in the file, the label's included */
+  int label_col;             /* the label's column, or -1 */
+  char **names;              /* the header's ncols names (quotes resolved), or NULL */
+  RtArena *arena;            /* the names */
+} RtCsv;
+
+RtStatus rt_csv_read(const char *path, const RtCsvOptions *opt, RtCsv *out, RtError *err);
+RtStatus rt_csv_read_mem(const void *buf, size_t len, const char *name, const RtCsvOptions *opt,
+                         RtCsv *out, RtError *err);
+void rt_csv_free(RtCsv *c);                  /* NULL-safe; zeroes *c */
+
+/* ===== idx.c: IDX files (MNIST, Fashion-MNIST) ===== */
+
+/* Bytes 0 0 <type> <rank>, rank big-endian u32 dims, then the elements big
+ * endian, C order; optionally gzipped (by magic), as the MNIST files ship.
+ * Types: 0x08 u8 -> RT_U8, 0x09 i8, 0x0B i16 and 0x0C i32 -> RT_I32,
+ * 0x0D f32 -> RT_F32, 0x0E f64 -> RT_F64. A bad magic, an unknown type, a
+ * rank above RT_MAX_RANK, a dim above RT_MAX_DIM, or data that is not
+ * exactly numel elements (truncated, trailing bytes, lying dims) is
+ * RT_ERR_FORMAT. */
+RtStatus rt_idx_read(const char *path, RtTensor *out, RtError *err);
+RtStatus rt_idx_read_mem(const void *buf, size_t len, const char *name, RtTensor *out, RtError *err);
+
+/* ===== data.c: data files, datasets, splits, batches ===== */
+
+/* The bytes of a data file: the file's own, or the inflated content when
+ * they start with the gzip magic 1f 8b (concatenated members allowed,
+ * anything after the last member is an error). Inflated sizes are capped at
+ * RT_DATA_MAX_BYTES. `data` is `buf` itself for an uncompressed buffer. */
+typedef struct {
+  const uint8_t *data;
+  size_t len;
+  void *owned;               /* what rt_bytes_free releases, or NULL */
+} RtBytes;
+
+#define RT_DATA_MAX_BYTES ((size_t)4 << 30)    /* 4 GiB */
+
+RtStatus rt_bytes_file(RtBytes *b, const char *path, RtError *err);
+RtStatus rt_bytes_mem(RtBytes *b, const void *buf, size_t len, const char *name, RtError *err);
+void rt_bytes_free(RtBytes *b);              /* NULL-safe; zeroes *b */
+
+/* N samples as named tensors sharing their leading dimension (features
+ * "x" [N, ...], labels "y" [N], ...). A dataset owns its tensors and names;
+ * zero-initialise one before adding. Errors name the tensor and the
+ * sample (0-based, in the dataset's order), so validate right after
+ * loading, while sample k is still row k of the file. */
+#define RT_DATA_MAX_TENSORS 16
+
+typedef struct {
+  int n;                                   /* tensors */
+  RtNamedTensor t[RT_DATA_MAX_TENSORS];    /* in the order added */
+  int64_t len;                             /* samples: every tensor's shape[0] */
+} RtDataset;
+
+/* Moves *t into the dataset (t->data becomes NULL) after checking the name
+ * (non-empty, new), rank >= 1 and shape[0] == ds->len (the first tensor
+ * sets len). On failure *t is left to the caller. */
+RtStatus rt_data_add(RtDataset *ds, const char *name, RtTensor *t, RtError *err);
+/* A .npy or IDX file (gzipped or not, told apart by content) as tensor name. */
+RtStatus rt_data_add_file(RtDataset *ds, const char *name, const char *path, RtError *err);
+/* A CSV as tensors xname (features) and yname (labels, if opt->has_label). */
+RtStatus rt_data_add_csv(RtDataset *ds, const char *path, const RtCsvOptions *opt,
+                         const char *xname, const char *yname, RtError *err);
+int rt_data_find(const RtDataset *ds, const char *name);   /* its index, or -1 */
+void rt_data_free(RtDataset *ds);            /* NULL-safe; zeroes *ds */
+
+/* Replaces tensor `name` by its values converted to `to`: to f32 or f64 from
+ * any dtype, times scale (u8 pixels with scale 1/255); to i32 or i64 from an
+ * integer or bool dtype, with scale 1 and a range check. */
+RtStatus rt_data_convert(RtDataset *ds, const char *name, RtDType to, double scale, RtError *err);
+/* Gives tensor `name` a new shape with the same element count and shape[0]
+ * (IDX images [N, 28, 28] -> [N, 1, 28, 28]). */
+RtStatus rt_data_reshape(RtDataset *ds, const char *name, int rank, const int64_t *shape,
+                         RtError *err);
+/* f32/f64 tensor `name` holds no NaN or infinity; else the first bad sample. */
+RtStatus rt_data_check_finite(const RtDataset *ds, const char *name, RtError *err);
+/* Integer tensor `name` holds class indices in [0, classes); else the first
+ * sample out of range. */
+RtStatus rt_data_check_labels(const RtDataset *ds, const char *name, int64_t classes, RtError *err);
+
+/* A new dataset of samples idx[0..n) of ds, in that order (every idx in
+ * [0, ds->len)). */
+RtStatus rt_data_subset(const RtDataset *ds, const int64_t *idx, int64_t n, RtDataset *out,
+                        RtError *err);
+/* Shuffles the samples with rt_shuffle(seed, stream rt_hash_str("kiln.split")),
+ * then the last llround(frac * N) of that order are the validation set and
+ * the others, in that order, the training set: the same (data, frac, seed)
+ * always gives the same split. frac in [0, 1); frac == 0 gives an empty val.
+ * A frac that leaves either side empty is RT_ERR_ARG. */
+RtStatus rt_data_split(const RtDataset *ds, double frac, uint64_t seed, RtDataset *train,
+                       RtDataset *val, RtError *err);
+/* The sample order of epoch `epoch`: rt_shuffle(perm, n, seed,
+ * rt_hash_str("kiln.epoch") + epoch), so a training run that restarts at
+ * epoch k sees the same order as one that never stopped, and no epoch's
+ * stream meets the split's. */
+void rt_data_epoch_order(int64_t *perm, int64_t n, uint64_t seed, int64_t epoch);
+/* Gathers samples perm[start .. start + m) with m = min(count, ds->len -
+ * start) into out[0..ds->n) (the dataset's tensors, in order): out[i] is a
+ * caller-owned contiguous buffer of ds->t[i]'s dtype and per-sample shape
+ * with shape[0] >= m (a buffer for the largest batch); its rows m.. are left
+ * alone. perm NULL is the identity; its entries are checked. Rows are copied in parallel (rt_parallel_for, nthreads as
+ * there); the result does not depend on the thread count. *got = m, the size
+ * of this batch (smaller for the last one of an epoch). */
+RtStatus rt_data_batch(const RtDataset *ds, const int64_t *perm, int64_t start, int64_t count,
+                       RtTensor *out, int32_t nthreads, int64_t *got, RtError *err);
+
+/* ===== plot.c: training curves, their CSV and SVG, a reading of them ===== */
+
+/* One epoch's numbers. A value that was not measured is NaN (no
+ * validation set, no accuracy for a regression): rt_epoch_blank fills
+ * every field with NaN. */
+typedef struct {
+  int epoch;                 /* 1-based */
+  double loss, acc;          /* training: mean loss over the epoch, accuracy in [0, 1] */
+  double val_loss, val_acc;  /* validation, after the epoch */
+  double lr;                 /* the learning rate at the epoch's end */
+  double seconds;            /* wall time of the epoch */
+} RtEpochStats;
+
+RtEpochStats rt_epoch_blank(int epoch);
+
+typedef struct {
+  int n, cap;
+  RtEpochStats *e;           /* e[0..n), in the order added */
+} RtCurves;                  /* zero-initialise */
+
+RtStatus rt_curves_add(RtCurves *c, const RtEpochStats *e, RtError *err);
+void rt_curves_free(RtCurves *c);            /* NULL-safe; zeroes *c */
+/* "epoch,loss,acc,val_loss,val_acc,lr,seconds" and a line per epoch, NaN
+ * as an empty cell (pandas reads it back as NaN); written atomically. */
+RtStatus rt_curves_write_csv(const RtCurves *c, const char *path, RtError *err);
+/* An SVG (no scripts, no external resources) of two panels, loss and
+ * accuracy (%) against the epoch, training solid, validation dashed, with
+ * ticks, grid, axis labels and a legend; the accuracy panel is left out
+ * when no accuracy was measured. title and caption (a line under the
+ * panels, e.g. the bias/variance reading) may be NULL. Written atomically. */
+RtStatus rt_curves_write_svg(const RtCurves *c, const char *path, const char *title,
+                             const char *caption, RtError *err);
+
+/* A reading of the last epoch's numbers. With accuracies (classification):
+ *   high bias      training accuracy < min_acc
+ *   high variance  training - validation accuracy > max_acc_gap, or the
+ *                  validation loss is more than max_val_rise above its
+ *                  minimum (it turned up: overfitting)
+ * With losses only (regression): high bias if the training loss has not
+ * fallen below (1 - min_loss_drop) of the first epoch's; high variance if
+ * (val_loss - loss) / loss > max_loss_gap, or the rise above.
+ * Both, either, or a good fit; RT_FIT_UNKNOWN when there is nothing to read
+ * (no epochs, a non-finite last loss). Without validation numbers only bias
+ * is judged: RT_FIT_BIAS or RT_FIT_UNKNOWN. The thresholds are rules of
+ * thumb (Ng's "bias/variance" reading of learning curves), not statistics:
+ * a task whose best accuracy is 80% wants its own min_acc. */
+typedef enum { RT_FIT_UNKNOWN, RT_FIT_GOOD, RT_FIT_BIAS, RT_FIT_VARIANCE, RT_FIT_BOTH } RtFit;
+
+typedef struct {
+  double min_acc;            /* 0.90 */
+  double max_acc_gap;        /* 0.05: five points of accuracy */
+  double min_loss_drop;      /* 0.5: the loss should at least halve */
+  double max_loss_gap;       /* 0.25 */
+  double max_val_rise;       /* 0.10 */
+} RtFitThresholds;
+
+#define RT_FIT_DEFAULTS ((RtFitThresholds){0.90, 0.05, 0.5, 0.25, 0.10})
+
+/* Writes one line with the verdict and its numbers into buf, e.g.
+ * "high variance: training accuracy 99.8% vs validation 93.1%, a gap of
+ * 6.7 points (above 5)"; th NULL means RT_FIT_DEFAULTS. */
+RtFit rt_bias_variance_reading(const RtCurves *c, const RtFitThresholds *th, char *buf, size_t len);
+
+/* ===== progress.c: a progress bar for training ===== */
+
+/* On a terminal one line redrawn in place ('\r', at most every 0.1 s):
+ *   epoch 3/10 [=========>..........] 864/1797  2950 samples/s  loss 0.4123  acc 87.50%  eta 0:12
+ * elsewhere (a log file, a pipe) the same line without the bar, with
+ * " (48%)" after the count, at most every `every` seconds; and in both, a
+ * final line per epoch that stays:
+ *   epoch 3/10 1797/1797  0.6 s  2950 samples/s  loss 0.4123  acc 87.50%  val_loss 0.45  val_acc 86.00%  lr 0.001
+ * Values are printed with %.4g, accuracies as percentages; NaN ones are
+ * left out. Times come from `clock` (CLOCK_MONOTONIC
+ * seconds unless a test sets its own). */
+typedef struct {
+  FILE *out;
+  bool tty;                  /* redraw in place; rt_progress_init sets it from isatty */
+  int width;                 /* terminal columns: redrawn lines are clipped to width - 1 (0: no limit) */
+  int epochs;                /* for "epoch k/n" and the ETA */
+  int64_t total;             /* samples per epoch */
+  const char *unit;          /* "samples" */
+  double every;              /* seconds between plain lines: 5 */
+  double (*clock)(void);     /* seconds */
+  int first_epoch;           /* of this run (a resumed run starts later) */
+  int epoch;                 /* the current one, 1-based */
+  int64_t done;              /* samples of it so far */
+  double t_run, t_epoch;     /* when the run and the epoch started */
+  double t_done;             /* when `done` was reported */
+  double t_drawn;            /* when a line was last written */
+} RtProgress;
+
+double rt_monotonic_seconds(void);
+void rt_progress_init(RtProgress *p, FILE *out, int epochs, int64_t samples_per_epoch);
+void rt_progress_begin_epoch(RtProgress *p, int epoch);
+/* done samples of this epoch so far, with the running mean loss and
+ * accuracy (NaN: not shown). */
+void rt_progress_update(RtProgress *p, int64_t done, double loss, double acc);
+/* The epoch's final line from e (training and validation numbers, lr). */
+void rt_progress_end_epoch(RtProgress *p, const RtEpochStats *e);
 
 #endif

@@ -8,6 +8,8 @@ coefficients rounded to float and to double as C hex literals, lowest power
 first, with the error bound reached (before rounding), as log2, and the
 leading coefficient split in two for the fits whose value it dominates.
 """
+import struct
+
 import mpmath as mp
 
 mp.mp.dps = 50
@@ -87,7 +89,6 @@ def remez(F, k0, n, a, b, w=lambda t: 1, grid=800, iters=40):
 def hexf(x, single):
     v = float(x)
     if single:
-        import struct
         v = struct.unpack('f', struct.pack('f', v))[0]
     if not v:
         return '0.0'
@@ -109,23 +110,25 @@ def sqrt_or(s, f, limit):
 
 
 def main():
+    """Each function has a float fit, then a longer double fit: vmath.c's float
+    table is the first's f32 line, its double table the second's f64 line."""
     ln2h = mp.log(2) / 2 * mp.mpf('1.0005')
     # exp(r) = 1 + r + sum c_k r^k, relative error, |r| <= ln2/2
-    for n in (5, 10, 11):
+    for n in (5, 11):
         c, e = remez(lambda r: mp.exp(r) - 1 - r, 2, n, -ln2h, ln2h,
                      w=lambda r: 1 / mp.exp(r))
         emit('exp, r^2.. (%d terms)' % n, c, e)
     # 2 atanh(s) = 2s + 2s z Q(z), z = s^2, s in [-0.1716, 0.1716]
     zmax = mp.mpf('0.0300')
     Q = lambda z: sqrt_or(z, lambda s: (mp.atanh(s) - s) / s ** 3, mp.mpf(1) / 3)
-    for n in (3, 4, 6, 7):
+    for n in (3, 8):
         c, e = remez(Q, 0, n, 0, zmax, w=lambda z: 1 / Q(z))
         emit('log atanh tail Q(z) (%d terms)' % n, c, e)
     # sin r = r + r z S(z), cos r = 1 - z/2 + z^2 C(z), z = r^2, |r| <= pi/4
     z4 = (mp.pi / 4 * mp.mpf('1.0001')) ** 2
     S = lambda z: sqrt_or(z, lambda r: (mp.sin(r) - r) / r ** 3, -mp.mpf(1) / 6)
     C = lambda z: (mp.cos(mp.sqrt(z)) - 1 + z / 2) / z ** 2 if z > 0 else mp.mpf(1) / 24
-    for n in (3, 4, 6, 7):
+    for n in (4, 7):
         c, e = remez(S, 0, n, 0, z4, w=lambda z: 1 / S(z))
         emit('sin tail S(z) (%d terms)' % n, c, e)
         c, e = remez(C, 0, n, 0, z4, w=lambda z: 1 / C(z))

@@ -17,8 +17,8 @@
 #include "codegen/codegen.h"
 #include "passes/passes.h"
 
-#define HARNESS_THREADS 2        /* threads the memory plan is made for */
-#define HARNESS_GUARD 65536      /* bytes after each region that no run may touch */
+#define HARNESS_THREADS 2        /* threads the memory plan is made for, by default */
+#define HARNESS_GUARD 65536      /* bytes after each region that no run may touch, by default */
 
 /* A dense C-order tensor of doubles. */
 typedef struct Ten {
@@ -36,6 +36,8 @@ typedef struct Model {
   void (*entry)(void **regions, int64_t batch, int32_t nthreads);
   void *regions[REGION_COUNT];
   int64_t batch;                 /* of the last run: the batch size variable's value */
+  int plan_threads;              /* threads the memory plan is made for */
+  int64_t guard;                 /* bytes after each region that no run may touch */
 } Model;
 
 /* "f32[3, 4]" as a Type: TY(RT_F32, 3, 4). Rank 0 is ir_type_const(dt, 0, NULL). */
@@ -51,6 +53,8 @@ static inline Graph *model_new(Model *m, const char *name) {
   diag_init(&m->diags, m->arena);
   m->g = ir_graph_new(name, &m->diags);
   assert_non_null(m->g);
+  m->plan_threads = HARNESS_THREADS;
+  m->guard = HARNESS_GUARD;
   return m->g;
 }
 
@@ -71,7 +75,7 @@ static inline void model_fail_diags(Model *m, const char *step) {
 
 /* Codegen alone, for tests of its errors: 0, or -1 with err filled. */
 static inline int model_codegen(Model *m, CgCtx *c, char *err, int errlen) {
-  PassCtx cx = {.opt = 0, .threads = HARNESS_THREADS, .verify = true,
+  PassCtx cx = {.opt = 0, .threads = m->plan_threads, .verify = true,
                 .work_bytes = cg_work_bytes};
   if (m->diags.nerrors)
     model_fail_diags(m, "building");
@@ -95,9 +99,9 @@ static inline void model_compile(Model *m) {
   m->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(m->jit, "entry");
   assert_non_null(m->entry);
   for (int r = 0; r < REGION_COUNT; r++) {
-    m->regions[r] = rt_aligned_alloc(m->g->region_bytes[r] + HARNESS_GUARD);
+    m->regions[r] = rt_aligned_alloc(m->g->region_bytes[r] + m->guard);
     assert_non_null(m->regions[r]);
-    memset((char *)m->regions[r] + m->g->region_bytes[r], 0xa5, HARNESS_GUARD);
+    memset((char *)m->regions[r] + m->g->region_bytes[r], 0xa5, m->guard);
   }
   m->batch = m->g->batch_var >= 0 ? m->g->max_batch : 0;
 }
@@ -180,11 +184,11 @@ static inline void model_run(Model *m, int64_t batch, int nthreads) {
   m->batch = g->batch_var >= 0 ? batch : 0;
   m->entry(m->regions, m->batch, nthreads);
   for (int r = 0; r < REGION_COUNT; r++) {
-    const unsigned char *guard = (unsigned char *)m->regions[r] + g->region_bytes[r];
-    for (int i = 0; i < HARNESS_GUARD; i++)
-      if (guard[i] != 0xa5)
-        fail_msg("%s: a kernel wrote %d bytes past region %d (%lld bytes planned)", g->name, i, r,
-                 (long long)g->region_bytes[r]);
+    const uint64_t *guard = (const uint64_t *)((char *)m->regions[r] + g->region_bytes[r]);
+    for (int64_t i = 0; i < m->guard / 8; i++)
+      if (guard[i] != 0xa5a5a5a5a5a5a5a5u)
+        fail_msg("%s: a kernel wrote %lld bytes past region %d (%lld bytes planned)", g->name,
+                 (long long)i * 8, r, (long long)g->region_bytes[r]);
   }
 }
 

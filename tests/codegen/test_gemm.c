@@ -4,7 +4,9 @@
  * epilogue (bias per column + ReLU + a per-row term, which checks the
  * b/row/col it is given) with masks at the edges, and bit-identical results
  * at 1, 2, 3 and 7 threads. Leading dimensions are padded, and canaries
- * around C and the work region catch stores outside them. */
+ * around C and the work region catch stores outside them. The micro-tile
+ * shapes of 128- and 512-bit vectors run too (vbits forced on the host),
+ * and objects are emitted for aarch64, AVX-512 and SSE2 targets. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,9 +24,11 @@ typedef void (*GemmFn)(int64_t batch, int64_t M, int64_t N, int64_t K, const voi
 
 enum { ROWTERM_STRIDE = 1024, CANARY = 0x5a };
 
-/* One generated variant per (dtype, trans_a, trans_b, accumulate, epilogue). */
-static GemmFn variants[2][2][2][2][2];
+/* One generated variant per (dtype, trans_a, trans_b, accumulate, epilogue),
+ * for the host's vector width and for 128 and 512 bits (index 0, 1, 2). */
+static GemmFn variants_by_width[3][2][2][2][2][2];
 static CgJit *jit;
+static const int widths[3] = {0, 128, 512};
 
 static LLVMValueRef masked_or_plain_load(CgCtx *c, LLVMTypeRef vt, LLVMValueRef p, LLVMValueRef mask) {
   int sz = LLVMGetTypeKind(LLVMGetElementType(vt)) == LLVMFloatTypeKind ? 4 : 8;
@@ -57,25 +61,32 @@ static LLVMValueRef bias_relu_row(CgCtx *c, void *user, LLVMValueRef v, LLVMValu
 
 static const CgEpilogue epilogue = {bias_relu_row, NULL};
 
-static void variant_name(char *buf, int d, int ta, int tb, int acc, int epi) {
-  sprintf(buf, "gemm_%s_ta%d_tb%d_acc%d_epi%d", d ? "f64" : "f32", ta, tb, acc, epi);
+static void variant_name(char *buf, int w, int d, int ta, int tb, int acc, int epi) {
+  sprintf(buf, "gemm%d_%s_ta%d_tb%d_acc%d_epi%d", widths[w], d ? "f64" : "f32", ta, tb, acc, epi);
 }
 
-static int setup(void **state) {
+/* Which variants to build for width w: all for the host's; for the other
+ * widths (vbits forced: 128-bit code runs on any x86-64 host, 512-bit
+ * vectors are split by LLVM) a few, enough to check their MR x NR. */
+static int wanted(int w, int d, int ta, int tb, int acc, int epi) {
+  return w == 0 || (ta == tb && acc == epi);
+}
+
+static void compile_width(int w) {
   char err[1024], name[64];
-  if (cg_jit_new(&jit, err, sizeof err))
-    fail_msg("%s", err);
   CgCtx c;
   if (cg_ctx_init_jit(&c, "gemm_test", err, sizeof err))
     fail_msg("%s", err);
+  if (widths[w])
+    c.vbits = widths[w];
   for (int d = 0; d < 2; d++)
     for (int ta = 0; ta < 2; ta++)
       for (int tb = 0; tb < 2; tb++)
         for (int acc = 0; acc < 2; acc++)
           for (int epi = 0; epi < 2; epi++) {
             CgGemmSpec s = {d ? RT_F64 : RT_F32, ta, tb, acc, epi ? &epilogue : NULL};
-            variant_name(name, d, ta, tb, acc, epi);
-            if (!cg_gemm_define(&c, &s, name))
+            variant_name(name, w, d, ta, tb, acc, epi);
+            if (wanted(w, d, ta, tb, acc, epi) && !cg_gemm_define(&c, &s, name))
               fail_msg("cg_gemm_define %s", name);
           }
   if (cg_optimize(&c, 3, err, sizeof err) || cg_jit_add(jit, &c, err, sizeof err))
@@ -86,11 +97,21 @@ static int setup(void **state) {
       for (int tb = 0; tb < 2; tb++)
         for (int acc = 0; acc < 2; acc++)
           for (int epi = 0; epi < 2; epi++) {
-            variant_name(name, d, ta, tb, acc, epi);
-            variants[d][ta][tb][acc][epi] = (GemmFn)cg_jit_lookup(jit, name);
-            if (!variants[d][ta][tb][acc][epi])
+            variant_name(name, w, d, ta, tb, acc, epi);
+            if (!wanted(w, d, ta, tb, acc, epi))
+              continue;
+            variants_by_width[w][d][ta][tb][acc][epi] = (GemmFn)cg_jit_lookup(jit, name);
+            if (!variants_by_width[w][d][ta][tb][acc][epi])
               fail_msg("lookup %s", name);
           }
+}
+
+static int setup(void **state) {
+  char err[1024];
+  if (cg_jit_new(&jit, err, sizeof err))
+    fail_msg("%s", err);
+  for (int w = 0; w < 3; w++)
+    compile_width(w);
   return 0;
 }
 
@@ -103,6 +124,7 @@ static int teardown(void **state) {
 
 typedef struct Case {
   int d, ta, tb, acc, epi;    /* the variant */
+  int width;                  /* index into widths: 0 the host's */
   int64_t batch, M, N, K;
   int bcast_a, bcast_b;       /* stride 0 for that operand */
   int threads;
@@ -210,7 +232,7 @@ static void *run_kernel(const Case *k, Run *r) {
   unsigned char *work = aligned_alloc(64, wb + 64);
   memset(work + wb, CANARY, 64);
   void *epi[] = {r->tbias, r->trowterm};
-  GemmFn f = variants[k->d][k->ta][k->tb][k->acc][k->epi];
+  GemmFn f = variants_by_width[k->width][k->d][k->ta][k->tb][k->acc][k->epi];
   f(k->batch, k->M, k->N, k->K, r->tA, r->lda, r->sa, r->tB, r->ldb, r->sb, C, r->ldc, r->sc, epi, work,
     k->threads);
   for (int i = 0; i < 64; i++)
@@ -280,7 +302,7 @@ static void test_variants(void **state) {
         for (int acc = 0; acc < 2; acc++)
           for (int epi = 0; epi < 2; epi++)
             for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-              Case k = {d, ta, tb, acc, epi, 1, shapes[s][0], shapes[s][1], shapes[s][2], 0, 0, 2};
+              Case k = {d, ta, tb, acc, epi, 0, 1, shapes[s][0], shapes[s][1], shapes[s][2], 0, 0, 2};
               run_case(&k, 1000 + s);
             }
 }
@@ -325,11 +347,54 @@ static void test_thread_invariance(void **state) {
     }
 }
 
+/* The micro-kernel shapes of 128-bit (6x8 f32, 6x4 f64) and 512-bit (6x32,
+ * 6x16) targets, on the same edges and K blocks. */
+static void test_other_widths(void **state) {
+  static const int64_t shapes[][3] = {{1, 1, 1}, {7, 9, 13}, {13, 33, 300}, {100, 70, 33}, {257, 100, 7}};
+  for (int w = 1; w < 3; w++)
+    for (int d = 0; d < 2; d++)
+      for (int t = 0; t < 2; t++)
+        for (int ae = 0; ae < 2; ae++)
+          for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            Case k = {.d = d, .ta = t, .tb = t, .acc = ae, .epi = ae, .width = w, .batch = 2, .M = shapes[s][0],
+                      .N = shapes[s][1], .K = shapes[s][2], .bcast_b = 1, .threads = 2};
+            run_case(&k, 500 + s);
+          }
+}
+
+/* Ahead of time for other targets: the IR verifies and LLVM emits an object. */
+static void test_cross_targets(void **state) {
+  static const char *targets[][3] = {
+    {"aarch64-unknown-linux-gnu", "generic", "+neon"},
+    {"x86_64-pc-linux-gnu", "skylake-avx512", "+avx512f,+avx512vl,+avx512bw,+avx512dq,+avx2,+fma"},
+    {"x86_64-pc-linux-gnu", "x86-64", "+sse2"},
+  };
+  for (size_t i = 0; i < sizeof targets / sizeof *targets; i++) {
+    char err[1024], *msg = NULL;
+    CgCtx c;
+    assert_int_equal(cg_ctx_init(&c, "cross", targets[i][0], targets[i][1], targets[i][2], err, sizeof err), 0);
+    for (int d = 0; d < 2; d++) {
+      CgGemmSpec s = {d ? RT_F64 : RT_F32, d, !d, d, &epilogue};
+      assert_non_null(cg_gemm_define(&c, &s, d ? "g64" : "g32"));
+    }
+    if (cg_optimize(&c, 2, err, sizeof err))
+      fail_msg("%s: %s", targets[i][0], err);
+    LLVMMemoryBufferRef obj = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(c.tm, c.mod, LLVMObjectFile, &msg, &obj))
+      fail_msg("%s: %s", targets[i][0], msg);
+    assert_true(LLVMGetBufferSize(obj) > 1000);
+    LLVMDisposeMemoryBuffer(obj);
+    cg_ctx_dispose(&c);
+  }
+}
+
 static void test_work_bytes(void **state) {
-  /* grows with the threads and with the shared packing of B */
+  /* grows with the threads and the element size; a shared packing of B
+   * only when the rows can be split over tiles */
   assert_true(cg_gemm_work_bytes(RT_F32, 64, 64, 64, 2) > cg_gemm_work_bytes(RT_F32, 64, 64, 64, 1));
   assert_true(cg_gemm_work_bytes(RT_F64, 64, 64, 64, 1) > cg_gemm_work_bytes(RT_F32, 64, 64, 64, 1));
-  assert_true(cg_gemm_work_bytes(RT_F32, 8, 5000, 5000, 1) >= 5000LL * 5000 * 4);
+  assert_true(cg_gemm_work_bytes(RT_F32, 200, 5000, 5000, 1) >= 5000LL * 5000 * 4);
+  assert_true(cg_gemm_work_bytes(RT_F32, 8, 5000, 5000, 1) < 5000LL * 5000);
 }
 
 int main(void) {
@@ -339,6 +404,8 @@ int main(void) {
     cmocka_unit_test(test_variants),
     cmocka_unit_test(test_batch),
     cmocka_unit_test(test_thread_invariance),
+    cmocka_unit_test(test_other_widths),
+    cmocka_unit_test(test_cross_targets),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

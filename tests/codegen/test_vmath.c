@@ -1,5 +1,5 @@
 /* The vector math of codegen/vmath.c, run through JIT'd loops
- * (vmath_loop.h) and checked against libm: in double for the float
+ * (vmath_check.h) and checked against libm: in double for the float
  * functions, in long double for the double ones.
  *
  * Float inputs are a strided sweep of all finite floats (every 97th bit
@@ -15,14 +15,10 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "vmath_loop.h"
-
-typedef void (*Map1)(const void *x, void *y, int64_t n);
-typedef void (*Map2)(const void *x, const void *y, void *out, int64_t n);
+#include "vmath_check.h"
 
 enum { CHUNK = 1 << 20 };
 static const int LANES[] = {0, 4, 8, 16};
@@ -59,18 +55,6 @@ static void *loop(const char *fn, int f64, int lanes) {
   void *p = cg_jit_lookup(jit, name);
   assert_non_null(p);
   return p;
-}
-
-static float f32_of(uint32_t u) {
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-static double f64_of(uint64_t u) {
-  double d;
-  memcpy(&d, &u, 8);
-  return d;
 }
 
 static uint64_t splitmix(uint64_t *s) {
@@ -117,56 +101,6 @@ static int sweep_next(int f64, void *buf, uint64_t *pos) {
 }
 
 /* }==================== error accounting */
-
-typedef struct Err {
-  double ulp, rel;         /* the largest errors seen */
-  double ulp_x, rel_x;     /* at these inputs */
-  long wrong;              /* NaN, infinity or finiteness not as in the reference */
-  double wrong_x;
-} Err;
-
-/* Spacing of the target format's numbers at r. */
-static long double ulp_at(long double r, int f64) {
-  int e;
-  frexpl(fabsl(r), &e);
-  long double tiny = f64 ? 0x1p-1074L : 0x1p-149L;
-  long double u = ldexpl(1, e - (f64 ? 53 : 24));
-  return u > tiny ? u : tiny;
-}
-
-static void err_add(Err *e, int f64, double x, long double y, long double ref, int want_rel) {
-  long double rounded = f64 ? (long double)(double)ref : (long double)(float)ref;
-  int ok_class = isnan(ref) ? isnan(y) : isinf(rounded) ? y == rounded : isfinite(y);
-  if (!ok_class) {
-    if (!e->wrong++)
-      e->wrong_x = x;
-    return;
-  }
-  if (isnan(ref) || isinf(rounded))
-    return;
-  long double diff = fabsl(y - ref);
-  double ulp = (double)(diff / ulp_at(ref, f64));
-  long double normal = f64 ? DBL_MIN : FLT_MIN;
-  double rel = (double)(fabsl(ref) >= normal ? diff / fabsl(ref) : diff);
-  if (ulp > e->ulp) {
-    e->ulp = ulp;
-    e->ulp_x = x;
-  }
-  if (want_rel && rel > e->rel) {
-    e->rel = rel;
-    e->rel_x = x;
-  }
-}
-
-static void err_merge(Err *e, const Err *o) {
-  if (o->ulp > e->ulp)
-    e->ulp = o->ulp, e->ulp_x = o->ulp_x;
-  if (o->rel > e->rel)
-    e->rel = o->rel, e->rel_x = o->rel_x;
-  if (o->wrong && !e->wrong)
-    e->wrong_x = o->wrong_x;
-  e->wrong += o->wrong;
-}
 
 static void err_print(const char *what, const Err *e) {
   print_message("%-14s max %.3f ulp at %a, max rel %.3g at %a, %ld wrong (first at %a)\n", what,
@@ -432,34 +366,36 @@ static void mixed_inputs(int f64, void *buf, int n, uint64_t seed) {
   }
 }
 
+/* out = fn(x[, y]) with `lanes`-wide vectors; the scalar form one element
+ * per call, so that LLVM's loop vectorizer cannot turn it into vectors. */
+static void run(const VmFn *fn, int f64, int lanes, const char *x, const char *y, char *out, int n) {
+  void *p = loop(fn->name, f64, lanes);
+  int size = f64 ? 8 : 4, step = lanes ? n : 1;
+  for (int i = 0; i < n; i += step) {
+    if (fn->f2)
+      ((Map2)p)(x + i * size, y + i * size, out + i * size, step);
+    else
+      ((Map1)p)(x + i * size, out + i * size, step);
+  }
+}
+
 static void test_lanes_agree(void **state) {
   enum { N = 1 << 16 };
   for (int f64 = 0; f64 < 2; f64++) {
-    size_t size = f64 ? 8 : 4;
+    int size = f64 ? 8 : 4;
     char *x = malloc(N * size), *y = malloc(N * size), *ref = malloc(N * size), *got = malloc(N * size);
     assert_true(x && y && ref && got);
     mixed_inputs(f64, x, N, 1);
     mixed_inputs(f64, y, N, 2);
     for (int f = 0; f < VM_NFNS; f++) {
-      const VmFn *fn = &VM_FNS[f];
-      void *p8 = loop(fn->name, f64, 8);
-      if (fn->f2)
-        ((Map2)p8)(x, y, ref, N);
-      else
-        ((Map1)p8)(x, ref, N);
+      run(&VM_FNS[f], f64, 8, x, y, ref, N);
       for (int l = 0; l < 4; l++) {
-        if (LANES[l] == 8)
-          continue;
-        void *p = loop(fn->name, f64, LANES[l]);
-        if (fn->f2)
-          ((Map2)p)(x, y, got, N);
-        else
-          ((Map1)p)(x, got, N);
+        run(&VM_FNS[f], f64, LANES[l], x, y, got, N);
         for (int i = 0; i < N; i++) {
           double a = f64 ? ((double *)ref)[i] : ((float *)ref)[i];
           double b = f64 ? ((double *)got)[i] : ((float *)got)[i];
           if (!(isnan(a) && isnan(b)) && memcmp(ref + i * size, got + i * size, size))
-            fail_msg("%s %s: %d lanes give %a, 8 lanes %a, at input %d", fn->name,
+            fail_msg("%s %s: %d lanes give %a, 8 lanes %a, at input %d", VM_FNS[f].name,
                      f64 ? "f64" : "f32", LANES[l], b, a, i);
         }
       }

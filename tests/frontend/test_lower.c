@@ -125,15 +125,14 @@ static void test_dense_golden(void **state) {
                         "  y = h1 |> relu() |> dense(4, bias=false)\n"
                         "}\n");
   const char *want =
-      "graph m(%x: f32[N, 16]) -> (%7)\n"
+      "graph m(%x: f32[N, 16]) -> (%y)\n"
       "  param h1.weight: f32[8, 16] = he_normal\n"
       "  param h1.bias: f32[8] = zeros\n"
       "  param y.weight: f32[4, 8] = xavier_uniform\n"
       "  %2: f32[N, 8] = matmul(%x, %h1.weight) trans_b  # t.kiln:2:8\n"
       "  %4: f32[N, 8] = add(%2, %h1.bias)  # t.kiln:2:8\n"
       "  %5: f32[N, 8] = relu(%4)  # t.kiln:3:13\n"
-      "  %7: f32[N, 4] = matmul(%5, %y.weight) trans_b  # t.kiln:3:23\n"
-      "  output y = %7\n";
+      "  %y: f32[N, 4] = matmul(%5, %y.weight) trans_b  # t.kiln:3:23\n";
   assert_string_equal(l->ir, want);
   done(l);
 }
@@ -152,17 +151,17 @@ static void test_conv2d(void **state) {
       "  param a.bias: f32[8] = zeros",
       "  %2: f32[N, 8, 9, 9] = conv2d(%x, %a.weight) k=[3, 3] stride=[1, 1] pad=[1, 1, 1, 1]",
       "  %4: f32[8, 1, 1] = reshape(%a.bias)",
-      "  %5: f32[N, 8, 9, 9] = add(%2, %4)",
+      "  %a: f32[N, 8, 9, 9] = add(%2, %4)",
       /* k=4: a total of 3, the smaller half before, as PyTorch */
-      "  %7: f32[N, 8, 9, 9] = conv2d(%x, %b.weight) k=[4, 4] stride=[1, 1] pad=[1, 1, 2, 2]",
-      "  %9: f32[N, 8, 9, 9] = conv2d(%x, %c.weight) k=[3, 3] stride=[1, 1] pad=[2, 2, 2, 2] "
+      "  %b: f32[N, 8, 9, 9] = conv2d(%x, %b.weight) k=[4, 4] stride=[1, 1] pad=[1, 1, 2, 2]",
+      "  %c: f32[N, 8, 9, 9] = conv2d(%x, %c.weight) k=[3, 3] stride=[1, 1] pad=[2, 2, 2, 2] "
       "dil=[2, 2]",
       /* (9 + 2 - 3) / 2 + 1 = 5 and (9 - 1) / 2 + 1 = 5 */
       "  param d.weight: f32[6, 4, 3, 1] = xavier_uniform",
-      "  %11: f32[N, 6, 5, 5] = conv2d(%x, %d.weight) k=[3, 1] stride=[2, 2] pad=[1, 0, 1, 0]",
+      "  %d: f32[N, 6, 5, 5] = conv2d(%x, %d.weight) k=[3, 1] stride=[2, 2] pad=[1, 0, 1, 0]",
       /* H: 9 + 0 + 2 - 3 + 1 = 9, W: 9 + 1 + 3 - 3 + 1 = 11 */
       "  param e.weight: f32[8, 2, 3, 3] = xavier_uniform",
-      "  %13: f32[N, 8, 9, 11] = conv2d(%x, %e.weight) k=[3, 3] stride=[1, 1] pad=[0, 1, 2, 3] "
+      "  %e: f32[N, 8, 9, 11] = conv2d(%x, %e.weight) k=[3, 3] stride=[1, 1] pad=[0, 1, 2, 3] "
       "groups=2",
       NULL);
   done(l);
@@ -178,12 +177,12 @@ static void test_pooling(void **state) {
       "  e = x |> global_avgpool()\n"
       "}\n");
   expect_lines(l,
-      "  %1: f32[N, 4, 4, 4] = maxpool2d(%x) k=[2, 2] stride=[2, 2] pad=[0, 0, 0, 0]",
-      "  %2: f32[N, 4, 5, 5] = maxpool2d(%x) k=[3, 3] stride=[2, 2] pad=[1, 1, 1, 1]",
-      "  %3: f32[N, 4, 5, 5] = avgpool2d(%x) k=[2, 2] stride=[2, 2] pad=[0, 0, 0, 0] ceil_mode "
+      "  %a: f32[N, 4, 4, 4] = maxpool2d(%x) k=[2, 2] stride=[2, 2] pad=[0, 0, 0, 0]",
+      "  %b: f32[N, 4, 5, 5] = maxpool2d(%x) k=[3, 3] stride=[2, 2] pad=[1, 1, 1, 1]",
+      "  %c: f32[N, 4, 5, 5] = avgpool2d(%x) k=[2, 2] stride=[2, 2] pad=[0, 0, 0, 0] ceil_mode "
       "count_include_pad",
-      "  %4: f32[N, 4, 7, 9] = avgpool2d(%x) k=[3, 1] stride=[1, 1] pad=[0, 0, 0, 0]",
-      "  %5: f32[N, 4] = mean(%x) axes=[2, 3]",
+      "  %d: f32[N, 4, 7, 9] = avgpool2d(%x) k=[3, 1] stride=[1, 1] pad=[0, 0, 0, 0]",
+      "  %e: f32[N, 4] = mean(%x) axes=[2, 3]",
       NULL);
   assert_int_equal(l->g->nparams, 0);
   done(l);
@@ -199,10 +198,10 @@ static void test_batchnorm(void **state) {
       "  param y.bias: f32[6] = zeros",
       "  state y.running_mean: f32[6] = zeros",
       "  state y.running_var: f32[6] = ones",
-      "  %6: f32[N, 6, 5, 5] = batchnorm(%x, %y.weight, %y.bias, %y.running_mean, "
+      "  %y: f32[N, 6, 5, 5] = batchnorm(%x, %y.weight, %y.bias, %y.running_mean, "
       "%y.running_var) axis=1 eps=1e-05",
       "  state w.running_var: f32[7] = ones",
-      "  %11: f32[N, 3, 7] = batchnorm(%z, %w.weight, %w.bias, %w.running_mean, "
+      "  %w: f32[N, 3, 7] = batchnorm(%z, %w.weight, %w.bias, %w.running_mean, "
       "%w.running_var) axis=2 eps=0.001",
       NULL);
   assert_int_equal(param(l, "y.running_mean")->role, V_STATE);
@@ -219,11 +218,11 @@ static void test_flatten_reshape(void **state) {
                         "  e = x |> flatten(start=-3)\n"
                         "}\n");
   expect_lines(l,
-      "  %1: f32[N, 36] = reshape(%x)",
-      "  %2: f32[N, 4, 9] = reshape(%x)",
-      "  %3: f32[N, 18, 2] = reshape(%x)",
-      "  %4: f32[36*N] = reshape(%x)",
-      "  %5: f32[N, 36] = reshape(%x)",
+      "  %a: f32[N, 36] = reshape(%x)",
+      "  %b: f32[N, 4, 9] = reshape(%x)",
+      "  %c: f32[N, 18, 2] = reshape(%x)",
+      "  %d: f32[36*N] = reshape(%x)",
+      "  %e: f32[N, 36] = reshape(%x)",
       NULL);
   done(l);
   l = lower("model m(x: f32[N, 36]) -> (y) { y = x |> flatten(0) |> dense(5) }");
@@ -244,18 +243,18 @@ static void test_math(void **state) {
   expect_lines(l,
       "  %2: f32[N, 8] = neg(%x)",
       "  %4: f32[N, 8] = mul(%2, 2)",
-      "  %6: f32[N, 8] = add(%4, 0.25)",
+      "  %a: f32[N, 8] = add(%4, 0.25)",
       "  %7: f32[N, 3] = matmul(%x, %w)",
-      "  %8: f32[N, 3] = softmax(%7) axis=1",
+      "  %b: f32[N, 3] = softmax(%7) axis=1",
       "  %9: f32[8, N] = transpose(%x) perm=[1, 0]",
-      "  %10: f32[8, 1] = sum(%9) axes=[1] keepdim",
+      "  %c: f32[8, 1] = sum(%9) axes=[1] keepdim",
       "  %12: f32[N, 8] = maximum(%x, 0)",
       "  %13: f32[N, 8] = log_softmax(%12) axis=0",
-      "  %14: f32[] = mean(%13) axes=[0, 1]",
+      "  %d: f32[] = mean(%13) axes=[0, 1]",
       "  %16: f32[8, 8] = matmul(%15, %x)",
-      "  %17: f32[] = max(%16) axes=[0, 1]",
+      "  %e: f32[] = max(%16) axes=[0, 1]",
       "  %18: f32[N, 8] = tanh(%x)",
-      "  %20: f32[N, 8] = minimum(%18, 6)",
+      "  %f: f32[N, 8] = minimum(%18, 6)",
       NULL);
   done(l);
 }
@@ -326,7 +325,7 @@ static const char *seq = "model seq(x: f32[N, T, 16]) -> (y) { y = x |> dense(8)
 
 static void test_symbolic_sizes(void **state) {
   Lowered *l = lower_ok(seq);
-  expect_lines(l, "  %6: f32[N, T, 8] = reshape(%5)", NULL);
+  expect_lines(l, "  %y: f32[N, T, 8] = reshape(%5)", NULL);
   assert_int_equal(l->g->noutputs, 1);
   char buf[100];
   assert_string_equal(ir_type_str(l->g, &l->g->outputs[0]->type, buf, sizeof buf),
@@ -338,6 +337,9 @@ static void test_symbolic_sizes(void **state) {
                       "f32[N, 5, 8]");
   assert_string_equal(ir_type_str(l->g, &l->g->inputs[0]->type, buf, sizeof buf),
                       "f32[N, 5, 16]");
+  done(l);
+  l = lower_with(seq, NULL, (FeSize[]){{"T", -2}}, 1);
+  expect_error(l, "t.kiln:1:21: error: size T is bound to -2, not a valid size");
   done(l);
 }
 

@@ -524,7 +524,7 @@ static void test_missing_file(void **state) {
   assert_null(d.head->loc.file);
   assert_non_null(strstr(d.head->msg, "cannot read 'no/such/file.kiln'"));
   /* a file that exists parses like the same text */
-  char path[] = "/tmp/kiln-fe-XXXXXX";
+  char path[] = P_tmpdir "/kiln-fe-XXXXXX";
   int fd = mkstemp(path);
   assert_true(fd >= 0);
   FILE *out = fdopen(fd, "w");

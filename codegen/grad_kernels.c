@@ -1,0 +1,452 @@
+/* Templates of the backward ops, and dropout's random mask.
+ *
+ * conv2d's gradients use the forward's im2col layout: the column matrix of
+ * image n has a row (ch*kh + i)*kw + j per input channel ch and kernel tap
+ * (i, j), and a column oh*OW + ow per output position, zero where the tap
+ * falls in the padding. Per group g (Og = O/G outputs, Kc = C/G*kh*kw rows):
+ *
+ *   conv2d_bwd_data    dcol_g = W_g^T dy_g        one GEMM batched over images
+ *                      dx = col2im(dcol)          scatter-add, a unit per
+ *                                                 (image, channel) plane
+ *   conv2d_bwd_filter  col = im2col(x)            a unit per (image, channel)
+ *                      dW_g += dy_g,n col_g,n^T   image after image, in order
+ *
+ * A 1x1 convolution with stride 1 and no padding needs no column matrix: it
+ * is x (or dx) itself. Pooling gradients run a unit per (image, channel)
+ * plane: it zeroes its plane of dx, then adds each output's gradient to the
+ * window's first maximum (maxpool, as PyTorch: a NaN wins) or spreads it
+ * over the window with the forward's divisor (avgpool). No two units write
+ * one address and each sums in a fixed order, so the results are the same
+ * at any thread count.
+ *
+ * Dropout keeps element i when word i mod 4 of Philox4x32-10 at counter
+ * (i / 4, stream, step), key seed, is at least p * 2^32: the bits of
+ * rt_random_u32(seed, stream | step << 32, i) (runtime/philox.c), computed
+ * inline on vectors, so a mask depends on nothing but those four numbers. */
+#include "codegen/codegen.h"
+#include <math.h>
+
+static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildMul(c->b, a, b, ""); }
+static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(c->b, a, b, ""); }
+static LLVMValueRef sub(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSub(c->b, a, b, ""); }
+static LLVMValueRef slt(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(c->b, LLVMIntSLT, a, b, "");
+}
+static LLVMValueRef smin(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(c->b, slt(c, a, b), a, b, "");
+}
+
+/* 0 <= i < n, one unsigned compare. */
+static LLVMValueRef inside(CgCtx *c, LLVMValueRef i, LLVMValueRef n) {
+  return LLVMBuildICmp(c->b, LLVMIntULT, i, n, "");
+}
+
+static LLVMValueRef load(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef i) {
+  return LLVMBuildLoad2(k->c->b, cg_elem_type(k->c, dt), cg_gep(k, dt, base, i), "");
+}
+
+/* base[i] += v */
+static void add_to(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef i, LLVMValueRef v) {
+  LLVMValueRef p = cg_gep(k, dt, base, i);
+  LLVMValueRef old = LLVMBuildLoad2(k->c->b, cg_elem_type(k->c, dt), p, "");
+  LLVMBuildStore(k->c->b, LLVMBuildFAdd(k->c->b, old, v, ""), p);
+}
+
+static void zero(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef at, LLVMValueRef n) {
+  CgCtx *c = k->c;
+  LLVMValueRef bytes = mul(c, n, cg_i64(c, rt_dtype_size(dt)));
+  LLVMBuildMemSet(c->b, cg_gep(k, dt, base, at), LLVMConstInt(c->t_i8, 0, 0), bytes, 1);
+}
+
+/* Calls the generated GEMM (gemm.c) with its 16 arguments. The names match
+ * kernels.c's, so a module defines each variant once. */
+static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, LLVMValueRef *args) {
+  CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .accumulate = acc};
+  char name[64];
+  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s", rt_dtype_name(dt), ta ? 't' : 'n',
+           tb ? 't' : 'n', acc ? "_acc" : "");
+  LLVMValueRef fn = cg_gemm_define(k->c, &spec, name);
+  LLVMBuildCall2(k->c->b, LLVMGlobalGetValueType(fn), fn, args, 16, "");
+}
+
+/* ---- conv2d: the geometry, and the window walk between x and columns ---- */
+
+typedef struct Geo {
+  const Node *n;
+  const Value *x, *w, *dy;   /* the forward's input and weight (or their gradient), dy */
+  RtDType dt;
+  Size N, C, H, W, O, OH, OW;
+  int G, kh, kw;
+  Size Kc, P;                /* rows of a group's column block (C/G*kh*kw), columns (OH*OW) */
+  bool scatter;              /* col2im: dx += columns; else im2col: columns = x */
+} Geo;
+
+static Geo geo_of(const Node *n) {
+  bool data = n->op == OP_conv2d_bwd_data;
+  Geo g = {.n = n, .dy = n->in[0], .x = data ? n->out[0] : n->in[1],
+           .w = data ? n->in[1] : n->out[0], .scatter = data, .G = n->attr.groups,
+           .kh = n->attr.k[0], .kw = n->attr.k[1]};
+  const Type *x = &g.x->type, *y = &g.dy->type;
+  g.dt = x->dt;
+  g.N = x->dim[0], g.C = x->dim[1], g.H = x->dim[2], g.W = x->dim[3];
+  g.O = y->dim[1], g.OH = y->dim[2], g.OW = y->dim[3];
+  g.Kc = sz_mul(g.w->type.dim[1], sz_const((int64_t)g.kh * g.kw));
+  g.P = sz_mul(g.OH, g.OW);
+  return g;
+}
+
+static bool pointwise(const Node *n) {
+  const Attr *a = &n->attr;
+  return a->k[0] == 1 && a->k[1] == 1 && a->stride[0] == 1 && a->stride[1] == 1 && !a->pad[0] &&
+         !a->pad[1] && !a->pad[2] && !a->pad[3];
+}
+
+static int64_t col_bytes(const Graph *gr, const Geo *g) {
+  if (pointwise(g->n))
+    return 0;
+  Type t = ir_type(g->dt, 3, (Size[]){g->N, sz_mul(g->Kc, sz_const(g->G)), g->P});
+  return ir_bytes_max(gr, &t);
+}
+
+static int64_t numel(const Graph *gr, Size s) {
+  Type t = ir_type(RT_F32, 1, &s);
+  return ir_numel_max(gr, &t);
+}
+
+/* The column matrix, then the GEMM's packing space. */
+int64_t cg_conv_bwd_work_bytes(const Graph *gr, const Node *n, int threads) {
+  Geo g = geo_of(n);
+  int64_t Og = numel(gr, g.O) / g.G, Kc = numel(gr, g.Kc), P = numel(gr, g.P);
+  int64_t gemm = g.scatter ? cg_gemm_work_bytes(g.dt, Kc, P, Og, threads)
+                           : cg_gemm_work_bytes(g.dt, Og, Kc, P, threads);
+  return (col_bytes(gr, &g) + 63) / 64 * 64 + gemm;
+}
+
+/* Unit u = (image, channel ch) = the plane u of x: walks its kh*kw rows of
+ * the column matrix, copying x into them or adding them into x. */
+static void window_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  Geo *g = user;
+  CgCtx *c = k->c;
+  const Attr *a = &g->n->attr;
+  LLVMTypeRef et = cg_elem_type(c, g->dt);
+  LLVMValueRef x = cg_value_ptr(k, g->x), col = k->work;
+  LLVMValueRef H = cg_size(k, g->H), W = cg_size(k, g->W), OH = cg_size(k, g->OH);
+  LLVMValueRef OW = cg_size(k, g->OW), P = cg_size(k, g->P), HW = mul(c, H, W);
+  CgLoop U, I, J, R, Q;
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  LLVMValueRef xbase = mul(c, u, HW), cbase = mul(c, mul(c, u, cg_i64(c, (int64_t)g->kh * g->kw)), P);
+  if (g->scatter)
+    zero(k, g->dt, x, xbase, HW);
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, g->kh), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, g->kw), cg_i64(c, 1));
+  LLVMValueRef rowbase = add(c, cbase, mul(c, add(c, mul(c, i, cg_i64(c, g->kw)), j), P));
+  LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
+  LLVMValueRef ih = add(c, mul(c, oh, cg_i64(c, a->stride[0])),
+                        sub(c, mul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0])));
+  LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
+  LLVMValueRef iw = add(c, mul(c, ow, cg_i64(c, a->stride[1])),
+                        sub(c, mul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1])));
+  LLVMValueRef ok = LLVMBuildAnd(c->b, inside(c, ih, H), inside(c, iw, W), "");
+  /* outside the input: address the plane's first element, move a zero */
+  LLVMValueRef at = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw), cg_i64(c, 0), ""));
+  LLVMValueRef cat = add(c, rowbase, add(c, mul(c, oh, OW), ow));
+  if (g->scatter) {
+    LLVMValueRef v = load(k, g->dt, col, cat);
+    add_to(k, g->dt, x, at, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""));
+  } else {
+    LLVMValueRef v = LLVMBuildSelect(c->b, ok, load(k, g->dt, x, at), LLVMConstNull(et), "");
+    LLVMBuildStore(c->b, v, cg_gep(k, g->dt, col, cat));
+  }
+  cg_endfor(k, &Q);
+  cg_endfor(k, &R);
+  cg_endfor(k, &J);
+  cg_endfor(k, &I);
+  cg_endfor(k, &U);
+}
+
+static void walk_windows(CgKernel *k, Geo *g, const char *name) {
+  CgCtx *c = k->c;
+  LLVMValueRef units = mul(c, cg_size(k, g->N), cg_size(k, g->C));
+  LLVMValueRef cost = cg_size(k, sz_mul(g->P, sz_const((int64_t)g->kh * g->kw)));
+  cg_parallel(k, name, units, cg_grain(k, cost), window_task, g);
+}
+
+/* dcol_g[Kc, P] = W_g[Og, Kc]^T dy_g[Og, P] for every image, then col2im. */
+static void conv_bwd_data(CgKernel *k, Geo *g, LLVMValueRef gemm_work, const char *name) {
+  CgCtx *c = k->c;
+  bool pw = pointwise(g->n);
+  LLVMValueRef dcol = pw ? cg_value_ptr(k, g->x) : k->work;
+  LLVMValueRef Kc = cg_size(k, g->Kc), P = cg_size(k, g->P), O = cg_size(k, g->O);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g->G), "");
+  for (int gi = 0; gi < g->G; gi++) {
+    LLVMValueRef G = cg_i64(c, gi);
+    LLVMValueRef args[16] = {
+        cg_size(k, g->N), Kc, P, Og,
+        cg_gep(k, g->dt, cg_value_ptr(k, g->w), mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
+        cg_gep(k, g->dt, cg_value_ptr(k, g->dy), mul(c, mul(c, G, Og), P)), P, mul(c, O, P),
+        cg_gep(k, g->dt, dcol, mul(c, mul(c, G, Kc), P)), P, mul(c, mul(c, cg_i64(c, g->G), Kc), P),
+        LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
+    call_gemm(k, g->dt, true, false, false, args);
+  }
+  if (!pw)
+    walk_windows(k, g, name);
+}
+
+/* im2col, then dW_g[Og, Kc] += dy_g,n[Og, P] col_g,n[Kc, P]^T, n in order. */
+static void conv_bwd_filter(CgKernel *k, Geo *g, LLVMValueRef gemm_work, const char *name) {
+  CgCtx *c = k->c;
+  bool pw = pointwise(g->n);
+  if (!pw)
+    walk_windows(k, g, name);
+  LLVMValueRef cols = pw ? cg_value_ptr(k, g->x) : k->work, dw = cg_value_ptr(k, g->w);
+  LLVMValueRef Kc = cg_size(k, g->Kc), P = cg_size(k, g->P), O = cg_size(k, g->O);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g->G), "");
+  LLVMValueRef GKcP = mul(c, mul(c, cg_i64(c, g->G), Kc), P);
+  zero(k, g->dt, dw, cg_i64(c, 0), mul(c, O, Kc));
+  CgLoop L;
+  LLVMValueRef img = cg_for(k, &L, cg_i64(c, 0), cg_size(k, g->N), cg_i64(c, 1));
+  for (int gi = 0; gi < g->G; gi++) {
+    LLVMValueRef G = cg_i64(c, gi);
+    LLVMValueRef args[16] = {
+        cg_i64(c, 1), Og, Kc, P,
+        cg_gep(k, g->dt, cg_value_ptr(k, g->dy), add(c, mul(c, img, mul(c, O, P)), mul(c, mul(c, G, Og), P))),
+        P, cg_i64(c, 0),
+        cg_gep(k, g->dt, cols, add(c, mul(c, img, GKcP), mul(c, mul(c, G, Kc), P))), P, cg_i64(c, 0),
+        cg_gep(k, g->dt, dw, mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
+        LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
+    call_gemm(k, g->dt, false, true, true, args);
+  }
+  cg_endfor(k, &L);
+}
+
+void cg_conv_bwd_kernel(CgKernel *k, const char *name) {
+  CgCtx *c = k->c;
+  Geo g = geo_of(k->n);
+  int64_t cb = (col_bytes(k->g, &g) + 63) / 64 * 64;
+  LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, k->work ? k->work : LLVMConstNull(c->t_ptr),
+                                         (LLVMValueRef[]){cg_i64(c, cb)}, 1, "");
+  if (g.scatter)
+    conv_bwd_data(k, &g, gemm_work, name);
+  else
+    conv_bwd_filter(k, &g, gemm_work, name);
+}
+
+/* ---- pooling ------------------------------------------------------------ */
+
+typedef struct PoolWin {
+  LLVMValueRef ih0, iw0;     /* the window's top left corner in x, padding included */
+  LLVMValueRef H, W;
+} PoolWin;
+
+/* Tap (i, j) of a window: in-bounds flag and plane-relative address (0 when out). */
+static LLVMValueRef tap(CgKernel *k, const PoolWin *p, LLVMValueRef i, LLVMValueRef j,
+                        LLVMValueRef *ok) {
+  CgCtx *c = k->c;
+  const Attr *a = &k->n->attr;
+  LLVMValueRef ih = add(c, p->ih0, mul(c, i, cg_i64(c, a->dil[0])));
+  LLVMValueRef iw = add(c, p->iw0, mul(c, j, cg_i64(c, a->dil[1])));
+  *ok = LLVMBuildAnd(c->b, inside(c, ih, p->H), inside(c, iw, p->W), "");
+  return LLVMBuildSelect(c->b, *ok, add(c, mul(c, ih, p->W), iw), cg_i64(c, 0), "");
+}
+
+/* The first maximum of the window (a NaN wins, as PyTorch), -1 if the window
+ * has no element inside x; gy goes there. */
+static void maxpool_window(CgKernel *k, const PoolWin *p, LLVMValueRef x, LLVMValueRef dx,
+                           LLVMValueRef gy, LLVMValueRef bestp, LLVMValueRef idxp) {
+  CgCtx *c = k->c;
+  const Attr *a = &k->n->attr;
+  RtDType dt = k->n->in[0]->type.dt;
+  LLVMTypeRef et = cg_elem_type(c, dt);
+  LLVMBuildStore(c->b, LLVMConstReal(et, -INFINITY), bestp);
+  LLVMBuildStore(c->b, cg_i64(c, -1), idxp);
+  CgLoop I, J;
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
+  LLVMValueRef ok, at = tap(k, p, i, j, &ok);
+  LLVMValueRef v = load(k, dt, x, at), best = LLVMBuildLoad2(c->b, et, bestp, "");
+  LLVMValueRef idx = LLVMBuildLoad2(c->b, c->t_i64, idxp, "");
+  LLVMValueRef better = LLVMBuildOr(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, best, ""),
+                                    LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, ""), "");
+  better = LLVMBuildOr(c->b, better, slt(c, idx, cg_i64(c, 0)), "");
+  LLVMValueRef take = LLVMBuildAnd(c->b, ok, better, "");
+  LLVMBuildStore(c->b, LLVMBuildSelect(c->b, take, v, best, ""), bestp);
+  LLVMBuildStore(c->b, LLVMBuildSelect(c->b, take, at, idx, ""), idxp);
+  cg_endfor(k, &J);
+  cg_endfor(k, &I);
+  LLVMValueRef at_max = LLVMBuildLoad2(c->b, c->t_i64, idxp, "");
+  LLVMValueRef found = LLVMBuildICmp(c->b, LLVMIntSGE, at_max, cg_i64(c, 0), "");
+  add_to(k, dt, dx, LLVMBuildSelect(c->b, found, at_max, cg_i64(c, 0), ""),
+         LLVMBuildSelect(c->b, found, gy, LLVMConstNull(et), ""));
+}
+
+/* The forward's divisor: the window clipped to the padded input
+ * (count_include_pad) or the count of its elements inside x. */
+static LLVMValueRef avg_divisor(CgKernel *k, const PoolWin *p, LLVMValueRef cntp) {
+  CgCtx *c = k->c;
+  const Attr *a = &k->n->attr;
+  if (a->count_include_pad) {
+    LLVMValueRef hend = smin(c, add(c, p->ih0, cg_i64(c, a->k[0])), add(c, p->H, cg_i64(c, a->pad[2])));
+    LLVMValueRef wend = smin(c, add(c, p->iw0, cg_i64(c, a->k[1])), add(c, p->W, cg_i64(c, a->pad[3])));
+    return mul(c, sub(c, hend, p->ih0), sub(c, wend, p->iw0));
+  }
+  LLVMBuildStore(c->b, cg_i64(c, 0), cntp);
+  CgLoop I, J;
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
+  LLVMValueRef ok;
+  tap(k, p, i, j, &ok);
+  LLVMValueRef n = LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
+  LLVMBuildStore(c->b, add(c, n, LLVMBuildZExt(c->b, ok, c->t_i64, "")), cntp);
+  cg_endfor(k, &J);
+  cg_endfor(k, &I);
+  return LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
+}
+
+/* gy / divisor into every element of the window inside x. */
+static void avgpool_window(CgKernel *k, const PoolWin *p, LLVMValueRef dx, LLVMValueRef gy,
+                           LLVMValueRef cntp) {
+  CgCtx *c = k->c;
+  const Attr *a = &k->n->attr;
+  RtDType dt = k->n->in[0]->type.dt;
+  LLVMTypeRef et = cg_elem_type(c, dt);
+  LLVMValueRef div = LLVMBuildSIToFP(c->b, avg_divisor(k, p, cntp), et, "");
+  LLVMValueRef q = LLVMBuildFDiv(c->b, gy, div, "");
+  CgLoop I, J;
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
+  LLVMValueRef ok, at = tap(k, p, i, j, &ok);
+  add_to(k, dt, dx, at, LLVMBuildSelect(c->b, ok, q, LLVMConstNull(et), ""));
+  cg_endfor(k, &J);
+  cg_endfor(k, &I);
+}
+
+/* Unit u = plane (image, channel) of dx: zero it, then every output of the
+ * plane in order adds its gradient to its window. */
+static void pool_bwd_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  const Attr *a = &n->attr;
+  const Type *x = &n->out[0]->type, *y = &n->in[0]->type;
+  RtDType dt = x->dt;
+  bool is_max = n->op == OP_maxpool2d_bwd;
+  LLVMValueRef dy = cg_value_ptr(k, n->in[0]), dx = cg_value_ptr(k, n->out[0]);
+  LLVMValueRef xin = is_max ? cg_value_ptr(k, n->in[1]) : NULL;
+  LLVMValueRef bestp = LLVMBuildAlloca(c->b, cg_elem_type(c, dt), "");
+  LLVMValueRef idxp = LLVMBuildAlloca(c->b, c->t_i64, "");
+  PoolWin p = {.H = cg_size(k, x->dim[2]), .W = cg_size(k, x->dim[3])};
+  LLVMValueRef OH = cg_size(k, y->dim[2]), OW = cg_size(k, y->dim[3]), HW = mul(c, p.H, p.W);
+  CgLoop U, R, Q;
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  LLVMValueRef plane = mul(c, u, HW);
+  zero(k, dt, dx, plane, HW);
+  LLVMValueRef dxp = cg_gep(k, dt, dx, plane), xp = is_max ? cg_gep(k, dt, xin, plane) : NULL;
+  LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
+  p.ih0 = sub(c, mul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]));
+  LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
+  p.iw0 = sub(c, mul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]));
+  LLVMValueRef gy = load(k, dt, dy, add(c, mul(c, add(c, mul(c, u, OH), oh), OW), ow));
+  if (is_max)
+    maxpool_window(k, &p, xp, dxp, gy, bestp, idxp);
+  else
+    avgpool_window(k, &p, dxp, gy, idxp);
+  cg_endfor(k, &Q);
+  cg_endfor(k, &R);
+  cg_endfor(k, &U);
+}
+
+void cg_pool_bwd_kernel(CgKernel *k, const char *name) {
+  const Type *x = &k->n->out[0]->type, *y = &k->n->in[0]->type;
+  LLVMValueRef planes = cg_size(k, sz_mul(x->dim[0], x->dim[1]));
+  int64_t win = (int64_t)k->n->attr.k[0] * k->n->attr.k[1];
+  Size cost = sz_add(sz_mul(sz_mul(y->dim[2], y->dim[3]), sz_const(win)),
+                     sz_mul(x->dim[2], x->dim[3]));
+  cg_parallel(k, name, planes, cg_grain(k, cg_size(k, cost)), pool_bwd_task, NULL);
+}
+
+/* ---- dropout: Philox4x32-10 inline ---------------------------------------- */
+
+enum {
+  PHILOX_M0 = 0xD2511F53u, PHILOX_M1 = 0xCD9E8D57u,   /* as runtime/philox.c */
+  PHILOX_W0 = 0x9E3779B9u, PHILOX_W1 = 0xBB67AE85u,
+};
+
+/* A constant of x's type (i32 or <w x i32>, or the i64 forms). */
+static LLVMValueRef like(CgCtx *c, LLVMValueRef x, uint64_t v) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  bool vec = LLVMGetTypeKind(t) == LLVMVectorTypeKind;
+  LLVMValueRef s = LLVMConstInt(vec ? LLVMGetElementType(t) : t, v, 0);
+  return vec ? cg_splat(c, s, LLVMGetVectorSize(t)) : s;
+}
+
+/* hi and lo words of the 64-bit product of x and the constant m. */
+static void mulhilo(CgCtx *c, LLVMValueRef x, uint32_t m, LLVMValueRef *hi, LLVMValueRef *lo) {
+  LLVMTypeRef t32 = LLVMTypeOf(x);
+  bool vec = LLVMGetTypeKind(t32) == LLVMVectorTypeKind;
+  LLVMTypeRef t64 = vec ? LLVMVectorType(c->t_i64, LLVMGetVectorSize(t32)) : c->t_i64;
+  LLVMValueRef w = LLVMBuildZExt(c->b, x, t64, "");
+  LLVMValueRef p = LLVMBuildMul(c->b, w, LLVMBuildZExt(c->b, like(c, x, m), t64, ""), "");
+  *lo = LLVMBuildTrunc(c->b, p, t32, "");
+  *hi = LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, p, LLVMBuildZExt(c->b, like(c, x, 32), t64, ""), ""),
+                       t32, "");
+}
+
+void cg_philox4x32(CgCtx *c, LLVMValueRef ctr[4], LLVMValueRef key[2], LLVMValueRef out[4]) {
+  LLVMValueRef x0 = ctr[0], x1 = ctr[1], x2 = ctr[2], x3 = ctr[3], k0 = key[0], k1 = key[1];
+  for (int r = 0; r < 10; r++) {
+    if (r > 0) {
+      k0 = LLVMBuildAdd(c->b, k0, like(c, k0, PHILOX_W0), "");
+      k1 = LLVMBuildAdd(c->b, k1, like(c, k1, PHILOX_W1), "");
+    }
+    LLVMValueRef hi0, lo0, hi1, lo1;
+    mulhilo(c, x0, PHILOX_M0, &hi0, &lo0);
+    mulhilo(c, x2, PHILOX_M1, &hi1, &lo1);
+    x0 = LLVMBuildXor(c->b, LLVMBuildXor(c->b, hi1, x1, ""), k0, "");
+    x2 = LLVMBuildXor(c->b, LLVMBuildXor(c->b, hi0, x3, ""), k1, "");
+    x1 = lo1;
+    x3 = lo0;
+  }
+  out[0] = x0, out[1] = x1, out[2] = x2, out[3] = x3;
+}
+
+/* The random word of each flat index idx: word idx mod 4 of block idx / 4. */
+static LLVMValueRef dropout_bits(CgKernel *k, const Node *n, LLVMValueRef counter, LLVMValueRef idx) {
+  CgCtx *c = k->c;
+  LLVMTypeRef ti = LLVMTypeOf(idx);
+  bool vec = LLVMGetTypeKind(ti) == LLVMVectorTypeKind;
+  LLVMTypeRef t32 = vec ? LLVMVectorType(c->t_i32, LLVMGetVectorSize(ti)) : c->t_i32;
+  LLVMValueRef blk = LLVMBuildLShr(c->b, idx, like(c, idx, 2), "");
+  LLVMValueRef ctr[4] = {
+      LLVMBuildTrunc(c->b, blk, t32, ""),
+      LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, blk, like(c, idx, 32), ""), t32, ""),
+      LLVMBuildTrunc(c->b, like(c, idx, n->attr.stream), t32, ""),
+      LLVMBuildIntCast2(c->b, counter, t32, 0, "")};
+  uint64_t seed = k->g->seed;
+  LLVMValueRef key[2] = {LLVMBuildTrunc(c->b, like(c, idx, (uint32_t)seed), t32, ""),
+                         LLVMBuildTrunc(c->b, like(c, idx, seed >> 32), t32, "")};
+  LLVMValueRef w[4];
+  cg_philox4x32(c, ctr, key, w);
+  LLVMValueRef word = LLVMBuildAnd(c->b, idx, like(c, idx, 3), "");
+  LLVMValueRef r = w[3];
+  for (int i = 2; i >= 0; i--)
+    r = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, word, like(c, idx, i), ""), w[i], r, "");
+  return r;
+}
+
+/* x * 1/(1-p) where the word is at least p * 2^32, else x * 0. */
+LLVMValueRef cg_dropout_value(CgKernel *k, const Node *n, LLVMValueRef x, LLVMValueRef counter,
+                              LLVMValueRef idx) {
+  CgCtx *c = k->c;
+  double p = n->attr.alpha;
+  uint64_t threshold = (uint64_t)ceil(p * 4294967296.0);
+  LLVMValueRef bits = LLVMBuildZExt(c->b, dropout_bits(k, n, counter, idx), LLVMTypeOf(idx), "");
+  LLVMValueRef keep = LLVMBuildICmp(c->b, LLVMIntUGE, bits, like(c, idx, threshold), "");
+  LLVMTypeRef t = LLVMTypeOf(x);
+  bool vec = LLVMGetTypeKind(t) == LLVMVectorTypeKind;
+  LLVMTypeRef et = vec ? LLVMGetElementType(t) : t;
+  LLVMValueRef scale = LLVMConstReal(et, 1.0 / (1.0 - p)), none = LLVMConstReal(et, 0);
+  if (vec) {
+    scale = cg_splat(c, scale, LLVMGetVectorSize(t));
+    none = cg_splat(c, none, LLVMGetVectorSize(t));
+  }
+  return LLVMBuildFMul(c->b, x, LLVMBuildSelect(c->b, keep, scale, none, ""), "");
+}
