@@ -95,18 +95,15 @@ void cg_copy_kernel(CgKernel *k);
 
 /* grad_kernels.c: templates of the backward ops (conv2d_bwd_data: W^T dy
  * then col2im; conv2d_bwd_filter: im2col then dy col^T summed over images;
- * maxpool2d_bwd, avgpool2d_bwd: per (image, channel) plane) and dropout's
- * Philox mask, emitted inline. */
+ * maxpool2d_bwd, avgpool2d_bwd: per (image, channel) plane) and dropout
+ * (Philox4x32-10 inline, a block of 4 elements per lane). */
 void cg_conv_bwd_kernel(CgKernel *k, const char *task_name);
 int64_t cg_conv_bwd_work_bytes(const Graph *g, const Node *n, int threads);
 void cg_pool_bwd_kernel(CgKernel *k, const char *task_name);
 /* Philox4x32-10 (runtime/philox.c's rt_philox4x32) on i32 or <w x i32>
  * words: out = bijection of ctr keyed by key, lane by lane. */
 void cg_philox4x32(CgCtx *c, LLVMValueRef ctr[4], LLVMValueRef key[2], LLVMValueRef out[4]);
-/* Dropout's value at flat indices idx (i64, scalar or vector like x) for
- * node n, counter the step counter (n's integer type, splat like x). */
-LLVMValueRef cg_dropout_value(CgKernel *k, const Node *n, LLVMValueRef x, LLVMValueRef counter,
-                              LLVMValueRef idx);
+void cg_dropout_kernel(CgKernel *k, const char *task_name);
 
 /* module.c */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);

@@ -6,7 +6,8 @@
  * output from those two rules: rows of the output in parallel chunks, the
  * innermost axis in vectors of the target's width with a scalar tail.
  * Reductions and row-wise ops (softmax) reuse the same access and load
- * helpers with their own loop shapes. */
+ * helpers with their own loop shapes. A rule may also use the flat index
+ * of the output element (onehot's class along the last axis). */
 #include "codegen/codegen.h"
 #include <math.h>
 #include <string.h>
@@ -236,8 +237,7 @@ static LLVMValueRef onehot_at(CgCtx *c, const Node *n, LLVMValueRef label, LLVMV
 
 /* The value of node n given its operands' values (scalars or vectors of w)
  * at flat output indices idx (i64, a vector of w lanes when w > 1). */
-static LLVMValueRef value_at(CgKernel *k, const Node *n, LLVMValueRef *a, LLVMValueRef idx, int w) {
-  CgCtx *c = k->c;
+static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, LLVMValueRef idx, int w) {
   LLVMValueRef x = a[0];
   switch (n->op) {
   case OP_neg:
@@ -275,7 +275,6 @@ static LLVMValueRef value_at(CgKernel *k, const Node *n, LLVMValueRef *a, LLVMVa
   case OP_sign: return sign_of(c, x);
   case OP_expand: return x;
   case OP_onehot: return onehot_at(c, n, x, idx, w);
-  case OP_dropout: return cg_dropout_value(k, n, x, a[1], idx);
   default:
     return arith(c, n->op, a[0], a[1]);
   }
@@ -332,7 +331,7 @@ static void expr_step(CgKernel *k, ExprCtx *e, LLVMValueRef *ptr, LLVMValueRef *
     args[i] = load_w(k, n->in[i]->type.dt, ptr[1 + i], at, st, w);
   }
   LLVMValueRef at = LLVMBuildAdd(c->b, off[0], j, "");
-  LLVMValueRef v = value_at(k, n, args, lane_index(c, at, w), w);
+  LLVMValueRef v = value_at(c, n, args, lane_index(c, at, w), w);
   store_w(k, n->out[0]->type.dt, ptr[0], at, v);
 }
 

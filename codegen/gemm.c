@@ -42,16 +42,18 @@
 enum {
   GEMM_MR = 6,
   GEMM_KC = 256,
-  GEMM_MC = 144,          /* tallest tile: a multiple of MR */
+  GEMM_MC = 144,          /* tallest tile: a multiple of MR (BLIS's value for Zen) */
   GEMM_NC = 4096,         /* widest tile: a multiple of every NR */
   GEMM_NR_MAX = 64,       /* NR divides it for every target and dtype */
-  GEMM_MIN_ROWS = 96,     /* shortest tile when splitting rows: each B sliver serves MIN_ROWS/MR micro-tiles */
-  GEMM_MIN_COLS = 256,    /* narrowest tile when splitting columns: each repacks A */
+  GEMM_MIN_ROWS = 48,     /* shortest tile when splitting rows ... */
+  GEMM_MIN_ROWS_WIDE = 144, /* ... and when N > WIDE: each B sliver then comes from L3 for MIN_ROWS/MR micro-tiles */
+  GEMM_WIDE = 512,
+  GEMM_MIN_COLS = 512,    /* narrowest tile when splitting columns: each repacks A, and B rows stream in longer runs */
   GEMM_MAX_TILES = 32,    /* tiles wanted at most, from the problem size */
   GEMM_SECOND_SPLIT = 8,  /* tiles sought by splitting the costlier dimension too */
   GEMM_MAX_SLOTS = 64,    /* bits of the slot mask: threads per call */
   GEMM_HEADER = 64,
-  GEMM_PACK_GRAIN = 1 << 16, /* elements of B packed per chunk */
+  GEMM_PACK_GRAIN = 1 << 18, /* elements of B packed per chunk: a smaller B is packed by the caller alone */
 };
 /* A chunk worth a parallel task (about 50 us of a core); smaller problems stay on one thread. */
 #define GEMM_TILE_FLOPS 4194304.0
@@ -127,11 +129,13 @@ static void store(Gen *g, LLVMValueRef v, LLVMValueRef p) {
 }
 
 /* A counted loop `for (iv = lo; iv < hi; iv += step)`; the body goes
- * between loop_open and loop_close and may contain other loops. */
+ * between loop_open and loop_close and may contain other loops. Every loop
+ * here is marked to be kept as written: the bodies are unrolled and
+ * vectorized already, and LLVM's unrolling, unswitching and vectorizing of
+ * them only multiplied the compile time. */
 typedef struct Loop {
   LLVMBasicBlockRef head, exit;
   LLVMValueRef iv;
-  bool as_written;  /* no vectorizing or unrolling by LLVM: the body is already unrolled */
 } Loop;
 
 static LLVMValueRef loop_open(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi) {
@@ -143,7 +147,6 @@ static LLVMValueRef loop_open(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi)
   LLVMBuildBr(g->b, l->head);
   LLVMPositionBuilderAtEnd(g->b, l->head);
   l->iv = LLVMBuildPhi(g->b, LLVMTypeOf(lo), "i");
-  l->as_written = false;
   LLVMAddIncoming(l->iv, &lo, &pre, 1);
   LLVMBuildCondBr(g->b, lt(g, l->iv, hi), body, l->exit);
   LLVMPositionBuilderAtEnd(g->b, body);
@@ -166,39 +169,26 @@ static void keep_as_written(Gen *g, LLVMValueRef latch_br) {
 static void loop_close(Gen *g, Loop *l, LLVMValueRef step) {
   LLVMValueRef next = add(g, l->iv, step);
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
-  LLVMValueRef br = LLVMBuildBr(g->b, l->head);
-  if (l->as_written)
-    keep_as_written(g, br);
+  keep_as_written(g, LLVMBuildBr(g->b, l->head));
   LLVMAddIncoming(l->iv, &next, &latch, 1);
   LLVMPositionBuilderAtEnd(g->b, l->exit);
 }
 
-/* if (cond) { ... } [else { ... }]: the builder is in `then` after if_open. */
+/* if (cond) { ... }: the builder is in `then` after if_open. */
 typedef struct If {
-  LLVMBasicBlockRef other, end;
+  LLVMBasicBlockRef end;
 } If;
 
 static void if_open(Gen *g, If *f, LLVMValueRef cond) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
   LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "then");
-  f->other = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "else");
   f->end = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "endif");
-  LLVMBuildCondBr(g->b, cond, then, f->other);
+  LLVMBuildCondBr(g->b, cond, then, f->end);
   LLVMPositionBuilderAtEnd(g->b, then);
-}
-
-static void if_else(Gen *g, If *f) {
-  LLVMBuildBr(g->b, f->end);
-  LLVMPositionBuilderAtEnd(g->b, f->other);
-  f->other = NULL;
 }
 
 static void if_close(Gen *g, If *f) {
   LLVMBuildBr(g->b, f->end);
-  if (f->other) {
-    LLVMPositionBuilderAtEnd(g->b, f->other);
-    LLVMBuildBr(g->b, f->end);
-  }
   LLVMPositionBuilderAtEnd(g->b, f->end);
 }
 
@@ -238,7 +228,7 @@ static LLVMValueRef call(Gen *g, LLVMValueRef fn, LLVMValueRef *args, int n) {
 
 enum {
   F_A, F_LDA, F_SA, F_B, F_LDB, F_SB, F_C, F_LDC, F_SC, F_EPI,
-  F_M, F_N, F_K, F_KC, F_NKB, F_MT, F_NT, F_MTILES, F_NTILES,
+  F_M, F_N, F_K, F_KC, F_NKB, F_MTILES, F_NTILES, F_MPANELS, F_NPANELS,
   F_B0, F_PRIVATE, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
   F_COUNT
 };
@@ -348,47 +338,66 @@ static void pack_step(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef r
   }
 }
 
-/* A k loop from lo to hi by step, the builder in its body; returns k. */
-static LLVMValueRef k_loop(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi) {
-  LLVMValueRef k = loop_open(g, l, lo, hi);
-  l->as_written = true;
-  return k;
+/* Rows contiguous: k outer, so the source is read row after row (a panel
+ * at a time would touch kc pages per panel), and each k's run of rows is
+ * scattered over the panels. The partial last panel goes element-wise. */
+static void pack_rows_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef cs, LLVMValueRef n,
+                                 LLVMValueRef kc, int R) {
+  LLVMValueRef kR = k64(g, R), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
+  Loop lk, lp;
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc);
+  LLVMValueRef from = elem(g, src, mul(g, k, cs)), to = elem(g, dst, mul(g, k, kR)), pstride = mul(g, kc, kR);
+  LLVMValueRef p = loop_open(g, &lp, k64(g, 0), full);
+  copy_run(g, elem(g, to, mul(g, p, pstride)), elem(g, from, mul(g, p, kR)), R);
+  loop_close(g, &lp, k64(g, 1));
+  If edge;
+  if_open(g, &edge, lt(g, k64(g, 0), rem));
+  pack_step(g, elem(g, to, mul(g, full, pstride)), elem(g, from, mul(g, full, kR)), k64(g, 1), rem, R, true);
+  if_close(g, &edge);
+  loop_close(g, &lk, k64(g, 1));
 }
 
-/* pack(dst, src, rs, cs, valid, kc): a panel of R rows (R = MR for A, NR
- * for B) by kc, k-major: dst[k*R + r] = src[r*rs + k*cs] for r < valid, 0
- * beyond. contig_r: rs is 1 (known at compile time); otherwise cs is. */
+/* k contiguous: a panel at a time, L k's per step transposed in registers,
+ * the k's left over and the partial last panel element-wise. */
+static void pack_k_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef n,
+                              LLVMValueRef kc, int R) {
+  LLVMValueRef kR = k64(g, R), kL = k64(g, g->lanes), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
+  LLVMValueRef kmain = sub(g, kc, srem(g, kc, kL)), pstride = mul(g, kc, kR);
+  Loop lp, lk, lrest;
+  LLVMValueRef p = loop_open(g, &lp, k64(g, 0), full);
+  LLVMValueRef to = elem(g, dst, mul(g, p, pstride)), from = elem(g, src, mul(g, p, mul(g, kR, rs)));
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kmain);
+  pack_block_transposed(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, R);
+  loop_close(g, &lk, kL);
+  k = loop_open(g, &lrest, kmain, kc);
+  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, kR, R, false);
+  loop_close(g, &lrest, k64(g, 1));
+  loop_close(g, &lp, k64(g, 1));
+  If edge;
+  if_open(g, &edge, lt(g, k64(g, 0), rem));
+  to = elem(g, dst, mul(g, full, pstride));
+  from = elem(g, src, mul(g, full, mul(g, kR, rs)));
+  k = loop_open(g, &lk, k64(g, 0), kc);
+  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, rem, R, true);
+  loop_close(g, &lk, k64(g, 1));
+  if_close(g, &edge);
+}
+
+/* pack(dst, src, rs, cs, n, kc): n rows of a block by kc into panels of R
+ * rows (R = MR for A, NR for B), panel p at dst + p*kc*R, k-major inside:
+ * dst[p*kc*R + k*R + r] = src[(p*R + r)*rs + k*cs], zero past row n.
+ * contig_r: rs is 1 (known at compile time); otherwise cs is. */
 static LLVMValueRef emit_pack(Gen *g, const char *part, int R, bool contig_r) {
   CgCtx *c = g->c;
   LLVMTypeRef p[] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_i64, c->t_i64, c->t_i64};
   LLVMValueRef fn = new_part(g, part, c->t_void, p, 6);
   set_noalias(g, fn, 0);
   set_noalias(g, fn, 1);
-  LLVMValueRef dst = LLVMGetParam(fn, 0), src = LLVMGetParam(fn, 1);
-  LLVMValueRef rs = contig_r ? k64(g, 1) : LLVMGetParam(fn, 2);
-  LLVMValueRef cs = contig_r ? LLVMGetParam(fn, 3) : k64(g, 1);
-  LLVMValueRef valid = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5), kR = k64(g, R), kL = k64(g, g->lanes);
-  Loop l, rest;
-  If full;
-  if_open(g, &full, eq(g, valid, kR));
-  if (contig_r) {
-    LLVMValueRef k = k_loop(g, &l, k64(g, 0), kc);
-    copy_run(g, elem(g, dst, mul(g, k, kR)), elem(g, src, mul(g, k, cs)), R);
-    loop_close(g, &l, k64(g, 1));
-  } else {
-    LLVMValueRef kmain = sub(g, kc, srem(g, kc, kL));
-    LLVMValueRef k = k_loop(g, &l, k64(g, 0), kmain);
-    pack_block_transposed(g, elem(g, dst, mul(g, k, kR)), elem(g, src, k), rs, R);
-    loop_close(g, &l, kL);
-    k = k_loop(g, &rest, kmain, kc);
-    pack_step(g, elem(g, dst, mul(g, k, kR)), elem(g, src, k), rs, valid, R, false);
-    loop_close(g, &rest, k64(g, 1));
-  }
-  if_else(g, &full);
-  LLVMValueRef k = k_loop(g, &l, k64(g, 0), kc);
-  pack_step(g, elem(g, dst, mul(g, k, kR)), elem(g, src, mul(g, k, cs)), rs, valid, R, true);
-  loop_close(g, &l, k64(g, 1));
-  if_close(g, &full);
+  LLVMValueRef dst = LLVMGetParam(fn, 0), src = LLVMGetParam(fn, 1), n = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
+  if (contig_r)
+    pack_rows_contiguous(g, dst, src, LLVMGetParam(fn, 3), n, kc, R);
+  else
+    pack_k_contiguous(g, dst, src, LLVMGetParam(fn, 2), n, kc, R);
   LLVMBuildRetVoid(g->b);
   return fn;
 }
@@ -565,21 +574,13 @@ static void b_strides(Gen *g, LLVMValueRef ldb, LLVMValueRef *rs, LLVMValueRef *
   *cs = g->s->trans_b ? k64(g, 1) : ldb;
 }
 
-/* Packs NR-column panels of op(B)[k0 .. k0+kc, n0 .. n0+nc) at dst, panel
- * p at dst + p*pstride. */
-static void pack_b_panels(Gen *g, LLVMValueRef ctx, LLVMValueRef Bb, LLVMValueRef dst, LLVMValueRef pstride,
-                          LLVMValueRef k0, LLVMValueRef kc, LLVMValueRef n0, LLVMValueRef nc, LLVMValueRef plo,
-                          LLVMValueRef phi) {
-  LLVMValueRef rs, cs, kNR = k64(g, g->nr);
+/* Packs op(B)[k0 .. k0+kc, n0 .. n0+nc) into NR-column panels at dst. */
+static void pack_b_block(Gen *g, LLVMValueRef ctx, LLVMValueRef Bb, LLVMValueRef dst, LLVMValueRef k0,
+                         LLVMValueRef kc, LLVMValueRef n0, LLVMValueRef nc) {
+  LLVMValueRef rs, cs;
   b_strides(g, get(g, ctx, F_LDB), &rs, &cs);
-  Loop l;
-  LLVMValueRef p = loop_open(g, &l, plo, phi);
-  LLVMValueRef n = add(g, n0, mul(g, p, kNR));
-  LLVMValueRef src = elem(g, Bb, add(g, mul(g, n, rs), mul(g, k0, cs)));
-  LLVMValueRef args[] = {elem(g, dst, mul(g, p, pstride)), src, rs, cs,
-                         emin(g, kNR, sub(g, add(g, n0, nc), n)), kc};
+  LLVMValueRef args[] = {dst, elem(g, Bb, add(g, mul(g, n0, rs), mul(g, k0, cs))), rs, cs, nc, kc};
   call(g, g->pack_b, args, 6);
-  loop_close(g, &l, k64(g, 1));
 }
 
 /* Where one tile is: its batch item, first row and column, sizes, and the
@@ -588,14 +589,23 @@ typedef struct Tile {
   LLVMValueRef ctx, b, m0, n0, mc, nc, A, B, C, M, N, K;
 } Tile;
 
+/* Tile i of n along a dimension of `panels` panels of R (size `dim`): panels
+ * [i*panels/n, (i+1)*panels/n), so tiles differ by one panel at most. */
+static void tile_span(Gen *g, LLVMValueRef i, LLVMValueRef n, LLVMValueRef panels, int R, LLVMValueRef dim,
+                      LLVMValueRef *start, LLVMValueRef *size) {
+  LLVMValueRef kR = k64(g, R);
+  LLVMValueRef p0 = sdiv(g, mul(g, i, panels), n), p1 = sdiv(g, mul(g, add(g, i, k64(g, 1)), panels), n);
+  *start = mul(g, p0, kR);
+  *size = sub(g, emin(g, mul(g, p1, kR), dim), *start);
+}
+
 static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
   Tile T = {.ctx = ctx, .M = get(g, ctx, F_M), .N = get(g, ctx, F_N), .K = get(g, ctx, F_K)};
-  LLVMValueRef mt = get(g, ctx, F_MTILES), per_b = mul(g, mt, get(g, ctx, F_NTILES)), r = srem(g, t, per_b);
+  LLVMValueRef mt = get(g, ctx, F_MTILES), nt = get(g, ctx, F_NTILES), per_b = mul(g, mt, nt);
+  LLVMValueRef r = srem(g, t, per_b);
   T.b = add(g, get(g, ctx, F_B0), sdiv(g, t, per_b));
-  T.m0 = mul(g, srem(g, r, mt), get(g, ctx, F_MT));
-  T.n0 = mul(g, sdiv(g, r, mt), get(g, ctx, F_NT));
-  T.mc = emin(g, get(g, ctx, F_MT), sub(g, T.M, T.m0));
-  T.nc = emin(g, get(g, ctx, F_NT), sub(g, T.N, T.n0));
+  tile_span(g, srem(g, r, mt), mt, get(g, ctx, F_MPANELS), g->mr, T.M, &T.m0, &T.mc);
+  tile_span(g, sdiv(g, r, mt), nt, get(g, ctx, F_NPANELS), g->nr, T.N, &T.n0, &T.nc);
   T.A = elem(g, get(g, ctx, F_A), mul(g, T.b, get(g, ctx, F_SA)));
   T.B = elem(g, get(g, ctx, F_B), mul(g, T.b, get(g, ctx, F_SB)));
   T.C = elem(g, get(g, ctx, F_C), mul(g, T.b, get(g, ctx, F_SC)));
@@ -604,15 +614,10 @@ static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
 
 /* Packs the tile's rows of op(A)[:, k0 .. k0+kc) into MR-row panels at abuf. */
 static void pack_a_block(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef k0, LLVMValueRef kc) {
-  LLVMValueRef rs, cs, kMR = k64(g, g->mr);
+  LLVMValueRef rs, cs;
   a_strides(g, get(g, T->ctx, F_LDA), &rs, &cs);
-  Loop l;
-  LLVMValueRef ip = loop_open(g, &l, k64(g, 0), cdiv(g, T->mc, kMR));
-  LLVMValueRef m = add(g, T->m0, mul(g, ip, kMR));
-  LLVMValueRef args[] = {elem(g, abuf, mul(g, ip, mul(g, kc, kMR))), elem(g, T->A, add(g, mul(g, m, rs), mul(g, k0, cs))),
-                         rs, cs, emin(g, kMR, sub(g, add(g, T->m0, T->mc), m)), kc};
+  LLVMValueRef args[] = {abuf, elem(g, T->A, add(g, mul(g, T->m0, rs), mul(g, k0, cs))), rs, cs, T->mc, kc};
   call(g, g->pack_a, args, 6);
-  loop_close(g, &l, k64(g, 1));
 }
 
 /* The macro-kernel: every MR x NR micro-tile of the tile for one K block;
@@ -653,7 +658,7 @@ static LLVMValueRef emit_tile(Gen *g) {
   LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, T.K, k0));
   If fp;
   if_open(g, &fp, priv);
-  pack_b_panels(g, ctx, T.B, bbuf, mul(g, kc, kNR), k0, kc, T.n0, T.nc, k64(g, 0), cdiv(g, T.nc, kNR));
+  pack_b_block(g, ctx, T.B, bbuf, k0, kc, T.n0, T.nc);
   if_close(g, &fp);
   LLVMValueRef shared = elem(g, get(g, ctx, F_PACKED), add(g, mul(g, k0, rup(g, T.N, kNR)), mul(g, T.n0, kc)));
   pack_a_block(g, &T, abuf, k0, kc);
@@ -713,7 +718,8 @@ static LLVMValueRef emit_bpack(Gen *g) {
   LLVMValueRef kb = loop_open(g, &l, k64(g, 0), get(g, ctx, F_NKB));
   LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
   LLVMValueRef dst = elem(g, get(g, ctx, F_PACKED), mul(g, k0, npad));
-  pack_b_panels(g, ctx, Bb, dst, mul(g, kc, kNR), k0, kc, k64(g, 0), N, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2));
+  LLVMValueRef n0 = mul(g, LLVMGetParam(fn, 1), kNR), n1 = emin(g, mul(g, LLVMGetParam(fn, 2), kNR), N);
+  pack_b_block(g, ctx, Bb, elem(g, dst, mul(g, n0, kc)), k0, kc, n0, sub(g, n1, n0));
   loop_close(g, &l, k64(g, 1));
   LLVMBuildRetVoid(g->b);
   return fn;
@@ -730,23 +736,33 @@ static LLVMValueRef flt(Gen *g, LLVMValueRef a, double b) {
 
 static LLVMValueRef fmul(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(g->b, a, b, ""); }
 
+/* n rounded up to even when above one, at most `panels`. */
+static LLVMValueRef even_split(Gen *g, LLVMValueRef n, LLVMValueRef panels) {
+  LLVMValueRef even = emin(g, rup(g, n, k64(g, 2)), panels);
+  return LLVMBuildSelect(g->b, lt(g, k64(g, 1), n), even, n, "");
+}
+
 /* Splits one matrix into mt x nt tiles, about `want` of them. Splitting
  * rows makes more tiles read the same packed B, splitting columns repacks
  * A once more per tile: split the dimension whose cost is smaller (rows if
  * M >= N) first, down to MIN_ROWS or MIN_COLS, and the other only as far
- * as SECOND_SPLIT tiles in all. */
-static void plan_grid(Gen *g, LLVMValueRef M, LLVMValueRef N, LLVMValueRef want, LLVMValueRef *mt,
-                      LLVMValueRef *nt) {
-  LLVMValueRef mt0 = cdiv(g, M, k64(g, GEMM_MC)), nt0 = cdiv(g, N, k64(g, GEMM_NC));
-  LLVMValueRef mmax = cdiv(g, M, k64(g, GEMM_MIN_ROWS)), nmax = cdiv(g, N, k64(g, GEMM_MIN_COLS));
+ * as SECOND_SPLIT tiles in all. A split count above one is made even, so
+ * that two (or four) threads get equal shares. Counts are of panels (MR
+ * rows, NR columns) per tile, at most MC rows and NC columns. */
+static void plan_grid(Gen *g, LLVMValueRef M, LLVMValueRef N, LLVMValueRef pm, LLVMValueRef pn, LLVMValueRef want,
+                      LLVMValueRef *mt, LLVMValueRef *nt) {
+  LLVMValueRef mt0 = cdiv(g, pm, k64(g, GEMM_MC / g->mr)), nt0 = cdiv(g, pn, k64(g, GEMM_NC / g->nr));
+  LLVMValueRef min_rows = LLVMBuildSelect(g->b, lt(g, k64(g, GEMM_WIDE), N), k64(g, GEMM_MIN_ROWS_WIDE),
+                                          k64(g, GEMM_MIN_ROWS), "");
+  LLVMValueRef mmax = cdiv(g, M, min_rows), nmax = cdiv(g, N, k64(g, GEMM_MIN_COLS));
   LLVMValueRef want2 = emin(g, want, k64(g, GEMM_SECOND_SPLIT));
   LLVMValueRef mt_r = emax(g, mt0, emin(g, cdiv(g, want, nt0), mmax));
   LLVMValueRef nt_r = emax(g, nt0, emin(g, cdiv(g, want2, mt_r), nmax));
   LLVMValueRef nt_c = emax(g, nt0, emin(g, cdiv(g, want, mt0), nmax));
   LLVMValueRef mt_c = emax(g, mt0, emin(g, cdiv(g, want2, nt_c), mmax));
   LLVMValueRef rows_first = LLVMBuildICmp(g->b, LLVMIntSGE, M, N, "");
-  *mt = LLVMBuildSelect(g->b, rows_first, mt_r, mt_c, "mt");
-  *nt = LLVMBuildSelect(g->b, rows_first, nt_r, nt_c, "nt");
+  *mt = even_split(g, LLVMBuildSelect(g->b, rows_first, mt_r, mt_c, ""), pm);
+  *nt = even_split(g, LLVMBuildSelect(g->b, rows_first, nt_r, nt_c, ""), pn);
 }
 
 static LLVMValueRef f64c(Gen *g, double v) { return LLVMConstReal(g->c->t_f64, v); }
@@ -788,19 +804,17 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregio
   LLVMValueRef plan_b = LLVMBuildSelect(g->b, per_b, one, batch, "");
   LLVMValueRef want = to_i64(g, LLVMBuildFDiv(g->b, fmul(g, flops, to_f64(g, plan_b)), f64c(g, GEMM_TILE_FLOPS), ""));
   want = cdiv(g, emin(g, emax(g, want, one), k64(g, GEMM_MAX_TILES)), plan_b);
-  LLVMValueRef mt, nt;
-  plan_grid(g, M, N, want, &mt, &nt);
-  LLVMValueRef MT = rup(g, cdiv(g, M, mt), k64(g, g->mr)), NT = rup(g, cdiv(g, N, nt), k64(g, g->nr));
-  mt = cdiv(g, M, MT);
-  nt = cdiv(g, N, NT);
+  LLVMValueRef mt, nt, pm = cdiv(g, M, k64(g, g->mr)), pn = cdiv(g, N, k64(g, g->nr));
+  plan_grid(g, M, N, pm, pn, want, &mt, &nt);
   /* mt > 1 needs M > MIN_ROWS, the condition of the shared region in work */
   LLVMValueRef priv = LLVMBuildOr(g->b, eq(g, mt, one), LLVMBuildAnd(g->b, distinct, LLVMBuildNot(g->b, big, ""), ""), "");
   LLVMValueRef regions_per_b = LLVMBuildAnd(g->b, distinct, LLVMBuildNot(g->b, priv, ""), "");
   *nregions = LLVMBuildSelect(g->b, regions_per_b, batch, one, "");
   *ntiles = mul(g, LLVMBuildSelect(g->b, regions_per_b, one, batch, ""), mul(g, mt, nt));
-  LLVMValueRef tile_flops = fmul(g, fmul(g, to_f64(g, MT), to_f64(g, NT)), fmul(g, to_f64(g, K1), f64c(g, 2)));
+  LLVMValueRef rows = mul(g, cdiv(g, pm, mt), k64(g, g->mr)), cols = mul(g, cdiv(g, pn, nt), k64(g, g->nr));
+  LLVMValueRef tile_flops = fmul(g, fmul(g, to_f64(g, rows), to_f64(g, cols)), fmul(g, to_f64(g, K1), f64c(g, 2)));
   *grain = emax(g, to_i64(g, LLVMBuildFDiv(g->b, f64c(g, GEMM_TILE_FLOPS), tile_flops, "")), one);
-  *bpanels = cdiv(g, N, k64(g, g->nr));
+  *bpanels = pn;
   *bgrain = emax(g, sdiv(g, k64(g, GEMM_PACK_GRAIN), mul(g, K1, k64(g, g->nr))), one);
 
   static const int args[][2] = {{F_A, P_A}, {F_LDA, P_LDA}, {F_SA, P_SA}, {F_B, P_B}, {F_LDB, P_LDB},
@@ -812,10 +826,10 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregio
   set(g, ctx, F_K, K);
   set(g, ctx, F_KC, cdiv(g, K, nkb));
   set(g, ctx, F_NKB, nkb);
-  set(g, ctx, F_MT, MT);
-  set(g, ctx, F_NT, NT);
   set(g, ctx, F_MTILES, mt);
   set(g, ctx, F_NTILES, nt);
+  set(g, ctx, F_MPANELS, pm);
+  set(g, ctx, F_NPANELS, pn);
   set(g, ctx, F_PRIVATE, LLVMBuildZExt(g->b, priv, g->c->t_i64, ""));
   plan_work(g, fn, ctx, M, N, K);
 }

@@ -21,8 +21,10 @@
  *
  * Dropout keeps element i when word i mod 4 of Philox4x32-10 at counter
  * (i / 4, stream, step), key seed, is at least p * 2^32: the bits of
- * rt_random_u32(seed, stream | step << 32, i) (runtime/philox.c), computed
- * inline on vectors, so a mask depends on nothing but those four numbers. */
+ * rt_random_u32(seed, stream | step << 32, i) (runtime/philox.c), so a mask
+ * depends on nothing but those four numbers. Philox runs inline on vectors
+ * of w blocks, whose 4w words are shuffled into element order: one Philox
+ * per 4 elements, none wasted. */
 #include "codegen/codegen.h"
 #include <math.h>
 
@@ -378,70 +380,67 @@ static LLVMValueRef like(CgCtx *c, LLVMValueRef x, uint64_t v) {
   return vec ? cg_splat(c, s, LLVMGetVectorSize(t)) : s;
 }
 
-/* hi and lo words of the 64-bit product of x and the constant m. */
+/* hi and lo words of the product of x (below 2^32, in 64-bit lanes) and m. */
 static void mulhilo(CgCtx *c, LLVMValueRef x, uint32_t m, LLVMValueRef *hi, LLVMValueRef *lo) {
-  LLVMTypeRef t32 = LLVMTypeOf(x);
+  LLVMValueRef p = LLVMBuildNUWMul(c->b, x, like(c, x, m), "");
+  *lo = LLVMBuildAnd(c->b, p, like(c, x, UINT32_MAX), "");
+  *hi = LLVMBuildLShr(c->b, p, like(c, x, 32), "");
+}
+
+/* The words live in 64-bit lanes (upper halves zero) so that each multiply
+ * is one 32x32->64 instruction (vpmuludq on x86) with no repacking. */
+void cg_philox4x32(CgCtx *c, LLVMValueRef ctr[4], LLVMValueRef key[2], LLVMValueRef out[4]) {
+  LLVMTypeRef t32 = LLVMTypeOf(ctr[0]);
   bool vec = LLVMGetTypeKind(t32) == LLVMVectorTypeKind;
   LLVMTypeRef t64 = vec ? LLVMVectorType(c->t_i64, LLVMGetVectorSize(t32)) : c->t_i64;
-  LLVMValueRef w = LLVMBuildZExt(c->b, x, t64, "");
-  LLVMValueRef p = LLVMBuildMul(c->b, w, LLVMBuildZExt(c->b, like(c, x, m), t64, ""), "");
-  *lo = LLVMBuildTrunc(c->b, p, t32, "");
-  *hi = LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, p, LLVMBuildZExt(c->b, like(c, x, 32), t64, ""), ""),
-                       t32, "");
-}
-
-void cg_philox4x32(CgCtx *c, LLVMValueRef ctr[4], LLVMValueRef key[2], LLVMValueRef out[4]) {
-  LLVMValueRef x0 = ctr[0], x1 = ctr[1], x2 = ctr[2], x3 = ctr[3], k0 = key[0], k1 = key[1];
+  LLVMValueRef x[4], k0 = LLVMBuildZExt(c->b, key[0], t64, ""), k1 = LLVMBuildZExt(c->b, key[1], t64, "");
+  for (int i = 0; i < 4; i++)
+    x[i] = LLVMBuildZExt(c->b, ctr[i], t64, "");
   for (int r = 0; r < 10; r++) {
-    if (r > 0) {
-      k0 = LLVMBuildAdd(c->b, k0, like(c, k0, PHILOX_W0), "");
-      k1 = LLVMBuildAdd(c->b, k1, like(c, k1, PHILOX_W1), "");
+    if (r > 0) {                      /* key bumps mod 2^32 */
+      k0 = LLVMBuildAnd(c->b, LLVMBuildAdd(c->b, k0, like(c, k0, PHILOX_W0), ""), like(c, k0, UINT32_MAX), "");
+      k1 = LLVMBuildAnd(c->b, LLVMBuildAdd(c->b, k1, like(c, k1, PHILOX_W1), ""), like(c, k1, UINT32_MAX), "");
     }
     LLVMValueRef hi0, lo0, hi1, lo1;
-    mulhilo(c, x0, PHILOX_M0, &hi0, &lo0);
-    mulhilo(c, x2, PHILOX_M1, &hi1, &lo1);
-    x0 = LLVMBuildXor(c->b, LLVMBuildXor(c->b, hi1, x1, ""), k0, "");
-    x2 = LLVMBuildXor(c->b, LLVMBuildXor(c->b, hi0, x3, ""), k1, "");
-    x1 = lo1;
-    x3 = lo0;
+    mulhilo(c, x[0], PHILOX_M0, &hi0, &lo0);
+    mulhilo(c, x[2], PHILOX_M1, &hi1, &lo1);
+    x[0] = LLVMBuildXor(c->b, LLVMBuildXor(c->b, hi1, x[1], ""), k0, "");
+    x[2] = LLVMBuildXor(c->b, LLVMBuildXor(c->b, hi0, x[3], ""), k1, "");
+    x[1] = lo1;
+    x[3] = lo0;
   }
-  out[0] = x0, out[1] = x1, out[2] = x2, out[3] = x3;
+  for (int i = 0; i < 4; i++)
+    out[i] = LLVMBuildTrunc(c->b, x[i], t32, "");
 }
 
-/* The random word of each flat index idx: word idx mod 4 of block idx / 4. */
-static LLVMValueRef dropout_bits(CgKernel *k, const Node *n, LLVMValueRef counter, LLVMValueRef idx) {
+/* Philox at blocks blk (i64, scalar or vector) of n's stream: counter
+ * (blk, stream, step), key the graph's seed. */
+static void dropout_words(CgKernel *k, LLVMValueRef blk, LLVMValueRef step, LLVMValueRef w[4]) {
   CgCtx *c = k->c;
-  LLVMTypeRef ti = LLVMTypeOf(idx);
+  LLVMTypeRef ti = LLVMTypeOf(blk);
   bool vec = LLVMGetTypeKind(ti) == LLVMVectorTypeKind;
   LLVMTypeRef t32 = vec ? LLVMVectorType(c->t_i32, LLVMGetVectorSize(ti)) : c->t_i32;
-  LLVMValueRef blk = LLVMBuildLShr(c->b, idx, like(c, idx, 2), "");
+  uint64_t seed = k->g->seed;
   LLVMValueRef ctr[4] = {
       LLVMBuildTrunc(c->b, blk, t32, ""),
-      LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, blk, like(c, idx, 32), ""), t32, ""),
-      LLVMBuildTrunc(c->b, like(c, idx, n->attr.stream), t32, ""),
-      LLVMBuildIntCast2(c->b, counter, t32, 0, "")};
-  uint64_t seed = k->g->seed;
-  LLVMValueRef key[2] = {LLVMBuildTrunc(c->b, like(c, idx, (uint32_t)seed), t32, ""),
-                         LLVMBuildTrunc(c->b, like(c, idx, seed >> 32), t32, "")};
-  LLVMValueRef w[4];
+      LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, blk, like(c, blk, 32), ""), t32, ""),
+      LLVMBuildTrunc(c->b, like(c, blk, k->n->attr.stream), t32, ""),
+      vec ? cg_splat(c, step, LLVMGetVectorSize(ti)) : step};
+  LLVMValueRef key[2] = {LLVMBuildTrunc(c->b, like(c, blk, (uint32_t)seed), t32, ""),
+                         LLVMBuildTrunc(c->b, like(c, blk, seed >> 32), t32, "")};
   cg_philox4x32(c, ctr, key, w);
-  LLVMValueRef word = LLVMBuildAnd(c->b, idx, like(c, idx, 3), "");
-  LLVMValueRef r = w[3];
-  for (int i = 2; i >= 0; i--)
-    r = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, word, like(c, idx, i), ""), w[i], r, "");
-  return r;
 }
 
-/* x * 1/(1-p) where the word is at least p * 2^32, else x * 0. */
-LLVMValueRef cg_dropout_value(CgKernel *k, const Node *n, LLVMValueRef x, LLVMValueRef counter,
-                              LLVMValueRef idx) {
-  CgCtx *c = k->c;
+/* x * 1/(1-p) where the word is at least p * 2^32, else x * 0 (as PyTorch
+ * multiplies by the mask: NaN stays NaN). */
+static LLVMValueRef dropout_apply(CgCtx *c, const Node *n, LLVMValueRef x, LLVMValueRef bits) {
   double p = n->attr.alpha;
   uint64_t threshold = (uint64_t)ceil(p * 4294967296.0);
-  LLVMValueRef bits = LLVMBuildZExt(c->b, dropout_bits(k, n, counter, idx), LLVMTypeOf(idx), "");
-  LLVMValueRef keep = LLVMBuildICmp(c->b, LLVMIntUGE, bits, like(c, idx, threshold), "");
   LLVMTypeRef t = LLVMTypeOf(x);
   bool vec = LLVMGetTypeKind(t) == LLVMVectorTypeKind;
+  LLVMValueRef keep = threshold > UINT32_MAX   /* p within 2^-32 of 1: nothing is kept */
+                          ? LLVMConstNull(vec ? LLVMVectorType(c->t_i1, LLVMGetVectorSize(t)) : c->t_i1)
+                          : LLVMBuildICmp(c->b, LLVMIntUGE, bits, like(c, bits, threshold), "");
   LLVMTypeRef et = vec ? LLVMGetElementType(t) : t;
   LLVMValueRef scale = LLVMConstReal(et, 1.0 / (1.0 - p)), none = LLVMConstReal(et, 0);
   if (vec) {
@@ -449,4 +448,95 @@ LLVMValueRef cg_dropout_value(CgKernel *k, const Node *n, LLVMValueRef x, LLVMVa
     none = cg_splat(c, none, LLVMGetVectorSize(t));
   }
   return LLVMBuildFMul(c->b, x, LLVMBuildSelect(c->b, keep, scale, none, ""), "");
+}
+
+/* Elements 4*b .. 4*b + 4w - 1 from blocks b .. b + w - 1 on w lanes: the
+ * words w0..w3 of the lanes, shuffled into element order (element o takes
+ * word o % 4 of lane o / 4), scale w-element vectors of x. */
+static void dropout_vector(CgKernel *k, LLVMValueRef x, LLVMValueRef y, LLVMValueRef b,
+                           LLVMValueRef step, int w) {
+  CgCtx *c = k->c;
+  RtDType dt = k->n->out[0]->type.dt;
+  LLVMValueRef lanes[64], words[4];
+  for (int l = 0; l < 4 * w; l++)
+    lanes[l] = LLVMConstInt(c->t_i32, l, 0);
+  LLVMValueRef iota[16];
+  for (int l = 0; l < w; l++)
+    iota[l] = cg_i64(c, l);
+  LLVMValueRef blk = LLVMBuildAdd(c->b, cg_splat(c, b, w), LLVMConstVector(iota, w), "");
+  dropout_words(k, blk, step, words);
+  LLVMValueRef lo = LLVMBuildShuffleVector(c->b, words[0], words[1], LLVMConstVector(lanes, 2 * w), "");
+  LLVMValueRef hi = LLVMBuildShuffleVector(c->b, words[2], words[3], LLVMConstVector(lanes, 2 * w), "");
+  LLVMValueRef all = LLVMBuildShuffleVector(c->b, lo, hi, LLVMConstVector(lanes, 4 * w), "");
+  LLVMTypeRef vt = LLVMVectorType(cg_elem_type(c, dt), w);
+  for (int e = 0; e < 4; e++) {
+    LLVMValueRef pick[16];
+    for (int m = 0; m < w; m++) {
+      int o = e * w + m;
+      pick[m] = lanes[(o % 4) * w + o / 4];
+    }
+    LLVMValueRef bits = LLVMBuildShuffleVector(c->b, all, LLVMGetUndef(LLVMTypeOf(all)),
+                                               LLVMConstVector(pick, w), "");
+    LLVMValueRef at = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, b, cg_i64(c, 4), ""), cg_i64(c, e * w), "");
+    LLVMValueRef v = LLVMBuildLoad2(c->b, vt, cg_gep(k, dt, x, at), "");
+    LLVMSetAlignment(v, rt_dtype_size(dt));
+    LLVMValueRef st = LLVMBuildStore(c->b, dropout_apply(c, k->n, v, bits), cg_gep(k, dt, y, at));
+    LLVMSetAlignment(st, rt_dtype_size(dt));
+  }
+}
+
+/* Element i alone: its own block i / 4, word i % 4. */
+static void dropout_scalar(CgKernel *k, LLVMValueRef x, LLVMValueRef y, LLVMValueRef i,
+                           LLVMValueRef step) {
+  CgCtx *c = k->c;
+  RtDType dt = k->n->out[0]->type.dt;
+  LLVMValueRef words[4];
+  dropout_words(k, LLVMBuildLShr(c->b, i, cg_i64(c, 2), ""), step, words);
+  LLVMValueRef word = LLVMBuildAnd(c->b, i, cg_i64(c, 3), ""), bits = words[3];
+  for (int j = 2; j >= 0; j--)
+    bits = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, word, cg_i64(c, j), ""), words[j],
+                           bits, "");
+  LLVMValueRef v = LLVMBuildLoad2(c->b, cg_elem_type(c, dt), cg_gep(k, dt, x, i), "");
+  LLVMBuildStore(c->b, dropout_apply(c, k->n, v, bits), cg_gep(k, dt, y, i));
+}
+
+static Size elements(const Type *t) {
+  Size n = sz_const(1);
+  for (int i = 0; i < t->rank; i++)
+    n = sz_mul(n, t->dim[i]);
+  return n;
+}
+
+/* Units are Philox blocks (4 elements): w of them at a time while whole,
+ * then the chunk's rest element by element. */
+static void dropout_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  const Type *t = &n->out[0]->type;
+  int w = cg_lanes(c, rt_dtype_size(t->dt));
+  LLVMValueRef x = cg_value_ptr(k, n->in[0]), y = cg_value_ptr(k, n->out[0]);
+  LLVMValueRef ne = cg_size(k, elements(t)), ctr = cg_value_ptr(k, n->in[1]);
+  LLVMValueRef step = LLVMBuildLoad2(c->b, cg_elem_type(c, n->in[1]->type.dt), ctr, "");
+  step = LLVMBuildIntCast2(c->b, step, c->t_i32, 0, "");
+  LLVMValueRef whole = smin(c, hi, LLVMBuildSDiv(c->b, ne, cg_i64(c, 4), ""));
+  LLVMValueRef vend = sub(c, whole, cg_i64(c, w - 1));
+  CgLoop V, T;
+  LLVMValueRef b = cg_for(k, &V, lo, vend, cg_i64(c, w));
+  dropout_vector(k, x, y, b, step, w);
+  cg_endfor(k, &V);
+  /* the blocks the vectors did: lo + w * ceil(max(vend - lo, 0) / w) */
+  LLVMValueRef span = sub(c, LLVMBuildSelect(c->b, slt(c, lo, vend), vend, lo, ""), lo);
+  LLVMValueRef iters = LLVMBuildSDiv(c->b, add(c, span, cg_i64(c, w - 1)), cg_i64(c, w), "");
+  LLVMValueRef done = add(c, lo, mul(c, iters, cg_i64(c, w)));
+  LLVMValueRef i = cg_for(k, &T, mul(c, done, cg_i64(c, 4)), smin(c, mul(c, hi, cg_i64(c, 4)), ne),
+                          cg_i64(c, 1));
+  dropout_scalar(k, x, y, i, step);
+  cg_endfor(k, &T);
+}
+
+void cg_dropout_kernel(CgKernel *k, const char *name) {
+  CgCtx *c = k->c;
+  LLVMValueRef ne = cg_size(k, elements(&k->n->out[0]->type));
+  LLVMValueRef blocks = LLVMBuildSDiv(c->b, add(c, ne, cg_i64(c, 3)), cg_i64(c, 4), "");
+  cg_parallel(k, name, blocks, cg_grain(k, cg_i64(c, 64)), dropout_task, NULL);
 }

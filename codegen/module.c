@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD } LowerKind;
+typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD,
+               L_DROPOUT } LowerKind;
 
 static const LowerKind lower_kind[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) L_##lower,
@@ -91,6 +92,7 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *n, char *err
   case L_POOL: cg_pool_kernel(&k, task); break;
   case L_CONV_BWD: cg_conv_bwd_kernel(&k, task); break;
   case L_POOL_BWD: cg_pool_bwd_kernel(&k, task); break;
+  case L_DROPOUT: cg_dropout_kernel(&k, task); break;
   case L_VIEW:
     if (!n->out[0]->alias)
       cg_copy_kernel(&k);

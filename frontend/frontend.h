@@ -216,6 +216,29 @@ typedef struct FeOptions {
  * diagnostic). o may be NULL: the first model, no size bound. */
 Graph *fe_lower(const AstFile *f, const FeOptions *o, Diags *d);
 
+/* How the layers behave: inference (a NULL mode) or a training step. */
+typedef struct FeMode {
+  bool training;               /* batchnorm on batch statistics, updating the running
+                                  ones; dropout active (its counter: "dropout.step") */
+  const char *const *freeze;   /* globs over parameter names: those parameters are made
+                                  frozen, and a batchnorm whose weight is runs as at
+                                  inference */
+  int nfreeze;
+} FeMode;
+
+/* The model o->model (NULL: the first) lowered into g, a graph the caller
+ * made: its inputs and outputs become g's, in signature order. Errors go to
+ * d, all of them. Returns the model's definition, or NULL when there is no
+ * such model (a diagnostic) or memory ran out. fe_lower is this with a new
+ * graph and no mode; train.c adds the loss after it. */
+const Ast *fe_lower_into(Graph *g, const AstFile *f, const FeOptions *o, const FeMode *mode,
+                         Diags *d);
+/* Does a glob of mode->freeze match the parameter name? */
+bool fe_frozen(const FeMode *mode, const char *name);
+/* Of the n candidates, the one a misspelt name most likely meant (a few
+ * edits away), or NULL: for "did you mean" notes. */
+const char *fe_near_name(const char *name, const char *const *cands, int n);
+
 /* What an expression lowers to. Tensors are graph values; everything else
  * (ints, which may be symbolic sizes such as 4*D, numbers, strings, lists)
  * exists only while lowering, to feed layer arguments and types. */
@@ -253,6 +276,11 @@ struct FeVal {
 typedef struct FeCall FeCall;
 Value *fe_param(FeCall *c, const char *name, Type t, Init init);
 Value *fe_state(FeCall *c, const char *name, Type t, Init init);
+/* For dropout in training: the step's counter (the state "dropout.step",
+ * an i64 scalar, plus one: the value written back in its place, so the
+ * first step counts 1) and a Philox stream of the layer's own, 1, 2, ... in
+ * call order. */
+Value *fe_dropout_counter(FeCall *c, uint32_t *stream);
 /* fan_in and fan_out of t as torch.nn.init computes them (dim 1 and dim 0,
  * times the receptive field); false if t has rank below 2. A symbolic dim
  * leaves the fans 0: they are known only once the sizes are bound. */
@@ -301,11 +329,78 @@ struct FeCall {
   SrcLoc loc;          /* the layer's name at the call: errors point here */
   FeVal args[FE_MAX_ARGS];  /* by index in layer->args; tensors have known types */
   Value *auto_init;    /* a weight whose init follows the activation (set by the builder) */
+  const FeMode *mode;  /* training or inference (NULL) */
   struct FeNaming *naming;  /* lower.c: how this call's parameters are named */
 };
 
 extern const FeLayer fe_layers[];
 extern const int fe_nlayers;
 const FeLayer *fe_find_layer(const char *name);   /* NULL if there is none */
+
+/* ===== train.c: train blocks and the graph of a training step ===== */
+
+/* The learning-rate schedule the host runs between epochs (the rate is an
+ * input of the step). */
+typedef enum { SCHED_CONST, SCHED_STEP, SCHED_EXP, SCHED_INV_TIME, SCHED_COSINE } FeSchedKind;
+typedef struct FeSchedule {
+  FeSchedKind kind;
+  double step_epochs, gamma;   /* step: lr *= gamma every step_epochs; exp: lr *= gamma each epoch */
+  double decay;                /* inverse_time: lr / (1 + decay * epoch) */
+  double min_lr;               /* cosine: to min_lr over all epochs */
+  int warmup_epochs;           /* linear warm-up over this many epochs first (any kind) */
+} FeSchedule;
+
+/* A data set as the train block names it; the driver loads it. */
+typedef struct FeData {
+  const char *kind;            /* "csv", "npy", "idx", or NULL (none given) */
+  const char *path;            /* features (csv: features and label) */
+  const char *labels;          /* npy/idx: the labels file */
+  int64_t label_col;           /* csv: label column (default -1: the last) */
+  double scale;                /* features *= scale (default 1) */
+  SrcLoc loc;
+} FeData;
+
+/* Every setting of a train block, defaults filled in (docs/language.md,
+ * "Training"). Strings point into the AST or the arena given. */
+typedef struct FeTrain {
+  const char *name, *model;    /* the block's name and the model it trains (model= or the name) */
+  FeData data, test;           /* data = csv("...", label = last, scale = 1/16); test = idx(...) */
+  double split;                /* validation fraction (default 0.2; 0 = none) */
+  int64_t batch;               /* default 32 */
+  int epochs;                  /* default 10 */
+  int64_t steps;               /* 0 (default): the epochs decide */
+  uint64_t seed;               /* default 0 */
+  OptSpec opt;                 /* default adam */
+  double lr;                   /* the optimizer's lr= */
+  FeSchedule sched;            /* default constant */
+  const char **freeze;         /* globs over parameter names */
+  int nfreeze;
+  const char *init_from;       /* safetensors path or NULL */
+  const char *checkpoint;      /* path or NULL; written every checkpoint_every epochs (default 1) */
+  int checkpoint_every;
+  const Ast *loss;             /* the loss expression */
+  SrcLoc loc;                  /* the train block */
+} FeTrain;
+
+/* Reads the train block for `name` (a train block's name or its model's;
+ * NULL: the first train block) into a config allocated in a. Every setting
+ * is checked and every mistake reported to d: an unknown setting lists the
+ * accepted ones, a wrong type names the setting. NULL after any error.
+ * Command-line overrides are the caller's, on the returned struct. */
+FeTrain *fe_train_config(RtArena *a, const AstFile *f, const char *name, Diags *d);
+
+/* The graph of one training step (training) or of evaluation (not):
+ *   inputs:  the model's, then one per label the loss names (in order of
+ *            first use), then (training only) `lr`, a scalar f32;
+ *   outputs: `loss` (a scalar, by default the mean over the batch), then
+ *            the model's.
+ * Training: batchnorm on batch statistics updating the running ones (as
+ * PyTorch), dropout active with g->seed = t->seed, the parameters not
+ * frozen by t->freeze marked wrt, g->loss, g->opt (a copy of t->opt) and
+ * g->lr set, ready for pass_run_pipeline. Otherwise inference semantics and
+ * no optimizer. Errors go to d, all of them; NULL only when out of memory
+ * or the model does not exist. Free the graph with ir_graph_free. */
+Graph *fe_lower_train(const AstFile *f, const FeOptions *o, const FeTrain *t, bool training,
+                      Diags *d);
 
 #endif

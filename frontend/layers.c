@@ -323,8 +323,75 @@ static FeVal build_reshape(FeCall *c) {
   return result(c, reshape(c, input(c), sh->nitems, dims));
 }
 
+static bool training(const FeCall *c) {
+  return c->mode && c->mode->training;
+}
+
+/* n / (n - 1) for the n values per channel of x (every axis but ax): a
+ * constant when the dims are, else computed at run time from a tensor of
+ * ones, since the batch is a run-time argument. */
+static Value *unbias_factor(FeCall *c, const Type *xt, int ax, bool *ok) {
+  Type per = *xt;
+  per.dim[ax] = sz_const(1);
+  Size n = numel(&per, 0, per.rank);
+  int64_t k;
+  *ok = true;
+  if (sz_is_const(n, &k)) {
+    if (k < 2)
+      lfail(c, c->loc, "training needs more than one value per channel, got %s", TS(c, xt));
+    *ok = k >= 2;
+    return ir_scalar(c->g, xt->dt, k >= 2 ? (double)k / (double)(k - 1) : 1);
+  }
+  Attr a = ir_attr();
+  a.rank = per.rank;
+  memcpy(a.shape, per.dim, sizeof a.shape);
+  Value *ones = ir_op(c->g, OP_expand, (Value *[]){ir_scalar(c->g, xt->dt, 1)}, 1, &a, c->loc);
+  Attr all = ir_attr();
+  all.axes = (1u << per.rank) - 1;
+  Value *cnt = ir_op(c->g, OP_sum, &ones, 1, &all, c->loc);
+  Value *less = ir_op2(c->g, OP_sub, cnt, ir_scalar(c->g, xt->dt, 1), c->loc);
+  return ir_op2(c->g, OP_div, cnt, less, c->loc);
+}
+
+/* running = (1 - momentum) * running + momentum * batch, in place. */
+static void track(FeCall *c, Value *running, Value *batch, double momentum) {
+  RtDType dt = running->type.dt;
+  Value *keep = ir_op2(c->g, OP_mul, running, ir_scalar(c->g, dt, 1 - momentum), c->loc);
+  Value *move = ir_op2(c->g, OP_mul, batch, ir_scalar(c->g, dt, momentum), c->loc);
+  ir_op2(c->g, OP_add, keep, move, c->loc)->updates = running;
+}
+
+/* Training, as torch.nn.BatchNorm: the statistics of the batch over every
+ * axis but the channel's normalise (the biased variance), and the running
+ * ones move toward them by momentum (the variance unbiased). Both are
+ * computed in the graph, so autodiff differentiates through them. */
+static void batch_stats(FeCall *c, Value **in, int ax, double momentum) {
+  Value *running_mean = in[3], *running_var = in[4];
+  Value *x = in[0];
+  const Type *xt = &x->type;
+  Attr a = ir_attr();
+  a.axes = (uint32_t)((1u << xt->rank) - 1) & ~(1u << ax);
+  a.keepdim = true;
+  bool ok;
+  Value *factor = unbias_factor(c, xt, ax, &ok);
+  Value *mean = ir_op(c->g, OP_mean, &x, 1, &a, c->loc);
+  Value *xc = ir_op2(c->g, OP_sub, x, mean, c->loc);
+  Value *sq = ir_op2(c->g, OP_mul, xc, xc, c->loc);
+  Value *var = ir_op(c->g, OP_mean, &sq, 1, &a, c->loc);
+  Size ch = xt->dim[ax];
+  in[3] = reshape(c, mean, 1, &ch);
+  in[4] = reshape(c, var, 1, &ch);
+  if (!ok)
+    return;
+  Value *unbiased = ir_op2(c->g, OP_mul, in[4], factor, c->loc);
+  track(c, running_mean, in[3], momentum);
+  track(c, running_var, unbiased, momentum);
+}
+
 /* batchnorm(x): weight (ones) and bias (zeros) parameters, running_mean
- * (zeros) and running_var (ones) state, one of each per channel. */
+ * (zeros) and running_var (ones) state, one of each per channel. In a
+ * training step the batch's statistics replace the running ones, unless the
+ * weight is frozen: a frozen layer normalises as at inference. */
 static FeVal build_batchnorm(FeCall *c) {
   Value *x = input(c);
   const Type *xt = &x->type;
@@ -341,6 +408,8 @@ static FeVal build_batchnorm(FeCall *c) {
                   vector(c, "bias", ch, xt->dt, INIT_ZEROS, V_PARAM),
                   vector(c, "running_mean", ch, xt->dt, INIT_ZEROS, V_STATE),
                   vector(c, "running_var", ch, xt->dt, INIT_ONES, V_STATE)};
+  if (training(c) && !in[1]->frozen && ax >= 0 && xt->rank >= 2 && ir_is_float(xt->dt))
+    batch_stats(c, in, ax, momentum);
   return result(c, ir_op(c->g, OP_batchnorm, in, 5, &a, c->loc));
 }
 
@@ -427,12 +496,18 @@ static FeVal build_reduce(FeCall *c) {
   return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
 }
 
-/* dropout(x, p): the identity at inference; training adds the mask later. */
+/* dropout(x, p): the identity at inference; in training, inverted dropout
+ * (kept values scaled by 1/(1-p)) with a Philox mask of its own stream. */
 static FeVal build_dropout(FeCall *c) {
   double p = arg(c, "p")->f;
   if (!(p >= 0 && p < 1))
     return lfail(c, arg(c, "p")->loc, "p must be within [0, 1), got %g", p);
-  return result(c, input(c));
+  if (!training(c) || p == 0)
+    return result(c, input(c));
+  Attr a = ir_attr();
+  a.alpha = p;
+  Value *counter = fe_dropout_counter(c, &a.stream);
+  return result(c, ir_op(c->g, OP_dropout, (Value *[]){input(c), counter}, 2, &a, c->loc));
 }
 
 /* ---- the table ---------------------------------------------------------- */

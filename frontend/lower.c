@@ -23,6 +23,7 @@
  * Limits on nesting, block depth and unrolled size make hostile input an
  * error, not a crash. */
 #include "frontend/frontend.h"
+#include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,9 @@ typedef struct Lower {
   bool too_big;               /* MAX_STEPS was reached (reported once) */
   Default defaults[MAX_DEFAULTS];
   int ndefaults;
+  const FeMode *mode;         /* training or inference (NULL) */
+  Value *counter;             /* dropout's step counter as this step reads it, once made */
+  uint32_t ndropout;          /* dropout layers built: their streams */
 } Lower;
 
 /* One model or block invocation. A for loop shares its frame (rebindings
@@ -196,6 +200,13 @@ static void consider(Near *nr, const char *cand) {
     nr->best = cand;
     nr->dist = d;
   }
+}
+
+const char *fe_near_name(const char *name, const char *const *cands, int n) {
+  Near nr = {name, NULL, 99};
+  for (int i = 0; i < n; i++)
+    consider(&nr, cands[i]);
+  return nr.best;
 }
 
 /* "; did you mean 'conv2d'?" or "" */
@@ -397,8 +408,18 @@ static Value *new_param(Lower *lw, const char *name, Type t, Init init, Role rol
          name, type_str(lw, &t));
     init = (Init){.kind = INIT_ZEROS};
   }
-  return role == V_PARAM ? ir_param(lw->g, name, t, init, loc)
-                         : ir_state(lw->g, name, t, init, loc);
+  if (role == V_STATE)
+    return ir_state(lw->g, name, t, init, loc);
+  Value *v = ir_param(lw->g, name, t, init, loc);
+  v->frozen = fe_frozen(lw->mode, name);
+  return v;
+}
+
+bool fe_frozen(const FeMode *mode, const char *name) {
+  for (int i = 0; mode && i < mode->nfreeze; i++)
+    if (fnmatch(mode->freeze[i], name, 0) == 0)
+      return true;
+  return false;
 }
 
 static Value *layer_param(FeCall *c, const char *name, Type t, Init init, Role role) {
@@ -416,6 +437,22 @@ Value *fe_param(FeCall *c, const char *name, Type t, Init init) {
 
 Value *fe_state(FeCall *c, const char *name, Type t, Init init) {
   return layer_param(c, name, t, init, V_STATE);
+}
+
+/* The counter is advanced once, at its first use, and the new value is
+ * written in place of the old: every dropout of the step, forward and
+ * backward, reads that one new value, so both see the same mask. */
+Value *fe_dropout_counter(FeCall *c, uint32_t *stream) {
+  Lower *lw = c->naming->fr->lw;
+  Graph *g = lw->g;
+  *stream = ++lw->ndropout;
+  if (!lw->counter) {
+    Value *state = ir_state(g, "dropout.step", ir_type(RT_I64, 0, NULL),
+                            (Init){.kind = INIT_ZEROS}, srcloc_none());
+    lw->counter = ir_op2(g, OP_add, state, ir_scalar(g, RT_I64, 1), c->loc);
+    lw->counter->updates = state;
+  }
+  return lw->counter;
 }
 
 /* ---- types ---------------------------------------------------------------- */
@@ -892,6 +929,7 @@ static FeCall *new_call(Frame *fr, const FeLayer *l, SrcLoc loc, const char *giv
   c->g = lw->g;
   c->loc = loc;
   c->naming = nm;
+  c->mode = lw->mode;
   return c;
 }
 
@@ -1470,21 +1508,20 @@ static void lower_model(Lower *lw, const Ast *m) {
   resolve_inits(lw);
 }
 
-Graph *fe_lower(const AstFile *f, const FeOptions *o, Diags *d) {
+const Ast *fe_lower_into(Graph *g, const AstFile *f, const FeOptions *o, const FeMode *mode,
+                         Diags *d) {
   const Ast *m = find_model(f, o, d);
   if (!m)
     return NULL;
   Lower *lw = calloc(1, sizeof *lw);
   RtArena *arena = rt_arena_new();
-  Graph *g = ir_graph_new(m->name, d);
-  if (!lw || !arena || !g) {
+  if (!lw || !arena) {
     free(lw);
     rt_arena_free(arena);
-    ir_graph_free(g);
     diag_error(d, srcloc_none(), "out of memory");
     return NULL;
   }
-  *lw = (Lower){.file = f, .opt = o, .g = g, .arena = arena};
+  *lw = (Lower){.file = f, .opt = o, .g = g, .arena = arena, .mode = mode};
   diag_init(&lw->diags, arena);
   g->diags = &lw->diags;
   lower_model(lw, m);
@@ -1492,5 +1529,17 @@ Graph *fe_lower(const AstFile *f, const FeOptions *o, Diags *d) {
   merge_diags(d, &lw->diags);
   rt_arena_free(arena);
   free(lw);
+  return m;
+}
+
+Graph *fe_lower(const AstFile *f, const FeOptions *o, Diags *d) {
+  const Ast *m = find_model(f, o, d);
+  Graph *g = m ? ir_graph_new(m->name, d) : NULL;
+  if (m && !g)
+    diag_error(d, srcloc_none(), "out of memory");
+  if (g && !fe_lower_into(g, f, o, NULL, d)) {
+    ir_graph_free(g);
+    return NULL;
+  }
   return g;
 }

@@ -27,6 +27,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +46,7 @@ typedef enum KilnStatus {
   KILN_ERR_ARG,       /* an invalid argument (NULL, out of range) */
   KILN_ERR_NOMEM,     /* out of memory */
   KILN_ERR_COMPILE,   /* code generation failed: a bug in kiln, please report it */
+  KILN_ERR_TRAIN,     /* training diverged: the loss became NaN or infinite */
 } KilnStatus;
 
 typedef enum KilnDType {   /* the same order as the runtime's RtDType */
@@ -97,6 +99,8 @@ KILN_API KilnStatus kiln_output_info(const KilnModel *m, int i, KilnTensor *info
  * (He/Xavier per layer); the same seed gives the same weights. */
 KILN_API KilnStatus kiln_load_weights(KilnModel *m, const char *path);
 KILN_API KilnStatus kiln_init_weights(KilnModel *m, uint64_t seed);
+/* Saves every weight and state value (running statistics) but the
+ * optimizer's ("optim.*", which checkpoints keep). */
 KILN_API KilnStatus kiln_save_weights(KilnModel *m, const char *path);
 
 /* Runs the model: inputs by name (or position), outputs filled in order.
@@ -105,6 +109,94 @@ KILN_API KilnStatus kiln_save_weights(KilnModel *m, const char *path);
 KILN_API KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs,
                              KilnTensor *outputs, int noutputs);
 KILN_API KilnStatus kiln_set_threads(KilnModel *m, int threads);
+
+/* ---- training ---------------------------------------------------------------
+ *
+ * A model file's `train` block says what to train on and how: data, split,
+ * loss, optimizer, schedule, batch, epochs, seed, checkpoints. One training
+ * step is one compiled function (forward, loss, backward and the optimizer's
+ * update, in place); the host runs the loop around it:
+ *
+ *   KilnTrainOptions o;
+ *   kiln_train_options_default(&o);
+ *   o.epochs = 20;                              // overrides the train block
+ *   o.out = "digits.safetensors";
+ *   if (kiln_init_weights(m, 1) != KILN_OK || kiln_train(m, &o) != KILN_OK)
+ *     fputs(kiln_errors(m), stderr);
+ *
+ * Results are the same at any thread count, bit for bit, and a run resumed
+ * from a checkpoint ends with the same weights as one that never stopped. */
+
+/* One epoch's numbers; NaN where nothing was measured (no validation or test
+ * set, no accuracy for a model that is not a classifier). Losses are means
+ * over the samples; accuracies are fractions in [0, 1] (argmax of the first
+ * output against integer labels). Training numbers are measured during the
+ * epoch, on the weights as they were at each step (as Keras reports them). */
+typedef struct KilnEpoch {
+  int epoch;                  /* 1-based */
+  int64_t steps;              /* steps taken so far in the whole run (-1: not kept, kiln_epoch_get) */
+  double loss, acc;           /* training */
+  double val_loss, val_acc;   /* validation split, after the epoch */
+  double test_loss, test_acc; /* the train block's test set, after the epoch */
+  double lr;                  /* the learning rate of the epoch */
+  double seconds;             /* the epoch's wall time, evaluation included */
+} KilnEpoch;
+
+/* Overrides of the train block (kiln_train_options_default leaves each one
+ * unset: the block's value is used) and what to write. */
+typedef struct KilnTrainOptions {
+  const char *train;          /* which train block: the model it trains (NULL: the loaded model's) */
+  int epochs;                 /* 0: unset */
+  int64_t batch;              /* 0: unset */
+  double lr;                  /* 0: unset */
+  int64_t seed;               /* -1: unset; shuffles, split and dropout draw from it */
+  double split;               /* validation fraction in [0, 1); -1: unset */
+  const char *optimizer;      /* an optimizer expression, "sgd(momentum=0.9)"; NULL: unset */
+  const char *data;           /* a data file (.csv, .npy, IDX; gzipped or not) in place of the block's */
+  const char *labels;         /* with a .npy or IDX data file: its labels file */
+  double scale;               /* features *= scale; 0: unset (the block's for data of its kind, else 1) */
+  const char *checkpoint;     /* checkpoint path (.safetensors); NULL: the block's, if any */
+  int checkpoint_every;       /* epochs between checkpoints; 0: the block's, else 1 */
+  const char *resume;         /* a checkpoint to continue from, where it stopped */
+  const char *out;            /* write the trained weights here at the end (NULL: don't) */
+  const char *curves;         /* write PREFIX.csv and PREFIX.svg (NULL: don't) */
+  FILE *progress;             /* progress bar and a line per epoch (NULL: silent) */
+  FILE *json;                 /* one JSON object per epoch (NULL: none) */
+  /* after each epoch (and its checkpoint), or NULL; non-zero stops training there */
+  int (*on_epoch)(const KilnEpoch *e, void *user);
+  void *user;
+} KilnTrainOptions;
+
+KILN_API void kiln_train_options_default(KilnTrainOptions *o);
+
+/* Trains m as its train block says, with o's overrides (o NULL: none),
+ * starting from m's weights (kiln_load_weights, or kiln_init_weights;
+ * drawn from the seed when neither was called) or from o->resume. Every
+ * data problem (a missing file, labels out of range, NaN, a data width that
+ * does not match the model's input, a checkpoint of another model) is an
+ * error status with a message; so is a failed checkpoint write, which
+ * leaves the previous checkpoint intact. On success m holds the trained
+ * weights: kiln_run and kiln_save_weights use them. */
+KILN_API KilnStatus kiln_train(KilnModel *m, const KilnTrainOptions *o);
+
+/* Evaluates m's current weights: loss and accuracy over o->data (all of
+ * it), else over the train block's test set, else over its validation
+ * split. Fills loss and acc of *out (the other fields NaN, epoch 0);
+ * *samples (if not NULL) gets the number of samples. */
+KILN_API KilnStatus kiln_evaluate(KilnModel *m, const KilnTrainOptions *o, KilnEpoch *out,
+                                  int64_t *samples);
+
+/* One training step on one batch: inputs are the model's inputs and the
+ * labels the loss uses (by name, e.g. "x" and "label"), all with the same
+ * leading batch dim. Compiles the step on first use (and again when the
+ * batch grows past the compiled maximum); *loss (if not NULL) gets the
+ * batch's mean loss before the update. The optimizer is the train block's. */
+KILN_API KilnStatus kiln_train_step(KilnModel *m, const KilnTensor *inputs, int ninputs,
+                                    float lr, float *loss);
+
+/* The epochs of the last kiln_train (those of a resumed checkpoint too). */
+KILN_API int kiln_epoch_count(const KilnModel *m);
+KILN_API KilnStatus kiln_epoch_get(const KilnModel *m, int i, KilnEpoch *out);
 
 #ifdef __cplusplus
 }

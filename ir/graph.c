@@ -3,6 +3,8 @@
  * mistake is reported at the layer that made it. All memory comes from the
  * graph's arena. */
 #include "ir/ir.h"
+#include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Appends p to a growable array of pointers kept in the arena. */
@@ -203,4 +205,113 @@ void ir_count_uses(Graph *g) {
       g->nodes[i]->in[j]->nuse++;
   for (int i = 0; i < g->noutputs; i++)
     g->outputs[i]->nuse++;
+}
+
+/* ---- graph surgery: what a rewriting pass needs ---------------------------- */
+
+/* Values the graph keeps whoever uses them: its outputs and loss, values
+ * that update a parameter or state (and what they update), and the
+ * gradients autodiff handed to wanted values. */
+static void mark_roots(const Graph *g, bool *live) {
+  for (int i = 0; i < g->noutputs; i++)
+    live[g->outputs[i]->id] = true;
+  if (g->loss)
+    live[g->loss->id] = true;
+  for (int i = 0; i < g->nvals; i++) {
+    const Value *v = g->vals[i];
+    if (v->role == V_INPUT)
+      live[i] = true;
+    if (v->updates) {
+      live[i] = true;
+      live[v->updates->id] = true;
+    }
+    if (v->grad && (v->role != V_TEMP || v->wrt))
+      live[v->grad->id] = true;
+  }
+}
+
+void ir_replace_uses(Graph *g, Value *from, Value *to) {
+  assert(!from->updates && from != to);
+  for (int i = 0; i < g->nnodes; i++)
+    for (int j = 0; j < g->nodes[i]->nin; j++)
+      if (g->nodes[i]->in[j] == from)
+        g->nodes[i]->in[j] = to;
+  for (int i = 0; i < g->noutputs; i++)
+    if (g->outputs[i] == from) {
+      g->outputs[i] = to;
+      if (to->role == V_TEMP && !to->is_output)
+        to->name = from->name;
+      to->is_output = true;
+      from->is_output = false;
+    }
+  for (int i = 0; i < g->nvals; i++)
+    if (g->vals[i]->grad == from)
+      g->vals[i]->grad = to;
+  if (g->loss == from)
+    g->loss = to;
+}
+
+/* Keeps the values with keep[id] set, in order, and renumbers them. */
+static void compact_values(Graph *g, const bool *keep) {
+  int k = 0;
+  for (int i = 0; i < g->nvals; i++)
+    if (keep[i]) {
+      g->vals[k] = g->vals[i];
+      g->vals[k]->id = k;
+      k++;
+    }
+  g->nvals = k;
+}
+
+int ir_remove_dead(Graph *g, bool drop_params) {
+  int nvals = g->nvals;
+  bool *live = calloc(nvals ? nvals : 1, sizeof *live);
+  bool *keep = calloc(nvals ? nvals : 1, sizeof *keep);
+  if (!live || !keep) {        /* nothing removed is always correct */
+    free(live);
+    free(keep);
+    return 0;
+  }
+  mark_roots(g, live);
+  int k = 0, removed = 0;
+  for (int i = g->nnodes - 1; i >= 0; i--) {   /* users come after their inputs */
+    Node *n = g->nodes[i];
+    bool used = false;
+    for (int j = 0; j < n->nout; j++)
+      used |= live[n->out[j]->id];
+    if (!used) {
+      g->nodes[i] = NULL;
+      removed++;
+      continue;
+    }
+    for (int j = 0; j < n->nin; j++)
+      live[n->in[j]->id] = true;
+    for (int j = 0; j < n->nout; j++)
+      keep[n->out[j]->id] = true;
+  }
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]) {
+      g->nodes[k] = g->nodes[i];
+      g->nodes[k]->id = k;
+      k++;
+    }
+  g->nnodes = k;
+  for (int i = 0; i < nvals; i++) {
+    const Value *v = g->vals[i];
+    if (v->role == V_CONST)
+      keep[i] = live[i];
+    else if (v->role == V_PARAM || v->role == V_STATE)
+      keep[i] = live[i] || !drop_params;
+    else if (v->role == V_INPUT)
+      keep[i] = true;
+  }
+  k = 0;
+  for (int i = 0; i < g->nparams; i++)
+    if (keep[g->params[i]->id])
+      g->params[k++] = g->params[i];
+  g->nparams = k;
+  compact_values(g, keep);
+  free(live);
+  free(keep);
+  return removed;
 }

@@ -256,6 +256,8 @@ struct Graph {
   OptSpec *opt;          /* the update after the gradients, or NULL: gradients only */
   Value *lr;             /* the learning-rate input of the step */
   uint64_t seed;         /* dropout masks: Philox key */
+  bool weights_baked;    /* a pass folded the values of parameters or state into constants
+                            (fold-bn): new weights need a new compile, not just a copy */
 };
 
 /* graph.c */
@@ -279,6 +281,17 @@ int64_t ir_numel_max(const Graph *g, const Type *t);   /* with batch at max; -1 
 int64_t ir_bytes_max(const Graph *g, const Type *t);
 void ir_count_uses(Graph *g);
 Attr ir_attr(void);       /* defaults: stride 1, dil 1, groups 1, eps 1e-5 */
+/* Graph surgery for passes. ir_replace_uses: every use of `from` (node
+ * inputs, graph outputs, gradients, the loss) becomes `to`, which must be
+ * defined before from's first user; an output hands its flag (and, to a
+ * temporary, its name) to `to`; `from` must not update a value.
+ * ir_remove_dead: removes the nodes whose outputs reach no output, no loss,
+ * no update of a parameter or state and no gradient of a wanted value, then
+ * the constants nothing uses and, with drop_params, the parameters and state
+ * nothing uses (inference); the nodes keep their order, nodes and values are
+ * renumbered densely. Returns the number of nodes removed. */
+void ir_replace_uses(Graph *g, Value *from, Value *to);
+int ir_remove_dead(Graph *g, bool drop_params);
 
 /* shape.c */
 int ir_infer(Graph *g, Node *n);   /* runs the op's shape rule */

@@ -116,7 +116,9 @@ static void grad_abs(Grad *d, const Node *n, Value *dy, Value **dx) {
   dx[0] = mul(d, dy, op1(d, OP_sign, n->in[0]));
 }
 
-/* relu'(x) = step(x): 0 at x = 0, as torch.relu. */
+/* relu'(x) = step(x), 0 at x = 0 as in PyTorch. A step op rather than a
+ * fused relu_grad(dy, x): it composes (leaky relu, clamps, masks), and the
+ * fusion pass makes dy * step(x) one loop anyway. */
 static void grad_relu(Grad *d, const Node *n, Value *dy, Value **dx) {
   dx[0] = mul(d, dy, op1(d, OP_step, n->in[0]));
 }

@@ -23,12 +23,25 @@ typedef struct PassCtx {
   /* scratch a node's kernel needs (codegen's answer, handed in by the driver
    * so that passes do not reach into a later stage) */
   int64_t (*work_bytes)(const Graph *g, const Node *n, int threads);
+  /* the data of parameter or state p (C order, p's dtype and bound shape),
+   * or NULL if unknown: the weights the compiled code will run with, which
+   * passes may fold into constants (fold-bn). The driver's, like
+   * work_bytes; param_user is its own pointer. */
+  const void *(*param_data)(const Graph *g, const Value *p, void *param_user);
+  void *param_user;
 } PassCtx;
+
+/* What a pass needs; the pipeline checks it before running the pass. */
+enum {
+  PASS_USES = 1 << 0,       /* Value.nuse counted (the pipeline recounts) */
+  PASS_INFERENCE = 1 << 1,  /* an inference graph: skipped when training or with a loss */
+};
 
 typedef struct Pass {
   const char *name;
   bool (*run)(Graph *g, PassCtx *cx, PassStats *st);
   int min_opt;            /* runs at this -O level and above */
+  int needs;              /* PASS_* */
 } Pass;
 
 /* pipeline.c */
@@ -36,6 +49,9 @@ typedef struct Pass {
 int pass_run_pipeline(Graph *g, PassCtx *cx);
 const Pass *pass_find(const char *name);
 int pass_count_kernels(const Graph *g);
+/* Bytes of every intermediate (temporary that is not a reshape), 64-byte
+ * aligned, at the maximum batch: a pass's scratch demand before memplan. */
+int64_t pass_temp_bytes(const Graph *g);
 
 /* autodiff.c: reverse-mode differentiation, first in the pipeline.
  *
@@ -75,6 +91,33 @@ extern const GradRule pass_grad_rules[OP_COUNT];   /* NULL: no gradient */
 
 /* optim.c: the optimizer update after autodiff (g->opt, g->lr); PyTorch's formulas */
 bool pass_optimizer(Graph *g, PassCtx *cx, PassStats *st);
+
+/* simplify.c: constant folding (elementwise, broadcast, movement and
+ * reduction ops whose inputs are all constants, evaluated at compile time),
+ * algebraic identities (x*1, x+0, x-0, x/1, neg(neg(x)), transposes that
+ * cancel or compose, reshape chains, reshapes, casts and expands that change
+ * nothing, a transpose of the last two axes into matmul's trans_a/trans_b,
+ * dropout with p = 0), common subexpressions (same op, inputs, attributes;
+ * equal constants become one) and dead code (ir_remove_dead; an inference
+ * graph also drops the parameters nothing uses). Outputs, the loss, update
+ * values and gradients keep their identity. Runs to a fixed point. */
+bool pass_simplify(Graph *g, PassCtx *cx, PassStats *st);
+/* The element i of data of dtype dt as a double, and back: pass_store
+ * returns false (and stores nothing) for an integer that dt cannot hold. */
+double pass_load(const void *data, RtDType dt, int64_t i);
+bool pass_store(void *data, RtDType dt, int64_t i, double x);
+
+/* fold_bn.c: for inference, a conv2d or a dense matmul (weight [out, in] or
+ * [in, out]) whose weight data is known (cx->param_data, or a constant),
+ * followed by a chain of per-output-channel affine ops with known operands
+ * (the bias add, batchnorm on the channel axis, add, sub, mul, div by
+ * per-channel or scalar constants), becomes the contraction with new
+ * constant weights W * s and one add of a constant bias t:
+ *   batchnorm: s = gamma / sqrt(var + eps), t = (b - mean) * s + beta.
+ * Only single-use links fold; the last op of the chain keeps its output
+ * value (it becomes the add), so outputs and names stay. A fold that read
+ * weights sets g->weights_baked: the compiled code holds their values. */
+bool pass_fold_bn(Graph *g, PassCtx *cx, PassStats *st);
 
 /* memplan.c */
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st);

@@ -1,14 +1,20 @@
 /* The pipeline: passes of one signature, in the order they run. -O0 runs
- * what correctness needs (memory planning); higher levels add the
- * optimizing passes as they land. After each pass: the verifier (when
- * asked), --print-after, and a --stats line; a pass that reports an error
- * (to g->diags) stops the pipeline. */
+ * what correctness needs (autodiff and the optimizer when training, memory
+ * planning); -O1 adds simplify, -O2 batchnorm folding, -O3 everything.
+ * simplify runs twice: on the forward graph (so autodiff differentiates a
+ * clean one) and on the whole step. Before each pass the pipeline checks
+ * what it needs (Pass.needs); after it: the verifier (when asked),
+ * --print-after, and a --stats line; a pass that reports an error (to
+ * g->diags) stops the pipeline. */
 #include "passes/passes.h"
 #include <string.h>
 
 static const Pass pipeline[] = {
+    {"simplify", pass_simplify, 1},
+    {"fold-bn", pass_fold_bn, 2, PASS_USES | PASS_INFERENCE},
     {"autodiff", pass_autodiff, 0},
     {"optimizer", pass_optimizer, 0},
+    {"simplify", pass_simplify, 1},
     {"memplan", pass_memplan, 0},
 };
 enum { NPASSES = sizeof pipeline / sizeof pipeline[0] };
@@ -35,6 +41,27 @@ int pass_count_kernels(const Graph *g) {
   return k;
 }
 
+int64_t pass_temp_bytes(const Graph *g) {
+  int64_t total = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    for (int j = 0; j < n->nout && n->op != OP_reshape; j++) {
+      int64_t b = ir_bytes_max(g, &n->out[j]->type);
+      total += b > 0 ? (b + 63) / 64 * 64 : 0;
+    }
+  }
+  return total;
+}
+
+/* Whether the graph and the context give the pass what it needs. */
+static bool can_run(const Pass *p, Graph *g, const PassCtx *cx) {
+  if ((p->needs & PASS_INFERENCE) && (g->training || g->loss))
+    return false;
+  if (p->needs & PASS_USES)
+    ir_count_uses(g);
+  return true;
+}
+
 static void print_stats(const PassCtx *cx, const char *name, const PassStats *s, bool changed) {
   FILE *f = cx->stats_out;
   if (cx->stats_json)
@@ -54,7 +81,7 @@ static void print_stats(const PassCtx *cx, const char *name, const PassStats *s,
 int pass_run_pipeline(Graph *g, PassCtx *cx) {
   for (int i = 0; i < NPASSES; i++) {
     const Pass *p = &pipeline[i];
-    if (cx->opt < p->min_opt)
+    if (cx->opt < p->min_opt || !can_run(p, g, cx))
       continue;
     PassStats st = {.nodes_before = g->nnodes, .kernels_before = pass_count_kernels(g),
                     .bytes_before = -1, .bytes_after = -1};

@@ -15,8 +15,8 @@ const char *kiln_version(void) { return KILN_VERSION; }
 const char *kiln_status_name(KilnStatus st) {
   static const char *names[] = {"ok", "io error", "model error", "input error",
                                 "weights error", "invalid argument", "out of memory",
-                                "compile error"};
-  return st <= KILN_ERR_COMPILE ? names[st] : "unknown status";
+                                "compile error", "training diverged"};
+  return st <= KILN_ERR_TRAIN ? names[st] : "unknown status";
 }
 
 void kiln_options_default(KilnOptions *o) {
@@ -42,9 +42,7 @@ const char *kiln_errors(const KilnModel *m) {
   return mm->errtext ? mm->errtext : "";
 }
 
-static KilnStatus fail(KilnModel *m, KilnStatus st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static KilnStatus fail(KilnModel *m, KilnStatus st, const char *fmt, ...) {
+KilnStatus kiln__fail(KilnModel *m, KilnStatus st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   diag_vadd(&m->diags, DIAG_ERROR, srcloc_none(), fmt, ap);
@@ -68,11 +66,11 @@ KilnStatus kiln__parse_sizes(KilnModel *m, const char *spec, FeSize **out, int *
   for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     char *eq = strchr(tok, '='), *end;
     if (!eq)
-      return fail(m, KILN_ERR_ARG, "size binding '%s' is not NAME=VALUE", tok);
+      return kiln__fail(m, KILN_ERR_ARG, "size binding '%s' is not NAME=VALUE", tok);
     *eq = 0;
     long long v = strtoll(eq + 1, &end, 10);
     if (*end || v < 1 || v > RT_MAX_DIM || !*tok)
-      return fail(m, KILN_ERR_ARG, "size %s=%s must be a positive integer below 2^31", tok,
+      return kiln__fail(m, KILN_ERR_ARG, "size %s=%s must be a positive integer below 2^31", tok,
                   eq + 1);
     s[(*n)++] = (FeSize){tok, v};
   }
@@ -118,7 +116,7 @@ KilnStatus kiln_load(const char *path, const KilnOptions *opt, KilnModel **out) 
   if (!m)
     return KILN_ERR_NOMEM;
   if (!path)
-    return fail(m, KILN_ERR_ARG, "no model file given");
+    return kiln__fail(m, KILN_ERR_ARG, "no model file given");
   m->ast = fe_parse_file(m->arena, path, &m->diags);
   KilnStatus st = load_ast(m, opt);
   if (st == KILN_ERR_MODEL && m->ast && !m->ast->src.text)
@@ -135,7 +133,7 @@ KilnStatus kiln_load_string(const char *name, const char *text, size_t len,
   return load_ast(m, opt);
 }
 
-static void free_compiled(Compiled *cc) {
+void kiln__free_compiled(Compiled *cc) {
   if (!cc)
     return;
   for (int i = 0; i < REGION_COUNT; i++)
@@ -151,7 +149,8 @@ static void free_compiled(Compiled *cc) {
 void kiln_free(KilnModel *m) {
   if (!m)
     return;
-  free_compiled(m->cc);
+  kiln__free_compiled(m->cc);
+  kiln__train_free(m);
   ir_graph_free(m->sig);
   kiln__free_weights(m);
   rt_arena_free(m->diag_arena);
@@ -196,8 +195,7 @@ KilnStatus kiln_init_weights(KilnModel *m, uint64_t seed) {
   kiln__free_weights(m);
   m->seeded = true;
   m->seed = seed;
-  free_compiled(m->cc);   /* weights are copied in when compiling */
-  m->cc = NULL;
+  kiln__forget_compiled(m, false);   /* weights are copied in when compiling */
   return KILN_OK;
 }
 
@@ -209,52 +207,87 @@ KilnStatus kiln_load_weights(KilnModel *m, const char *path) {
   RtError err;
   RtStatus rs = rt_st_read(path, &st, &err);
   if (rs != RT_OK)
-    return fail(m, rs == RT_ERR_IO ? KILN_ERR_IO : KILN_ERR_WEIGHTS, "%s", err.msg);
+    return kiln__fail(m, rs == RT_ERR_IO ? KILN_ERR_IO : KILN_ERR_WEIGHTS, "%s", err.msg);
   KilnStatus ks = KILN_OK;
+  kiln__forget_compiled(m, false);
   for (int i = 0; i < st.n && ks == KILN_OK; i++) {
     RtTensor t;
     const RtTensor *src = &st.tensors[i].t;
     if (rt_tensor_alloc(&t, src->dtype, src->rank, src->shape, &err) != RT_OK) {
-      ks = fail(m, KILN_ERR_NOMEM, "%s", err.msg);
+      ks = kiln__fail(m, KILN_ERR_NOMEM, "%s", err.msg);
       break;
     }
     memcpy(t.data, src->data, rt_tensor_bytes(src));
     ks = kiln__put_weight(m, st.tensors[i].name, t);
   }
   rt_st_free(&st);
-  free_compiled(m->cc);
-  m->cc = NULL;
   return ks;
 }
 
-/* The compiled copy in the weights and state regions is the truth once
- * compiled (training updates it); bring it back before saving. */
-static void sync_weights_back(KilnModel *m) {
-  Compiled *cc = m->cc;
+/* ---- the weights table and its compiled copies ---------------------------
+ *
+ * The table (m->w) is the truth until a training step runs: from then the
+ * step's regions are (m->newest), and whoever reads weights next pulls them
+ * back. Each compiled instance remembers which version of the table its
+ * regions hold, so a copy is made only when something changed. */
+
+void kiln__pull(KilnModel *m) {
+  Compiled *cc = m->newest;
   if (!cc)
     return;
   for (int i = 0; i < cc->g->nparams; i++) {
     const Value *p = cc->g->params[i];
     KilnWeight *w = kiln__weight(m, p->name);
     if (w)
-      memcpy(w->t.data, (char *)cc->regions[p->region] + p->offset, rt_tensor_bytes(&w->t));
+      memcpy(w->t.data, kiln__at(cc, p), rt_tensor_bytes(&w->t));
   }
+  cc->wver = ++m->wver;
+  m->newest = NULL;
 }
 
+void kiln__sync(KilnModel *m, Compiled *cc) {
+  if (m->newest == cc)
+    return;
+  kiln__pull(m);
+  if (cc->wver == m->wver)
+    return;
+  for (int i = 0; i < cc->g->nparams; i++) {
+    const Value *p = cc->g->params[i];
+    KilnWeight *w = kiln__weight(m, p->name);
+    if (w)
+      memcpy(kiln__at(cc, p), w->t.data, rt_tensor_bytes(&w->t));
+  }
+  cc->wver = m->wver;
+}
+
+void kiln__forget_compiled(KilnModel *m, bool keep_weights) {
+  if (keep_weights)
+    kiln__pull(m);
+  m->newest = NULL;
+  m->wver++;
+  kiln__free_compiled(m->cc);
+  m->cc = NULL;
+  kiln__train_forget(m);
+}
+
+/* Training's optimizer state ("optim.*") belongs in checkpoints, not in a
+ * model's weights. */
 KilnStatus kiln_save_weights(KilnModel *m, const char *path) {
   if (!m || !path)
     return KILN_ERR_ARG;
   kiln__reset_errors(m);
-  sync_weights_back(m);
+  kiln__pull(m);
   RtNamedTensor *ts = calloc(m->nw ? m->nw : 1, sizeof *ts);
   if (!ts)
     return KILN_ERR_NOMEM;
+  int n = 0;
   for (int i = 0; i < m->nw; i++)
-    ts[i] = (RtNamedTensor){m->w[i].name, m->w[i].t};
+    if (strncmp(m->w[i].name, "optim.", 6))
+      ts[n++] = (RtNamedTensor){m->w[i].name, m->w[i].t};
   RtError err;
-  RtStatus rs = rt_st_write(path, ts, m->nw, NULL, 0, &err);
+  RtStatus rs = rt_st_write(path, ts, n, NULL, 0, &err);
   free(ts);
-  return rs == RT_OK ? KILN_OK : fail(m, KILN_ERR_IO, "%s", err.msg);
+  return rs == RT_OK ? KILN_OK : kiln__fail(m, KILN_ERR_IO, "%s", err.msg);
 }
 
 /* ---- compiling -------------------------------------------------------------- */
@@ -280,28 +313,29 @@ static KilnStatus place_weights(KilnModel *m, Compiled *cc) {
   for (int i = 0; i < g->nparams; i++) {
     const Value *p = g->params[i];
     KilnWeight *w = kiln__weight(m, p->name);
-    if (!w && m->seeded) {
+    if (!w && (m->seeded || (cc->init_state && p->role == V_STATE))) {
       RtTensor t;
       RtError err;
       if ((st = kiln__init_param(g, p, m->seed, &t, &err)) != KILN_OK)
-        return fail(m, st, "%s", err.msg);
+        return kiln__fail(m, st, "%s", err.msg);
       if ((st = kiln__put_weight(m, p->name, t)) != KILN_OK)
         return st;
       w = kiln__weight(m, p->name);
     }
     if (!w) {
-      st = fail(m, KILN_ERR_WEIGHTS, "the weights lack parameter '%s' (%s)", p->name,
+      st = kiln__fail(m, KILN_ERR_WEIGHTS, "the weights lack parameter '%s' (%s)", p->name,
                 ir_type_str(g, &p->type, tb, sizeof tb));
       continue;
     }
     if (!same_shape(&w->t, g, p)) {
-      st = fail(m, KILN_ERR_WEIGHTS, "parameter '%s' is %s %s in the weights, the model needs %s",
+      st = kiln__fail(m, KILN_ERR_WEIGHTS, "parameter '%s' is %s %s in the weights, the model needs %s",
                 p->name, rt_dtype_name(w->t.dtype), rt_shape_str(w->t.rank, w->t.shape, sb, sizeof sb),
                 ir_type_str(g, &p->type, tb, sizeof tb));
       continue;
     }
-    memcpy((char *)cc->regions[p->region] + p->offset, w->t.data, rt_tensor_bytes(&w->t));
+    memcpy(kiln__at(cc, p), w->t.data, rt_tensor_bytes(&w->t));
   }
+  cc->wver = m->wver;
   for (int i = 0; i < g->nvals; i++) {
     const Value *v = g->vals[i];
     if (v->role == V_CONST && v->region >= 0)
@@ -310,30 +344,21 @@ static KilnStatus place_weights(KilnModel *m, Compiled *cc) {
   return st;
 }
 
-static Compiled *new_compiled(const FeSize *binds, int nbinds) {
+static Compiled *new_compiled(void) {
   Compiled *cc = calloc(1, sizeof *cc);
   if (!cc)
     return NULL;
   cc->diag_arena = rt_arena_new();
-  diag_init(&cc->diags, cc->diag_arena);
-  cc->binds = calloc(nbinds ? nbinds : 1, sizeof *cc->binds);
-  if (!cc->diag_arena || !cc->binds) {
-    free_compiled(cc);
+  if (!cc->diag_arena) {
+    free(cc);
     return NULL;
   }
-  memcpy(cc->binds, binds, nbinds * sizeof *binds);
-  cc->nbinds = nbinds;
+  diag_init(&cc->diags, cc->diag_arena);
   return cc;
 }
 
-/* Lowers with the bindings, sets the batch size variable and checks that
- * every other size is bound. */
-static KilnStatus bound_graph(KilnModel *m, Compiled *cc, const char *batch, int64_t max_batch) {
-  FeOptions fo = {.model = m->opt.model, .sizes = cc->binds, .nsizes = cc->nbinds};
-  cc->g = fe_lower(m->ast, &fo, &m->diags);
-  if (!cc->g || m->diags.nerrors)
-    return KILN_ERR_MODEL;
-  Graph *g = cc->g;
+/* Sets the batch size variable and checks that every other size is bound. */
+static KilnStatus bind_batch(KilnModel *m, Graph *g, const char *batch, int64_t max_batch) {
   for (int i = 0; i < g->nsvars; i++) {
     if (batch && !strcmp(g->svars[i], batch)) {
       g->batch_var = i;
@@ -341,19 +366,37 @@ static KilnStatus bound_graph(KilnModel *m, Compiled *cc, const char *batch, int
       continue;
     }
     if (g->svals[i] < 0)
-      return fail(m, KILN_ERR_INPUT, "size %s is not bound: give it through the inputs or as "
+      return kiln__fail(m, KILN_ERR_INPUT, "size %s is not bound: give it through the inputs or as "
                   "a size binding (--size %s=...)", g->svars[i], g->svars[i]);
   }
   return KILN_OK;
 }
 
+/* PassCtx.param_data: the table's data for p (drawn from the seed first if
+ * it is missing, as place_weights would), so passes fold what will run.
+ * Graphs compiled for training (the step, the evaluation between epochs)
+ * see the weights change under them and only copy them (kiln__sync):
+ * nothing may bake them in. An inference graph that did (g->weights_baked)
+ * is compiled again when the weights change (kiln_run). */
+static const void *param_data(const Graph *g, const Value *p, void *user) {
+  KilnModel *m = user;
+  KilnWeight *w = kiln__weight(m, p->name);
+  RtTensor t;
+  RtError err;
+  if (!w && m->seeded && kiln__init_param(g, p, m->seed, &t, &err) == KILN_OK &&
+      kiln__put_weight(m, p->name, t) == KILN_OK)
+    w = kiln__weight(m, p->name);
+  return w && same_shape(&w->t, g, p) ? w->t.data : NULL;
+}
+
 static KilnStatus run_passes(KilnModel *m, Compiled *cc) {
   PassCtx cx = {.opt = m->opt.opt_level, .threads = cc->threads, .verify = true,
                 .work_bytes = cg_work_bytes, .print_after = m->print_after,
-                .print_out = stdout, .stats_out = m->stats_out, .stats_json = m->stats_json};
+                .print_out = stdout, .stats_out = m->stats_out, .stats_json = m->stats_json,
+                .param_data = cc->live_weights ? NULL : param_data, .param_user = m};
   if (pass_run_pipeline(cc->g, &cx) < 0) {
     diag_print(cc->g->diags, stderr);
-    return fail(m, KILN_ERR_COMPILE, "internal: the IR verifier failed after a pass");
+    return kiln__fail(m, KILN_ERR_COMPILE, "internal: the IR verifier failed after a pass");
   }
   return KILN_OK;
 }
@@ -385,39 +428,76 @@ static KilnStatus gen_code(KilnModel *m, Compiled *cc) {
       (dump_code(m, &c), 0) ||
       (!cc->jit && cg_jit_new(&cc->jit, err, sizeof err)) || cg_jit_add(cc->jit, &c, err, sizeof err)) {
     cg_ctx_dispose(&c);
-    return fail(m, KILN_ERR_COMPILE, "code generation: %s", err);
+    return kiln__fail(m, KILN_ERR_COMPILE, "code generation: %s", err);
   }
   cg_ctx_dispose(&c);
   cc->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(cc->jit, "kiln_entry");
-  return cc->entry ? KILN_OK : fail(m, KILN_ERR_COMPILE, "code generation: no entry point");
+  return cc->entry ? KILN_OK : kiln__fail(m, KILN_ERR_COMPILE, "code generation: no entry point");
 }
 
 static KilnStatus alloc_regions(KilnModel *m, Compiled *cc) {
   for (int r = 0; r < REGION_COUNT; r++) {
     cc->regions[r] = rt_aligned_alloc(cc->g->region_bytes[r] ? cc->g->region_bytes[r] : 64);
     if (!cc->regions[r])
-      return fail(m, KILN_ERR_NOMEM, "cannot allocate %lld bytes for the model's memory",
+      return kiln__fail(m, KILN_ERR_NOMEM, "cannot allocate %lld bytes for the model's memory",
                   (long long)cc->g->region_bytes[r]);
   }
   return KILN_OK;
 }
 
-KilnStatus kiln__compile(KilnModel *m, const FeSize *binds, int nbinds, const char *batch,
-                         int64_t max_batch) {
-  Compiled *cc = new_compiled(binds, nbinds);
-  if (!cc)
+KilnStatus kiln__compile_graph(KilnModel *m, Graph *g, const char *batch, int64_t max_batch,
+                               unsigned flags, Compiled **out) {
+  *out = NULL;
+  Compiled *cc = new_compiled();
+  if (!cc) {
+    ir_graph_free(g);
     return KILN_ERR_NOMEM;
+  }
+  cc->g = g;
   cc->max_batch = max_batch;
+  cc->init_state = flags & KILN__INIT_STATE;
+  cc->live_weights = flags & KILN__LIVE_WEIGHTS;
   cc->threads = m->threads > 0 ? m->threads : rt_default_threads();
+  kiln__pull(m);                       /* place_weights reads the table */
   KilnStatus st;
-  if ((st = bound_graph(m, cc, batch, max_batch)) || (st = run_passes(m, cc)) ||
+  if ((st = bind_batch(m, g, batch, max_batch)) || (st = run_passes(m, cc)) ||
       (st = gen_code(m, cc)) || (st = alloc_regions(m, cc)) || (st = place_weights(m, cc))) {
-    free_compiled(cc);
+    kiln__free_compiled(cc);
     return st;
   }
-  free_compiled(m->cc);
+  *out = cc;
+  return KILN_OK;
+}
+
+KilnStatus kiln__compile(KilnModel *m, const FeSize *binds, int nbinds, const char *batch,
+                         int64_t max_batch) {
+  FeOptions fo = {.model = m->opt.model, .sizes = binds, .nsizes = nbinds};
+  Graph *g = fe_lower(m->ast, &fo, &m->diags);
+  if (!g || m->diags.nerrors) {
+    ir_graph_free(g);
+    return KILN_ERR_MODEL;
+  }
+  Compiled *cc;
+  KilnStatus st = kiln__compile_graph(m, g, batch, max_batch, 0, &cc);
+  if (st != KILN_OK)
+    return st;
+  cc->binds = calloc(nbinds ? nbinds : 1, sizeof *cc->binds);   /* the cache's key */
+  if (!cc->binds) {
+    kiln__free_compiled(cc);
+    return KILN_ERR_NOMEM;
+  }
+  if (nbinds)
+    memcpy(cc->binds, binds, nbinds * sizeof *binds);
+  cc->nbinds = nbinds;
+  kiln__free_compiled(m->cc);
   m->cc = cc;
   return KILN_OK;
+}
+
+void kiln__call(KilnModel *m, Compiled *cc, int64_t batch) {
+  kiln__sync(m, cc);
+  int threads = m->threads > 0 ? m->threads : rt_default_threads();
+  cc->entry(cc->regions, batch, threads < cc->threads ? threads : cc->threads);
 }
 
 /* ---- running ---------------------------------------------------------------- */
@@ -446,7 +526,7 @@ static KilnStatus bind_inputs(KilnModel *m, const KilnTensor **in, FeSize *binds
           ok = false;
       }
       if (pass == 1 && !ok)
-        return fail(m, KILN_ERR_INPUT, "input '%s' is %s %s, the model expects %s", v->name,
+        return kiln__fail(m, KILN_ERR_INPUT, "input '%s' is %s %s, the model expects %s", v->name,
                     rt_dtype_name((RtDType)t->dtype), rt_shape_str(t->rank, t->shape, sb, sizeof sb),
                     ir_type_str(s, &v->type, tb, sizeof tb));
     }
@@ -465,6 +545,30 @@ static int batch_var(const Graph *s) {
   return z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1 ? z.t[0].v[0] : -1;
 }
 
+KilnStatus kiln__bind(KilnModel *m, const KilnTensor **in, FeSize *binds, int *nb,
+                      int64_t *batch) {
+  const Graph *s = m->sig;
+  int64_t vals[256];
+  if (s->nsvars > 256)
+    return kiln__fail(m, KILN_ERR_ARG, "too many sizes");
+  KilnStatus st = bind_inputs(m, in, binds, nb, vals);
+  if (st != KILN_OK)
+    return st;
+  int bv = batch_var(s);
+  *batch = bv >= 0 ? vals[bv] : 1;
+  int k = 0;                   /* the batch is not compiled in: drop its binding */
+  for (int i = 0; i < *nb; i++)
+    if (bv < 0 || strcmp(binds[i].name, s->svars[bv]))
+      binds[k++] = binds[i];
+  *nb = k;
+  return KILN_OK;
+}
+
+const char *kiln__batch_name(const KilnModel *m) {
+  int bv = m->sig ? batch_var(m->sig) : -1;
+  return bv >= 0 ? m->sig->svars[bv] : NULL;
+}
+
 static bool cache_fits(const Compiled *cc, const FeSize *b, int nb, int64_t batch) {
   if (!cc || cc->nbinds != nb || batch > cc->max_batch)
     return false;
@@ -478,7 +582,7 @@ static KilnStatus order_inputs(KilnModel *m, const KilnTensor *inputs, int n,
                                const KilnTensor **in) {
   const Graph *s = m->sig;
   if (n != s->ninputs)
-    return fail(m, KILN_ERR_INPUT, "the model takes %d input(s), got %d", s->ninputs, n);
+    return kiln__fail(m, KILN_ERR_INPUT, "the model takes %d input(s), got %d", s->ninputs, n);
   for (int i = 0; i < n; i++) {
     in[i] = NULL;
     for (int j = 0; j < n && !in[i]; j++)
@@ -487,9 +591,9 @@ static KilnStatus order_inputs(KilnModel *m, const KilnTensor *inputs, int n,
     if (!in[i] && !inputs[i].name)
       in[i] = &inputs[i];
     if (!in[i])
-      return fail(m, KILN_ERR_INPUT, "no input named '%s' was given", s->inputs[i]->name);
+      return kiln__fail(m, KILN_ERR_INPUT, "no input named '%s' was given", s->inputs[i]->name);
     if (!in[i]->data)
-      return fail(m, KILN_ERR_INPUT, "input '%s' has no data", s->inputs[i]->name);
+      return kiln__fail(m, KILN_ERR_INPUT, "input '%s' has no data", s->inputs[i]->name);
   }
   return KILN_OK;
 }
@@ -510,30 +614,26 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
     return KILN_ERR_ARG;
   kiln__reset_errors(m);
   if (!m->sig)
-    return fail(m, KILN_ERR_MODEL, "the model did not load");
+    return kiln__fail(m, KILN_ERR_MODEL, "the model did not load");
   const Graph *s = m->sig;
   const KilnTensor *in[64];
   FeSize binds[256];
-  int64_t vals[256];
   int nb;
+  int64_t batch;
   KilnStatus st;
-  if (s->ninputs > 64 || s->nsvars > 256)
-    return fail(m, KILN_ERR_ARG, "too many inputs or sizes");
-  if ((st = order_inputs(m, inputs, ninputs, in)) || (st = bind_inputs(m, in, binds, &nb, vals)))
+  if (s->ninputs > 64)
+    return kiln__fail(m, KILN_ERR_ARG, "too many inputs");
+  if ((st = order_inputs(m, inputs, ninputs, in)) || (st = kiln__bind(m, in, binds, &nb, &batch)))
     return st;
   if (noutputs > s->noutputs)
-    return fail(m, KILN_ERR_ARG, "the model has %d output(s), %d asked", s->noutputs, noutputs);
-  int bv = batch_var(s);
-  int64_t batch = bv >= 0 ? vals[bv] : 1;
-  /* the batch is not compiled in: drop its binding */
-  int k = 0;
-  for (int i = 0; i < nb; i++)
-    if (bv < 0 || strcmp(binds[i].name, s->svars[bv]))
-      binds[k++] = binds[i];
-  nb = k;
+    return kiln__fail(m, KILN_ERR_ARG, "the model has %d output(s), %d asked", s->noutputs, noutputs);
+  if (m->cc && m->cc->g->weights_baked && (m->newest || m->cc->wver != m->wver)) {
+    kiln__free_compiled(m->cc);        /* its code holds weights that have changed since */
+    m->cc = NULL;
+  }
   if (!cache_fits(m->cc, binds, nb, batch)) {
     int64_t maxb = batch > m->opt.max_batch ? batch : m->opt.max_batch;
-    if ((st = kiln__compile(m, binds, nb, bv >= 0 ? s->svars[bv] : NULL, maxb)))
+    if ((st = kiln__compile(m, binds, nb, kiln__batch_name(m), maxb)))
       return st;
   }
   Compiled *cc = m->cc;
@@ -544,10 +644,9 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
   for (int i = 0; i < g->ninputs; i++) {
     const Value *v = g->inputs[i];
     int64_t b = bytes_at(g, v, gv, shape);
-    memcpy((char *)cc->regions[v->region] + v->offset, in[i]->data, b);
+    memcpy(kiln__at(cc, v), in[i]->data, b);
   }
-  int threads = m->threads > 0 ? m->threads : rt_default_threads();
-  cc->entry(cc->regions, batch, threads < cc->threads ? threads : cc->threads);
+  kiln__call(m, cc, batch);
   for (int i = 0; i < noutputs; i++) {
     const Value *v = g->outputs[i];
     KilnTensor *t = &outputs[i];
@@ -556,7 +655,7 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
     t->dtype = (KilnDType)v->type.dt;
     t->rank = v->type.rank;
     bytes_at(g, v, gv, t->shape);
-    t->data = (char *)cc->regions[v->region] + v->offset;
+    t->data = kiln__at(cc, v);
   }
   return KILN_OK;
 }
@@ -564,10 +663,9 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
 KilnStatus kiln_set_threads(KilnModel *m, int threads) {
   if (!m || threads < 0)
     return KILN_ERR_ARG;
+  int before = m->threads > 0 ? m->threads : rt_default_threads();
   m->threads = threads;
-  if (m->cc && threads > m->cc->threads) {   /* workspaces were planned for fewer */
-    free_compiled(m->cc);
-    m->cc = NULL;
-  }
+  if ((threads > 0 ? threads : rt_default_threads()) > before)
+    kiln__forget_compiled(m, true);   /* workspaces were planned for fewer */
   return KILN_OK;
 }

@@ -23,6 +23,9 @@ typedef struct Compiled {
   int nbinds;
   int64_t max_batch;
   int threads;            /* the most threads its workspaces allow */
+  bool init_state;        /* training: state missing from the weights starts from its Init */
+  bool live_weights;      /* weights change between runs: passes must not fold them into code */
+  uint64_t wver;          /* the version of the weights table its regions hold */
 } Compiled;
 
 typedef struct KilnWeight {
@@ -44,7 +47,10 @@ struct KilnModel {
   int nw, capw;
   bool seeded;            /* draw missing weights from seed */
   uint64_t seed;
-  Compiled *cc;
+  Compiled *cc;           /* inference */
+  uint64_t wver;          /* bumped whenever the weights table changes */
+  Compiled *newest;       /* its regions are newer than the table (it trained), or NULL */
+  struct KilnTrainer *tr; /* training (tools/train.c), or NULL */
   int threads;
   /* what the kiln command asks to see while compiling */
   FILE *emit_llvm, *emit_asm;
@@ -55,9 +61,42 @@ struct KilnModel {
 
 /* tools/api.c */
 void kiln__reset_errors(KilnModel *m);
+KilnStatus kiln__fail(KilnModel *m, KilnStatus st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The inference graph, lowered with binds, compiled and kept in m->cc. */
 KilnStatus kiln__compile(KilnModel *m, const FeSize *binds, int nbinds, const char *batch,
                          int64_t max_batch);
+/* Compiles a lowered graph (taken over, freed on failure) whose size
+ * `batch` is bound at run time up to max_batch; its weights come from the
+ * table (drawn from the seed when missing, state too with
+ * KILN__INIT_STATE). KILN__LIVE_WEIGHTS: the weights will change between
+ * runs (training), so no pass may fold their values into the code. */
+enum { KILN__INIT_STATE = 1, KILN__LIVE_WEIGHTS = 2 };
+KilnStatus kiln__compile_graph(KilnModel *m, Graph *g, const char *batch, int64_t max_batch,
+                               unsigned flags, Compiled **out);
+void kiln__free_compiled(Compiled *cc);
 KilnStatus kiln__parse_sizes(KilnModel *m, const char *spec, FeSize **out, int *n);
+/* Binds the signature's sizes from the inputs (in->[i] for sig input i):
+ * the bindings of every size but the batch, and the batch (1 if none). */
+KilnStatus kiln__bind(KilnModel *m, const KilnTensor **in, FeSize *binds, int *nb,
+                      int64_t *batch);
+const char *kiln__batch_name(const KilnModel *m);   /* the batch's size name, or NULL */
+/* The weights table and the compiled copies: kiln__pull brings the newest
+ * copy (a training step's) back into the table; kiln__sync makes cc's copy
+ * current before it runs. */
+void kiln__pull(KilnModel *m);
+void kiln__sync(KilnModel *m, Compiled *cc);
+/* Frees every compiled instance; keep_weights pulls the newest copy first. */
+void kiln__forget_compiled(KilnModel *m, bool keep_weights);
+/* Where value v lives in cc's regions. */
+static inline void *kiln__at(const Compiled *cc, const Value *v) {
+  return (char *)cc->regions[v->region] + v->offset;
+}
+void kiln__call(KilnModel *m, Compiled *cc, int64_t batch);
+
+/* tools/train.c */
+void kiln__train_forget(KilnModel *m);     /* frees the compiled step and evaluation */
+void kiln__train_free(KilnModel *m);
 
 /* tools/weights.c */
 KilnWeight *kiln__weight(KilnModel *m, const char *name);

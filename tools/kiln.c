@@ -4,8 +4,11 @@
  *
  *   kiln check M.kiln [--emit=ir|dot|memplan|llvm|asm] [--stats] [--json]
  *   kiln run   M.kiln -i x=in.npy -o logits=out.npy [--weights W] [--seed S]
+ *   kiln train M.kiln [--epochs N --batch N --lr X ...] [-o W.safetensors] [--json]
+ *   kiln eval  M.kiln --weights W [--data D] [--json]
  */
 #include "tools/api.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,13 +18,30 @@ static const char *usage =
     "commands:\n"
     "  check    parse and check a model; print its IR or every error\n"
     "  run      compile and run a model on .npy inputs\n"
+    "  train    train a model as its train block says (options below override it)\n"
+    "  eval     loss and accuracy of trained weights on data\n"
     "\n"
     "options:\n"
     "  --model NAME          the model of the file to use (default: the first)\n"
     "  -i NAME=FILE.npy      an input (run); repeat for each input\n"
     "  -o NAME=FILE.npy      write an output (run); default: print a summary\n"
-    "  --weights FILE        weights (.safetensors) by parameter name\n"
-    "  --seed N              draw weights from seed N when no --weights (default 0)\n"
+    "  --weights FILE        weights (.safetensors) by parameter name; train: start from them\n"
+    "  --seed N              run: draw weights from seed N when no --weights (default 0);\n"
+    "                        train: the seed of weights, split, shuffles and dropout\n"
+    "\n"
+    "training (train, eval):\n"
+    "  -o FILE.safetensors   where the trained weights go (default: MODEL-FILE-STEM.safetensors)\n"
+    "  --epochs N  --batch N  --lr X  --split X  --optimizer 'sgd(momentum=0.9)'\n"
+    "  --data FILE           data (.csv, .npy, IDX; gzipped or not) in place of the block's\n"
+    "  --labels FILE         the labels of a .npy or IDX --data file\n"
+    "  --scale X             multiply the --data features by X (default: the block's scale\n"
+    "                        for a file of the block's kind, else 1)\n"
+    "  --checkpoint FILE     checkpoint path (default: the block's, else STEM.ckpt.safetensors)\n"
+    "  --checkpoint-every N  epochs between checkpoints (default 1)\n"
+    "  --resume FILE         continue from a checkpoint where it stopped\n"
+    "  --curves PREFIX       write PREFIX.csv and PREFIX.svg (default: STEM.curves)\n"
+    "  --json                one JSON object per epoch on stdout (progress goes to stderr)\n"
+    "  --train NAME          which train block (default: the model's)\n"
     "  --size NAME=V,...     bind size names, e.g. --size T=64\n"
     "  --batch N             compile for batches up to N (check, emit)\n"
     "  -O0 .. -O3            optimisation level (default -O2)\n"
@@ -35,6 +55,8 @@ static const char *usage =
 typedef struct Cli {
   const char *cmd, *model_path, *weights, *emit, *print_after, *sizes;
   KilnOptions opt;
+  KilnTrainOptions train;
+  bool seed_given;
   uint64_t seed;
   bool stats, json;
   int64_t batch;
@@ -68,6 +90,21 @@ static int64_t parse_int(const char *s, const char *what) {
   return v;
 }
 
+static double parse_real(const char *s, const char *what) {
+  char *end;
+  double v = strtod(s, &end);
+  if (!*s || *end || !(v >= 0) || v > 1e300)
+    die_usage("%s must be a non-negative number", what);
+  return v;
+}
+
+static int parse_count(const char *s, const char *what) {
+  int64_t v = parse_int(s, what);
+  if (v < 1 || v > INT32_MAX)
+    die_usage("%s must be a positive integer", what);
+  return (int)v;
+}
+
 /* --key=value or --key value */
 static const char *opt_value(int argc, char **argv, int *i, const char *key) {
   size_t n = strlen(key);
@@ -82,8 +119,44 @@ static const char *opt_value(int argc, char **argv, int *i, const char *key) {
   return argv[++*i];
 }
 
+/* The training options; false if a is none of them. */
+static bool parse_train_option(int argc, char **argv, int *i, Cli *c) {
+  KilnTrainOptions *t = &c->train;
+  const char *v;
+  if ((v = opt_value(argc, argv, i, "--epochs")))
+    t->epochs = parse_count(v, "--epochs");
+  else if ((v = opt_value(argc, argv, i, "--lr")))
+    t->lr = parse_real(v, "--lr");
+  else if ((v = opt_value(argc, argv, i, "--split")) && (t->split = parse_real(v, "--split")) >= 1)
+    die_usage("--split must be below 1, got %s", v);
+  else if (v)
+    return true;
+  else if ((v = opt_value(argc, argv, i, "--optimizer")))
+    t->optimizer = v;
+  else if ((v = opt_value(argc, argv, i, "--data")))
+    t->data = v;
+  else if ((v = opt_value(argc, argv, i, "--labels")))
+    t->labels = v;
+  else if ((v = opt_value(argc, argv, i, "--scale")))
+    t->scale = parse_real(v, "--scale");
+  else if ((v = opt_value(argc, argv, i, "--checkpoint-every")))
+    t->checkpoint_every = parse_count(v, "--checkpoint-every");
+  else if ((v = opt_value(argc, argv, i, "--checkpoint")))
+    t->checkpoint = v;
+  else if ((v = opt_value(argc, argv, i, "--resume")))
+    t->resume = v;
+  else if ((v = opt_value(argc, argv, i, "--curves")))
+    t->curves = v;
+  else if ((v = opt_value(argc, argv, i, "--train")))
+    t->train = v;
+  else
+    return false;
+  return true;
+}
+
 static void parse_args(int argc, char **argv, Cli *c) {
   kiln_options_default(&c->opt);
+  kiln_train_options_default(&c->train);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -92,6 +165,8 @@ static void parse_args(int argc, char **argv, Cli *c) {
     } else if (!strcmp(a, "--version")) {
       printf("kiln %s\n", kiln_version());
       exit(0);
+    } else if (!strcmp(a, "-o") && i + 1 < argc && !strchr(argv[i + 1], '=')) {
+      c->train.out = argv[++i];                /* train: the weights file */
     } else if (!strcmp(a, "-i") || !strcmp(a, "-o")) {
       if (i + 1 >= argc)
         die_usage("%s needs NAME=FILE", a);
@@ -108,6 +183,7 @@ static void parse_args(int argc, char **argv, Cli *c) {
       c->weights = v;
     } else if ((v = opt_value(argc, argv, &i, "--seed"))) {
       c->seed = parse_int(v, "--seed");
+      c->seed_given = true;
     } else if ((v = opt_value(argc, argv, &i, "--size"))) {
       c->sizes = v;
     } else if ((v = opt_value(argc, argv, &i, "--batch"))) {
@@ -122,6 +198,8 @@ static void parse_args(int argc, char **argv, Cli *c) {
       c->stats = true;
     } else if (!strcmp(a, "--json")) {
       c->json = true;
+    } else if (parse_train_option(argc, argv, &i, c)) {
+      continue;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
       c->opt.opt_level = a[2] - '0';
     } else if (a[0] == '-') {
@@ -142,6 +220,11 @@ static void parse_args(int argc, char **argv, Cli *c) {
     die_usage("%s needs a model file", c->cmd);
   c->opt.sizes = c->sizes;
   c->opt.max_batch = c->batch;
+  c->train.batch = c->batch;
+  c->train.seed = c->seed_given ? (int64_t)c->seed : -1;
+  if (c->train.out && strcmp(c->cmd, "train"))
+    die_usage("-o FILE (without NAME=) names the weights kiln train writes; %s takes -o NAME=FILE",
+              c->cmd);
 }
 
 static int report(KilnModel *m, KilnStatus st) {
@@ -307,6 +390,67 @@ done:
   return rc;
 }
 
+/* STEM of dir/STEM.kiln followed by suffix: the default names of train's files. */
+static const char *stem_with(const char *path, const char *suffix) {
+  const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  const char *dot = strrchr(base, '.');
+  int n = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+  char *s = malloc(n + strlen(suffix) + 1);
+  if (!s)
+    exit(1);
+  sprintf(s, "%.*s%s", n, base, suffix);
+  return s;
+}
+
+static int cmd_train(Cli *c) {
+  KilnModel *m = load(c);
+  KilnTrainOptions *t = &c->train;
+  KilnStatus st = KILN_OK;
+  if (!t->out)
+    t->out = stem_with(c->model_path, ".safetensors");
+  if (!t->curves)
+    t->curves = stem_with(c->model_path, ".curves");
+  if (!t->checkpoint)
+    t->checkpoint = stem_with(c->model_path, ".ckpt.safetensors");
+  t->progress = c->json ? stderr : stdout;
+  t->json = c->json ? stdout : NULL;
+  if (c->weights)
+    st = kiln_load_weights(m, c->weights);
+  if (st == KILN_OK)
+    st = kiln_train(m, t);
+  int rc = st == KILN_OK ? 0 : report(m, st);
+  if (!rc)
+    fprintf(t->progress, "weights: %s  curves: %s.csv, %s.svg\n", t->out, t->curves, t->curves);
+  kiln_free(m);
+  return rc;
+}
+
+static int cmd_eval(Cli *c) {
+  if (!c->weights)
+    die_usage("%s needs --weights FILE (the trained weights)", "eval");
+  KilnModel *m = load(c);
+  KilnEpoch e;
+  int64_t n = 0;
+  KilnStatus st = kiln_load_weights(m, c->weights);
+  if (st == KILN_OK)
+    st = kiln_evaluate(m, &c->train, &e, &n);
+  int rc = st == KILN_OK ? 0 : report(m, st);
+  if (!rc && c->json) {
+    printf("{\"samples\": %lld, \"loss\": %.17g, \"acc\": ", (long long)n, e.loss);
+    if (isnan(e.acc))
+      printf("null}\n");
+    else
+      printf("%.17g}\n", e.acc);
+  } else if (!rc) {
+    printf("%lld samples  loss %.4f", (long long)n, e.loss);
+    if (!isnan(e.acc))
+      printf("  acc %.2f%%", 100 * e.acc);
+    printf("\n");
+  }
+  kiln_free(m);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   Cli c = {0};
   parse_args(argc, argv, &c);
@@ -314,5 +458,9 @@ int main(int argc, char **argv) {
     return cmd_check(&c);
   if (!strcmp(c.cmd, "run"))
     return cmd_run(&c);
+  if (!strcmp(c.cmd, "train"))
+    return cmd_train(&c);
+  if (!strcmp(c.cmd, "eval"))
+    return cmd_eval(&c);
   return die_usage("unknown command '%s'", c.cmd);
 }

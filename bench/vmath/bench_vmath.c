@@ -13,7 +13,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <time.h>
-#include "tests/codegen/vmath_check.h"
+#include "bench/vmath/vmath_check.h"
 
 enum { N = 1 << 20, REPEATS = 41, SWEEP_CHUNK = 1 << 14 };
 

@@ -187,8 +187,8 @@ static inline void model_run(Model *m, int64_t batch, int nthreads) {
     const uint64_t *guard = (const uint64_t *)((char *)m->regions[r] + g->region_bytes[r]);
     for (int64_t i = 0; i < m->guard / 8; i++)
       if (guard[i] != 0xa5a5a5a5a5a5a5a5u)
-        fail_msg("%s: a kernel wrote %lld bytes past region %d (%lld bytes planned)", g->name,
-                 (long long)i * 8, r, (long long)g->region_bytes[r]);
+        fail_msg("%s: a kernel wrote past the %lld planned bytes of region %d (at +%lld)", g->name,
+                 (long long)g->region_bytes[r], r, (long long)i * 8);
   }
 }
 

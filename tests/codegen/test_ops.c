@@ -991,7 +991,7 @@ static void test_conv2d(void **state) {
 typedef struct PoolCase {
   Op op;
   int64_t h, w;
-  int k, s, pad, dil;
+  int k, s, pad[4], dil;   /* pad: top, left, bottom, right */
   bool ceil_mode, count_include_pad;
 } PoolCase;
 
@@ -1002,8 +1002,7 @@ static void pool_case(RtDType dt, const PoolCase *pc) {
   a.k[0] = a.k[1] = pc->k;
   a.stride[0] = a.stride[1] = pc->s;
   a.dil[0] = a.dil[1] = pc->dil;
-  for (int i = 0; i < 4; i++)
-    a.pad[i] = pc->pad;
+  memcpy(a.pad, pc->pad, sizeof a.pad);
   a.ceil_mode = pc->ceil_mode;
   a.count_include_pad = pc->count_include_pad;
   Value *x = ir_input(g, "x", TY(dt, 2, 3, pc->h, pc->w), NOLOC);
@@ -1013,37 +1012,43 @@ static void pool_case(RtDType dt, const PoolCase *pc) {
   model_fill_all(&m, 18);
   model_run(&m, 0, HARNESS_THREADS);
   char what[128];
-  snprintf(what, sizeof what, "%s %s %lldx%lld k %d s %d pad %d dil %d ceil %d include_pad %d",
-           op_name(pc->op), rt_dtype_name(dt), (long long)pc->h, (long long)pc->w, pc->k, pc->s, pc->pad,
-           pc->dil, pc->ceil_mode, pc->count_include_pad);
+  snprintf(what, sizeof what, "%s %s %lldx%lld k %d s %d pad %d,%d,%d,%d dil %d ceil %d include_pad %d",
+           op_name(pc->op), rt_dtype_name(dt), (long long)pc->h, (long long)pc->w, pc->k, pc->s, pc->pad[0],
+           pc->pad[1], pc->pad[2], pc->pad[3], pc->dil, pc->ceil_mode, pc->count_include_pad);
   check_ten(what, model_get(&m, y), ref_pool(&m, pc->op, model_get(&m, x), &a), eps_for(dt, 1));
   model_free(&m);
 }
 
 static void test_pool(void **state) {
   static const PoolCase cases[] = {
-      /* op            h   w  k  s pad dil ceil  incpad */
-      {OP_maxpool2d, 8, 8, 2, 2, 0, 1, false, false},
-      {OP_maxpool2d, 7, 7, 2, 2, 0, 1, false, false},
-      {OP_maxpool2d, 7, 7, 2, 2, 0, 1, true, false},
-      {OP_maxpool2d, 7, 13, 3, 2, 1, 1, false, false},
-      {OP_maxpool2d, 8, 8, 3, 2, 1, 1, true, false},
-      {OP_maxpool2d, 6, 6, 3, 2, 1, 1, true, false},   /* last window dropped */
-      {OP_maxpool2d, 13, 13, 3, 1, 1, 1, false, false},
-      {OP_maxpool2d, 13, 13, 3, 2, 1, 2, false, false}, /* dilation 2 */
-      {OP_maxpool2d, 13, 7, 3, 3, 0, 1, true, false},
-      {OP_avgpool2d, 8, 8, 2, 2, 0, 1, false, true},
-      {OP_avgpool2d, 7, 7, 2, 2, 0, 1, true, true},
-      {OP_avgpool2d, 7, 7, 2, 2, 0, 1, true, false},
-      {OP_avgpool2d, 7, 13, 3, 1, 1, 1, false, true},
-      {OP_avgpool2d, 7, 13, 3, 1, 1, 1, false, false},
-      {OP_avgpool2d, 8, 8, 3, 2, 1, 1, true, true},
-      {OP_avgpool2d, 8, 8, 3, 2, 1, 1, true, false},
-      {OP_avgpool2d, 6, 6, 3, 2, 1, 1, true, true},
-      {OP_avgpool2d, 6, 6, 3, 2, 1, 1, true, false},
-      {OP_avgpool2d, 13, 7, 3, 3, 0, 1, true, true},
-      {OP_avgpool2d, 13, 13, 4, 3, 2, 1, true, true},
-      {OP_avgpool2d, 13, 13, 4, 3, 2, 1, true, false},
+      /* op            h   w  k  s  pad(t,l,b,r) dil ceil  incpad */
+      {OP_maxpool2d, 8, 8, 2, 2, {0, 0, 0, 0}, 1, false, false},
+      {OP_maxpool2d, 7, 7, 2, 2, {0, 0, 0, 0}, 1, false, false},
+      {OP_maxpool2d, 7, 7, 2, 2, {0, 0, 0, 0}, 1, true, false},
+      {OP_maxpool2d, 7, 13, 3, 2, {1, 1, 1, 1}, 1, false, false},
+      {OP_maxpool2d, 8, 8, 3, 2, {1, 1, 1, 1}, 1, true, false},
+      {OP_maxpool2d, 6, 6, 3, 2, {1, 1, 1, 1}, 1, true, false},   /* last window dropped */
+      {OP_maxpool2d, 13, 13, 3, 1, {1, 1, 1, 1}, 1, false, false},
+      {OP_maxpool2d, 13, 13, 3, 2, {1, 1, 1, 1}, 2, false, false}, /* dilation 2 */
+      {OP_maxpool2d, 13, 7, 3, 3, {0, 0, 0, 0}, 1, true, false},
+      {OP_avgpool2d, 8, 8, 2, 2, {0, 0, 0, 0}, 1, false, true},
+      {OP_avgpool2d, 7, 7, 2, 2, {0, 0, 0, 0}, 1, true, true},
+      {OP_avgpool2d, 7, 7, 2, 2, {0, 0, 0, 0}, 1, true, false},
+      {OP_avgpool2d, 7, 13, 3, 1, {1, 1, 1, 1}, 1, false, true},
+      {OP_avgpool2d, 7, 13, 3, 1, {1, 1, 1, 1}, 1, false, false},
+      {OP_avgpool2d, 8, 8, 3, 2, {1, 1, 1, 1}, 1, true, true},
+      {OP_avgpool2d, 8, 8, 3, 2, {1, 1, 1, 1}, 1, true, false},
+      {OP_avgpool2d, 6, 6, 3, 2, {1, 1, 1, 1}, 1, true, true},
+      {OP_avgpool2d, 6, 6, 3, 2, {1, 1, 1, 1}, 1, true, false},
+      {OP_avgpool2d, 13, 7, 3, 3, {0, 0, 0, 0}, 1, true, true},
+      {OP_avgpool2d, 13, 13, 4, 3, {2, 2, 2, 2}, 1, true, true},
+      {OP_avgpool2d, 13, 13, 4, 3, {2, 2, 2, 2}, 1, true, false},
+      {OP_maxpool2d, 7, 8, 3, 2, {0, 1, 1, 0}, 1, false, false},   /* asymmetric */
+      {OP_maxpool2d, 8, 7, 2, 2, {1, 0, 0, 1}, 1, true, false},
+      {OP_avgpool2d, 7, 8, 3, 2, {0, 1, 1, 0}, 1, false, true},
+      {OP_avgpool2d, 7, 8, 3, 2, {0, 1, 1, 0}, 1, false, false},
+      {OP_avgpool2d, 8, 7, 2, 2, {1, 0, 0, 1}, 1, true, true},
+      {OP_avgpool2d, 9, 9, 4, 3, {2, 0, 1, 2}, 1, true, true},
   };
   for (int d = 0; d < 2; d++)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
@@ -1054,9 +1059,10 @@ static void test_pool(void **state) {
 
 /* A small CNN over x[N, 3, 7, 7] compiled for N up to 8: run at 8 and at 3,
  * the first rows agree bit for bit, and the batch-8 run matches the
- * reference chain. */
+ * reference chain. Beside it, ops whose loops cross the batch axis: a sum
+ * over it and a transpose that moves it inward, checked at each batch. */
 typedef struct Cnn {
-  Value *x, *w, *bn[4], *fc, *bias, *out, *colsum;
+  Value *x, *w, *bn[4], *fc, *bias, *out, *colsum, *bsum, *tr;
 } Cnn;
 
 static Cnn build_cnn(Graph *g) {
@@ -1098,8 +1104,16 @@ static Cnn build_cnn(Graph *g) {
   a = ir_attr();
   a.axes = 4 | 8;
   n.colsum = ir_op(g, OP_mean, &n.x, 1, &a, NOLOC);         /* [N, 3] */
+  a = ir_attr();
+  a.axes = 1;
+  n.bsum = ir_op(g, OP_sum, &n.x, 1, &a, NOLOC);            /* [3, 7, 7] */
+  a = ir_attr();
+  memcpy(a.perm, (int[]){1, 2, 0, 3}, sizeof(int) * 4);
+  n.tr = ir_op(g, OP_transpose, &n.x, 1, &a, NOLOC);        /* [3, 7, N, 7] */
   ir_output(g, n.out, "out");
   ir_output(g, n.colsum, "colsum");
+  ir_output(g, n.bsum, "bsum");
+  ir_output(g, n.tr, "tr");
   return n;
 }
 
@@ -1128,6 +1142,16 @@ static Ten ten_rows(Ten t, int64_t rows) {
   return t;
 }
 
+/* The ops over the batch axis, against the reference at the current batch. */
+static void check_batch_axis(Model *m, const Cnn *n) {
+  Ten x = model_get(m, n->x);
+  char what[64];
+  snprintf(what, sizeof what, "sum over the batch axis at batch %lld", (long long)m->batch);
+  check_ten(what, model_get(m, n->bsum), ref_reduce(m, OP_sum, x, 1, false), EPS32);
+  snprintf(what, sizeof what, "transpose of the batch axis at batch %lld", (long long)m->batch);
+  check_ten(what, model_get(m, n->tr), ref_transpose(m, x, (int[]){1, 2, 0, 3}), 0);
+}
+
 static void test_batch_variable(void **state) {
   Model m;
   Graph *g = model_new(&m, "cnn");
@@ -1136,6 +1160,7 @@ static void test_batch_variable(void **state) {
   model_fill_all(&m, 19);
   model_fill(&m, n.bn[3], 0.5, 2, 20);
   model_run(&m, 8, HARNESS_THREADS);
+  check_batch_axis(&m, &n);
   Ten out8 = model_get(&m, n.out), col8 = model_get(&m, n.colsum);
   check_ten("cnn at batch 8", out8, ref_cnn(&m, &n), EPS32);
   check_ten("mean at batch 8", col8, ref_reduce(&m, OP_mean, model_get(&m, n.x), 12, false), EPS32);
@@ -1147,6 +1172,7 @@ static void test_batch_variable(void **state) {
     check_ten("mean at batch 3", col3, ten_rows(col8, 3), 0);
     const float *o = model_ptr(&m, n.out);
     assert_true(isnan(o[3 * 5]));      /* row 3 untouched (poisoned before the run) */
+    check_batch_axis(&m, &n);
   }
   model_free(&m);
 }

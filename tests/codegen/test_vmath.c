@@ -1,5 +1,5 @@
 /* The vector math of codegen/vmath.c, run through JIT'd loops
- * (vmath_check.h) and checked against libm: in double for the float
+ * (bench/vmath/vmath_check.h) and checked against libm: in double for the float
  * functions, in long double for the double ones.
  *
  * Float inputs are a strided sweep of all finite floats (every 97th bit
@@ -18,7 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "vmath_check.h"
+#include "bench/vmath/vmath_check.h"
 
 enum { CHUNK = 1 << 20 };
 static const int LANES[] = {0, 4, 8, 16};
@@ -48,7 +48,7 @@ static int teardown(void **state) {
 }
 
 static void *loop(const char *fn, int f64, int lanes) {
-  char name[64];
+  char name[64] = "";
   for (int f = 0; f < VM_NFNS; f++)
     if (!strcmp(VM_FNS[f].name, fn))
       vm_loop_name(name, sizeof name, &VM_FNS[f], f64, lanes);
@@ -66,6 +66,8 @@ static uint64_t splitmix(uint64_t *s) {
 
 /* {==================== inputs */
 
+/* Zeros, infinities, NaN, the edges of the float and double ranges and of
+ * exp's overflow and underflow. */
 static const double SPECIALS[] = {
   0.0, -0.0, INFINITY, -INFINITY, NAN, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 10.0, -10.0,
   0x1p-149, -0x1p-149, 0x1p-126, -0x1p-126, 0x1.fffffep127, -0x1.fffffep127,
@@ -100,14 +102,12 @@ static int sweep_next(int f64, void *buf, uint64_t *pos) {
   return n;
 }
 
-/* }==================== error accounting */
+/* }==================== accuracy sweeps */
 
 static void err_print(const char *what, const Err *e) {
   print_message("%-14s max %.3f ulp at %a, max rel %.3g at %a, %ld wrong (first at %a)\n", what,
                 e->ulp, e->ulp_x, e->rel, e->rel_x, e->wrong, e->wrong_x);
 }
-
-/* }==================== accuracy sweeps */
 
 static double sigmoid_d(double x) { return 1 / (1 + exp(-x)); }
 static long double sigmoid_l(long double x) { return 1 / (1 + expl(-x)); }

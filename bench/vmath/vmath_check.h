@@ -1,5 +1,5 @@
-/* What the test of codegen/vmath.c and its benchmark (bench/vmath/
- * bench_vmath.c) share: JIT'd loops over each function,
+/* What the test of codegen/vmath.c (tests/codegen/test_vmath.c) and its
+ * benchmark (bench_vmath.c) share: JIT'd loops over each function,
  *   void NAME(const T *x, T *y, i64 n)               y[i] = f(x[i])
  *   void NAME(const T *x, const T *y, T *out, i64 n)  out[i] = pow(x[i], y[i])
  * with explicit vectors of `lanes` elements (0: scalars) and a scalar loop for

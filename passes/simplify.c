@@ -1,0 +1,556 @@
+/* Simplification: sweeps over the nodes in order, each node looked at with
+ * everything before it simplified already, until a sweep changes nothing.
+ *
+ * A node is, in this order: folded (all inputs constant: evaluated here in
+ * double precision, rounded to its dtype, and replaced by a new constant),
+ * rewritten in place (transposes that compose, reshape chains, a transpose
+ * absorbed by matmul's trans_a/trans_b), replaced by an operand it leaves
+ * unchanged (x*1, x+0, neg(neg(x)), ...), or replaced by an earlier node
+ * that computes the same (CSE: same op, inputs and attributes; equal
+ * constants are merged first, so that ir_scalar's many 1s are one). Dead
+ * code goes at the end of each sweep (ir_remove_dead).
+ *
+ * No identity here changes a value: x*0 is not 0 when x is NaN, so it stays.
+ *
+ * What a replacement may not touch: a value that updates a parameter or
+ * state, a gradient, the loss (their identity is the contract with memplan
+ * and the driver). An output may be replaced by a temporary that is no
+ * output, no gradient and no update already; it takes the output's name. */
+#include "passes/passes.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The largest constant folding makes, in elements, unless an input is as
+ * large: a broadcast is free at run time, its materialised copy is not. */
+#define FOLD_MAX 65536
+
+/* Open addressing over a power of two of slots; eq compares two entries. */
+typedef struct Table {
+  void **slot;
+  int cap;
+  const Graph *g;
+  bool (*eq)(const Graph *g, const void *a, const void *b);
+} Table;
+
+typedef struct Simp {
+  Graph *g;
+  bool *fixed;                  /* [nfixed] by value id: updates, gradients, the loss */
+  int nfixed;
+  Table consts, nodes;
+  int changes;
+} Simp;
+
+/* ---- elements ------------------------------------------------------------ */
+
+double pass_load(const void *p, RtDType dt, int64_t i) {
+  switch (dt) {
+  case RT_F32: return ((const float *)p)[i];
+  case RT_F64: return ((const double *)p)[i];
+  case RT_I32: return ((const int32_t *)p)[i];
+  case RT_I64: return (double)((const int64_t *)p)[i];
+  default: return ((const uint8_t *)p)[i];
+  }
+}
+
+/* Integers as codegen converts them: truncated toward zero, and only where
+ * the conversion is defined (in range) and a double holds them exactly. */
+bool pass_store(void *p, RtDType dt, int64_t i, double x) {
+  double lo = dt == RT_I32 ? -2147483648.0 : dt == RT_I64 ? -0x1p53 : 0;
+  double hi = dt == RT_I32 ? 2147483647.0 : dt == RT_I64 ? 0x1p53 : 255;
+  switch (dt) {
+  case RT_F32: ((float *)p)[i] = (float)x; return true;
+  case RT_F64: ((double *)p)[i] = x; return true;
+  case RT_BOOL: ((uint8_t *)p)[i] = x != 0; return true;   /* NaN is true, as codegen's une */
+  default: break;
+  }
+  if (!(x >= lo && x <= hi))
+    return false;
+  x = trunc(x);
+  if (dt == RT_I32)
+    ((int32_t *)p)[i] = (int32_t)x;
+  else if (dt == RT_I64)
+    ((int64_t *)p)[i] = (int64_t)x;
+  else
+    ((uint8_t *)p)[i] = (uint8_t)x;
+  return true;
+}
+
+/* ---- shapes known at compile time ----------------------------------------- */
+
+typedef struct Dims {
+  int rank;
+  int64_t d[IR_MAX_RANK];
+  int64_t n;                    /* elements */
+} Dims;
+
+/* t's extents, when no dim depends on the batch or an unbound size. */
+static bool dims_of(const Graph *g, const Type *t, Dims *s) {
+  if (!ir_type_known(t))
+    return false;
+  s->rank = t->rank;
+  s->n = 1;
+  for (int i = 0; i < t->rank; i++) {
+    if (g->batch_var >= 0 && sz_has_var(t->dim[i], g->batch_var))
+      return false;
+    if (!sz_eval(t->dim[i], g->svals, &s->d[i]) || __builtin_mul_overflow(s->n, s->d[i], &s->n))
+      return false;
+  }
+  return true;
+}
+
+static void dense_strides(const Dims *s, int64_t *st) {
+  int64_t k = 1;
+  for (int i = s->rank - 1; i >= 0; i--) {
+    st[i] = k;
+    k *= s->d[i];
+  }
+}
+
+/* Strides of x read at each axis of out: numpy broadcasting (aligned
+ * right; 0 where x has extent 1), or through perm (out axis i = x axis
+ * perm[i]) for a transpose. */
+static void read_strides(const Dims *out, const Dims *x, const int *perm, int64_t *st) {
+  int64_t xs[IR_MAX_RANK];
+  dense_strides(x, xs);
+  for (int i = 0; i < out->rank; i++)
+    st[i] = perm ? xs[perm[i]] : 0;
+  for (int i = 0; !perm && i < x->rank; i++)
+    st[out->rank - x->rank + i] = x->d[i] == 1 ? 0 : xs[i];
+}
+
+/* Offset of element `flat` of s (C order) under strides st. */
+static int64_t offset_of(int64_t flat, const Dims *s, const int64_t *st) {
+  int64_t off = 0;
+  for (int i = s->rank - 1; i >= 0; i--) {
+    off += flat % s->d[i] * st[i];
+    flat /= s->d[i];
+  }
+  return off;
+}
+
+/* ---- constant folding ------------------------------------------------------- */
+
+static double unary(Op op, double x) {
+  switch (op) {
+  case OP_neg: return -x;
+  case OP_abs: return fabs(x);
+  case OP_relu: return x < 0 ? 0 : x;         /* keeps NaN, as codegen */
+  case OP_sigmoid: return 1 / (1 + exp(-x));
+  case OP_tanh: return tanh(x);
+  case OP_exp: return exp(x);
+  case OP_log: return log(x);
+  case OP_sqrt: return sqrt(x);
+  case OP_rsqrt: return 1 / sqrt(x);
+  case OP_step: return x > 0;
+  case OP_sign: return x > 0 ? 1 : x < 0 ? -1 : x;
+  default: return x;                          /* cast, expand, transpose, reshape */
+  }
+}
+
+/* NaN propagates through maximum and minimum, as llvm.maximum does. */
+static double binary(Op op, double a, double b, bool ints) {
+  switch (op) {
+  case OP_add: return a + b;
+  case OP_sub: return a - b;
+  case OP_mul: return a * b;
+  case OP_div:                                /* sdiv truncates; by 0 is no fold (NaN) */
+    return !ints ? a / b : b == 0 ? NAN : (double)((int64_t)a / (int64_t)b);
+  case OP_maximum:
+  case OP_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
+  case OP_minimum:
+  case OP_min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+  default: return NAN;
+  }
+}
+
+/* Elementwise, broadcast and movement ops: out[i] = op(inputs read at i). */
+static void eval_map(const Graph *g, const Node *n, const Dims *od, const Dims *id, double *r) {
+  int64_t st[2][IR_MAX_RANK];
+  const int *perm = n->op == OP_transpose ? n->attr.perm : NULL;
+  bool flat = n->op == OP_reshape || op_is(n->op, CAT_ELEMWISE);
+  bool ints = !ir_is_float(n->out[0]->type.dt);
+  for (int k = 0; k < n->nin; k++)
+    read_strides(od, &id[k], perm, st[k]);
+  for (int64_t i = 0; i < od->n; i++) {
+    double x[2];
+    for (int k = 0; k < n->nin; k++)
+      x[k] = pass_load(n->in[k]->data, n->in[k]->type.dt, flat ? i : offset_of(i, od, st[k]));
+    r[i] = n->nin == 2 ? binary(n->op, x[0], x[1], ints) : unary(n->op, x[0]);
+  }
+}
+
+/* sum, mean, max, min over attr.axes. */
+static bool eval_reduce(const Node *n, const Dims *od, const Dims *x, double *r) {
+  if (x->n == 0 && n->op != OP_sum)
+    return false;                             /* no element: leave it to codegen */
+  int64_t ost[IR_MAX_RANK], st[IR_MAX_RANK];
+  dense_strides(od, ost);
+  for (int j = 0, k = 0; j < x->rank; j++) {
+    bool red = n->attr.axes & (1u << j);
+    st[j] = red ? 0 : ost[k];
+    k += !red || n->attr.keepdim;
+  }
+  double init = n->op == OP_max ? -INFINITY : n->op == OP_min ? INFINITY : 0;
+  for (int64_t i = 0; i < od->n; i++)
+    r[i] = init;
+  const Value *in = n->in[0];
+  for (int64_t i = 0; i < x->n; i++) {
+    int64_t o = offset_of(i, x, st);
+    double v = pass_load(in->data, in->type.dt, i);
+    r[o] = n->op == OP_sum || n->op == OP_mean ? r[o] + v : binary(n->op, r[o], v, false);
+  }
+  for (int64_t i = 0; n->op == OP_mean && i < od->n; i++)
+    r[i] /= (double)(x->n / od->n);
+  return true;
+}
+
+static bool foldable_op(Op op) {
+  return op_is(op, CAT_ELEMWISE | CAT_REDUCE) || op == OP_add || op == OP_sub || op == OP_mul ||
+         op == OP_div || op == OP_maximum || op == OP_minimum || op == OP_expand ||
+         op == OP_transpose || op == OP_reshape;
+}
+
+/* Integers take part only while a double holds them exactly. */
+static bool exact_in_double(const Value *v, int64_t n) {
+  if (ir_is_float(v->type.dt))
+    return true;
+  for (int64_t i = 0; i < n; i++)
+    if (fabs(pass_load(v->data, v->type.dt, i)) > 0x1p53)
+      return false;
+  return true;
+}
+
+/* n's value as a new constant, or NULL when it cannot or should not fold. */
+static Value *fold(Graph *g, const Node *n) {
+  RtDType dt = n->out[0]->type.dt;
+  Dims od, id[2];
+  int64_t biggest = FOLD_MAX;
+  if (n->nout != 1 || n->nin > 2 || !foldable_op(n->op) || !dims_of(g, &n->out[0]->type, &od))
+    return NULL;
+  if (n->op != OP_cast && dt != RT_F32 && dt != RT_F64 && dt != RT_I32 && dt != RT_I64)
+    return NULL;
+  for (int k = 0; k < n->nin; k++) {
+    if (n->in[k]->role != V_CONST || !n->in[k]->data || !dims_of(g, &n->in[k]->type, &id[k]) ||
+        !exact_in_double(n->in[k], id[k].n))
+      return NULL;
+    biggest = id[k].n > biggest ? id[k].n : biggest;
+  }
+  if (od.n > biggest)
+    return NULL;
+  double *r = malloc(sizeof(double) * (od.n ? od.n : 1));
+  void *data = calloc(od.n ? od.n : 1, rt_dtype_size(dt));
+  bool ok = r && data;
+  if (ok && op_is(n->op, CAT_REDUCE))
+    ok = eval_reduce(n, &od, &id[0], r);
+  else if (ok)
+    eval_map(g, n, &od, id, r);
+  for (int64_t i = 0; ok && i < od.n; i++)
+    ok = pass_store(data, dt, i, r[i]);
+  Value *c = ok ? ir_const(g, n->out[0]->type, data) : NULL;
+  free(r);
+  free(data);
+  return c && c->data ? c : NULL;
+}
+
+/* ---- identities ------------------------------------------------------------ */
+
+/* v is a constant whose every element is x. */
+static bool const_is(const Graph *g, const Value *v, double x) {
+  Dims d;
+  if (v->role != V_CONST || !v->data || !dims_of(g, &v->type, &d) || d.n > FOLD_MAX)
+    return false;
+  for (int64_t i = 0; i < d.n; i++)
+    if (pass_load(v->data, v->type.dt, i) != x)
+      return false;
+  return true;
+}
+
+static bool is_identity_perm(const int *perm, int rank) {
+  for (int i = 0; i < rank; i++)
+    if (perm[i] != i)
+      return false;
+  return true;
+}
+
+/* A transpose that swaps the last two axes and nothing else. */
+static bool swaps_last_two(const Node *n) {
+  int r = n->in[0]->type.rank;
+  if (n->op != OP_transpose || r < 2 || n->attr.perm[r - 2] != r - 1 || n->attr.perm[r - 1] != r - 2)
+    return false;
+  return is_identity_perm(n->attr.perm, r - 2);
+}
+
+/* The operand n passes through unchanged, or NULL. */
+static Value *identity(const Graph *g, const Node *n) {
+  Value *a = n->in[0], *b = n->nin > 1 ? n->in[1] : NULL;
+  const Type *t = &n->out[0]->type;
+  bool a_same = ir_type_eq(&a->type, t), b_same = b && ir_type_eq(&b->type, t);
+  switch (n->op) {
+  case OP_add:
+    return a_same && const_is(g, b, 0) ? a : b_same && const_is(g, a, 0) ? b : NULL;
+  case OP_mul:
+    return a_same && const_is(g, b, 1) ? a : b_same && const_is(g, a, 1) ? b : NULL;
+  case OP_sub: return a_same && const_is(g, b, 0) ? a : NULL;
+  case OP_div: return a_same && const_is(g, b, 1) ? a : NULL;
+  case OP_neg: return a->def && a->def->op == OP_neg ? a->def->in[0] : NULL;
+  case OP_transpose: return is_identity_perm(n->attr.perm, a->type.rank) ? a : NULL;
+  case OP_reshape:
+  case OP_expand:
+  case OP_cast: return a_same ? a : NULL;
+  case OP_dropout: return n->attr.alpha == 0 ? a : NULL;
+  default: return NULL;
+  }
+}
+
+/* ---- rewrites in place ------------------------------------------------------ */
+
+/* n reads x as input i, with attributes a, if its output type stays. */
+static bool rewrite(Simp *s, Node *n, int i, Value *x, const Attr *a) {
+  Graph *g = s->g;
+  Value *old = n->in[i];
+  Attr old_attr = n->attr;
+  Type want = n->out[0]->type;
+  Diags *d = g->diags;
+  n->in[i] = x;
+  n->attr = *a;
+  g->diags = NULL;
+  ir_infer(g, n);
+  g->diags = d;
+  if (ir_type_eq(&n->out[0]->type, &want)) {
+    s->changes++;
+    return true;
+  }
+  n->in[i] = old;
+  n->attr = old_attr;
+  n->out[0]->type = want;
+  return false;
+}
+
+/* transpose(transpose(x)) reads x through the composed permutation;
+ * reshape(reshape(x)) reshapes x; matmul absorbs a transpose of the last
+ * two axes of either operand into its trans flags. */
+static void rewrite_in_place(Simp *s, Node *n) {
+  Node *d = n->in[0]->def;
+  Attr a = n->attr;
+  if (n->op == OP_transpose && d && d->op == OP_transpose) {
+    for (int i = 0; i < n->in[0]->type.rank; i++)
+      a.perm[i] = d->attr.perm[n->attr.perm[i]];
+    rewrite(s, n, 0, d->in[0], &a);
+  } else if (n->op == OP_reshape && d && d->op == OP_reshape) {
+    rewrite(s, n, 0, d->in[0], &a);
+  } else if (n->op == OP_matmul) {
+    for (int i = 0; i < 2; i++) {
+      Node *t = n->in[i]->def;
+      a = n->attr;
+      if (i == 0)
+        a.trans_a = !a.trans_a;
+      else
+        a.trans_b = !a.trans_b;
+      if (t && swaps_last_two(t))
+        rewrite(s, n, i, t->in[0], &a);
+    }
+  }
+}
+
+/* ---- replacing values ------------------------------------------------------- */
+
+static bool fixed(const Simp *s, const Value *v) {
+  return v->updates || (v->id < s->nfixed && s->fixed[v->id]);
+}
+
+static bool can_replace(const Simp *s, const Value *from, const Value *to) {
+  if (fixed(s, from))
+    return false;
+  return !from->is_output || (to->role == V_TEMP && !to->is_output && !fixed(s, to));
+}
+
+static bool replace(Simp *s, Value *from, Value *to) {
+  if (!can_replace(s, from, to))
+    return false;
+  ir_replace_uses(s->g, from, to);
+  s->changes++;
+  return true;
+}
+
+static void mark_fixed(Simp *s) {
+  Graph *g = s->g;
+  s->nfixed = g->nvals;
+  s->fixed = calloc(g->nvals ? g->nvals : 1, sizeof *s->fixed);
+  if (!s->fixed) {
+    s->nfixed = 0;
+    return;
+  }
+  for (int i = 0; i < g->nvals; i++)
+    if (g->vals[i]->grad)
+      s->fixed[g->vals[i]->grad->id] = true;
+  if (g->loss)
+    s->fixed[g->loss->id] = true;
+}
+
+/* ---- hash tables: CSE and equal constants ------------------------------------ */
+
+static uint64_t mix(uint64_t h, uint64_t x) {
+  h ^= x + 0x9e3779b97f4a7c15u + (h << 6) + (h >> 2);
+  return h;
+}
+
+static bool table_init(Table *t, const Graph *g, int n,
+                       bool (*eq)(const Graph *, const void *, const void *)) {
+  t->g = g;
+  t->eq = eq;
+  t->cap = 16;
+  while (t->cap < 2 * n)
+    t->cap *= 2;
+  t->slot = calloc(t->cap, sizeof *t->slot);
+  return t->slot != NULL;
+}
+
+/* The entry equal to p, or p after inserting it (the table has room:
+ * at most half of it is ever used). */
+static void *table_find(Table *t, void *p, uint64_t h) {
+  for (int i = (int)(h & (t->cap - 1));; i = (i + 1) & (t->cap - 1)) {
+    if (!t->slot[i])
+      return t->slot[i] = p;
+    if (t->eq(t->g, t->slot[i], p))
+      return t->slot[i];
+  }
+}
+
+static uint64_t const_hash(const Value *v, int64_t bytes) {
+  uint64_t h = mix(v->type.dt, v->type.rank);
+  const unsigned char *p = v->data;
+  for (int64_t i = 0; i < bytes; i++)
+    h = mix(h, p[i]);
+  return h;
+}
+
+static bool const_eq(const Graph *g, const void *x, const void *y) {
+  const Value *a = x, *b = y;
+  return ir_type_eq(&a->type, &b->type) && !memcmp(a->data, b->data, ir_bytes_max(g, &a->type));
+}
+
+/* Equal constants become one: the first. */
+static void merge_consts(Simp *s) {
+  Graph *g = s->g;
+  Table t;
+  if (!table_init(&t, g, g->nvals, const_eq))
+    return;
+  for (int i = 0; i < g->nvals; i++) {
+    Value *v = g->vals[i];
+    int64_t bytes = ir_bytes_max(g, &v->type);
+    if (v->role != V_CONST || !v->data || bytes < 0 || bytes > (int64_t)FOLD_MAX * 8)
+      continue;
+    Value *first = table_find(&t, v, const_hash(v, bytes));
+    if (first != v)
+      replace(s, v, first);
+  }
+  free(t.slot);
+}
+
+static bool same_attrs(const Node *a, const Node *b) {
+  int m = ir_ops[a->op].attrs;
+  const Attr *x = &a->attr, *y = &b->attr;
+  bool eq = true;
+  if (m & A_AXIS) eq &= x->axis == y->axis;
+  if (m & A_AXES) eq &= x->axes == y->axes;
+  if (m & A_KEEPDIM) eq &= x->keepdim == y->keepdim;
+  if (m & A_EPS) eq &= x->eps == y->eps;
+  if (m & A_ALPHA) eq &= x->alpha == y->alpha;
+  if (m & A_PERM) eq &= !memcmp(x->perm, y->perm, sizeof(int) * a->in[0]->type.rank);
+  if (m & A_SHAPE) {
+    eq &= x->rank == y->rank;
+    for (int i = 0; eq && i < x->rank; i++)
+      eq &= sz_eq(x->shape[i], y->shape[i]);
+  }
+  if (m & A_TRANS) eq &= x->trans_a == y->trans_a && x->trans_b == y->trans_b;
+  if (m & A_WINDOW)
+    eq &= !memcmp(x->k, y->k, sizeof x->k) && !memcmp(x->stride, y->stride, sizeof x->stride) &&
+          !memcmp(x->dil, y->dil, sizeof x->dil) && !memcmp(x->pad, y->pad, sizeof x->pad);
+  if (m & A_GROUPS) eq &= x->groups == y->groups;
+  if (m & A_CEIL) eq &= x->ceil_mode == y->ceil_mode;
+  if (m & A_INCPAD) eq &= x->count_include_pad == y->count_include_pad;
+  if (m & A_DTYPE) eq &= x->dtype == y->dtype;
+  if (m & A_CLASSES) eq &= x->classes == y->classes;
+  if (m & A_STREAM) eq &= x->stream == y->stream;
+  return eq;
+}
+
+static bool node_eq(const Graph *g, const void *x, const void *y) {
+  const Node *a = x, *b = y;
+  if (a->op != b->op || a->nin != b->nin || a->nout != b->nout || a->body || b->body)
+    return false;
+  for (int i = 0; i < a->nin; i++)
+    if (a->in[i] != b->in[i])
+      return false;
+  return same_attrs(a, b);
+}
+
+static uint64_t node_hash(const Node *n) {
+  uint64_t h = mix(n->op, n->nin);
+  for (int i = 0; i < n->nin; i++)
+    h = mix(h, (uint64_t)n->in[i]->id);
+  return h;
+}
+
+/* n's outputs become those of the first node that computes the same. */
+static void cse(Simp *s, Node *n) {
+  if (n->body)
+    return;
+  Node *first = table_find(&s->nodes, n, node_hash(n));
+  if (first == n)
+    return;
+  for (int j = 0; j < n->nout; j++)
+    if (!can_replace(s, n->out[j], first->out[j]))
+      return;
+  for (int j = 0; j < n->nout; j++)
+    replace(s, n->out[j], first->out[j]);
+}
+
+/* ---- the pass ------------------------------------------------------------------- */
+
+static void simplify_node(Simp *s, Node *n) {
+  Value *c = NULL;
+  bool may_fold = n->nout == 1 && !fixed(s, n->out[0]) && !n->out[0]->is_output;
+  if (may_fold && (c = fold(s->g, n)) && replace(s, n->out[0], c))
+    return;
+  rewrite_in_place(s, n);
+  Value *r = n->nout == 1 ? identity(s->g, n) : NULL;
+  if (r && replace(s, n->out[0], r))
+    return;
+  cse(s, n);
+}
+
+/* One sweep; false when it could not get memory (the graph is still valid). */
+static bool sweep(Simp *s) {
+  Graph *g = s->g;
+  mark_fixed(s);
+  merge_consts(s);
+  if (!table_init(&s->nodes, g, g->nnodes, node_eq)) {
+    free(s->fixed);
+    return false;
+  }
+  for (int i = 0; i < g->nnodes; i++)
+    simplify_node(s, g->nodes[i]);
+  free(s->nodes.slot);
+  free(s->fixed);
+  int nvals = g->nvals;
+  s->changes += ir_remove_dead(g, !g->training && !g->loss);
+  s->changes += g->nvals != nvals;
+  return true;
+}
+
+bool pass_simplify(Graph *g, PassCtx *cx, PassStats *st) {
+  Simp s = {.g = g};
+  int total = 0;
+  st->bytes_before = pass_temp_bytes(g);
+  for (int round = 0; round < 8; round++) {
+    s.changes = 0;
+    if (!sweep(&s) || !s.changes)
+      break;
+    total += s.changes;
+  }
+  ir_count_uses(g);
+  st->bytes_after = pass_temp_bytes(g);
+  return total > 0;
+}
