@@ -5,11 +5,16 @@
 #   ./setup.sh          install and build
 #   ./setup.sh test     ... then run every test suite, plain and under
 #                       AddressSanitizer + UndefinedBehaviorSanitizer
+#   ./setup.sh fashion  ... also install Fashion-MNIST (dataset-fashion-mnist,
+#                       30 MB) for examples/fashion_*.kiln
 set -eu
 cd "$(dirname "$0")"
 
 PKGS="build-essential pkg-config meson ninja-build llvm-19-dev libcmocka-dev
       python3-numpy zlib1g-dev libzstd-dev"
+if [ "${1:-}" = "fashion" ]; then
+  PKGS="$PKGS dataset-fashion-mnist"
+fi
 
 need=""
 for p in $PKGS; do

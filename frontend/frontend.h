@@ -8,7 +8,9 @@
  * at the source. All memory of one parsed file comes from one arena; every
  * mistake becomes a diagnostic in a Diags list and parsing carries on, so
  * one run reports all errors of a file. The grammar is in docs/language.md
- * and above each function of parse.c.
+ * and above each function of parse.c. Lowering (lower.c, with the layer
+ * library of layers.c) turns a model into the graph IR; train.c reads train
+ * blocks and builds the graph of a training step around the model.
  *
  * Declarations are grouped under a banner per defining file. */
 #ifndef KILN_FRONTEND_H
@@ -344,7 +346,7 @@ const FeLayer *fe_find_layer(const char *name);   /* NULL if there is none */
 typedef enum { SCHED_CONST, SCHED_STEP, SCHED_EXP, SCHED_INV_TIME, SCHED_COSINE } FeSchedKind;
 typedef struct FeSchedule {
   FeSchedKind kind;
-  double step_epochs, gamma;   /* step: lr *= gamma every step_epochs; exp: lr *= gamma each epoch */
+  double step_epochs, gamma;   /* step: lr *= gamma every step_epochs; exp: each epoch */
   double decay;                /* inverse_time: lr / (1 + decay * epoch) */
   double min_lr;               /* cosine: to min_lr over all epochs */
   int warmup_epochs;           /* linear warm-up over this many epochs first (any kind) */

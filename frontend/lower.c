@@ -16,6 +16,10 @@
  * else <layer><k> counted per kind and scope. A naming scope is the model,
  * a block call or one iteration of a for loop; each adds a path part.
  *
+ * A mode (FeMode, from train.c) switches the layers to a training step:
+ * batchnorm on batch statistics, dropout active, frozen parameters marked
+ * as they are made.
+ *
  * Errors are collected in a Diags of our own, repeats removed after each
  * statement (a block called ten times reports a mistake in its body once),
  * and copied into the caller's at the end. After an error the value is FE_ERROR, and

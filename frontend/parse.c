@@ -584,6 +584,10 @@ static bool starts_def(TokenKind k) {
   return k == TK_MODEL || k == TK_BLOCK || k == TK_TRAIN;
 }
 
+static bool at_model_setting(Parser *p) {
+  return p->tok->kind == TK_MODEL && peek(p, 1)->kind == TK_ASSIGN;
+}
+
 /* Where sync may stop: a keyword that starts a statement, or a name
  * followed by '=' or ',' (the start of a binding or a setting). */
 static bool starts_stmt(Parser *p) {
@@ -752,10 +756,21 @@ static Ast *setting(Parser *p) {
   return n;
 }
 
-/* tstmt = setting | variable */
+/* `model = NAME` inside a train block: the keyword names a setting there. */
+static Ast *model_setting(Parser *p) {
+  Ast *n = node(p, AST_SETTING, p->tok->loc);
+  n->name = "model";
+  next(p);
+  expect(p, TK_ASSIGN, "after setting name");
+  n->init = expr(p);
+  return n;
+}
+
+/* tstmt = setting | "model" "=" expr | variable */
 static Ast *train_stmt(Parser *p) {
   switch (p->tok->kind) {
   case TK_IDENT: return setting(p);
+  case TK_MODEL: return model_setting(p);
   case TK_VARIABLE: return variable_stmt(p);
   case TK_PARAM:
   case TK_FOR:
@@ -776,7 +791,8 @@ static void block_body(Parser *p, StmtFn parse_stmt, Ast *owner) {
                                 owner->kind == AST_TRAIN ? "to start the body" : "before loop body"))
     return;
   AstVec body = {0};
-  while (!at(p, TK_RBRACE) && !at(p, TK_EOF) && !starts_def(p->tok->kind)) {
+  while (!at(p, TK_RBRACE) && !at(p, TK_EOF) &&
+         !(starts_def(p->tok->kind) && !(owner->kind == AST_TRAIN && at_model_setting(p)))) {
     if (accept(p, TK_SEMI))
       continue;
     Token *start = p->tok;

@@ -338,7 +338,8 @@ static void read_data(Cfg *c, const char *what, const Ast *e, FeData *out) {
   if (k < 0 || !match_call(cx, what, e, k == 0 ? csv_params : file_params, &call))
     return;
   FeData d = {.kind = data_kinds[k], .label_col = -1, .scale = 1, .loc = e->loc};
-  bool ok = required(cx, &call, "path") && string(cx, arg_what(cx, &call, "path"), call.arg[0], &d.path);
+  bool ok = required(cx, &call, "path") &&
+            string(cx, arg_what(cx, &call, "path"), call.arg[0], &d.path);
   ok &= num_arg(cx, &call, "scale", POSITIVE, &d.scale);
   if (k == 0)
     ok &= label_column(cx, &call, &d.label_col);
@@ -352,7 +353,9 @@ static void read_data(Cfg *c, const char *what, const Ast *e, FeData *out) {
 static void set_data(Cfg *c, const Ast *s) { read_data(c, "data", s->init, &c->t->data); }
 static void set_test(Cfg *c, const Ast *s) { read_data(c, "test", s->init, &c->t->test); }
 
-static void set_split(Cfg *c, const Ast *s) { number(&c->cx, "split", s->init, FRACTION, &c->t->split); }
+static void set_split(Cfg *c, const Ast *s) {
+  number(&c->cx, "split", s->init, FRACTION, &c->t->split);
+}
 
 static void set_batch(Cfg *c, const Ast *s) {
   integer(&c->cx, "batch", s->init, 1, INT32_MAX, &c->t->batch);
@@ -644,7 +647,9 @@ static LVal l_tensor(Value *t) { return (LVal){.kind = L_TENSOR, .t = t}; }
 
 static Value *op1(Loss *l, Op op, Value *x) { return ir_op1(l->g, op, x, l->loc); }
 static Value *op2(Loss *l, Op op, Value *a, Value *b) { return ir_op2(l->g, op, a, b, l->loc); }
-static Value *scalar(Loss *l, const Value *like, double v) { return ir_scalar(l->g, like->type.dt, v); }
+static Value *scalar(Loss *l, const Value *like, double v) {
+  return ir_scalar(l->g, like->type.dt, v);
+}
 
 static Value *reduce(Loss *l, Op op, Value *x, uint32_t axes) {
   Attr a = ir_attr();

@@ -155,7 +155,8 @@ typedef struct KilnTrainOptions {
   const char *data;           /* a data file (.csv, .npy, IDX; gzipped or not) in place of the block's */
   const char *labels;         /* with a .npy or IDX data file: its labels file */
   double scale;               /* features *= scale; 0: unset (the block's for data of its kind, else 1) */
-  const char *checkpoint;     /* checkpoint path (.safetensors); NULL: the block's, if any */
+  const char *checkpoint;     /* checkpoint path (.safetensors); NULL: the block's */
+  const char *checkpoint_default;  /* when neither names one (NULL: no checkpoints) */
   int checkpoint_every;       /* epochs between checkpoints; 0: the block's, else 1 */
   const char *resume;         /* a checkpoint to continue from, where it stopped */
   const char *out;            /* write the trained weights here at the end (NULL: don't) */

@@ -410,8 +410,7 @@ static int cmd_train(Cli *c) {
     t->out = stem_with(c->model_path, ".safetensors");
   if (!t->curves)
     t->curves = stem_with(c->model_path, ".curves");
-  if (!t->checkpoint)
-    t->checkpoint = stem_with(c->model_path, ".ckpt.safetensors");
+  t->checkpoint_default = stem_with(c->model_path, ".ckpt.safetensors");
   t->progress = c->json ? stderr : stdout;
   t->json = c->json ? stdout : NULL;
   if (c->weights)

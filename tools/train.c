@@ -174,8 +174,8 @@ static void apply_overrides(FeTrain *t, const KilnTrainOptions *o, RtArena *a) {
     t->seed = (uint64_t)o->seed;
   if (o->split >= 0)
     t->split = o->split;
-  if (o->checkpoint)
-    t->checkpoint = rt_arena_strdup(a, o->checkpoint);
+  if (o->checkpoint || (!t->checkpoint && o->checkpoint_default))
+    t->checkpoint = rt_arena_strdup(a, o->checkpoint ? o->checkpoint : o->checkpoint_default);
   if (o->checkpoint_every)
     t->checkpoint_every = o->checkpoint_every;
   if (t->checkpoint_every <= 0)
@@ -295,7 +295,7 @@ static KilnStatus read_files(KilnModel *m, const FeData *d, const char *xname, c
     return kiln__fail(m, KILN_ERR_INPUT, "%s holds no labels: the loss needs '%s' (give a "
                       "labels file: labels = \"...\" in the train block, or --labels)", d->path, yname);
   if ((rs = rt_data_add_file(ds, yname, d->labels, &e)) != RT_OK)
-    return data_fail(m, strstr(e.msg, "samples") ? d->path : d->labels, rs, &e);
+    return data_fail(m, d->labels, rs, &e);
   return KILN_OK;
 }
 

@@ -225,6 +225,13 @@ static void test_train(void **state) {
              "  (set l2 0.0001 on \"*.weight\")\n"
              "  (set freeze (list \"*\"))\n"
              "  (variable img f32[1 3 8 8] (call npy \"c.npy\")))\n");
+  /* `model` is a keyword, but `model = NAME` is a setting of a train block */
+  check_file("train fast {\n  model = digits   epochs = 2\n}\nmodel digits(x: f32[N]) -> (y) {\n  y = x\n}\n",
+             "(train fast\n"
+             "  (set model digits)\n"
+             "  (set epochs 2))\n"
+             "(model digits (in (x f32[N])) (out (y))\n"
+             "  (= y x))\n");
 }
 
 /* Newlines are not separators, except before '(' and '['. */

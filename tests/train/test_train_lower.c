@@ -37,6 +37,20 @@ typedef struct Run {
   char *errors;                /* every diagnostic, as printed */
 } Run;
 
+/* Source text put together (fe_parse copies it); four buffers in turn, so
+ * one text may be made of another. */
+__attribute__((format(printf, 1, 2)))
+static const char *text(const char *fmt, ...) {
+  static char buf[4][8192];
+  static int next;
+  char *b = buf[next++ % 4];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(b, sizeof buf[0], fmt, ap);
+  va_end(ap);
+  return b;
+}
+
 static Run *parse(const char *src) {
   Run *r = calloc(1, sizeof *r);
   r->arena = rt_arena_new();
@@ -55,7 +69,7 @@ static void done(Run *r) {
 
 /* The config of `train digits { body }` (NULL after errors, in r->errors). */
 static Run *config_of(const char *body) {
-  Run *r = parse(rt_arena_printf(rt_arena_new(), "%strain digits {\n%s\n}\n", digits, body));
+  Run *r = parse(text("%strain digits {\n%s\n}\n", digits, body));
   r->t = fe_train_config(r->arena, r->file, NULL, &r->diags);
   r->errors = diag_to_string(&r->diags, r->arena);
   return r;
@@ -148,7 +162,7 @@ static void every_setting(void **state) {
 
 /* One setting line and what it gives. */
 static FeTrain *one(const char *setting, Run **r) {
-  *r = config_of(rt_arena_printf(rt_arena_new(), "loss = mse(logits, t)\n%s", setting));
+  *r = config_of(text("loss = mse(logits, t)\n%s", setting));
   return config_ok(*r);
 }
 
@@ -345,8 +359,8 @@ typedef struct Step {
 
 /* The graph of `train NAME { body }` over model source src. */
 static Step step_of(const char *src, const char *body, bool training) {
-  Step s = {.r = parse(rt_arena_printf(rt_arena_new(), "%strain %s {\n%s\n}\n", src,
-                                       strstr(src, "model heads") ? "heads" : "digits", body))};
+  Step s = {.r = parse(text("%strain %s {\n%s\n}\n", src,
+                            strstr(src, "model heads") ? "heads" : "digits", body))};
   s.r->t = fe_train_config(s.r->arena, s.r->file, NULL, &s.r->diags);
   if (!s.r->t)
     fail_msg("config errors:\n%s", diag_to_string(&s.r->diags, s.r->arena));

@@ -28,7 +28,7 @@ static int kiln(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(args, sizeof args, fmt, ap);
   va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", tmp, getenv("KILN"), args);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' 2>&1 %s", tmp, getenv("KILN"), args);
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   size_t n = fread(out, 1, sizeof out - 1, p);
@@ -347,6 +347,37 @@ static void test_resume_after_kill_is_exact(void **state) {
   free(csv);
 }
 
+/* A train block with a test set: every JSON line carries test_loss and
+ * test_acc, and kiln eval measures the test set. */
+static void test_json_reports_the_test_set(void **state) {
+  char text[2048];
+  snprintf(text, sizeof text, "%s", tiny);
+  const char *line = "  test = csv(\"test.csv\", label = last)\n";
+  char *at = strstr(text, "  split");
+  memmove(at + strlen(line), at, strlen(at) + 1);
+  memcpy(at, line, strlen(line));
+  write_file("tested.kiln", text);
+  write_tiny_csv("test.csv", 5, -1, -1, NULL);
+  assert_int_equal(kiln("train tested.kiln --json -o t.safetensors 2>/dev/null"), 0);
+  RtArena *a = rt_arena_new();
+  int lines = 0;
+  for (char *p = out; *p; p = strchr(p, '\n') + 1, lines++) {
+    RtJson *o;
+    assert_int_equal(rt_json_parse(a, p, strcspn(p, "\n"), "line", &o, NULL), RT_OK);
+    assert_true(num(o, "test_loss") > 0);
+    assert_true(num(o, "test_acc") >= 0 && num(o, "test_acc") <= 1);
+  }
+  assert_int_equal(lines, 2);
+  assert_int_equal(kiln("eval tested.kiln --weights t.safetensors --json"), 0);
+  RtJson *o;
+  assert_int_equal(rt_json_parse(a, out, strlen(out), "eval", &o, NULL), RT_OK);
+  assert_int_equal((int64_t)num(o, "samples"), 20);
+  rt_arena_free(a);
+  /* without a test set there are no test fields */
+  assert_int_equal(kiln("train tiny.kiln --json 2>/dev/null"), 0);
+  assert_null(strstr(out, "test_"));
+}
+
 /* ---- checkpoints that go wrong ---------------------------------------------------- */
 
 static void test_checkpoint_write_failure_keeps_previous(void **state) {
@@ -451,10 +482,13 @@ static void test_columns_must_match_the_model(void **state) {
   assert_int_equal(kiln("train tiny.kiln --data wide.csv"), 1);
   assert_non_null(strstr(out, "wide.csv: 6 feature columns"));
   assert_non_null(strstr(out, "f32[N, 4]"));
-  RtTensor x;
+  RtTensor x, y;
   assert_int_equal(rt_tensor_alloc(&x, RT_F32, 2, (int64_t[]){12, 5}, NULL), RT_OK);
+  assert_int_equal(rt_tensor_alloc(&y, RT_I64, 1, (int64_t[]){12}, NULL), RT_OK);
   assert_int_equal(rt_npy_write(in_tmp("x5.npy"), &x, NULL), RT_OK);
+  assert_int_equal(rt_npy_write(in_tmp("y.npy"), &y, NULL), RT_OK);
   rt_tensor_free(&x);
+  rt_tensor_free(&y);
   assert_int_equal(kiln("train tiny.kiln --data x5.npy --labels y.npy"), 1);
   assert_non_null(strstr(out, "x5.npy: 5 values per sample"));
   assert_int_equal(kiln("train tiny.kiln --data nothere.csv"), 1);
@@ -487,6 +521,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_run_uses_trained_weights, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_same_losses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_resume_after_kill_is_exact, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_json_reports_the_test_set, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_write_failure_keeps_previous, setup, teardown),
       cmocka_unit_test_setup_teardown(test_resume_refuses_other_checkpoints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_labels_out_of_range, setup, teardown),
