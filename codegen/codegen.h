@@ -60,6 +60,9 @@ typedef struct CgKernel {
   LLVMValueRef batch;       /* i64: the run-time batch */
   LLVMValueRef nthreads;    /* i32 */
   LLVMValueRef work;        /* ptr: this node's scratch workspace, or NULL */
+  const struct Node *const *group; /* a fused group's nodes in schedule order (n among
+                                      them; a contraction's group: n is it), or NULL */
+  int ngroup;
 } CgKernel;
 
 typedef struct CgLoop {
@@ -82,7 +85,7 @@ void cg_parallel(CgKernel *k, const char *name, LLVMValueRef nunits, LLVMValueRe
 LLVMValueRef cg_grain(CgKernel *k, LLVMValueRef unit_cost);    /* units per chunk from cost */
 
 /* expr.c */
-void cg_expr_kernel(CgKernel *k, const char *task_name);
+void cg_expr_kernel(CgKernel *k, const char *task_name);   /* n alone, or its group's loop */
 void cg_reduce_kernel(CgKernel *k, const char *task_name);
 void cg_row_kernel(CgKernel *k, const char *task_name);
 
@@ -161,10 +164,32 @@ typedef struct CgGemmSpec {
  * epilogue. Row-major, leading dimensions and strides in elements; a stride
  * of 0 broadcasts (shared weights). Sizes are run-time: one function serves
  * every shape. nthreads <= 0 means rt_default_threads(). Results are
- * bit-identical at any thread count. NULL for an unsupported dtype. */
+ * bit-identical at any thread count. NULL for an unsupported dtype. The
+ * parts are internal functions "<name>.micro", "<name>.tile", ...; c->b
+ * keeps its insertion point. */
 LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name);
 /* Bytes of `work` (64-byte aligned, caller-owned) the function needs for
  * these sizes and nthreads (the same value passed to it). */
 int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthreads);
+
+/* expr.c: the EXPR nodes of a contraction's fused group as its GEMM's
+ * epilogue. The GEMM sees the output as batch x rows x columns: axes
+ * [0, row_axis) are the batch, [row_axis, col_axis) the rows, the rest the
+ * columns (matmul: rank-2 and rank-1; conv2d: 1 and 2). The generated code
+ * depends only on the group's structure (name), never on its shapes or
+ * places: cg_epi_args passes every operand's address and strides at run
+ * time, so one GEMM variant serves every layer with the same epilogue. */
+typedef struct CgEpiPlan {
+  CgEpilogue epi;            /* for CgGemmSpec.epi (user: this plan) */
+  char name[1024];           /* the epilogue's structure, as a symbol suffix */
+  const struct Value *c;     /* the value the GEMM's C is: the group member it stores */
+  void *fused;               /* expr.c's view of the group */
+} CgEpiPlan;
+/* false when k->n has no group (nothing to free). */
+bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *p);
+/* The `epi` argument of one GEMM call, whose rows start at row0 of the
+ * output's row axis (a conv2d group's first channel; NULL: 0). */
+LLVMValueRef cg_epi_args(CgKernel *k, const CgEpiPlan *p, LLVMValueRef row0);
+void cg_epi_free(CgEpiPlan *p);
 
 #endif

@@ -7,12 +7,27 @@
  * innermost axis in vectors of the target's width with a scalar tail.
  * Reductions and row-wise ops (softmax) reuse the same access and load
  * helpers with their own loop shapes. A rule may also use the flat index
- * of the output element (onehot's class along the last axis). */
+ * of the output element (onehot's class along the last axis).
+ *
+ * A fused group (passes/fusion.c) is the same loop over several nodes: each
+ * member's value comes from the values of earlier members, still in
+ * registers, and from loads of the group's operands; only the members
+ * needed outside the group (those memplan gave a place) are stored. The
+ * members after a contraction are its GEMM's epilogue instead: the same
+ * value rules on each output vector of the GEMM's tile. */
 #include "codegen/codegen.h"
+#include "passes/passes.h"
+#include <assert.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAXR IR_MAX_RANK
+#define MAXOPS PASS_FUSE_MAX_OPERANDS  /* stored and loaded tensors of one kernel */
+#define MAXMEM PASS_FUSE_MAX_NODES     /* nodes of one kernel */
+#define MAXIN 8                        /* inputs of one node */
 
 /* ---- accesses ------------------------------------------------------------ */
 
@@ -60,7 +75,7 @@ static void operand_access(const Node *n, int k, Size *acc) {
 typedef struct Space {
   int rank, nops;
   Size dim[MAXR];
-  Size st[8][MAXR];
+  Size st[MAXOPS][MAXR];
 } Space;
 
 static void space_coalesce(Space *s) {
@@ -91,14 +106,88 @@ static void space_coalesce(Space *s) {
   s->rank = r;
 }
 
-static void space_of(const Node *n, Space *s) {
-  const Type *o = &n->out[0]->type;
+/* ---- the nodes of one kernel ---------------------------------------------- */
+
+/* A kernel's nodes as the emitters see them: the members in schedule order
+ * (one node, unless fused) and their operands, the values stored first,
+ * then the values loaded, each with its strides per output axis (all
+ * members have the output's shape). A member's input is an operand or,
+ * when an earlier member computes it, that member's value in registers. */
+typedef struct Fused {
+  const Node *mem[MAXMEM];
+  int nmem, nops, nstore;
+  const Value *val[MAXOPS];
+  Size st[MAXOPS][MAXR];
+  int src[MAXMEM][MAXIN];   /* operand index, or -1 - the member computing it */
+  int dst[MAXMEM];          /* the operand member i is stored as, or -1 */
+} Fused;
+
+/* Memory planning gives a place to what must be stored, and none to a
+ * value that lives only inside its group. */
+static bool is_stored(const Value *v) {
+  while (v->alias)
+    v = v->alias;
+  return v->region >= 0;
+}
+
+static int member_of(const Fused *f, const Value *v) {
+  for (int i = 0; i < f->nmem; i++)
+    if (f->mem[i]->out[0] == v)
+      return i;
+  return -1;
+}
+
+static int add_operand(Fused *f, const Value *v, const Size *st, int rank, bool dedupe) {
+  for (int i = f->nstore; i < f->nops && dedupe; i++) {
+    bool same = f->val[i] == v;
+    for (int a = 0; a < rank && same; a++)
+      same = sz_eq(f->st[i][a], st[a]);
+    if (same)
+      return i;
+  }
+  assert(f->nops < MAXOPS);
+  f->val[f->nops] = v;
+  memcpy(f->st[f->nops], st, sizeof(Size) * (size_t)rank);
+  return f->nops++;
+}
+
+/* k's nodes; the inputs of `head` (a contraction, whose GEMM reads them)
+ * are not operands. */
+static void fused_init(Fused *f, const CgKernel *k, const Node *head) {
+  f->nmem = k->group ? k->ngroup : 1;
+  f->nops = 0;
+  assert(f->nmem <= MAXMEM);
+  for (int i = 0; i < f->nmem; i++)
+    f->mem[i] = k->group ? k->group[i] : k->n;
+  const Type *o = &f->mem[0]->out[0]->type;
+  Size st[MAXR];
+  dense_strides(o, st);
+  for (int i = 0; i < f->nmem; i++)
+    f->dst[i] = is_stored(f->mem[i]->out[0]) ? add_operand(f, f->mem[i]->out[0], st, o->rank, false) : -1;
+  f->nstore = f->nops;
+  assert(f->nstore > 0);
+  for (int i = 0; i < f->nmem; i++) {
+    const Node *n = f->mem[i];
+    assert(n->nin <= MAXIN && n->out[0]->type.rank == o->rank);
+    for (int j = 0; j < n->nin && n != head; j++) {
+      int m = member_of(f, n->in[j]);
+      if (m >= 0) {
+        f->src[i][j] = -1 - m;
+        continue;
+      }
+      operand_access(n, j, st);
+      f->src[i][j] = add_operand(f, n->in[j], st, o->rank, true);
+    }
+  }
+}
+
+static void space_of(const Fused *f, Space *s) {
+  const Type *o = &f->mem[0]->out[0]->type;
   s->rank = o->rank;
-  s->nops = 1 + n->nin;
+  s->nops = f->nops;
   memcpy(s->dim, o->dim, sizeof(Size) * o->rank);
-  dense_strides(o, s->st[0]);
-  for (int k = 0; k < n->nin; k++)
-    operand_access(n, k, s->st[1 + k]);
+  for (int k = 0; k < f->nops; k++)
+    memcpy(s->st[k], f->st[k], sizeof(Size) * o->rank);
   space_coalesce(s);
 }
 
@@ -283,8 +372,9 @@ static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, LLVMValue
 /* ---- the elementwise loop nest --------------------------------------------- */
 
 typedef struct ExprCtx {
-  const Node *n;
+  Fused f;
   Space s;
+  int w;                    /* lanes: those of the widest element any member computes */
 } ExprCtx;
 
 /* Offsets (in elements) of every operand at row `row` of the space: the
@@ -317,22 +407,37 @@ static LLVMValueRef lane_index(CgCtx *c, LLVMValueRef at, int w) {
   return LLVMBuildAdd(c->b, cg_splat(c, at, w), LLVMConstVector(lanes, w), "");
 }
 
-/* One step of w elements at inner position j of a row. */
+/* One step of w elements at inner position j of a row: every member in
+ * order, each operand loaded once, then the stores (after all the loads,
+ * so a value written in place over an operand is read first). */
 static void expr_step(CgKernel *k, ExprCtx *e, LLVMValueRef *ptr, LLVMValueRef *off,
                       LLVMValueRef j, int w) {
   CgCtx *c = k->c;
-  const Node *n = e->n;
+  const Fused *f = &e->f;
   int last = e->s.rank - 1;
-  LLVMValueRef args[8];
-  for (int i = 0; i < n->nin; i++) {
-    Size st = e->s.st[1 + i][last];
-    LLVMValueRef at = LLVMBuildAdd(c->b, off[1 + i],
-                                   LLVMBuildMul(c->b, j, cg_size(k, st), ""), "");
-    args[i] = load_w(k, n->in[i]->type.dt, ptr[1 + i], at, st, w);
+  LLVMValueRef loaded[MAXOPS] = {0}, val[MAXMEM];
+  LLVMValueRef idx = lane_index(c, LLVMBuildAdd(c->b, off[0], j, ""), w);  /* operand 0 is stored: dense */
+  for (int i = 0; i < f->nmem; i++) {
+    LLVMValueRef args[MAXIN];
+    for (int a = 0; a < f->mem[i]->nin; a++) {
+      int o = f->src[i][a];
+      if (o < 0) {
+        args[a] = val[-1 - o];
+        continue;
+      }
+      if (!loaded[o]) {
+        Size st = e->s.st[o][last];
+        LLVMValueRef at = LLVMBuildAdd(c->b, off[o], LLVMBuildMul(c->b, j, cg_size(k, st), ""), "");
+        loaded[o] = load_w(k, f->val[o]->type.dt, ptr[o], at, st, w);
+      }
+      args[a] = loaded[o];
+    }
+    val[i] = value_at(c, f->mem[i], args, idx, w);
   }
-  LLVMValueRef at = LLVMBuildAdd(c->b, off[0], j, "");
-  LLVMValueRef v = value_at(c, n, args, lane_index(c, at, w), w);
-  store_w(k, n->out[0]->type.dt, ptr[0], at, v);
+  for (int i = 0; i < f->nmem; i++)
+    if (f->dst[i] >= 0)
+      store_w(k, f->val[f->dst[i]]->type.dt, ptr[f->dst[i]],
+              LLVMBuildAdd(c->b, off[f->dst[i]], j, ""), val[i]);
 }
 
 /* Units are blocks of up to BLOCK elements of a row, so a single long row
@@ -342,12 +447,10 @@ static void expr_step(CgKernel *k, ExprCtx *e, LLVMValueRef *ptr, LLVMValueRef *
 static void expr_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
   ExprCtx *e = user;
   CgCtx *c = k->c;
-  const Node *n = e->n;
-  int w = cg_lanes(c, rt_dtype_size(n->out[0]->type.dt));
-  LLVMValueRef ptr[8], off[8];
-  ptr[0] = cg_value_ptr(k, n->out[0]);
-  for (int i = 0; i < n->nin; i++)
-    ptr[1 + i] = cg_value_ptr(k, n->in[i]);
+  int w = e->w;
+  LLVMValueRef ptr[MAXOPS], off[MAXOPS];
+  for (int o = 0; o < e->f.nops; o++)
+    ptr[o] = cg_value_ptr(k, e->f.val[o]);
   LLVMValueRef len = cg_size(k, e->s.dim[e->s.rank - 1]);
   LLVMValueRef nblk = LLVMBuildSDiv(c->b, LLVMBuildAdd(c->b, len, cg_i64(c, BLOCK - 1), ""),
                                     cg_i64(c, BLOCK), "");
@@ -382,8 +485,14 @@ static LLVMValueRef product(CgKernel *k, const Size *dims, int from, int to) {
 
 void cg_expr_kernel(CgKernel *k, const char *name) {
   CgCtx *c = k->c;
-  ExprCtx e = {.n = k->n};
-  space_of(k->n, &e.s);
+  ExprCtx e;
+  fused_init(&e.f, k, NULL);
+  space_of(&e.f, &e.s);
+  e.w = cg_lanes(c, 1);
+  for (int i = 0; i < e.f.nmem; i++) {
+    int w = cg_lanes(c, rt_dtype_size(e.f.mem[i]->out[0]->type.dt));
+    e.w = w < e.w ? w : e.w;
+  }
   LLVMValueRef rows = product(k, e.s.dim, 0, e.s.rank - 1);
   LLVMValueRef len = cg_size(k, e.s.dim[e.s.rank - 1]);
   LLVMValueRef nblk = LLVMBuildSDiv(c->b, LLVMBuildAdd(c->b, len, cg_i64(c, BLOCK - 1), ""),
@@ -391,6 +500,7 @@ void cg_expr_kernel(CgKernel *k, const char *name) {
   LLVMValueRef units = LLVMBuildMul(c->b, rows, nblk, "");
   LLVMValueRef per = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, len, cg_i64(c, BLOCK), ""),
                                      len, cg_i64(c, BLOCK), "");
+  per = LLVMBuildMul(c->b, per, cg_i64(c, e.f.nmem), "");   /* cost: elements times nodes */
   cg_parallel(k, name, units, cg_grain(k, per), expr_task, &e);
 }
 
@@ -635,4 +745,212 @@ void cg_row_kernel(CgKernel *k, const char *name) {
   LLVMValueRef units = product(k, x->dim, 0, x->rank);
   units = LLVMBuildSDiv(k->c->b, units, cg_size(k, r.len), "");
   cg_parallel(k, name, units, cg_grain(k, cg_size(k, sz_mul(r.len, sz_const(4)))), row_task, &r);
+}
+
+/* ---- GEMM epilogues ------------------------------------------------------------ */
+
+/* A contraction's group in the GEMM's terms: operand o is read (or stored)
+ * at b*sb[o] + row*sr[o] + col*sc[o] of the GEMM's batch item b, row and
+ * column; sc is 0 (the same for every column) or 1. */
+typedef struct EpiPlan {
+  Fused f;
+  int head;                 /* the contraction's member index: its value is the accumulator */
+  int cop;                  /* the operand the GEMM's C stores */
+  int sc[MAXOPS];
+  Size sb[MAXOPS], sr[MAXOPS];
+} EpiPlan;
+
+/* Axes lo .. hi of an operand as one axis: the stride of its innermost
+ * non-unit axis (0 if none), where the others nest around it (fusion
+ * groups only operands whose axes do). */
+static Size collapse(const Type *o, const Size *st, int lo, int hi) {
+  Size s = sz_const(0), next = sz_const(0);
+  bool any = false;
+  for (int i = hi - 1; i >= lo; i--) {
+    if (is_one(o->dim[i]))
+      continue;
+    assert(!any || sz_eq(st[i], next));
+    if (!any)
+      s = st[i];
+    any = true;
+    next = sz_mul(st[i], o->dim[i]);
+  }
+  return s;
+}
+
+/* Where the GEMM's C goes: the contraction's own output if it is stored,
+ * else the last stored member. */
+static int c_operand(const EpiPlan *p) {
+  const Fused *f = &p->f;
+  if (f->dst[p->head] >= 0)
+    return f->dst[p->head];
+  int cop = -1;
+  for (int i = 0; i < f->nmem; i++)
+    cop = f->dst[i] >= 0 ? f->dst[i] : cop;
+  return cop;
+}
+
+static void put(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void put(char *buf, size_t len, const char *fmt, ...) {
+  size_t at = strlen(buf);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf + at, at < len ? len - at : 0, fmt, ap);
+  va_end(ap);
+}
+
+/* The structure the generated epilogue depends on, as [A-Za-z0-9_]: per
+ * member its op, the sources of its inputs (m: member, o: operand) and
+ * batchnorm's eps; per operand how it is used (c: the GEMM's C, s: stored,
+ * l: loaded) and read (v: a vector along the columns, s: one value). */
+static void epi_name(const EpiPlan *p, char *buf, size_t len) {
+  const Fused *f = &p->f;
+  buf[0] = 0;
+  put(buf, len, "e");
+  for (int i = 0; i < f->nmem; i++) {
+    const Node *n = f->mem[i];
+    if (i == p->head) {
+      put(buf, len, "_acc");
+      continue;
+    }
+    put(buf, len, "_%s", op_name(n->op));
+    for (int j = 0; j < n->nin; j++)
+      put(buf, len, f->src[i][j] < 0 ? "m%d" : "o%d", f->src[i][j] < 0 ? -1 - f->src[i][j] : f->src[i][j]);
+    if (n->op == OP_batchnorm) {
+      uint64_t bits;
+      memcpy(&bits, &n->attr.eps, sizeof bits);
+      put(buf, len, "x%016llx", (unsigned long long)bits);
+    }
+  }
+  for (int o = 0; o < f->nops; o++)
+    put(buf, len, "_o%c%c", o == p->cop ? 'c' : o < f->nstore ? 's' : 'l', p->sc[o] ? 'v' : 's');
+  for (int i = 0; i < f->nmem; i++)
+    if (f->dst[i] >= 0)
+      put(buf, len, "_d%dm%d", f->dst[i], i);
+  assert(strlen(buf) + 1 < len);
+}
+
+/* &operand o at (b, row, col), from the epi argument: epi[o] is its address,
+ * epi[nops] points at the (sb, sr) pairs. */
+static LLVMValueRef epi_addr(CgCtx *c, const EpiPlan *p, int o, LLVMValueRef epi, LLVMValueRef b,
+                             LLVMValueRef row, LLVMValueRef col) {
+  const Fused *f = &p->f;
+  LLVMValueRef slot = LLVMBuildGEP2(c->b, c->t_ptr, epi, (LLVMValueRef[]){cg_i64(c, o)}, 1, "");
+  LLVMValueRef base = LLVMBuildLoad2(c->b, c->t_ptr, slot, "");
+  slot = LLVMBuildGEP2(c->b, c->t_ptr, epi, (LLVMValueRef[]){cg_i64(c, f->nops)}, 1, "");
+  LLVMValueRef strides = LLVMBuildLoad2(c->b, c->t_ptr, slot, "");
+  LLVMValueRef sb = LLVMBuildLoad2(
+      c->b, c->t_i64, LLVMBuildGEP2(c->b, c->t_i64, strides, (LLVMValueRef[]){cg_i64(c, 2 * o)}, 1, ""), "");
+  LLVMValueRef sr = LLVMBuildLoad2(
+      c->b, c->t_i64, LLVMBuildGEP2(c->b, c->t_i64, strides, (LLVMValueRef[]){cg_i64(c, 2 * o + 1)}, 1, ""), "");
+  LLVMValueRef off = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, b, sb, ""), LLVMBuildMul(c->b, row, sr, ""), "");
+  if (p->sc[o])
+    off = LLVMBuildAdd(c->b, off, col, "");
+  RtDType dt = f->val[o]->type.dt;
+  return LLVMBuildGEP2(c->b, cg_elem_type(c, dt), base, &off, 1, "");
+}
+
+static LLVMValueRef epi_load(CgCtx *c, const EpiPlan *p, int o, LLVMValueRef addr, LLVMValueRef mask,
+                             int w) {
+  RtDType dt = p->f.val[o]->type.dt;
+  LLVMTypeRef vt = vec_type(c, dt, w);
+  if (!p->sc[o])
+    return cg_splat(c, LLVMBuildLoad2(c->b, cg_elem_type(c, dt), addr, ""), w);
+  if (!mask) {
+    LLVMValueRef x = LLVMBuildLoad2(c->b, vt, addr, "");
+    LLVMSetAlignment(x, rt_dtype_size(dt));
+    return x;
+  }
+  LLVMTypeRef ov[] = {vt, c->t_ptr};
+  LLVMValueRef args[] = {addr, LLVMConstInt(c->t_i32, rt_dtype_size(dt), 0), mask, LLVMConstNull(vt)};
+  return cg_intrinsic(c, "llvm.masked.load", ov, 2, args, 4);
+}
+
+static void epi_store(CgCtx *c, const EpiPlan *p, int o, LLVMValueRef addr, LLVMValueRef mask,
+                      LLVMValueRef v) {
+  RtDType dt = p->f.val[o]->type.dt;
+  if (!mask) {
+    LLVMSetAlignment(LLVMBuildStore(c->b, v, addr), rt_dtype_size(dt));
+    return;
+  }
+  LLVMTypeRef ov[] = {LLVMTypeOf(v), c->t_ptr};
+  LLVMValueRef args[] = {v, addr, LLVMConstInt(c->t_i32, rt_dtype_size(dt), 0), mask};
+  cg_intrinsic(c, "llvm.masked.store", ov, 2, args, 4);
+}
+
+/* CgEpilogue.fn: the members on the accumulator vector v, in order; the
+ * stored members but C's go out here, C's value is returned to the GEMM. */
+static LLVMValueRef epi_apply(CgCtx *c, void *user, LLVMValueRef v, LLVMValueRef mask,
+                              LLVMValueRef epi, LLVMValueRef b, LLVMValueRef row, LLVMValueRef col) {
+  const EpiPlan *p = ((CgEpiPlan *)user)->fused;
+  const Fused *f = &p->f;
+  int w = (int)LLVMGetVectorSize(LLVMTypeOf(v));
+  LLVMValueRef loaded[MAXOPS] = {0}, val[MAXMEM], ret = NULL;
+  for (int i = 0; i < f->nmem; i++) {
+    LLVMValueRef args[MAXIN];
+    for (int a = 0; a < f->mem[i]->nin && i != p->head; a++) {
+      int o = f->src[i][a];
+      if (o >= 0 && !loaded[o])
+        loaded[o] = epi_load(c, p, o, epi_addr(c, p, o, epi, b, row, col), mask, w);
+      args[a] = o < 0 ? val[-1 - o] : loaded[o];
+    }
+    val[i] = i == p->head ? v : value_at(c, f->mem[i], args, NULL, w);
+  }
+  for (int i = 0; i < f->nmem; i++) {
+    int o = f->dst[i];
+    if (o == p->cop)
+      ret = val[i];
+    else if (o >= 0)
+      epi_store(c, p, o, epi_addr(c, p, o, epi, b, row, col), mask, val[i]);
+  }
+  return ret;
+}
+
+bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *plan) {
+  if (!k->group)
+    return false;
+  EpiPlan *p = calloc(1, sizeof *p);
+  assert(p);
+  fused_init(&p->f, k, k->n);
+  const Type *o = &k->n->out[0]->type;
+  for (int i = 0; i < p->f.nmem; i++)
+    p->head = p->f.mem[i] == k->n ? i : p->head;
+  for (int op = 0; op < p->f.nops; op++) {
+    Size sc = collapse(o, p->f.st[op], col_axis, o->rank);
+    p->sc[op] = sc.nt != 0;
+    assert(sz_eq(sc, sz_const(p->sc[op])));
+    p->sr[op] = collapse(o, p->f.st[op], row_axis, col_axis);
+    p->sb[op] = collapse(o, p->f.st[op], 0, row_axis);
+  }
+  p->cop = c_operand(p);
+  assert(p->cop >= 0);
+  *plan = (CgEpiPlan){.epi = {.fn = epi_apply, .user = plan}, .c = p->f.val[p->cop], .fused = p};
+  epi_name(p, plan->name, sizeof plan->name);
+  return true;
+}
+
+LLVMValueRef cg_epi_args(CgKernel *k, const CgEpiPlan *plan, LLVMValueRef row0) {
+  CgCtx *c = k->c;
+  const EpiPlan *p = plan->fused;
+  int n = p->f.nops;
+  LLVMValueRef ptrs = entry_alloca(k, LLVMArrayType(c->t_ptr, (unsigned)n + 1));
+  LLVMValueRef strides = entry_alloca(k, LLVMArrayType(c->t_i64, 2 * (unsigned)n));
+  for (int o = 0; o < n; o++) {
+    LLVMValueRef sr = cg_size(k, p->sr[o]);
+    LLVMValueRef at = cg_value_ptr(k, p->f.val[o]);
+    if (row0)
+      at = cg_gep(k, p->f.val[o]->type.dt, at, LLVMBuildMul(c->b, row0, sr, ""));
+    LLVMBuildStore(c->b, at, LLVMBuildGEP2(c->b, c->t_ptr, ptrs, (LLVMValueRef[]){cg_i64(c, o)}, 1, ""));
+    LLVMValueRef sb_at = LLVMBuildGEP2(c->b, c->t_i64, strides, (LLVMValueRef[]){cg_i64(c, 2 * o)}, 1, "");
+    LLVMBuildStore(c->b, cg_size(k, p->sb[o]), sb_at);
+    LLVMValueRef sr_at = LLVMBuildGEP2(c->b, c->t_i64, strides, (LLVMValueRef[]){cg_i64(c, 2 * o + 1)}, 1, "");
+    LLVMBuildStore(c->b, sr, sr_at);
+  }
+  LLVMBuildStore(c->b, strides, LLVMBuildGEP2(c->b, c->t_ptr, ptrs, (LLVMValueRef[]){cg_i64(c, n)}, 1, ""));
+  return ptrs;
+}
+
+void cg_epi_free(CgEpiPlan *plan) {
+  free(plan->fused);
+  plan->fused = NULL;
 }

@@ -1,10 +1,10 @@
 /* The contraction template: C_b = op(A_b) op(B_b) (+ C_b), then an
  * epilogue, generated as LLVM IR for run-time sizes. The BLIS recipe:
  *
- *   for each tile of C (batch item, MT rows, NT columns)     parallel tasks
- *     for each K block of KC                                 in K order
- *       pack op(B)'s KC x NT block into NR-column panels      (or use a shared packing)
- *       pack op(A)'s MT x KC block into MR-row panels
+ *   for each tile of C (batch item, <= MC rows, <= NC columns)  parallel tasks
+ *     for each K block of KC                                     in K order
+ *       pack op(B)'s block into NR-column panels            (or use a shared packing)
+ *       pack op(A)'s block into MR-row panels
  *       for each NR panel of B, for each MR panel of A:
  *         micro-kernel: MR x NR accumulators in vector registers, one FMA
  *         per accumulator per k, then C (+)= and, on the last K block,
@@ -14,12 +14,16 @@
  * AVX2, 6x32 on AVX-512, 6x8 with 128-bit vectors or for doubles on AVX2);
  * with two B vectors and one broadcast that is 15 of 16 registers. Packing
  * zero-pads partial panels, so the micro-kernel always runs full; only its
- * stores are guarded at the edges (row checks and lane masks).
+ * stores are guarded at the edges (row checks and lane masks). Every loop
+ * body is unrolled and vectorized here (transposes included), so LLVM only
+ * schedules and allocates registers.
  *
  * Parallelism: tiles are the tasks of rt_parallel_for. Their shape and the
  * chunk grain come from the problem size only (never the thread count), and
  * each C element is summed in the same K order whatever tile holds it, so
- * results are bit-identical at any thread count. When the rows are split
+ * results are bit-identical at any thread count. Tiles split a dimension
+ * into near-equal runs of panels, an even number of them when more than
+ * one (see plan_grid). When the rows are split
  * over several tiles, B is packed once, in parallel, into a region of
  * `work` they all read ("shared"; per batch item, or once for a broadcast
  * B). Otherwise each tile packs its own B blocks ("private"): a tile that
@@ -899,6 +903,10 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
     return existing;
   if (s->dt != RT_F32 && s->dt != RT_F64)
     return NULL;
+  /* A builder of our own, so the caller's insertion point is left as it
+   * was; it is c->b meanwhile because the epilogue and cg_* helpers use it. */
+  LLVMBuilderRef caller = c->b;
+  c->b = LLVMCreateBuilderInContext(c->ctx);
   Gen g = {.c = c, .b = c->b, .s = s, .name = name};
   g.t = s->dt == RT_F32 ? c->t_f32 : c->t_f64;
   g.sz = (int)rt_dtype_size(s->dt);
@@ -910,7 +918,6 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   g.nv = 2;
   g.nr = g.nv * g.lanes;
   assert(g.nr <= GEMM_NR_MAX && GEMM_NR_MAX % g.nr == 0 && GEMM_MC % GEMM_MR == 0);
-  LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
   make_ctx_type(&g);
   g.micro = emit_micro(&g);
   g.pack_a = emit_pack(&g, "pack_a", g.mr, s->trans_a);
@@ -925,7 +932,7 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   LLVMValueRef cold[] = {g.task, g.bpack, fn};
   for (int i = 0; i < 3; i++)
     set_cold(&g, cold[i]);
-  if (saved)
-    LLVMPositionBuilderAtEnd(c->b, saved);
+  LLVMDisposeBuilder(c->b);
+  c->b = caller;
   return fn;
 }

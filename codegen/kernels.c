@@ -1,6 +1,9 @@
 /* Template kernels: contractions through the generated GEMM (matmul, conv2d
  * as im2col + GEMM), pooling windows, and copies. Each takes its sizes from
- * the node's types, evaluated at run time where the batch enters. */
+ * the node's types, evaluated at run time where the batch enters. A
+ * contraction with a fused group (bias, activation, residual add) runs the
+ * group as its GEMM's epilogue (expr.c's cg_epi_plan) and stores what the
+ * group stores. */
 #include "codegen/codegen.h"
 #include <math.h>
 #include <string.h>
@@ -19,13 +22,15 @@ static Size prod(const Type *t, int from, int to) {
   return s;
 }
 
-/* Calls the GEMM function for dtype dt with the given arguments. */
-static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, LLVMValueRef *args) {
+/* Calls the GEMM function for dtype dt with the given arguments; one
+ * variant per epilogue structure (epi: NULL for none). */
+static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, const CgEpiPlan *epi,
+                      LLVMValueRef *args) {
   CgCtx *c = k->c;
-  CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb};
-  char name[64];
-  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c", rt_dtype_name(dt), ta ? 't' : 'n',
-           tb ? 't' : 'n');
+  CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .epi = epi ? &epi->epi : NULL};
+  char name[1100];
+  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s%s", rt_dtype_name(dt), ta ? 't' : 'n',
+           tb ? 't' : 'n', epi ? "_" : "", epi ? epi->name : "");
   LLVMValueRef fn = cg_gemm_define(c, &spec, name);
   LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, 16, "");
 }
@@ -54,13 +59,18 @@ int cg_matmul_kernel(CgKernel *k) {
   Size sa, sb;
   if (batch_stride(a, o, sz_mul(M, K), &sa) < 0 || batch_stride(b, o, sz_mul(K, N), &sb) < 0)
     return -1;                        /* partially broadcast batch dims */
+  CgEpiPlan ep;
+  bool fused = cg_epi_plan(k, o->rank - 2, o->rank - 1, &ep);
   LLVMValueRef args[16] = {
       cg_size(k, prod(o, 0, o->rank - 2)), cg_size(k, M), cg_size(k, N), cg_size(k, K),
       cg_value_ptr(k, n->in[0]), cg_size(k, ta ? M : K), cg_size(k, sa),
       cg_value_ptr(k, n->in[1]), cg_size(k, tb ? K : N), cg_size(k, sb),
-      cg_value_ptr(k, n->out[0]), cg_size(k, N), cg_size(k, sz_mul(M, N)),
-      LLVMConstNull(c->t_ptr), k->work ? k->work : LLVMConstNull(c->t_ptr), k->nthreads};
-  call_gemm(k, o->dt, ta, tb, args);
+      cg_value_ptr(k, fused ? ep.c : n->out[0]), cg_size(k, N), cg_size(k, sz_mul(M, N)),
+      fused ? cg_epi_args(k, &ep, NULL) : LLVMConstNull(c->t_ptr),
+      k->work ? k->work : LLVMConstNull(c->t_ptr), k->nthreads};
+  call_gemm(k, o->dt, ta, tb, fused ? &ep : NULL, args);
+  if (fused)
+    cg_epi_free(&ep);
   return 0;
 }
 
@@ -158,16 +168,21 @@ int cg_conv_kernel(CgKernel *k, const char *name) {
   LLVMValueRef B = pw ? cg_value_ptr(k, n->in[0]) : work;
   LLVMValueRef Kc = cg_size(k, g.Kc), P = cg_size(k, g.P), O = cg_size(k, g.O);
   LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g.G), "");
+  CgEpiPlan ep;
+  bool fused = cg_epi_plan(k, 1, 2, &ep);
   for (int gi = 0; gi < g.G; gi++) {  /* one batched GEMM per group */
     LLVMValueRef G = cg_i64(c, gi);
     LLVMValueRef args[16] = {
         cg_size(k, g.N), Og, P, Kc,
         cg_gep(k, dt, cg_value_ptr(k, n->in[1]), mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
         cg_gep(k, dt, B, mul(c, mul(c, G, Kc), P)), P, mul(c, mul(c, Kc, cg_i64(c, g.G)), P),
-        cg_gep(k, dt, cg_value_ptr(k, n->out[0]), mul(c, mul(c, G, Og), P)), P, mul(c, O, P),
-        LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
-    call_gemm(k, dt, false, false, args);
+        cg_gep(k, dt, cg_value_ptr(k, fused ? ep.c : n->out[0]), mul(c, mul(c, G, Og), P)), P,
+        mul(c, O, P), fused ? cg_epi_args(k, &ep, mul(c, G, Og)) : LLVMConstNull(c->t_ptr),
+        gemm_work, k->nthreads};
+    call_gemm(k, dt, false, false, fused ? &ep : NULL, args);
   }
+  if (fused)
+    cg_epi_free(&ep);
   (void)esz;
   return 0;
 }

@@ -1,6 +1,7 @@
-/* A whole graph as one LLVM module: a kernel function per node (per fused
- * group once fusion lands) and the entry point that calls them in schedule
- * order, with the calling convention of DESIGN.md:
+/* A whole graph as one LLVM module: a kernel function per node, or per
+ * fused group (adjacent nodes of one Node.group: an elementwise loop, or a
+ * contraction with its epilogue), and the entry point that calls them in
+ * schedule order, with the calling convention of DESIGN.md:
  *
  *   void <entry>(void **regions, int64_t batch, int32_t nthreads)
  *
@@ -8,6 +9,7 @@
  * the offset the memory plan gave it. The same module serves the JIT and
  * the AOT artifacts. */
 #include "codegen/codegen.h"
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,12 +70,33 @@ static LLVMValueRef clamp_threads(CgCtx *c, LLVMValueRef nthreads, int most) {
   return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, t, cap, ""), t, cap, "threads");
 }
 
-/* Emits node n's kernel; returns it, or NULL with err set. */
-static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *n, char *err, int errlen) {
+/* The node a kernel is built around: a fused group's contraction (the
+ * GEMM whose epilogue the others are), else its first node. */
+static const Node *kernel_head(const Node *const *mem, int nmem) {
+  for (int i = 0; i < nmem; i++)
+    if (lower_kind[mem[i]->op] == L_GEMM || lower_kind[mem[i]->op] == L_CONV)
+      return mem[i];
+  return mem[0];
+}
+
+/* The nodes of the kernel starting at node i: a fused group's are adjacent. */
+static int kernel_size(const Graph *g, int i) {
+  int grp = g->nodes[i]->group, j = i + 1;
+  while (grp >= 0 && j < g->nnodes && g->nodes[j]->group == grp)
+    j++;
+  return j - i;
+}
+
+/* Emits the kernel of nodes mem[0 .. nmem); returns it, or NULL with err set. */
+static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, int nmem, char *err,
+                              int errlen) {
+  const Node *n = kernel_head(mem, nmem);
   char name[64], task[72];
-  snprintf(name, sizeof name, "k%d.%s", n->id, op_name(n->op));
+  snprintf(name, sizeof name, nmem > 1 ? "k%d.%s+%d" : "k%d.%s", n->id, op_name(n->op), nmem - 1);
   snprintf(task, sizeof task, "%s.task", name);
-  CgKernel k = {.c = c, .g = g, .n = n};
+  CgKernel k = {.c = c, .g = g, .n = n, .group = nmem > 1 ? mem : NULL, .ngroup = nmem};
+  for (int i = 0; i < nmem; i++)
+    assert(mem[i] == n || lower_kind[mem[i]->op] == L_EXPR);
   LLVMValueRef fn = cg_new_kernel(&k, name);
   if (n->work_bytes > 0) {
     LLVMValueRef slot = LLVMBuildGEP2(c->b, c->t_ptr, k.regions,
@@ -113,11 +136,12 @@ int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int e
   LLVMValueRef *kernels = calloc(g->nnodes + 1, sizeof *kernels);
   if (!kernels)
     return -1;
-  for (int i = 0; i < g->nnodes; i++) {
+  for (int i = 0, size; i < g->nnodes; i += size) {
     const Node *n = g->nodes[i];
+    size = kernel_size(g, i);
     if (lower_kind[n->op] == L_VIEW && n->out[0]->alias)
       continue;                       /* a view: no code */
-    if (!(kernels[i] = emit_node(c, g, n, err, errlen))) {
+    if (!(kernels[i] = emit_node(c, g, (const Node *const *)&g->nodes[i], size, err, errlen))) {
       free(kernels);
       return -1;
     }

@@ -6,7 +6,11 @@
  * bytes from the node that defines it to its last use, and first-fit over
  * those lifetimes lets dead values' bytes be reused. A reshape is a view of
  * its input (no bytes, no code) unless it must be an output of its own.
- * Offsets are 64-byte aligned and planned for the compiled maximum batch. */
+ * Offsets are 64-byte aligned and planned for the compiled maximum batch.
+ * A fused group (Node.group, adjacent nodes) runs as one kernel: what any
+ * member reads, and the workspace, stay live until its last member, and a
+ * value that lives only inside its group (pass_fused_internal) gets no
+ * place at all (region -1). */
 #include "passes/passes.h"
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +80,16 @@ static void choose_views(Graph *g) {
   }
 }
 
-/* Last node index that reads each root value (outputs: forever). */
+/* The index of the last node of node i's fused group (i itself if none). */
+static int group_end(const Graph *g, int i) {
+  int grp = g->nodes[i]->group;
+  while (grp >= 0 && i + 1 < g->nnodes && g->nodes[i + 1]->group == grp)
+    i++;
+  return i;
+}
+
+/* Last node index that reads each root value (outputs: forever); a read by
+ * a fused group lasts until the group's end. */
 static int *last_uses(Graph *g) {
   int *last = malloc(sizeof(int) * (size_t)(g->nvals > 0 ? g->nvals : 1));
   if (!last)
@@ -86,7 +99,7 @@ static int *last_uses(Graph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = g->nodes[i];
     for (int j = 0; j < n->nin; j++)
-      last[root(n->in[j])->id] = i;
+      last[root(n->in[j])->id] = group_end(g, i);
     for (int j = 0; j < n->nout; j++) {    /* a view keeps its root alive */
       Value *r = root(n->out[j]);
       if (last[r->id] < i)
@@ -140,9 +153,11 @@ bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
   choose_views(g);
   place_fixed(g);
   int *last = last_uses(g);
+  bool *internal = pass_fused_internal(g);
   Plan p = {.live = malloc(sizeof(Block) * ((size_t)g->nvals + (size_t)g->nnodes + 1))};
-  if (!last || !p.live) {
+  if (!last || !p.live || !internal) {
     free(last);
+    free(internal);
     free(p.live);
     return false;
   }
@@ -152,18 +167,21 @@ bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
     expire(&p, i);
     for (int j = 0; j < n->nout; j++) {
       Value *v = n->out[j];
-      if (v->alias || v->region >= 0)
-        continue;                     /* a view, or placed already */
+      if (v->alias || v->region >= 0 || internal[v->id])
+        continue;                     /* a view, placed already, or in registers only */
       int64_t bytes = ir_bytes_max(g, &v->type);
       total += ALIGN(bytes);
       v->region = REGION_SCRATCH;
       v->offset = place(&p, bytes, last[v->id] < i ? i : last[v->id]);
     }
     n->work_bytes = cx->work_bytes ? cx->work_bytes(g, n, cx->threads) : 0;
-    if (n->work_bytes > 0) {
-      total += ALIGN(n->work_bytes);
-      n->work_off = place(&p, n->work_bytes, i);
-    }
+    /* a kernel's workspace, once everything its nodes store has a place
+     * (a big workspace first would push those past it) */
+    for (int h = i; h >= 0 && group_end(g, i) == i && group_end(g, h) == i; h--)
+      if (g->nodes[h]->work_bytes > 0) {
+        total += ALIGN(g->nodes[h]->work_bytes);
+        g->nodes[h]->work_off = place(&p, g->nodes[h]->work_bytes, i);
+      }
   }
   for (int i = 0; i < g->nvals; i++)       /* views take their root's place */
     if (g->vals[i]->alias) {
@@ -174,6 +192,7 @@ bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
   st->bytes_before = total;
   st->bytes_after = p.peak;
   free(last);
+  free(internal);
   free(p.live);
   return true;
 }

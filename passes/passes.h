@@ -119,6 +119,26 @@ bool pass_store(void *data, RtDType dt, int64_t i, double x);
  * weights sets g->weights_baked: the compiled code holds their values. */
 bool pass_fold_bn(Graph *g, PassCtx *cx, PassStats *st);
 
+/* fusion.c: which nodes share a kernel. Chains of EXPR nodes (ops.def's
+ * lower column) of one output shape, each reading the values computed
+ * inside the group at their own index, become one loop; EXPR nodes of a
+ * matmul's or conv2d's output type (bias, activation, residual add, an
+ * inference batchnorm) become the epilogue of its GEMM, their other
+ * operands read per row, per column or whole in the GEMM's view of the
+ * output. Groups are convex and the nodes are reordered so each group's
+ * members are adjacent; Node.group numbers the groups of two or more
+ * nodes (others -1), and pass_count_kernels counts a group once. A member
+ * read outside its group, or an output, the loss, an update or a gradient,
+ * is stored; the other members live in registers only.
+ * PASS_FUSE_MAX_OPERANDS bounds the tensors a group loads and stores,
+ * PASS_FUSE_MAX_NODES its members (codegen sizes its tables by them). */
+#define PASS_FUSE_MAX_OPERANDS 16
+#define PASS_FUSE_MAX_NODES 32
+bool pass_fusion(Graph *g, PassCtx *cx, PassStats *st);
+/* By value id (malloc'd, the caller frees; NULL if out of memory): true for
+ * a value that lives only inside its fused group, which needs no memory. */
+bool *pass_fused_internal(const Graph *g);
+
 /* memplan.c */
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st);
 void pass_print_memplan(const Graph *g, FILE *out);

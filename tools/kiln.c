@@ -28,6 +28,15 @@ static const char *usage =
     "  --weights FILE        weights (.safetensors) by parameter name; train: start from them\n"
     "  --seed N              run: draw weights from seed N when no --weights (default 0);\n"
     "                        train: the seed of weights, split, shuffles and dropout\n"
+    "  --size NAME=V,...     bind size names, e.g. --size T=64\n"
+    "  --batch N             compile for batches up to N (check, emit); train: the batch\n"
+    "  -O0 .. -O3            optimisation level (default -O2)\n"
+    "  --threads N           threads (default: OMP_NUM_THREADS or the cores)\n"
+    "  --emit=KIND           ir, dot, memplan, llvm or asm (check and run)\n"
+    "  --print-after=PASS    print the IR after a pass (or 'all')\n"
+    "  --stats [--json]      nodes, kernels and bytes before and after each pass\n"
+    "  -h, --help            this text\n"
+    "  --version             the version\n"
     "\n"
     "training (train, eval):\n"
     "  -o FILE.safetensors   where the trained weights go (default: MODEL-FILE-STEM.safetensors)\n"
@@ -41,16 +50,7 @@ static const char *usage =
     "  --resume FILE         continue from a checkpoint where it stopped\n"
     "  --curves PREFIX       write PREFIX.csv and PREFIX.svg (default: STEM.curves)\n"
     "  --json                one JSON object per epoch on stdout (progress goes to stderr)\n"
-    "  --train NAME          which train block (default: the model's)\n"
-    "  --size NAME=V,...     bind size names, e.g. --size T=64\n"
-    "  --batch N             compile for batches up to N (check, emit)\n"
-    "  -O0 .. -O3            optimisation level (default -O2)\n"
-    "  --threads N           threads (default: OMP_NUM_THREADS or the cores)\n"
-    "  --emit=KIND           ir, dot, memplan, llvm or asm (check and run)\n"
-    "  --print-after=PASS    print the IR after a pass (or 'all')\n"
-    "  --stats [--json]      nodes, kernels and bytes before and after each pass\n"
-    "  -h, --help            this text\n"
-    "  --version             the version\n";
+    "  --train NAME          which train block (default: the model's)\n";
 
 typedef struct Cli {
   const char *cmd, *model_path, *weights, *emit, *print_after, *sizes;

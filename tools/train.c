@@ -225,6 +225,10 @@ static KilnStatus configure(KilnModel *m, KilnTrainer *tr, const KilnTrainOption
   }
   if (!tr->cfg || m->diags.nerrors)
     return m->diags.nerrors ? KILN_ERR_MODEL : KILN_ERR_NOMEM;
+  if (strcmp(tr->cfg->model, m->sig->name))
+    return kiln__fail(m, KILN_ERR_ARG, "train block '%s' trains model '%s', but '%s' is loaded "
+                      "(choose it with --model %s)", tr->cfg->name, tr->cfg->model, m->sig->name,
+                      tr->cfg->model);
   resolve_paths(m, tr->cfg, tr->arena);
   apply_overrides(tr->cfg, o, tr->arena);
   if (tr->cfg->batch <= 0 || tr->cfg->batch > RT_MAX_DIM)
@@ -466,8 +470,13 @@ static KilnStatus feed(KilnModel *m, Compiled *cc, const RtDataset *ds, const in
   return rs == RT_OK ? KILN_OK : kiln__fail(m, KILN_ERR_INPUT, "%s", e.msg);
 }
 
+/* Element i of a float tensor at p. */
+static double real_at(const void *p, RtDType dt, int64_t i) {
+  return dt == RT_F64 ? ((const double *)p)[i] : ((const float *)p)[i];
+}
+
 static double scalar_at(const Compiled *cc, const Value *v) {
-  return v->type.dt == RT_F64 ? *(double *)kiln__at(cc, v) : *(float *)kiln__at(cc, v);
+  return real_at(kiln__at(cc, v), v->type.dt, 0);
 }
 
 static int64_t label_at(const Compiled *cc, const Value *y, int64_t i) {
@@ -479,18 +488,13 @@ static int64_t label_at(const Compiled *cc, const Value *y, int64_t i) {
  * output (the first maximum, as torch.argmax) against the labels. */
 static int64_t count_correct(const Compiled *cc, const Value *y, int64_t rows, int64_t classes) {
   const Value *out = cc->g->outputs[1];
+  const void *p = kiln__at(cc, out);
   int64_t correct = 0;
   for (int64_t r = 0; r < rows; r++) {
     int64_t best = 0;
-    if (out->type.dt == RT_F64) {
-      const double *p = (const double *)kiln__at(cc, out) + r * classes;
-      for (int64_t c = 1; c < classes; c++)
-        best = p[c] > p[best] ? c : best;
-    } else {
-      const float *p = (const float *)kiln__at(cc, out) + r * classes;
-      for (int64_t c = 1; c < classes; c++)
-        best = p[c] > p[best] ? c : best;
-    }
+    for (int64_t c = 1; c < classes; c++)
+      if (real_at(p, out->type.dt, r * classes + c) > real_at(p, out->type.dt, r * classes + best))
+        best = c;
     correct += best == label_at(cc, y, r);
   }
   return correct;
@@ -553,11 +557,13 @@ static KilnStatus evaluate(KilnModel *m, KilnTrainer *tr, const RtDataset *ds, T
 /* The epochs so far as metadata: a line per epoch, numbers as C99 hex
  * floats so that a resumed run's curves are the uninterrupted run's. */
 static char *curves_text(RtArena *a, const RtCurves *c) {
-  char *s = rt_arena_strdup(a, "");
+  enum { LINE = 256 };        /* an int and seven %a doubles fit */
+  char *s = rt_arena_alloc(a, (size_t)c->n * LINE + 1);
+  size_t at = 0;
   for (int i = 0; i < c->n && s; i++) {
     const RtEpochStats *e = &c->e[i];
-    s = rt_arena_printf(a, "%s%d %a %a %a %a %a %a\n", s, e->epoch, e->loss, e->acc, e->val_loss,
-                        e->val_acc, e->lr, e->seconds);
+    at += snprintf(s + at, LINE, "%d %a %a %a %a %a %a\n", e->epoch, e->loss, e->acc,
+                   e->val_loss, e->val_acc, e->lr, e->seconds);
   }
   return s;
 }

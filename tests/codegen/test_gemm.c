@@ -395,6 +395,14 @@ static void test_work_bytes(void **state) {
   assert_true(cg_gemm_work_bytes(RT_F64, 64, 64, 64, 1) > cg_gemm_work_bytes(RT_F32, 64, 64, 64, 1));
   assert_true(cg_gemm_work_bytes(RT_F32, 200, 5000, 5000, 1) >= 5000LL * 5000 * 4);
   assert_true(cg_gemm_work_bytes(RT_F32, 8, 5000, 5000, 1) < 5000LL * 5000);
+  /* monotone in every size: work planned for the largest shape serves all smaller ones */
+  for (int i = 0; i + 1 < NSIZES; i++)
+    for (int j = 0; j < NSIZES; j++) {
+      int64_t a = sizes[i], b = sizes[i + 1], o = sizes[j];
+      assert_true(cg_gemm_work_bytes(RT_F32, a, o, o, 2) <= cg_gemm_work_bytes(RT_F32, b, o, o, 2));
+      assert_true(cg_gemm_work_bytes(RT_F32, o, a, o, 2) <= cg_gemm_work_bytes(RT_F32, o, b, o, 2));
+      assert_true(cg_gemm_work_bytes(RT_F32, o, o, a, 2) <= cg_gemm_work_bytes(RT_F32, o, o, b, 2));
+    }
 }
 
 int main(void) {
