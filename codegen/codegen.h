@@ -132,7 +132,8 @@ typedef struct CgJit CgJit;
 int cg_jit_new(CgJit **out, char *err, int errlen);          /* ORC LLJIT for the host at codegen O3 */
 int cg_optimize(CgCtx *c, int level, char *err, int errlen); /* verify, then "default<O<level>>" */
 int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen);   /* takes c's module; c stays disposable */
-void *cg_jit_lookup(CgJit *j, const char *name);             /* NULL if missing */
+void *cg_jit_lookup(CgJit *j, const char *name);             /* NULL if missing: see cg_jit_last_error */
+const char *cg_jit_last_error(const CgJit *j);               /* the latest lookup or materialization failure, or "" */
 void cg_jit_free(CgJit *j);
 
 /* gemm.c: the contraction template (BLIS: packed panels, an MR x NR

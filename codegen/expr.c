@@ -114,6 +114,7 @@ static void space_coalesce(Space *s) {
  * members have the output's shape). A member's input is an operand or,
  * when an earlier member computes it, that member's value in registers. */
 typedef struct Fused {
+  const Type *space;        /* the shape the members compute: the output's, or a reduction's input's */
   const Node *mem[MAXMEM];
   int nmem, nops, nstore;
   const Value *val[MAXOPS];
@@ -151,38 +152,45 @@ static int add_operand(Fused *f, const Value *v, const Size *st, int rank, bool 
   return f->nops++;
 }
 
-/* k's nodes; the inputs of `head` (a contraction, whose GEMM reads them)
- * are not operands. */
-static void fused_init(Fused *f, const CgKernel *k, const Node *head) {
+/* k's nodes. The inputs of `head` (a contraction, whose GEMM reads them)
+ * are not operands; `tail` (a reduction) reads the space, its input's
+ * shape, where the other members compute, and stores its result itself. */
+static void fused_init(Fused *f, const CgKernel *k, const Node *head, const Node *tail) {
   f->nmem = k->group ? k->ngroup : 1;
   f->nops = 0;
   assert(f->nmem <= MAXMEM);
   for (int i = 0; i < f->nmem; i++)
     f->mem[i] = k->group ? k->group[i] : k->n;
-  const Type *o = &f->mem[0]->out[0]->type;
-  Size st[MAXR];
-  dense_strides(o, st);
-  for (int i = 0; i < f->nmem; i++)
-    f->dst[i] = is_stored(f->mem[i]->out[0]) ? add_operand(f, f->mem[i]->out[0], st, o->rank, false) : -1;
+  f->space = tail ? &tail->in[0]->type : &f->mem[0]->out[0]->type;
+  int rank = f->space->rank;
+  Size dense[MAXR], st[MAXR];
+  dense_strides(f->space, dense);
+  for (int i = 0; i < f->nmem; i++) {
+    bool stored = f->mem[i] != tail && is_stored(f->mem[i]->out[0]);
+    f->dst[i] = stored ? add_operand(f, f->mem[i]->out[0], dense, rank, false) : -1;
+  }
   f->nstore = f->nops;
-  assert(f->nstore > 0);
+  assert(f->nstore > 0 || tail);
   for (int i = 0; i < f->nmem; i++) {
     const Node *n = f->mem[i];
-    assert(n->nin <= MAXIN && n->out[0]->type.rank == o->rank);
+    assert(n->nin <= MAXIN && (n == tail || n->out[0]->type.rank == rank));
     for (int j = 0; j < n->nin && n != head; j++) {
       int m = member_of(f, n->in[j]);
       if (m >= 0) {
         f->src[i][j] = -1 - m;
         continue;
       }
-      operand_access(n, j, st);
-      f->src[i][j] = add_operand(f, n->in[j], st, o->rank, true);
+      if (n == tail)
+        memcpy(st, dense, sizeof st);
+      else
+        operand_access(n, j, st);
+      f->src[i][j] = add_operand(f, n->in[j], st, rank, true);
     }
   }
 }
 
 static void space_of(const Fused *f, Space *s) {
-  const Type *o = &f->mem[0]->out[0]->type;
+  const Type *o = f->space;
   s->rank = o->rank;
   s->nops = f->nops;
   memcpy(s->dim, o->dim, sizeof(Size) * o->rank);
@@ -407,37 +415,57 @@ static LLVMValueRef lane_index(CgCtx *c, LLVMValueRef at, int w) {
   return LLVMBuildAdd(c->b, cg_splat(c, at, w), LLVMConstVector(lanes, w), "");
 }
 
-/* One step of w elements at inner position j of a row: every member in
- * order, each operand loaded once, then the stores (after all the loads,
- * so a value written in place over an operand is read first). */
-static void expr_step(CgKernel *k, ExprCtx *e, LLVMValueRef *ptr, LLVMValueRef *off,
-                      LLVMValueRef j, int w) {
-  CgCtx *c = k->c;
-  const Fused *f = &e->f;
-  int last = e->s.rank - 1;
-  LLVMValueRef loaded[MAXOPS] = {0}, val[MAXMEM];
-  LLVMValueRef idx = lane_index(c, LLVMBuildAdd(c->b, off[0], j, ""), w);  /* operand 0 is stored: dense */
+/* One step of the members, w lanes: operand o at element at[o], lanes
+ * st[o] apart; flat is the first lane's index in the space (dense). */
+typedef struct Step {
+  const LLVMValueRef *ptr, *at;
+  const Size *st;
+  LLVMValueRef flat;
+  int w;
+  LLVMValueRef loaded[MAXOPS];   /* each operand is loaded once per step */
+  LLVMValueRef val[MAXMEM];
+} Step;
+
+/* Input a of member i: an earlier member's value, or its operand. */
+static LLVMValueRef step_input(CgKernel *k, const Fused *f, Step *s, int i, int a) {
+  int o = f->src[i][a];
+  if (o < 0)
+    return s->val[-1 - o];
+  if (!s->loaded[o])
+    s->loaded[o] = load_w(k, f->val[o]->type.dt, s->ptr[o], s->at[o], s->st[o], s->w);
+  return s->loaded[o];
+}
+
+/* Every member but `tail` in order, then the stores: after all the loads,
+ * so a value written in place over an operand is read first. */
+static void step_eval(CgKernel *k, const Fused *f, Step *s, const Node *tail) {
+  LLVMValueRef idx = lane_index(k->c, s->flat, s->w);
   for (int i = 0; i < f->nmem; i++) {
     LLVMValueRef args[MAXIN];
-    for (int a = 0; a < f->mem[i]->nin; a++) {
-      int o = f->src[i][a];
-      if (o < 0) {
-        args[a] = val[-1 - o];
-        continue;
-      }
-      if (!loaded[o]) {
-        Size st = e->s.st[o][last];
-        LLVMValueRef at = LLVMBuildAdd(c->b, off[o], LLVMBuildMul(c->b, j, cg_size(k, st), ""), "");
-        loaded[o] = load_w(k, f->val[o]->type.dt, ptr[o], at, st, w);
-      }
-      args[a] = loaded[o];
-    }
-    val[i] = value_at(c, f->mem[i], args, idx, w);
+    if (f->mem[i] == tail)
+      continue;
+    for (int a = 0; a < f->mem[i]->nin; a++)
+      args[a] = step_input(k, f, s, i, a);
+    s->val[i] = value_at(k->c, f->mem[i], args, idx, s->w);
   }
   for (int i = 0; i < f->nmem; i++)
     if (f->dst[i] >= 0)
-      store_w(k, f->val[f->dst[i]]->type.dt, ptr[f->dst[i]],
-              LLVMBuildAdd(c->b, off[f->dst[i]], j, ""), val[i]);
+      store_w(k, f->val[f->dst[i]]->type.dt, s->ptr[f->dst[i]], s->flat, s->val[i]);
+}
+
+/* One step of w elements at inner position j of a row. */
+static void expr_step(CgKernel *k, ExprCtx *e, LLVMValueRef *ptr, LLVMValueRef *off,
+                      LLVMValueRef j, int w) {
+  CgCtx *c = k->c;
+  LLVMValueRef at[MAXOPS];
+  Size st[MAXOPS];
+  for (int o = 0; o < e->f.nops; o++) {
+    st[o] = e->s.st[o][e->s.rank - 1];
+    at[o] = LLVMBuildAdd(c->b, off[o], LLVMBuildMul(c->b, j, cg_size(k, st[o]), ""), "");
+  }
+  /* operand 0 is stored, so dense: its offset is the flat index */
+  Step s = {.ptr = ptr, .at = at, .st = st, .flat = LLVMBuildAdd(c->b, off[0], j, ""), .w = w};
+  step_eval(k, &e->f, &s, NULL);
 }
 
 /* Units are blocks of up to BLOCK elements of a row, so a single long row
@@ -486,7 +514,7 @@ static LLVMValueRef product(CgKernel *k, const Size *dims, int from, int to) {
 void cg_expr_kernel(CgKernel *k, const char *name) {
   CgCtx *c = k->c;
   ExprCtx e;
-  fused_init(&e.f, k, NULL);
+  fused_init(&e.f, k, NULL, NULL);
   space_of(&e.f, &e.s);
   e.w = cg_lanes(c, 1);
   for (int i = 0; i < e.f.nmem; i++) {
@@ -508,12 +536,20 @@ void cg_expr_kernel(CgKernel *k, const char *name) {
 
 /* One unit per output element; inside, loops over the reduced axes with the
  * innermost one in vectors when it is contiguous. Each element is reduced in
- * a fixed order, so results do not depend on the thread count. */
+ * a fixed order, so results do not depend on the thread count. In a fused
+ * group the reduction's input is computed where it is read: the other
+ * members run per element of the input (each is visited once), and those
+ * needed outside are stored there. Strides are kept per operand, and for
+ * the input's flat index (IDX: the stored members' offset). */
+#define IDX(r) ((r)->f.nops)
+
 typedef struct RedCtx {
-  const Node *n;
+  Fused f;
+  const Node *n;            /* the reduction */
+  int in;                   /* its member index */
   int nkeep, nred;
-  Size keep_dim[MAXR], keep_st[MAXR];
-  Size red_dim[MAXR], red_st[MAXR];
+  Size keep_dim[MAXR], red_dim[MAXR];
+  Size keep_st[MAXOPS + 1][MAXR], red_st[MAXOPS + 1][MAXR];
 } RedCtx;
 
 /* Where an accumulator starts: 0, or for max (min) the lowest (highest)
@@ -543,8 +579,26 @@ static LLVMValueRef red_lanes(CgCtx *c, Op op, LLVMValueRef v, int w) {
   return r;
 }
 
+/* The reduction's input at position j of the innermost reduced axis, w
+ * lanes: the group's members there (storing what they store), then the
+ * reduction's operand. */
+static LLVMValueRef red_input(CgKernel *k, RedCtx *r, const LLVMValueRef *ptr, const LLVMValueRef *base,
+                              LLVMValueRef j, int w) {
+  CgCtx *c = k->c;
+  int ax = r->nred - 1;
+  LLVMValueRef at[MAXOPS + 1];
+  Size st[MAXOPS + 1];
+  for (int o = 0; o <= IDX(r); o++) {
+    st[o] = r->red_st[o][ax];
+    at[o] = LLVMBuildAdd(c->b, base[o], LLVMBuildMul(c->b, j, cg_size(k, st[o]), ""), "");
+  }
+  Step s = {.ptr = ptr, .at = at, .st = st, .flat = at[IDX(r)], .w = w};
+  step_eval(k, &r->f, &s, r->n);
+  return step_input(k, &r->f, &s, r->in, 0);
+}
+
 /* Accumulates the reduced axes from `ax` inward into *acc (vector) and *sacc. */
-static void red_loops(CgKernel *k, RedCtx *r, int ax, LLVMValueRef base, LLVMValueRef in,
+static void red_loops(CgKernel *k, RedCtx *r, int ax, const LLVMValueRef *base, const LLVMValueRef *ptr,
                       LLVMValueRef accp, LLVMValueRef saccp, int w) {
   CgCtx *c = k->c;
   RtDType dt = r->n->in[0]->type.dt;
@@ -552,20 +606,20 @@ static void red_loops(CgKernel *k, RedCtx *r, int ax, LLVMValueRef base, LLVMVal
   LLVMValueRef len = cg_size(k, r->red_dim[ax]);
   if (ax < r->nred - 1) {
     CgLoop L;
-    LLVMValueRef i = cg_for(k, &L, cg_i64(c, 0), len, cg_i64(c, 1));
-    LLVMValueRef b = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, i, cg_size(k, r->red_st[ax]), ""), "");
-    red_loops(k, r, ax + 1, b, in, accp, saccp, w);
+    LLVMValueRef i = cg_for(k, &L, cg_i64(c, 0), len, cg_i64(c, 1)), b[MAXOPS + 1];
+    for (int o = 0; o <= IDX(r); o++)
+      b[o] = LLVMBuildAdd(c->b, base[o], LLVMBuildMul(c->b, i, cg_size(k, r->red_st[o][ax]), ""), "");
+    red_loops(k, r, ax + 1, b, ptr, accp, saccp, w);
     cg_endfor(k, &L);
     return;
   }
-  Size st = r->red_st[ax];
-  bool contig = is_one(st);
+  bool contig = is_one(r->red_st[IDX(r)][ax]);
   LLVMValueRef jt = cg_i64(c, 0);
   if (contig && w > 1) {
     CgLoop V;
     LLVMValueRef vend = LLVMBuildSub(c->b, len, cg_i64(c, w - 1), "");
     LLVMValueRef j = cg_for(k, &V, cg_i64(c, 0), vend, cg_i64(c, w));
-    LLVMValueRef x = load_w(k, dt, in, LLVMBuildAdd(c->b, base, j, ""), st, w);
+    LLVMValueRef x = red_input(k, r, ptr, base, j, w);
     LLVMTypeRef vt = vec_type(c, dt, w);
     LLVMBuildStore(c->b, arith(c, op, LLVMBuildLoad2(c->b, vt, accp, ""), x), accp);
     cg_endfor(k, &V);
@@ -573,8 +627,7 @@ static void red_loops(CgKernel *k, RedCtx *r, int ax, LLVMValueRef base, LLVMVal
   }
   CgLoop T;
   LLVMValueRef j = cg_for(k, &T, jt, len, cg_i64(c, 1));
-  LLVMValueRef at = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, j, cg_size(k, st), ""), "");
-  LLVMValueRef x = load_w(k, dt, in, at, st, 1);
+  LLVMValueRef x = red_input(k, r, ptr, base, j, 1);
   LLVMTypeRef et = cg_elem_type(c, dt);
   LLVMBuildStore(c->b, arith(c, op, LLVMBuildLoad2(c->b, et, saccp, ""), x), saccp);
   cg_endfor(k, &T);
@@ -602,20 +655,24 @@ static void red_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) 
   int w = cg_lanes(c, rt_dtype_size(dt));
   LLVMTypeRef vt = vec_type(c, dt, w), et = cg_elem_type(c, dt);
   LLVMValueRef accp = entry_alloca(k, vt), saccp = entry_alloca(k, et);
-  LLVMValueRef in = cg_value_ptr(k, n->in[0]), out = cg_value_ptr(k, n->out[0]);
+  LLVMValueRef out = cg_value_ptr(k, n->out[0]), ptr[MAXOPS], base[MAXOPS + 1];
+  for (int o = 0; o < r->f.nops; o++)
+    ptr[o] = cg_value_ptr(k, r->f.val[o]);
   Op op = red_combine(n->op);
   CgLoop U;
-  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
-  LLVMValueRef base = cg_i64(c, 0), rem = u;
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1)), rem = u;
+  for (int o = 0; o <= IDX(r); o++)
+    base[o] = cg_i64(c, 0);
   for (int i = r->nkeep - 1; i >= 0; i--) {
     LLVMValueRef d = cg_size(k, r->keep_dim[i]);
     LLVMValueRef idx = LLVMBuildSRem(c->b, rem, d, "");
     rem = LLVMBuildSDiv(c->b, rem, d, "");
-    base = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, idx, cg_size(k, r->keep_st[i]), ""), "");
+    for (int o = 0; o <= IDX(r); o++)
+      base[o] = LLVMBuildAdd(c->b, base[o], LLVMBuildMul(c->b, idx, cg_size(k, r->keep_st[o][i]), ""), "");
   }
   LLVMBuildStore(c->b, red_init(c, n, vt), accp);
   LLVMBuildStore(c->b, red_init(c, n, et), saccp);
-  red_loops(k, r, 0, base, in, accp, saccp, w);
+  red_loops(k, r, 0, base, ptr, accp, saccp, w);
   LLVMValueRef v = red_lanes(c, op, LLVMBuildLoad2(c->b, vt, accp, ""), w);
   v = arith(c, op, v, LLVMBuildLoad2(c->b, et, saccp, ""));
   if (n->op == OP_mean) {
@@ -628,29 +685,43 @@ static void red_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) 
   cg_endfor(k, &U);
 }
 
+/* Axis i of the space into the kept or the reduced axes, with every
+ * operand's stride and the flat index's. */
+static void red_axis(RedCtx *r, int i, const Size *dense, bool reduced) {
+  Size *dim = reduced ? &r->red_dim[r->nred] : &r->keep_dim[r->nkeep];
+  int at = reduced ? r->nred++ : r->nkeep++;
+  *dim = r->f.space->dim[i];
+  for (int o = 0; o <= IDX(r); o++) {
+    Size s = o < IDX(r) ? r->f.st[o][i] : dense[i];
+    if (reduced)
+      r->red_st[o][at] = s;
+    else
+      r->keep_st[o][at] = s;
+  }
+}
+
 void cg_reduce_kernel(CgKernel *k, const char *name) {
   const Node *n = k->n;
-  const Type *x = &n->in[0]->type;
-  RedCtx r = {.n = n};
-  Size st[MAXR];
-  dense_strides(x, st);
-  for (int i = 0; i < x->rank; i++) {
-    if (n->attr.axes & (1u << i)) {
-      r.red_dim[r.nred] = x->dim[i];
-      r.red_st[r.nred++] = st[i];
-    } else {
-      r.keep_dim[r.nkeep] = x->dim[i];
-      r.keep_st[r.nkeep++] = st[i];
-    }
+  RedCtx *r = calloc(1, sizeof *r);
+  assert(r);
+  fused_init(&r->f, k, NULL, n);
+  r->n = n;
+  r->in = member_of(&r->f, n->out[0]);
+  Size dense[MAXR];
+  dense_strides(r->f.space, dense);
+  for (int i = 0; i < r->f.space->rank; i++)
+    red_axis(r, i, dense, n->attr.axes & (1u << i));
+  if (r->nred == 0) {                 /* nothing reduced: a copy, one element per unit */
+    r->red_dim[0] = sz_const(1);
+    for (int o = 0; o <= IDX(r); o++)
+      r->red_st[o][0] = sz_const(0);
+    r->nred = 1;
   }
-  if (r.nred == 0) {                  /* nothing reduced: a copy, one element per unit */
-    r.red_dim[0] = sz_const(1);
-    r.red_st[0] = sz_const(0);
-    r.nred = 1;
-  }
-  LLVMValueRef units = product(k, r.keep_dim, 0, r.nkeep);
-  LLVMValueRef per = product(k, r.red_dim, 0, r.nred);
-  cg_parallel(k, name, units, cg_grain(k, per), red_task, &r);
+  LLVMValueRef units = product(k, r->keep_dim, 0, r->nkeep);
+  LLVMValueRef per = product(k, r->red_dim, 0, r->nred);
+  per = LLVMBuildMul(k->c->b, per, cg_i64(k->c, r->f.nmem), "");   /* cost: elements times nodes */
+  cg_parallel(k, name, units, cg_grain(k, per), red_task, r);
+  free(r);
 }
 
 /* ---- row-wise: softmax and log_softmax along one axis ------------------------ */
@@ -911,7 +982,7 @@ bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *plan) {
     return false;
   EpiPlan *p = calloc(1, sizeof *p);
   assert(p);
-  fused_init(&p->f, k, k->n);
+  fused_init(&p->f, k, k->n, NULL);
   const Type *o = &k->n->out[0]->type;
   for (int i = 0; i < p->f.nmem; i++)
     p->head = p->f.mem[i] == k->n ? i : p->head;

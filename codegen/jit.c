@@ -11,10 +11,13 @@
  *
  * Modules come from cg_ctx_init_jit(): ORC needs them built in a
  * thread-safe context. cg_jit_add() takes the module and leaves the CgCtx
- * safe to dispose; the context itself lives on as long as a module of it. */
+ * safe to dispose; the context itself lives on as long as a module of it.
+ * Code is generated lazily, at the first lookup; what fails then (an
+ * undefined symbol, ...) is kept for cg_jit_last_error, not printed. */
 #include "codegen/codegen.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
@@ -22,6 +25,7 @@
 
 struct CgJit {
   LLVMOrcLLJITRef jit;
+  char last_error[512];      /* the latest lookup or materialization failure */
 };
 
 /* Turns an LLVM error into our message; consumes it. Returns 0 if none. */
@@ -33,6 +37,20 @@ static int take_error(LLVMErrorRef e, const char *what, char *err, int errlen) {
   LLVMDisposeErrorMessage(m);
   return -1;
 }
+
+/* Appends an error to j->last_error ("; " between two); consumes it. */
+static void note_error(CgJit *j, LLVMErrorRef e, const char *what) {
+  size_t used = strlen(j->last_error);
+  if (used && used + 2 < sizeof j->last_error) {
+    strcpy(j->last_error + used, "; ");
+    used += 2;
+  }
+  take_error(e, what, j->last_error + used, (int)(sizeof j->last_error - used));
+}
+
+/* Materialization errors (a symbol no one defines, ...) are kept for
+ * cg_jit_last_error instead of being printed by ORC's default reporter. */
+static void keep_session_error(void *ctx, LLVMErrorRef e) { note_error(ctx, e, "JIT session error"); }
 
 /* The host target machine at codegen O3; LLJIT takes ownership of it. */
 static LLVMTargetMachineRef host_machine(char *err, int errlen) {
@@ -109,6 +127,7 @@ int cg_jit_new(CgJit **out, char *err, int errlen) {
     free(j);
     return -1;
   }
+  LLVMOrcExecutionSessionSetErrorReporter(LLVMOrcLLJITGetExecutionSession(j->jit), keep_session_error, j);
   LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
   if (define_runtime(j, jd, err, errlen) || add_process_symbols(j, jd, err, errlen)) {
     cg_jit_free(j);
@@ -156,13 +175,18 @@ int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen) {
 
 void *cg_jit_lookup(CgJit *j, const char *name) {
   LLVMOrcExecutorAddress addr = 0;
+  j->last_error[0] = 0;
   LLVMErrorRef e = LLVMOrcLLJITLookup(j->jit, &addr, name);
   if (e) {
-    LLVMConsumeError(e);
+    char what[300];
+    snprintf(what, sizeof what, "cannot find '%s'", name);
+    note_error(j, e, what);
     return NULL;
   }
   return (void *)(uintptr_t)addr;
 }
+
+const char *cg_jit_last_error(const CgJit *j) { return j->last_error; }
 
 void cg_jit_free(CgJit *j) {
   if (!j)

@@ -71,10 +71,12 @@ static LLVMValueRef clamp_threads(CgCtx *c, LLVMValueRef nthreads, int most) {
 }
 
 /* The node a kernel is built around: a fused group's contraction (the
- * GEMM whose epilogue the others are), else its first node. */
+ * GEMM whose epilogue the others are) or reduction (whose input the others
+ * compute), else its first node. */
 static const Node *kernel_head(const Node *const *mem, int nmem) {
   for (int i = 0; i < nmem; i++)
-    if (lower_kind[mem[i]->op] == L_GEMM || lower_kind[mem[i]->op] == L_CONV)
+    if (lower_kind[mem[i]->op] == L_GEMM || lower_kind[mem[i]->op] == L_CONV ||
+        lower_kind[mem[i]->op] == L_REDUCE)
       return mem[i];
   return mem[0];
 }

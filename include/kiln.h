@@ -125,7 +125,9 @@ KILN_API KilnStatus kiln_set_threads(KilnModel *m, int threads);
  *     fputs(kiln_errors(m), stderr);
  *
  * Results are the same at any thread count, bit for bit, and a run resumed
- * from a checkpoint ends with the same weights as one that never stopped. */
+ * from a checkpoint ends with the same weights as one that never stopped.
+ * Paths in a train block are relative to the model file's folder; paths in
+ * KilnTrainOptions to the current directory. */
 
 /* One epoch's numbers; NaN where nothing was measured (no validation or test
  * set, no accuracy for a model that is not a classifier). Losses are means

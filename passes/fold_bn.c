@@ -139,11 +139,13 @@ static bool absorb(Fold *f, const Node *u, const Value *cur, int ax, Affine *a,
 /* The output-channel axes of p's output and of its weight, and the
  * number of channels, if p is a contraction with a known weight. */
 static bool producer(Fold *f, const Node *p, int *out_ax, int *w_ax, int64_t *nch) {
-  const Type *w = &p->in[1]->type, *y = &p->out[0]->type;
+  const Type *y = &p->out[0]->type;
+  if (p->op != OP_conv2d && p->op != OP_matmul)
+    return false;
   if (p->op == OP_conv2d) {
     *out_ax = 1;
     *w_ax = 0;
-  } else if (p->op == OP_matmul && w->rank == 2) {
+  } else if (p->in[1]->type.rank == 2) {
     *out_ax = y->rank - 1;
     *w_ax = p->attr.trans_b ? 0 : 1;
   } else {

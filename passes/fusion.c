@@ -14,10 +14,14 @@
  *     row*sr + col*sc in the GEMM's view of the output (matmul: batch axes,
  *     M, N; conv2d: image, channel, OH*OW), with sc 0 (per row: a conv's
  *     per-channel bias) or 1 (per column: a dense bias; or the whole
- *     tensor: a residual).
+ *     tensor: a residual);
+ *   - a reduction group: a reduction (sum, mean, max, min) and an
+ *     elementwise group of its input's shape that computes its input, each
+ *     element in the reduction's loop as it is read (batchnorm's variance,
+ *     a loss's products); nothing in the group reads the reduction's result.
  *
- * and the merged set is convex: no path leaves it and comes back, so it can
- * run at one place in the schedule. Dependencies include the writes in
+ * and the groups stay schedulable: no path leaves a group and comes back,
+ * even through other groups, so each runs at one place in the schedule. Dependencies include the writes in
  * place: a value that updates a parameter is written over it, so every
  * reader of the parameter runs first. A member read outside its group (or
  * an output, the loss, an update, a gradient) is still stored; the others
@@ -353,23 +357,45 @@ static bool epilogue_ok(const Fuse *F, const int *m, int nm, const Node *head) {
   return true;
 }
 
+/* A reduction group: the reduction's input computed in its loop, element
+ * by element, and nothing in the group reads what the reduction makes. */
+static bool reduction_ok(const Fuse *F, const int *m, int nm, const Node *tail) {
+  if (!inside(F, tail->in[0]))
+    return false;
+  for (int a = 0; a < nm; a++) {
+    const Node *n = F->g->nodes[m[a]];
+    for (int j = 0; j < n->nin; j++)
+      if (n->in[j] == tail->out[0])
+        return false;
+  }
+  return true;
+}
+
+/* The shape every member but a reduction computes: a reduction's input. */
+static const Type *space_of(const Graph *g, const int *m, int nm, const Node *tail) {
+  return tail ? &tail->in[0]->type : &g->nodes[m[nm - 1]]->out[0]->type;
+}
+
 static bool group_ok(Fuse *F, const int *m, int nm) {
   const Graph *g = F->g;
-  const Node *head = NULL;
+  const Node *head = NULL, *tail = NULL;
   if (nm > PASS_FUSE_MAX_NODES)
     return false;
   for (int a = 0; a < nm; a++) {
     const Node *n = g->nodes[m[a]];
-    if (n->nout != 1 || !same_dims(&n->out[0]->type, &g->nodes[m[0]]->out[0]->type))
-      return false;
-    if (is_head(n) && head)
+    if (n->nout != 1 || ((is_head(n) || kind_of[n->op] == K_REDUCE) && (head || tail)))
       return false;
     if (is_head(n))
       head = n;
+    else if (kind_of[n->op] == K_REDUCE)
+      tail = n;
     else if (kind_of[n->op] != K_EXPR || !reads_ok(F, m, nm, n))
       return false;
   }
-  if (head && !epilogue_ok(F, m, nm, head))
+  for (int a = 0; a < nm; a++)
+    if (g->nodes[m[a]] != tail && !same_dims(&g->nodes[m[a]]->out[0]->type, space_of(g, m, nm, tail)))
+      return false;
+  if ((head && !epilogue_ok(F, m, nm, head)) || (tail && !reduction_ok(F, m, nm, tail)))
     return false;
   return count_loads(F, m, nm) + count_stores(F, m, nm) <= PASS_FUSE_MAX_OPERANDS &&
          schedulable(F, m, nm);
@@ -411,16 +437,22 @@ static bool try_merge(Fuse *F, int a, int b) {
   return ok;
 }
 
+/* Whether consumer c reads input j at the index where its producer p made
+ * it: an EXPR node at its own index, or a reduction reading its input. */
+static bool fusible_edge(const Node *p, const Node *c, int j) {
+  if (kind_of[c->op] == K_REDUCE)
+    return kind_of[p->op] == K_EXPR;
+  return kind_of[c->op] == K_EXPR && same_index(c, j) && (kind_of[p->op] == K_EXPR || is_head(p));
+}
+
 /* Every edge whose consumer reads the producer at its own index, in node order. */
 static int merge_all(Fuse *F) {
   int merged = 0;
   for (int i = 0; i < F->n; i++) {
     Node *c = F->g->nodes[i];
-    if (kind_of[c->op] != K_EXPR)
-      continue;
     for (int j = 0; j < c->nin; j++) {
       Node *p = def_node(c->in[j]);
-      if (!p || !same_index(c, j) || !(kind_of[p->op] == K_EXPR || is_head(p)))
+      if (!p || !fusible_edge(p, c, j))
         continue;
       merged += try_merge(F, F->grp[F->at[p->id]], F->grp[i]);
     }

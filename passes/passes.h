@@ -125,7 +125,8 @@ bool pass_fold_bn(Graph *g, PassCtx *cx, PassStats *st);
  * matmul's or conv2d's output type (bias, activation, residual add, an
  * inference batchnorm) become the epilogue of its GEMM, their other
  * operands read per row, per column or whole in the GEMM's view of the
- * output. Groups are convex and the nodes are reordered so each group's
+ * output; EXPR nodes computing a reduction's input run in its loop. The
+ * groups stay schedulable and the nodes are reordered so each group's
  * members are adjacent; Node.group numbers the groups of two or more
  * nodes (others -1), and pass_count_kernels counts a group once. A member
  * read outside its group, or an output, the loss, an update or a gradient,

@@ -132,6 +132,7 @@ static void test_many_modules(void **state) {
     assert_int_equal(f(), 3 * k + 1);
   }
   assert_null(cg_jit_lookup(j, "f50"));
+  assert_non_null(strstr(cg_jit_last_error(j), "f50"));
   cg_jit_free(j);
 }
 
@@ -187,6 +188,27 @@ static void test_duplicate_and_foreign(void **state) {
   cg_jit_free(j);
 }
 
+/* A call to a symbol nobody defines: the lookup fails, it does not crash,
+ * and the JIT still serves its other functions. */
+static void test_unresolved_symbol(void **state) {
+  CgJit *j;
+  assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+  CgCtx c = new_ctx("ok");
+  emit_const_fn(&c, "fine", 42);
+  add_module(j, &c, 2);
+  c = new_ctx("unresolved");
+  LLVMValueRef missing = LLVMAddFunction(c.mod, "kiln_test_no_such_symbol", LLVMFunctionType(c.t_i64, NULL, 0, 0));
+  add_fn(&c, "calls_missing", c.t_i64, NULL, 0);
+  LLVMBuildRet(c.b, LLVMBuildCall2(c.b, LLVMGlobalGetValueType(missing), missing, NULL, 0, ""));
+  add_module(j, &c, 2);
+  assert_null(cg_jit_lookup(j, "calls_missing"));
+  assert_non_null(strstr(cg_jit_last_error(j), "kiln_test_no_such_symbol"));
+  int64_t (*fine)(void) = (int64_t (*)(void))cg_jit_lookup(j, "fine");
+  assert_non_null(fine);
+  assert_int_equal(fine(), 42);
+  cg_jit_free(j);
+}
+
 static void test_bad_level(void **state) {
   CgCtx c = new_ctx("lvl");
   emit_const_fn(&c, "k", 1);
@@ -202,6 +224,7 @@ int main(void) {
     cmocka_unit_test(test_many_jits),
     cmocka_unit_test(test_invalid_module),
     cmocka_unit_test(test_duplicate_and_foreign),
+    cmocka_unit_test(test_unresolved_symbol),
     cmocka_unit_test(test_bad_level),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -268,7 +268,7 @@ static int64_t small(Gen *r) { return 1 + pick(r, 12); }
 
 /* A dense stack on [N, F] or [N, T, F]. */
 static Value *dense_stack(Gen *r, Value *h) {
-  int layers = 1 + pick(r, 4);
+  int layers = 1 + pick(r, r->smooth ? 3 : 4);     /* a step is twice the graph: fewer */
   for (int l = 0; l < layers; l++) {
     int last = h->type.rank - 1;
     h = dense(r, h, small(r));
@@ -328,7 +328,7 @@ static Value *pool(Gen *r, Value *h) {
 
 /* A conv stack on [N, C, H, W], then a dense head. */
 static Value *conv_stack(Gen *r, Value *h) {
-  int layers = 1 + pick(r, 3);
+  int layers = 1 + pick(r, r->smooth ? 2 : 3);
   for (int l = 0; l < layers; l++) {
     h = conv(r, h);
     if (coin(r, 65))

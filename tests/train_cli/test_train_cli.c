@@ -351,11 +351,10 @@ static void test_resume_after_kill_is_exact(void **state) {
  * test_acc, and kiln eval measures the test set. */
 static void test_json_reports_the_test_set(void **state) {
   char text[2048];
-  snprintf(text, sizeof text, "%s", tiny);
-  const char *line = "  test = csv(\"test.csv\", label = last)\n";
-  char *at = strstr(text, "  split");
-  memmove(at + strlen(line), at, strlen(at) + 1);
-  memcpy(at, line, strlen(line));
+  const char *split = strstr(tiny, "  split");
+  assert_non_null(split);
+  snprintf(text, sizeof text, "%.*s  test = csv(\"test.csv\", label = last)\n%s",
+           (int)(split - tiny), tiny, split);
   write_file("tested.kiln", text);
   write_tiny_csv("test.csv", 5, -1, -1, NULL);
   assert_int_equal(kiln("train tested.kiln --json -o t.safetensors 2>/dev/null"), 0);
