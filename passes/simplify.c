@@ -373,19 +373,18 @@ static bool replace(Simp *s, Value *from, Value *to) {
   return true;
 }
 
-static void mark_fixed(Simp *s) {
+static bool mark_fixed(Simp *s) {
   Graph *g = s->g;
   s->nfixed = g->nvals;
   s->fixed = calloc(g->nvals ? g->nvals : 1, sizeof *s->fixed);
-  if (!s->fixed) {
-    s->nfixed = 0;
-    return;
-  }
+  if (!s->fixed)
+    return false;
   for (int i = 0; i < g->nvals; i++)
     if (g->vals[i]->grad)
       s->fixed[g->vals[i]->grad->id] = true;
   if (g->loss)
     s->fixed[g->loss->id] = true;
+  return true;
 }
 
 /* ---- hash tables: CSE and equal constants ------------------------------------ */
@@ -524,7 +523,8 @@ static void simplify_node(Simp *s, Node *n) {
 /* One sweep; false when it could not get memory (the graph is still valid). */
 static bool sweep(Simp *s) {
   Graph *g = s->g;
-  mark_fixed(s);
+  if (!mark_fixed(s))
+    return false;
   merge_consts(s);
   if (!table_init(&s->nodes, g, g->nnodes, node_eq)) {
     free(s->fixed);

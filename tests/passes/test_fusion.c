@@ -10,7 +10,8 @@
  * Cases: an elementwise chain; a computed per-channel value that feeds a
  * broadcast (not fused into its consumer); a value needed both inside and
  * outside its group; groups that would each be convex but together need a
- * cycle in the schedule; matmul + bias + relu (with the pre-activation
+ * cycle in the schedule; batchnorm's statistics (a reduction computing its
+ * input in its loop); matmul + bias + relu (with the pre-activation
  * needed outside, and edge tiles); conv2d + bias + relu + residual add
  * (grouped too, and with a bias the graph computes); a residual network's
  * block at -O0 against -O3 (at most half the kernels); and training steps
@@ -205,17 +206,18 @@ static void test_broadcast_not_fused(void **state) {
   free_pair(p);
 }
 
-/* a = sigmoid(x) is an output and b = a * a feeds a reduction too: both are
- * computed in the loop and stored; c = b + a only where it is read. */
+/* a = sigmoid(x) is an output and b = a * a feeds a matmul too: both are
+ * computed in the loop and stored; c = b + a only where it is read. The
+ * row sums of b are computed in the same loop (a reduction group). */
 static void build_in_and_out(Graph *g) {
   Value *x = batch_input(g, "x", 2, (int64_t[]){6});
   Value *a = op1(g, OP_sigmoid, x);
   Value *b = op2(g, OP_mul, a, a);
   Value *c = op2(g, OP_add, b, a);
-  Value *s = reduce(g, OP_sum, b, 2, false);
   ir_output(g, a, "a");
   ir_output(g, op1(g, OP_neg, c), "c");
-  ir_output(g, s, "s");
+  ir_output(g, reduce(g, OP_sum, b, 2, false), "s");
+  ir_output(g, matmul_t(g, b, param(g, "w", TY(RT_F32, 3, 6))), "m");
 }
 
 static void test_used_inside_and_outside(void **state) {
@@ -226,7 +228,8 @@ static void test_used_inside_and_outside(void **state) {
   assert_same_group(a, b);
   assert_same_group(a, c);
   assert_same_group(a, out_node(g, "c"));
-  assert_apart(a, out_node(g, "s"));
+  assert_same_group(a, out_node(g, "s"));
+  assert_apart(a, out_node(g, "m"));
   assert_placed(a->out[0], true);
   assert_placed(b->out[0], true);
   assert_placed(c->out[0], false);
@@ -253,7 +256,8 @@ static void test_siblings(void **state) {
 
 /* A = {a1 = neg(x), a2 = a1 + sum(b2)} and B = {b2 = exp(y), b1 = b2 +
  * sum(a1)}: each is convex, but A feeds B (through sum(a1)) and B feeds A
- * (through sum(b2)), so only one of them may become a group. */
+ * (through sum(b2)), so only one of them may become a group. The sums join
+ * their producers: {a1, sum(a1), a2}, {b2, sum(b2)} and b1. */
 static void build_cycle(Graph *g) {
   Value *x = batch_input(g, "x", 2, (int64_t[]){4});
   Value *y = batch_input(g, "y", 2, (int64_t[]){4});
@@ -272,7 +276,37 @@ static void test_no_cycle(void **state) {
   const Node *a1 = nth(g, OP_neg, 0), *b2 = nth(g, OP_exp, 0);
   const Node *a2 = out_node(g, "a2"), *b1 = out_node(g, "b1");
   assert_true((a1->group >= 0 && a1->group == a2->group) != (b2->group >= 0 && b2->group == b1->group));
-  assert_int_equal(pass_count_kernels(g), 5);
+  assert_int_equal(pass_count_kernels(g), 3);
+  free_pair(p);
+}
+
+/* ---- reductions with their producers --------------------------------------------- */
+
+/* Batchnorm's statistics as a training graph computes them: m = mean(x)
+ * over [0, 2, 3], d = x - m, v = mean(d * d); the output d * (v + eps)^-1/2.
+ * The square is computed in the second mean's loop and never stored; d is
+ * (the output's group reads it); the first mean reads x as it is. */
+static void build_stats(Graph *g) {
+  Value *x = batch_input(g, "x", 4, (int64_t[]){3, 4, 5});
+  Value *m = reduce(g, OP_mean, x, 13, true);
+  Value *d = op2(g, OP_sub, x, m);
+  Value *v = reduce(g, OP_mean, op2(g, OP_mul, d, d), 13, true);
+  Value *r = op1(g, OP_rsqrt, op2(g, OP_add, v, ir_scalar(g, RT_F32, 1e-5)));
+  ir_output(g, op2(g, OP_mul, d, r), "y");
+  ir_output(g, v, "var");
+}
+
+static void test_reduction_producers(void **state) {
+  (void)state;
+  Pair *p = both("stats", build_stats);
+  const Graph *g = p->got.m.g;
+  const Node *sq = nth(g, OP_mul, 0), *var = out_node(g, "var");
+  assert_same_group(sq, var);
+  assert_same_group(nth(g, OP_sub, 0), var);
+  assert_apart(nth(g, OP_mean, 0), var);
+  assert_placed(sq->out[0], false);
+  assert_placed(nth(g, OP_sub, 0)->out[0], true);
+  assert_int_equal(pass_count_kernels(g), 4);
   free_pair(p);
 }
 
@@ -474,6 +508,7 @@ int main(void) {
       cmocka_unit_test(test_used_inside_and_outside),
       cmocka_unit_test(test_siblings),
       cmocka_unit_test(test_no_cycle),
+      cmocka_unit_test(test_reduction_producers),
       cmocka_unit_test(test_matmul_bias_relu),
       cmocka_unit_test(test_batched_matmul),
       cmocka_unit_test(test_conv_bias_relu_residual),

@@ -173,22 +173,32 @@ static void test_digits_reaches_97(void **state) {
 }
 
 /* The convolutional example trains too (conv, batchnorm, pooling and
- * dropout in the step): its loss falls within two epochs. */
+ * dropout in the step): its loss falls within two epochs, and 1 and 2
+ * threads give the same numbers, bit for bit. */
 static void test_digits_cnn_learns(void **state) {
-  KilnModel *m = load_example("digits_cnn.kiln");
-  Log log = {0};
-  KilnTrainOptions o;
-  kiln_train_options_default(&o);
-  o.epochs = 2;
-  o.on_epoch = record;
-  o.user = &log;
-  ok(m, kiln_train(m, &o));
-  assert_int_equal(log.n, 2);
-  print_message("digits_cnn: val_acc %.4f after 2 epochs (%.2f s/epoch)\n", log.e[1].val_acc,
-                log.e[1].seconds);
-  assert_true(log.e[1].loss < log.e[0].loss);
-  assert_true(log.e[1].val_acc > 0.85);
-  kiln_free(m);
+  Log log[2] = {{0}};
+  for (int threads = 1; threads <= 2; threads++) {
+    KilnModel *m = load_example("digits_cnn.kiln");
+    KilnTrainOptions o;
+    kiln_train_options_default(&o);
+    o.epochs = 2;
+    o.on_epoch = record;
+    o.user = &log[threads - 1];
+    ok(m, kiln_set_threads(m, threads));
+    ok(m, kiln_train(m, &o));
+    kiln_free(m);
+  }
+  Log *l = &log[1];
+  assert_int_equal(l->n, 2);
+  print_message("digits_cnn: val_acc %.4f after 2 epochs (%.2f s/epoch)\n", l->e[1].val_acc,
+                l->e[1].seconds);
+  assert_true(l->e[1].loss < l->e[0].loss);
+  assert_true(l->e[1].val_acc > 0.85);
+  for (int i = 0; i < 2; i++) {
+    assert_true(log[0].e[i].loss == l->e[i].loss);
+    assert_true(log[0].e[i].acc == l->e[i].acc);
+    assert_true(log[0].e[i].val_loss == l->e[i].val_loss);
+  }
 }
 
 /* Stopped after epoch 3 by the callback, then resumed by a fresh model
