@@ -60,8 +60,8 @@ typedef struct CgKernel {
   LLVMValueRef batch;       /* i64: the run-time batch */
   LLVMValueRef nthreads;    /* i32 */
   LLVMValueRef work;        /* ptr: this node's scratch workspace, or NULL */
-  const struct Node *const *group; /* a fused group's nodes in schedule order (n among
-                                      them; a contraction's group: n is it), or NULL */
+  const struct Node *const *group; /* a fused group's nodes in schedule order, or NULL;
+                                      n is among them: its contraction or reduction if any */
   int ngroup;
 } CgKernel;
 
@@ -86,7 +86,7 @@ LLVMValueRef cg_grain(CgKernel *k, LLVMValueRef unit_cost);    /* units per chun
 
 /* expr.c */
 void cg_expr_kernel(CgKernel *k, const char *task_name);   /* n alone, or its group's loop */
-void cg_reduce_kernel(CgKernel *k, const char *task_name);
+void cg_reduce_kernel(CgKernel *k, const char *task_name); /* n, its input computed by its group */
 void cg_row_kernel(CgKernel *k, const char *task_name);
 
 /* kernels.c */

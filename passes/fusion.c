@@ -1,7 +1,8 @@
 /* Fusion: which nodes share a kernel.
  *
  * Groups start as single nodes and merge along producer -> consumer edges,
- * visited in node order, whenever the merged set is still one kernel:
+ * visited in node order (the elementwise edges first: see merge_all),
+ * whenever the merged set is still one kernel:
  *
  *   - an elementwise group: nodes lowered by expression (ops.def's EXPR)
  *     with one output shape, where every value passed inside the group is
@@ -241,34 +242,35 @@ static bool inside(const Fuse *F, const Value *v) {
   return d && F->in[F->at[d->id]];
 }
 
+/* Puts the group of node x on the search's stack, once; F->cand past the
+ * set's members lists the groups seen, for the reset. */
+static void reach(Fuse *F, int x, int *top, int *listed) {
+  if (F->seen[F->grp[x]])
+    return;
+  F->seen[F->grp[x]] = true;
+  F->stack[(*top)++] = F->cand[(*listed)++] = F->grp[x];
+}
+
 /* Whether the groups stay schedulable with the set as one group: no path
  * leaves the set and comes back, where entering a group at one member lets
  * the path leave from any of its members (they run together). A search
  * over the groups reached from the set. */
 static bool schedulable(Fuse *F, const int *m, int nm) {
-  int top = 0, nseen = 0;
+  int top = 0, listed = nm;
   bool ok = true;
   for (int a = 0; a < nm; a++)
-    for (int e = F->succ.start[m[a]]; e < F->succ.start[m[a] + 1]; e++) {
-      int s = F->succ.item[e];
-      if (!F->in[s] && !F->seen[F->grp[s]]) {
-        F->seen[F->grp[s]] = true;
-        F->stack[top++] = F->cand[nm + nseen++] = F->grp[s];
-      }
-    }
-  while (top > 0 && ok) {
+    for (int e = F->succ.start[m[a]]; e < F->succ.start[m[a] + 1]; e++)
+      if (!F->in[F->succ.item[e]])
+        reach(F, F->succ.item[e], &top, &listed);
+  while (top > 0 && ok)
     for (int x = F->first[F->stack[--top]]; x >= 0 && ok; x = F->next[x])
       for (int e = F->succ.start[x]; e < F->succ.start[x + 1] && ok; e++) {
-        int s = F->succ.item[e];
-        ok = !F->in[s];
-        if (ok && !F->seen[F->grp[s]]) {
-          F->seen[F->grp[s]] = true;
-          F->stack[top++] = F->cand[nm + nseen++] = F->grp[s];
-        }
+        ok = !F->in[F->succ.item[e]];
+        if (ok)
+          reach(F, F->succ.item[e], &top, &listed);
       }
-  }
-  for (int i = 0; i < nseen; i++)     /* cand past the members lists the groups seen */
-    F->seen[F->cand[nm + i]] = false;
+  for (int i = nm; i < listed; i++)
+    F->seen[F->cand[i]] = false;
   return ok;
 }
 
@@ -437,22 +439,32 @@ static bool try_merge(Fuse *F, int a, int b) {
   return ok;
 }
 
+/* The two sweeps of merging: elementwise edges first, so that chains form
+ * whole; then a contraction with the elementwise group after it (its
+ * epilogue) and a reduction with the one before it, each taken whole or
+ * not at all. Taking EXPR nodes one by one into an epilogue would pull in
+ * ones whose group lies far ahead (the optimizer's scaled gradients) and
+ * store their values until then. */
+enum { SWEEP_EXPR, SWEEP_TEMPLATE };
+
 /* Whether consumer c reads input j at the index where its producer p made
- * it: an EXPR node at its own index, or a reduction reading its input. */
-static bool fusible_edge(const Node *p, const Node *c, int j) {
-  if (kind_of[c->op] == K_REDUCE)
-    return kind_of[p->op] == K_EXPR;
-  return kind_of[c->op] == K_EXPR && same_index(c, j) && (kind_of[p->op] == K_EXPR || is_head(p));
+ * it, as the sweep merges: an EXPR node at its own index, or a reduction
+ * reading its input. */
+static bool fusible_edge(const Node *p, const Node *c, int j, int sweep) {
+  bool c_expr = kind_of[c->op] == K_EXPR && same_index(c, j), p_expr = kind_of[p->op] == K_EXPR;
+  if (sweep == SWEEP_EXPR)
+    return c_expr && p_expr;
+  return (c_expr && is_head(p)) || (kind_of[c->op] == K_REDUCE && p_expr);
 }
 
-/* Every edge whose consumer reads the producer at its own index, in node order. */
-static int merge_all(Fuse *F) {
+/* Every fusible edge of the sweep, in node order. */
+static int merge_all(Fuse *F, int sweep) {
   int merged = 0;
   for (int i = 0; i < F->n; i++) {
     Node *c = F->g->nodes[i];
     for (int j = 0; j < c->nin; j++) {
       Node *p = def_node(c->in[j]);
-      if (!p || !fusible_edge(p, c, j))
+      if (!p || !fusible_edge(p, c, j, sweep))
         continue;
       merged += try_merge(F, F->grp[F->at[p->id]], F->grp[i]);
     }
@@ -550,7 +562,7 @@ bool pass_fusion(Graph *g, PassCtx *cx, PassStats *st) {
   (void)cx, (void)st;
   Fuse F;
   bool ok = fuse_init(&F, g);
-  bool merged = ok && merge_all(&F) > 0;
+  bool merged = ok && merge_all(&F, SWEEP_EXPR) + merge_all(&F, SWEEP_TEMPLATE) > 0;
   if (!merged || !reorder(&F)) {
     for (int i = 0; i < g->nnodes; i++)
       g->nodes[i]->group = -1;

@@ -1,9 +1,12 @@
-/* The speed of whole models at each -O level (what fusion buys): for every
- * model file and level, the time of the first kiln_run (it compiles), then
- * the median and the best of repeated runs of one batch, through the public
- * API as `kiln run` does. With --train, the same for kiln_train_step on
- * models with a train block (labels drawn in [0, 10), the first output's
- * last dim at most). A benchmark, not a test: nothing is asserted.
+/* The speed of whole models at each -O level (what fusion buys), through
+ * the public API as `kiln run` does: for every model file, one compiled
+ * model per level, then rounds in which each level runs the same batch once,
+ * so the levels share whatever else the machine is doing; per level the time
+ * of the first run (it compiles), and the median and the best of the timed
+ * runs. With --train, kiln_train_step instead, on models with a train block
+ * (labels drawn in [0, 10)). A benchmark, not a test: nothing is asserted.
+ * bench/fusion/chain.kiln, a long elementwise chain on a large tensor, shows
+ * fusion alone (-O1 against -O2).
  *
  *   bench_models [--batch 64] [--runs 41] [--levels 0,1,2,3] [--threads N] [--cputime]
  *                [--train] M.kiln ...
@@ -23,18 +26,27 @@
 #include <time.h>
 #include "kiln.h"
 
+enum { MAXLEVELS = 4, MAXIN = 8 };
+
 typedef struct Opts {
   int64_t batch;
   int runs, threads;
-  bool train;
-  int levels[4], nlevels;
+  bool train, cputime;
+  int levels[MAXLEVELS], nlevels;
 } Opts;
 
-static bool cputime;
+/* One model compiled at one level, its inputs and its times. */
+typedef struct Case {
+  KilnModel *m;
+  KilnTensor in[MAXIN + 1];
+  int nin;
+  KilnStatus st;
+  double first, *t;
+} Case;
 
-static double now(void) {
+static double now(const Opts *o) {
   struct timespec t;
-  clock_gettime(cputime ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
+  clock_gettime(o->cputime ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
@@ -48,7 +60,7 @@ static uint64_t lcg(uint64_t *s) {
   return *s >> 33;
 }
 
-/* Input i of m at the batch, uniform in [0, 1) (labels: integers below classes). */
+/* Input i of m at the batch, uniform in [0, 1). */
 static KilnStatus make_input(KilnModel *m, int i, int64_t batch, KilnTensor *t, uint64_t *seed) {
   KilnStatus st = kiln_input_info(m, i, t);
   if (st != KILN_OK)
@@ -68,84 +80,92 @@ static KilnStatus make_input(KilnModel *m, int i, int64_t batch, KilnTensor *t, 
   return KILN_OK;
 }
 
-/* One labels tensor for a training step: i64 [batch], each below classes. */
-static KilnTensor make_labels(int64_t batch, int classes, uint64_t *seed) {
-  KilnTensor t = {.name = "label", .dtype = KILN_I64, .rank = 1, .shape = {batch}};
+/* The labels of a training step: i64 [batch], each below classes. */
+static KilnStatus make_labels(int64_t batch, int classes, KilnTensor *t, uint64_t *seed) {
+  *t = (KilnTensor){.name = "label", .dtype = KILN_I64, .rank = 1, .shape = {batch}};
   int64_t *p = malloc(sizeof(int64_t) * (size_t)batch);
-  for (int64_t k = 0; p && k < batch; k++)
+  if (!p)
+    return KILN_ERR_NOMEM;
+  for (int64_t k = 0; k < batch; k++)
     p[k] = (int64_t)(lcg(seed) % (uint64_t)classes);
-  t.data = p;
-  return t;
+  t->data = p;
+  return KILN_OK;
 }
 
-typedef struct Timing {
-  double first, median, best;
-} Timing;
-
-/* Runs the step `runs` times after the first (which compiles); seconds. */
-static KilnStatus time_runs(KilnModel *m, const Opts *o, KilnTensor *in, int nin, bool train,
-                            Timing *t) {
-  double *s = malloc(sizeof(double) * (size_t)o->runs);
+/* One run of the case; its time in seconds. */
+static double run_once(Case *c, const Opts *o) {
   KilnTensor out[8];
-  int nout = kiln_output_count(m) < 8 ? kiln_output_count(m) : 8;
-  KilnStatus st = KILN_OK;
-  for (int r = -1; r < o->runs && st == KILN_OK && s; r++) {
-    double t0 = now();
-    float loss;
-    st = train ? kiln_train_step(m, in, nin, 1e-3f, &loss) : kiln_run(m, in, nin, out, nout);
-    if (r < 0)
-      t->first = now() - t0;
-    else
-      s[r] = now() - t0;
-  }
-  if (st == KILN_OK && s) {
-    qsort(s, (size_t)o->runs, sizeof(double), cmp_double);
-    t->median = s[o->runs / 2];
-    t->best = s[0];
-  }
-  free(s);
-  return s ? st : KILN_ERR_NOMEM;
+  int nout = kiln_output_count(c->m) < 8 ? kiln_output_count(c->m) : 8;
+  float loss;
+  double t0 = now(o);
+  c->st = o->train ? kiln_train_step(c->m, c->in, c->nin, 1e-3f, &loss)
+                   : kiln_run(c->m, c->in, c->nin, out, nout);
+  return now(o) - t0;
 }
 
-static void bench(const char *path, const Opts *o, int level, bool train) {
+/* Loads, draws weights and inputs, and runs once (compiling). */
+static void setup(Case *c, const char *path, const Opts *o, int level) {
   KilnOptions opt;
   kiln_options_default(&opt);
   opt.opt_level = level;
   opt.threads = o->threads;
   opt.max_batch = o->batch;
-  KilnModel *m = NULL;
-  KilnTensor in[9] = {0};
-  int nin = 0;
   uint64_t seed = 1;
-  Timing t = {0};
-  KilnStatus st = kiln_load(path, &opt, &m);
-  if (st == KILN_OK)
-    st = kiln_init_weights(m, 0);
-  for (; st == KILN_OK && nin < kiln_input_count(m) && nin < 8; nin++)
-    st = make_input(m, nin, o->batch, &in[nin], &seed);
-  if (st == KILN_OK && train)
-    in[nin++] = make_labels(o->batch, 10, &seed);
-  if (st == KILN_OK)
-    st = time_runs(m, o, in, nin, train, &t);
-  if (st == KILN_OK)
-    printf("%-28s %-6s -O%d  first %8.1f ms   median %8.3f ms   best %8.3f ms\n", path,
-           train ? "train" : "run", level, t.first * 1e3, t.median * 1e3, t.best * 1e3);
-  else
-    printf("%-28s %-6s -O%d  %s: %s\n", path, train ? "train" : "run", level, kiln_status_name(st),
-           m ? kiln_errors(m) : "");
-  for (int i = 0; i < nin; i++)
-    free(in[i].data);
-  kiln_free(m);
+  c->t = malloc(sizeof(double) * (size_t)o->runs);
+  c->st = c->t ? kiln_load(path, &opt, &c->m) : KILN_ERR_NOMEM;
+  if (c->st == KILN_OK)
+    c->st = kiln_init_weights(c->m, 0);
+  for (; c->st == KILN_OK && c->nin < kiln_input_count(c->m) && c->nin < MAXIN; c->nin++)
+    c->st = make_input(c->m, c->nin, o->batch, &c->in[c->nin], &seed);
+  if (c->st == KILN_OK && o->train && (c->st = make_labels(o->batch, 10, &c->in[c->nin], &seed)) == KILN_OK)
+    c->nin++;
+  if (c->st == KILN_OK)
+    c->first = run_once(c, o);
+}
+
+static void report(Case *c, const char *path, const Opts *o, int level) {
+  const char *what = o->train ? "train" : "run";
+  if (c->st != KILN_OK) {
+    printf("%-28s %-6s -O%d  %s: %s\n", path, what, level, kiln_status_name(c->st),
+           c->m ? kiln_errors(c->m) : "");
+    return;
+  }
+  qsort(c->t, (size_t)o->runs, sizeof(double), cmp_double);
+  printf("%-28s %-6s -O%d  first %8.1f ms   median %8.3f ms   best %8.3f ms\n", path, what, level,
+         c->first * 1e3, c->t[o->runs / 2] * 1e3, c->t[0] * 1e3);
+}
+
+static void bench(const char *path, const Opts *o) {
+  Case cs[MAXLEVELS] = {0};
+  for (int l = 0; l < o->nlevels; l++)
+    setup(&cs[l], path, o, o->levels[l]);
+  for (int r = 0; r < o->runs; r++)
+    for (int l = 0; l < o->nlevels; l++)
+      if (cs[l].st == KILN_OK)
+        cs[l].t[r] = run_once(&cs[l], o);
+  for (int l = 0; l < o->nlevels; l++) {
+    report(&cs[l], path, o, o->levels[l]);
+    for (int i = 0; i < cs[l].nin; i++)
+      free(cs[l].in[i].data);
+    free(cs[l].t);
+    kiln_free(cs[l].m);
+  }
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: bench_models [--batch B] [--runs R] [--levels 0,3] [--threads N] "
+                  "[--cputime] [--train] M.kiln ...\n");
+  return 2;
 }
 
 int main(int argc, char **argv) {
   Opts o = {.batch = 64, .runs = 41, .levels = {0, 1, 2, 3}, .nlevels = 4};
-  int first = 1;
-  for (; first < argc && argv[first][0] == '-'; first++) {
-    const char *a = argv[first], *v = first + 1 < argc ? argv[first + 1] : "";
+  int i = 1;
+  for (; i < argc && argv[i][0] == '-'; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
     if (!strcmp(a, "--train") || !strcmp(a, "--cputime")) {
       o.train = o.train || !strcmp(a, "--train");
-      cputime = cputime || !strcmp(a, "--cputime");
+      o.cputime = o.cputime || !strcmp(a, "--cputime");
       continue;
     }
     if (!strcmp(a, "--batch"))
@@ -155,24 +175,15 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--threads"))
       o.threads = atoi(v);
     else if (!strcmp(a, "--levels"))
-      for (o.nlevels = 0; *v && o.nlevels < 4; v += *v == ',')
+      for (o.nlevels = 0; *v && o.nlevels < MAXLEVELS; v += *v == ',')
         o.levels[o.nlevels++] = (int)strtol(v, (char **)&v, 10);
-    else {
-      fprintf(stderr, "unknown option %s\n", a);
-      return 2;
-    }
-    first++;
+    else
+      return usage();
+    i++;
   }
-  if (first >= argc || o.batch < 1 || o.runs < 1) {
-    fprintf(stderr, "usage: bench_models [--batch B] [--runs R] [--levels 0,3] [--threads N] "
-                    "[--cputime] [--train] M.kiln ...\n");
-    return 2;
-  }
-  for (int f = first; f < argc; f++)
-    for (int l = 0; l < o.nlevels; l++) {
-      bench(argv[f], &o, o.levels[l], false);
-      if (o.train)
-        bench(argv[f], &o, o.levels[l], true);
-    }
+  if (i >= argc || o.batch < 1 || o.runs < 1 || o.nlevels < 1)
+    return usage();
+  for (; i < argc; i++)
+    bench(argv[i], &o);
   return 0;
 }
