@@ -83,6 +83,8 @@ LLVMValueRef cg_new_kernel(CgKernel *k, const char *name);    /* defines kN, bui
 void cg_parallel(CgKernel *k, const char *name, LLVMValueRef nunits, LLVMValueRef grain,
                  CgTaskBody body, void *user);
 LLVMValueRef cg_grain(CgKernel *k, LLVMValueRef unit_cost);    /* units per chunk from cost */
+void cg_zero(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef at, LLVMValueRef n);
+void cg_add_to(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef i, LLVMValueRef v);
 
 /* expr.c */
 void cg_expr_kernel(CgKernel *k, const char *task_name);   /* n alone, or its group's loop */
@@ -92,7 +94,25 @@ void cg_row_kernel(CgKernel *k, const char *task_name);
 /* kernels.c */
 int cg_matmul_kernel(CgKernel *k);
 int cg_conv_kernel(CgKernel *k, const char *task_name);
+/* conv2d's geometry, shared by the forward (conv2d) and its gradients
+ * (conv2d_bwd_data, conv2d_bwd_filter): x is the input side, y the output
+ * side (y or dy), w the weight side (w or dw). */
+typedef struct CgConvGeo {
+  const Node *n;
+  const Value *x, *w, *y;
+  RtDType dt;
+  Size N, C, H, W, O, OH, OW;
+  int G, kh, kw;
+  Size Kc, P;                /* rows of a group's column block (C/G*kh*kw), columns (OH*OW) */
+  bool scatter;              /* col2im: x += columns; else im2col: columns = x */
+} CgConvGeo;
+CgConvGeo cg_conv_geo(const Node *n);
+bool cg_conv_pointwise(const Node *n);
 int64_t cg_conv_col_bytes(const Graph *g, const Node *n);
+void cg_conv_windows(CgKernel *k, CgConvGeo *g, const char *task_name); /* im2col or col2im */
+struct CgEpiPlan;
+void cg_call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc,
+                  const struct CgEpiPlan *epi, LLVMValueRef *args);
 void cg_pool_kernel(CgKernel *k, const char *task_name);
 void cg_copy_kernel(CgKernel *k);
 

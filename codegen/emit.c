@@ -162,3 +162,17 @@ LLVMValueRef cg_grain(CgKernel *k, LLVMValueRef unit_cost) {
   LLVMValueRef g = LLVMBuildSDiv(c->b, cg_i64(c, 32768), cost, "");
   return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, g, one, ""), one, g, "grain");
 }
+
+/* base[at .. at+n) = 0 */
+void cg_zero(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef at, LLVMValueRef n) {
+  CgCtx *c = k->c;
+  LLVMValueRef bytes = LLVMBuildMul(c->b, n, cg_i64(c, rt_dtype_size(dt)), "");
+  LLVMBuildMemSet(c->b, cg_gep(k, dt, base, at), LLVMConstInt(c->t_i8, 0, 0), bytes, 1);
+}
+
+/* base[i] += v */
+void cg_add_to(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef i, LLVMValueRef v) {
+  LLVMValueRef p = cg_gep(k, dt, base, i);
+  LLVMValueRef old = LLVMBuildLoad2(k->c->b, cg_elem_type(k->c, dt), p, "");
+  LLVMBuildStore(k->c->b, LLVMBuildFAdd(k->c->b, old, v, ""), p);
+}

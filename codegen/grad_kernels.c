@@ -47,69 +47,6 @@ static LLVMValueRef load(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRe
   return LLVMBuildLoad2(k->c->b, cg_elem_type(k->c, dt), cg_gep(k, dt, base, i), "");
 }
 
-/* base[i] += v */
-static void add_to(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef i, LLVMValueRef v) {
-  LLVMValueRef p = cg_gep(k, dt, base, i);
-  LLVMValueRef old = LLVMBuildLoad2(k->c->b, cg_elem_type(k->c, dt), p, "");
-  LLVMBuildStore(k->c->b, LLVMBuildFAdd(k->c->b, old, v, ""), p);
-}
-
-static void zero(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef at, LLVMValueRef n) {
-  CgCtx *c = k->c;
-  LLVMValueRef bytes = mul(c, n, cg_i64(c, rt_dtype_size(dt)));
-  LLVMBuildMemSet(c->b, cg_gep(k, dt, base, at), LLVMConstInt(c->t_i8, 0, 0), bytes, 1);
-}
-
-/* Calls the generated GEMM (gemm.c) with its 16 arguments. The names match
- * kernels.c's, so a module defines each variant once. */
-static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, LLVMValueRef *args) {
-  CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .accumulate = acc};
-  char name[64];
-  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s", rt_dtype_name(dt), ta ? 't' : 'n',
-           tb ? 't' : 'n', acc ? "_acc" : "");
-  LLVMValueRef fn = cg_gemm_define(k->c, &spec, name);
-  LLVMBuildCall2(k->c->b, LLVMGlobalGetValueType(fn), fn, args, 16, "");
-}
-
-/* ---- conv2d: the geometry, and the window walk between x and columns ---- */
-
-typedef struct Geo {
-  const Node *n;
-  const Value *x, *w, *dy;   /* the forward's input and weight (or their gradient), dy */
-  RtDType dt;
-  Size N, C, H, W, O, OH, OW;
-  int G, kh, kw;
-  Size Kc, P;                /* rows of a group's column block (C/G*kh*kw), columns (OH*OW) */
-  bool scatter;              /* col2im: dx += columns; else im2col: columns = x */
-} Geo;
-
-static Geo geo_of(const Node *n) {
-  bool data = n->op == OP_conv2d_bwd_data;
-  Geo g = {.n = n, .dy = n->in[0], .x = data ? n->out[0] : n->in[1],
-           .w = data ? n->in[1] : n->out[0], .scatter = data, .G = n->attr.groups,
-           .kh = n->attr.k[0], .kw = n->attr.k[1]};
-  const Type *x = &g.x->type, *y = &g.dy->type;
-  g.dt = x->dt;
-  g.N = x->dim[0], g.C = x->dim[1], g.H = x->dim[2], g.W = x->dim[3];
-  g.O = y->dim[1], g.OH = y->dim[2], g.OW = y->dim[3];
-  g.Kc = sz_mul(g.w->type.dim[1], sz_const((int64_t)g.kh * g.kw));
-  g.P = sz_mul(g.OH, g.OW);
-  return g;
-}
-
-static bool pointwise(const Node *n) {
-  const Attr *a = &n->attr;
-  return a->k[0] == 1 && a->k[1] == 1 && a->stride[0] == 1 && a->stride[1] == 1 && !a->pad[0] &&
-         !a->pad[1] && !a->pad[2] && !a->pad[3];
-}
-
-static int64_t col_bytes(const Graph *gr, const Geo *g) {
-  if (pointwise(g->n))
-    return 0;
-  Type t = ir_type(g->dt, 3, (Size[]){g->N, sz_mul(g->Kc, sz_const(g->G)), g->P});
-  return ir_bytes_max(gr, &t);
-}
-
 static int64_t numel(const Graph *gr, Size s) {
   Type t = ir_type(RT_F32, 1, &s);
   return ir_numel_max(gr, &t);
@@ -117,66 +54,17 @@ static int64_t numel(const Graph *gr, Size s) {
 
 /* The column matrix, then the GEMM's packing space. */
 int64_t cg_conv_bwd_work_bytes(const Graph *gr, const Node *n, int threads) {
-  Geo g = geo_of(n);
+  CgConvGeo g = cg_conv_geo(n);
   int64_t Og = numel(gr, g.O) / g.G, Kc = numel(gr, g.Kc), P = numel(gr, g.P);
   int64_t gemm = g.scatter ? cg_gemm_work_bytes(g.dt, Kc, P, Og, threads)
                            : cg_gemm_work_bytes(g.dt, Og, Kc, P, threads);
-  return (col_bytes(gr, &g) + 63) / 64 * 64 + gemm;
-}
-
-/* Unit u = (image, channel ch) = the plane u of x: walks its kh*kw rows of
- * the column matrix, copying x into them or adding them into x. */
-static void window_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
-  Geo *g = user;
-  CgCtx *c = k->c;
-  const Attr *a = &g->n->attr;
-  LLVMTypeRef et = cg_elem_type(c, g->dt);
-  LLVMValueRef x = cg_value_ptr(k, g->x), col = k->work;
-  LLVMValueRef H = cg_size(k, g->H), W = cg_size(k, g->W), OH = cg_size(k, g->OH);
-  LLVMValueRef OW = cg_size(k, g->OW), P = cg_size(k, g->P), HW = mul(c, H, W);
-  CgLoop U, I, J, R, Q;
-  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
-  LLVMValueRef xbase = mul(c, u, HW), cbase = mul(c, mul(c, u, cg_i64(c, (int64_t)g->kh * g->kw)), P);
-  if (g->scatter)
-    zero(k, g->dt, x, xbase, HW);
-  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, g->kh), cg_i64(c, 1));
-  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, g->kw), cg_i64(c, 1));
-  LLVMValueRef rowbase = add(c, cbase, mul(c, add(c, mul(c, i, cg_i64(c, g->kw)), j), P));
-  LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
-  LLVMValueRef ih = add(c, mul(c, oh, cg_i64(c, a->stride[0])),
-                        sub(c, mul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0])));
-  LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
-  LLVMValueRef iw = add(c, mul(c, ow, cg_i64(c, a->stride[1])),
-                        sub(c, mul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1])));
-  LLVMValueRef ok = LLVMBuildAnd(c->b, inside(c, ih, H), inside(c, iw, W), "");
-  /* outside the input: address the plane's first element, move a zero */
-  LLVMValueRef at = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw), cg_i64(c, 0), ""));
-  LLVMValueRef cat = add(c, rowbase, add(c, mul(c, oh, OW), ow));
-  if (g->scatter) {
-    LLVMValueRef v = load(k, g->dt, col, cat);
-    add_to(k, g->dt, x, at, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""));
-  } else {
-    LLVMValueRef v = LLVMBuildSelect(c->b, ok, load(k, g->dt, x, at), LLVMConstNull(et), "");
-    LLVMBuildStore(c->b, v, cg_gep(k, g->dt, col, cat));
-  }
-  cg_endfor(k, &Q);
-  cg_endfor(k, &R);
-  cg_endfor(k, &J);
-  cg_endfor(k, &I);
-  cg_endfor(k, &U);
-}
-
-static void walk_windows(CgKernel *k, Geo *g, const char *name) {
-  CgCtx *c = k->c;
-  LLVMValueRef units = mul(c, cg_size(k, g->N), cg_size(k, g->C));
-  LLVMValueRef cost = cg_size(k, sz_mul(g->P, sz_const((int64_t)g->kh * g->kw)));
-  cg_parallel(k, name, units, cg_grain(k, cost), window_task, g);
+  return (cg_conv_col_bytes(gr, n) + 63) / 64 * 64 + gemm;
 }
 
 /* dcol_g[Kc, P] = W_g[Og, Kc]^T dy_g[Og, P] for every image, then col2im. */
-static void conv_bwd_data(CgKernel *k, Geo *g, LLVMValueRef gemm_work, const char *name) {
+static void conv_bwd_data(CgKernel *k, CgConvGeo *g, LLVMValueRef gemm_work, const char *name) {
   CgCtx *c = k->c;
-  bool pw = pointwise(g->n);
+  bool pw = cg_conv_pointwise(g->n);
   LLVMValueRef dcol = pw ? cg_value_ptr(k, g->x) : k->work;
   LLVMValueRef Kc = cg_size(k, g->Kc), P = cg_size(k, g->P), O = cg_size(k, g->O);
   LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g->G), "");
@@ -185,46 +73,46 @@ static void conv_bwd_data(CgKernel *k, Geo *g, LLVMValueRef gemm_work, const cha
     LLVMValueRef args[16] = {
         cg_size(k, g->N), Kc, P, Og,
         cg_gep(k, g->dt, cg_value_ptr(k, g->w), mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
-        cg_gep(k, g->dt, cg_value_ptr(k, g->dy), mul(c, mul(c, G, Og), P)), P, mul(c, O, P),
+        cg_gep(k, g->dt, cg_value_ptr(k, g->y), mul(c, mul(c, G, Og), P)), P, mul(c, O, P),
         cg_gep(k, g->dt, dcol, mul(c, mul(c, G, Kc), P)), P, mul(c, mul(c, cg_i64(c, g->G), Kc), P),
         LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
-    call_gemm(k, g->dt, true, false, false, args);
+    cg_call_gemm(k, g->dt, true, false, false, NULL, args);
   }
   if (!pw)
-    walk_windows(k, g, name);
+    cg_conv_windows(k, g, name);
 }
 
 /* im2col, then dW_g[Og, Kc] += dy_g,n[Og, P] col_g,n[Kc, P]^T, n in order. */
-static void conv_bwd_filter(CgKernel *k, Geo *g, LLVMValueRef gemm_work, const char *name) {
+static void conv_bwd_filter(CgKernel *k, CgConvGeo *g, LLVMValueRef gemm_work, const char *name) {
   CgCtx *c = k->c;
-  bool pw = pointwise(g->n);
+  bool pw = cg_conv_pointwise(g->n);
   if (!pw)
-    walk_windows(k, g, name);
+    cg_conv_windows(k, g, name);
   LLVMValueRef cols = pw ? cg_value_ptr(k, g->x) : k->work, dw = cg_value_ptr(k, g->w);
   LLVMValueRef Kc = cg_size(k, g->Kc), P = cg_size(k, g->P), O = cg_size(k, g->O);
   LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g->G), "");
   LLVMValueRef GKcP = mul(c, mul(c, cg_i64(c, g->G), Kc), P);
-  zero(k, g->dt, dw, cg_i64(c, 0), mul(c, O, Kc));
+  cg_zero(k, g->dt, dw, cg_i64(c, 0), mul(c, O, Kc));
   CgLoop L;
   LLVMValueRef img = cg_for(k, &L, cg_i64(c, 0), cg_size(k, g->N), cg_i64(c, 1));
   for (int gi = 0; gi < g->G; gi++) {
     LLVMValueRef G = cg_i64(c, gi);
     LLVMValueRef args[16] = {
         cg_i64(c, 1), Og, Kc, P,
-        cg_gep(k, g->dt, cg_value_ptr(k, g->dy), add(c, mul(c, img, mul(c, O, P)), mul(c, mul(c, G, Og), P))),
+        cg_gep(k, g->dt, cg_value_ptr(k, g->y), add(c, mul(c, img, mul(c, O, P)), mul(c, mul(c, G, Og), P))),
         P, cg_i64(c, 0),
         cg_gep(k, g->dt, cols, add(c, mul(c, img, GKcP), mul(c, mul(c, G, Kc), P))), P, cg_i64(c, 0),
         cg_gep(k, g->dt, dw, mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
         LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
-    call_gemm(k, g->dt, false, true, true, args);
+    cg_call_gemm(k, g->dt, false, true, true, NULL, args);
   }
   cg_endfor(k, &L);
 }
 
 void cg_conv_bwd_kernel(CgKernel *k, const char *name) {
   CgCtx *c = k->c;
-  Geo g = geo_of(k->n);
-  int64_t cb = (col_bytes(k->g, &g) + 63) / 64 * 64;
+  CgConvGeo g = cg_conv_geo(k->n);
+  int64_t cb = (cg_conv_col_bytes(k->g, k->n) + 63) / 64 * 64;
   LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, k->work ? k->work : LLVMConstNull(c->t_ptr),
                                          (LLVMValueRef[]){cg_i64(c, cb)}, 1, "");
   if (g.scatter)
@@ -277,7 +165,7 @@ static void maxpool_window(CgKernel *k, const PoolWin *p, LLVMValueRef x, LLVMVa
   cg_endfor(k, &I);
   LLVMValueRef at_max = LLVMBuildLoad2(c->b, c->t_i64, idxp, "");
   LLVMValueRef found = LLVMBuildICmp(c->b, LLVMIntSGE, at_max, cg_i64(c, 0), "");
-  add_to(k, dt, dx, LLVMBuildSelect(c->b, found, at_max, cg_i64(c, 0), ""),
+  cg_add_to(k, dt, dx, LLVMBuildSelect(c->b, found, at_max, cg_i64(c, 0), ""),
          LLVMBuildSelect(c->b, found, gy, LLVMConstNull(et), ""));
 }
 
@@ -317,7 +205,7 @@ static void avgpool_window(CgKernel *k, const PoolWin *p, LLVMValueRef dx, LLVMV
   LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
   LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
   LLVMValueRef ok, at = tap(k, p, i, j, &ok);
-  add_to(k, dt, dx, at, LLVMBuildSelect(c->b, ok, q, LLVMConstNull(et), ""));
+  cg_add_to(k, dt, dx, at, LLVMBuildSelect(c->b, ok, q, LLVMConstNull(et), ""));
   cg_endfor(k, &J);
   cg_endfor(k, &I);
 }
@@ -340,7 +228,7 @@ static void pool_bwd_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *u
   CgLoop U, R, Q;
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   LLVMValueRef plane = mul(c, u, HW);
-  zero(k, dt, dx, plane, HW);
+  cg_zero(k, dt, dx, plane, HW);
   LLVMValueRef dxp = cg_gep(k, dt, dx, plane), xp = is_max ? cg_gep(k, dt, xin, plane) : NULL;
   LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
   p.ih0 = sub(c, mul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]));

@@ -22,15 +22,17 @@ static Size prod(const Type *t, int from, int to) {
   return s;
 }
 
-/* Calls the GEMM function for dtype dt with the given arguments; one
- * variant per epilogue structure (epi: NULL for none). */
-static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, const CgEpiPlan *epi,
-                      LLVMValueRef *args) {
+/* Calls the generated GEMM (gemm.c) with its 16 arguments; a module
+ * defines one variant per (dtype, transposes, accumulate, epilogue
+ * structure), named after them (epi: NULL for none). */
+void cg_call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const CgEpiPlan *epi,
+                  LLVMValueRef *args) {
   CgCtx *c = k->c;
-  CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .epi = epi ? &epi->epi : NULL};
+  CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .accumulate = acc,
+                     .epi = epi ? &epi->epi : NULL};
   char name[1100];
-  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s%s", rt_dtype_name(dt), ta ? 't' : 'n',
-           tb ? 't' : 'n', epi ? "_" : "", epi ? epi->name : "");
+  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s%s%s", rt_dtype_name(dt), ta ? 't' : 'n',
+           tb ? 't' : 'n', acc ? "_acc" : "", epi ? "_" : "", epi ? epi->name : "");
   LLVMValueRef fn = cg_gemm_define(c, &spec, name);
   LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, 16, "");
 }
@@ -68,7 +70,7 @@ int cg_matmul_kernel(CgKernel *k) {
       cg_value_ptr(k, fused ? ep.c : n->out[0]), cg_size(k, N), cg_size(k, sz_mul(M, N)),
       fused ? cg_epi_args(k, &ep, NULL) : LLVMConstNull(c->t_ptr),
       k->work ? k->work : LLVMConstNull(c->t_ptr), k->nthreads};
-  call_gemm(k, o->dt, ta, tb, fused ? &ep : NULL, args);
+  cg_call_gemm(k, o->dt, ta, tb, false, fused ? &ep : NULL, args);
   if (fused)
     cg_epi_free(&ep);
   return 0;
@@ -76,72 +78,79 @@ int cg_matmul_kernel(CgKernel *k) {
 
 /* ---- conv2d as im2col + GEMM ------------------------------------------------ */
 
-typedef struct ConvGeo {
-  const Node *n;
-  Size N, C, H, W, O, OH, OW;
-  int G, kh, kw;
-  Size Kc, P;          /* GEMM K per group (C/G*kh*kw) and columns (OH*OW) */
-} ConvGeo;
-
-static ConvGeo conv_geo(const Node *n) {
-  const Type *x = &n->in[0]->type, *y = &n->out[0]->type;
-  ConvGeo g = {.n = n, .N = x->dim[0], .C = x->dim[1], .H = x->dim[2], .W = x->dim[3],
-               .O = y->dim[1], .OH = y->dim[2], .OW = y->dim[3], .G = n->attr.groups,
-               .kh = n->attr.k[0], .kw = n->attr.k[1]};
-  g.Kc = sz_mul(sz_floordiv_const(g.C, g.G), sz_const((int64_t)g.kh * g.kw));
+/* The column matrix of image n has a row (ch*kh + i)*kw + j per input
+ * channel ch and kernel tap (i, j), and a column oh*OW + ow per output
+ * position, zero where the tap falls in the padding. The forward and both
+ * gradients share this geometry: conv2d(x, w) -> y, conv2d_bwd_data(dy, w)
+ * -> dx, conv2d_bwd_filter(dy, x) -> dw. */
+CgConvGeo cg_conv_geo(const Node *n) {
+  bool fwd = n->op == OP_conv2d, data = n->op == OP_conv2d_bwd_data;
+  CgConvGeo g = {.n = n, .y = fwd ? n->out[0] : n->in[0],
+                 .x = fwd ? n->in[0] : data ? n->out[0] : n->in[1],
+                 .w = fwd || data ? n->in[1] : n->out[0], .scatter = data,
+                 .G = n->attr.groups, .kh = n->attr.k[0], .kw = n->attr.k[1]};
+  const Type *x = &g.x->type, *y = &g.y->type;
+  g.dt = x->dt;
+  g.N = x->dim[0], g.C = x->dim[1], g.H = x->dim[2], g.W = x->dim[3];
+  g.O = y->dim[1], g.OH = y->dim[2], g.OW = y->dim[3];
+  g.Kc = sz_mul(g.w->type.dim[1], sz_const((int64_t)g.kh * g.kw));
   g.P = sz_mul(g.OH, g.OW);
   return g;
 }
 
-/* A 1x1 convolution with stride 1 and no padding reads its input as is. */
-static bool conv_is_pointwise(const Node *n) {
+/* A 1x1 convolution with stride 1 and no padding: the columns are x itself. */
+bool cg_conv_pointwise(const Node *n) {
   const Attr *a = &n->attr;
   return a->k[0] == 1 && a->k[1] == 1 && a->stride[0] == 1 && a->stride[1] == 1 &&
          !a->pad[0] && !a->pad[1] && !a->pad[2] && !a->pad[3];
 }
 
 int64_t cg_conv_col_bytes(const Graph *gr, const Node *n) {
-  if (conv_is_pointwise(n))
+  if (cg_conv_pointwise(n))
     return 0;
-  ConvGeo g = conv_geo(n);
-  Type t = ir_type(n->in[0]->type.dt, 3, (Size[]){g.N, sz_mul(g.Kc, sz_const(g.G)), g.P});
+  CgConvGeo g = cg_conv_geo(n);
+  Type t = ir_type(g.dt, 3, (Size[]){g.N, sz_mul(g.Kc, sz_const(g.G)), g.P});
   return ir_bytes_max(gr, &t);
 }
 
-/* Unit u = (image, input channel): writes its kh*kw rows of the column
- * matrix, zero where the window leaves the padded input. */
-static void im2col_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
-  ConvGeo *g = user;
+/* Unit u = (image, channel) = plane u of x: walks its kh*kw rows of the
+ * column matrix in k->work, copying x into them (im2col) or adding them
+ * into x (col2im, after zeroing the plane). No two units touch one address. */
+static void window_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  CgConvGeo *g = user;
   CgCtx *c = k->c;
   const Attr *a = &g->n->attr;
-  RtDType dt = g->n->in[0]->type.dt;
-  LLVMTypeRef et = cg_elem_type(c, dt);
-  LLVMValueRef x = cg_value_ptr(k, g->n->in[0]), col = k->work;
-  LLVMValueRef C = cg_size(k, g->C), H = cg_size(k, g->H), W = cg_size(k, g->W);
-  LLVMValueRef OH = cg_size(k, g->OH), OW = cg_size(k, g->OW), P = cg_size(k, g->P);
+  LLVMTypeRef et = cg_elem_type(c, g->dt);
+  LLVMValueRef x = cg_value_ptr(k, g->x), col = k->work;
+  LLVMValueRef H = cg_size(k, g->H), W = cg_size(k, g->W), OH = cg_size(k, g->OH);
+  LLVMValueRef OW = cg_size(k, g->OW), P = cg_size(k, g->P), HW = mul(c, H, W);
   CgLoop U, I, J, R, Q;
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
-  LLVMValueRef img = LLVMBuildSDiv(c->b, u, C, ""), ch = LLVMBuildSRem(c->b, u, C, "");
-  LLVMValueRef xbase = mul(c, add(c, mul(c, img, C), ch), mul(c, H, W));
-  /* channel ch is row (ch*kh + i)*kw + j of image img's column block */
-  LLVMValueRef cbase = mul(c, mul(c, u, cg_i64(c, (int64_t)g->kh * g->kw)), P);
+  LLVMValueRef xbase = mul(c, u, HW), cbase = mul(c, mul(c, u, cg_i64(c, (int64_t)g->kh * g->kw)), P);
+  if (g->scatter)
+    cg_zero(k, g->dt, x, xbase, HW);
   LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, g->kh), cg_i64(c, 1));
   LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, g->kw), cg_i64(c, 1));
   LLVMValueRef rowbase = add(c, cbase, mul(c, add(c, mul(c, i, cg_i64(c, g->kw)), j), P));
   LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
   LLVMValueRef ih = add(c, mul(c, oh, cg_i64(c, a->stride[0])),
                         LLVMBuildSub(c->b, mul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0]), ""));
-  LLVMValueRef hok = LLVMBuildICmp(c->b, LLVMIntULT, ih, H, "");
   LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
   LLVMValueRef iw = add(c, mul(c, ow, cg_i64(c, a->stride[1])),
                         LLVMBuildSub(c->b, mul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1]), ""));
-  LLVMValueRef ok = LLVMBuildAnd(c->b, hok, LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
-  /* clamp the address so the load is always in bounds, then select */
-  LLVMValueRef src = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw),
-                                                   cg_i64(c, 0), ""));
-  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, x, src), "");
-  v = LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), "");
-  LLVMBuildStore(c->b, v, cg_gep(k, dt, col, add(c, rowbase, add(c, mul(c, oh, OW), ow))));
+  LLVMValueRef ok = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntULT, ih, H, ""),
+                                 LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
+  /* outside the input: address the plane's first element, move a zero */
+  LLVMValueRef at = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw), cg_i64(c, 0), ""));
+  LLVMValueRef cat = add(c, rowbase, add(c, mul(c, oh, OW), ow));
+  if (g->scatter) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, col, cat), "");
+    cg_add_to(k, g->dt, x, at, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""));
+  } else {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, x, at), "");
+    LLVMBuildStore(c->b, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""),
+                   cg_gep(k, g->dt, col, cat));
+  }
   cg_endfor(k, &Q);
   cg_endfor(k, &R);
   cg_endfor(k, &J);
@@ -149,19 +158,23 @@ static void im2col_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *use
   cg_endfor(k, &U);
 }
 
+void cg_conv_windows(CgKernel *k, CgConvGeo *g, const char *task_name) {
+  CgCtx *c = k->c;
+  LLVMValueRef units = mul(c, cg_size(k, g->N), cg_size(k, g->C));
+  LLVMValueRef cost = cg_size(k, sz_mul(g->P, sz_const((int64_t)g->kh * g->kw)));
+  cg_parallel(k, task_name, units, cg_grain(k, cost), window_task, g);
+}
+
 int cg_conv_kernel(CgKernel *k, const char *name) {
   CgCtx *c = k->c;
   const Node *n = k->n;
-  ConvGeo g = conv_geo(n);
-  RtDType dt = n->out[0]->type.dt;
-  int64_t esz = rt_dtype_size(dt);
-  bool pw = conv_is_pointwise(n);
+  CgConvGeo g = cg_conv_geo(n);
+  RtDType dt = g.dt;
+  bool pw = cg_conv_pointwise(n);
   int64_t col_bytes = cg_conv_col_bytes(k->g, n);
   LLVMValueRef work = k->work;
   if (!pw)
-    cg_parallel(k, name, mul(c, cg_size(k, g.N), cg_size(k, g.C)),
-                cg_grain(k, cg_size(k, sz_mul(g.P, sz_const((int64_t)g.kh * g.kw)))),
-                im2col_task, &g);
+    cg_conv_windows(k, &g, name);
   LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, work ? work : LLVMConstNull(c->t_ptr),
                                          (LLVMValueRef[]){cg_i64(c, (col_bytes + 63) / 64 * 64)},
                                          1, "");
@@ -179,11 +192,10 @@ int cg_conv_kernel(CgKernel *k, const char *name) {
         cg_gep(k, dt, cg_value_ptr(k, fused ? ep.c : n->out[0]), mul(c, mul(c, G, Og), P)), P,
         mul(c, O, P), fused ? cg_epi_args(k, &ep, mul(c, G, Og)) : LLVMConstNull(c->t_ptr),
         gemm_work, k->nthreads};
-    call_gemm(k, dt, false, false, fused ? &ep : NULL, args);
+    cg_call_gemm(k, dt, false, false, false, fused ? &ep : NULL, args);
   }
   if (fused)
     cg_epi_free(&ep);
-  (void)esz;
   return 0;
 }
 

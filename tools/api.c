@@ -419,14 +419,22 @@ static void dump_code(KilnModel *m, CgCtx *c) {
   }
 }
 
+/* The module, optimised and handed to the JIT; 0 or -1 with err set. */
+static int build_module(KilnModel *m, Compiled *cc, CgCtx *c, char *err, int errlen) {
+  if (cg_ctx_init_jit(c, cc->g->name, err, errlen) ||
+      cg_build_graph(c, cc->g, "kiln_entry", err, errlen) ||
+      cg_optimize(c, m->opt.opt_level >= 1 ? 3 : 0, err, errlen))
+    return -1;
+  dump_code(m, c);
+  if (!cc->jit && cg_jit_new(&cc->jit, err, errlen))
+    return -1;
+  return cg_jit_add(cc->jit, c, err, errlen);
+}
+
 static KilnStatus gen_code(KilnModel *m, Compiled *cc) {
   char err[512];
   CgCtx c;
-  if (cg_ctx_init_jit(&c, cc->g->name, err, sizeof err) ||
-      cg_build_graph(&c, cc->g, "kiln_entry", err, sizeof err) ||
-      cg_optimize(&c, m->opt.opt_level >= 1 ? 3 : 0, err, sizeof err) ||
-      (dump_code(m, &c), 0) ||
-      (!cc->jit && cg_jit_new(&cc->jit, err, sizeof err)) || cg_jit_add(cc->jit, &c, err, sizeof err)) {
+  if (build_module(m, cc, &c, err, sizeof err)) {
     cg_ctx_dispose(&c);
     return kiln__fail(m, KILN_ERR_COMPILE, "code generation: %s", err);
   }

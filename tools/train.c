@@ -925,20 +925,29 @@ static KilnStatus conclude(Run *r) {
   return st;
 }
 
-KilnStatus kiln_train(KilnModel *m, const KilnTrainOptions *o) {
-  KilnTrainOptions none;
-  if (!o) {
-    kiln_train_options_default(&none);
-    o = &none;
+/* What kiln_train and kiln_evaluate start with: default options when none
+ * are given, a loaded model, fresh errors, and the model's trainer. */
+static KilnStatus begin(KilnModel *m, const KilnTrainOptions **o, KilnTrainOptions *none,
+                        KilnTrainer **tr) {
+  if (!*o) {
+    kiln_train_options_default(none);
+    *o = none;
   }
   if (!m)
     return KILN_ERR_ARG;
   kiln__reset_errors(m);
   if (!m->sig)
     return kiln__fail(m, KILN_ERR_MODEL, "the model did not load");
-  KilnTrainer *tr = trainer(m);
-  if (!tr)
-    return KILN_ERR_NOMEM;
+  *tr = trainer(m);
+  return *tr ? KILN_OK : KILN_ERR_NOMEM;
+}
+
+KilnStatus kiln_train(KilnModel *m, const KilnTrainOptions *o) {
+  KilnTrainOptions none;
+  KilnTrainer *tr;
+  KilnStatus bs = begin(m, &o, &none, &tr);
+  if (bs != KILN_OK)
+    return bs;
   Run r = {.m = m, .tr = tr, .o = o};
   int first = 1;
   KilnStatus st = configure(m, tr, o);
@@ -963,18 +972,12 @@ KilnStatus kiln_train(KilnModel *m, const KilnTrainOptions *o) {
 KilnStatus kiln_evaluate(KilnModel *m, const KilnTrainOptions *o, KilnEpoch *out,
                          int64_t *samples) {
   KilnTrainOptions none;
-  if (!o) {
-    kiln_train_options_default(&none);
-    o = &none;
-  }
-  if (!m || !out)
+  KilnTrainer *tr;
+  if (!out)
     return KILN_ERR_ARG;
-  kiln__reset_errors(m);
-  if (!m->sig)
-    return kiln__fail(m, KILN_ERR_MODEL, "the model did not load");
-  KilnTrainer *tr = trainer(m);
-  if (!tr)
-    return KILN_ERR_NOMEM;
+  KilnStatus bs = begin(m, &o, &none, &tr);
+  if (bs != KILN_OK)
+    return bs;
   Run r = {.m = m, .tr = tr, .o = o};
   Data *d = &r.train;
   KilnStatus st = configure(m, tr, o);
