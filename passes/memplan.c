@@ -202,12 +202,48 @@ static const char *region_name(int r) {
   return r >= 0 && r < REGION_COUNT ? names[r] : "-";
 }
 
-/* --emit=memplan: each region's size, then every tensor's place. */
+static int node_index(const Graph *g, const Node *n) {
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i] == n)
+      return i;
+  return -1;
+}
+
+/* The scratch bytes the plan saves, and in a training step what the
+ * backward pass keeps alive: scratch values defined up to the node that
+ * computes the loss and read after it. */
+static void print_savings(Graph *g, FILE *out) {
+  int64_t sum = 0, kept = 0;
+  int *last = last_uses(g);
+  int cut = g->loss && g->loss->def ? node_index(g, g->loss->def) : -1;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    sum += n->work_bytes > 0 ? ALIGN(n->work_bytes) : 0;
+    for (int j = 0; j < n->nout; j++) {
+      const Value *v = n->out[j];
+      if (v->region != REGION_SCRATCH || v->alias)
+        continue;
+      sum += ALIGN(ir_bytes_max(g, &v->type));
+      if (cut >= 0 && i <= cut && last && last[v->id] > cut)
+        kept += ALIGN(ir_bytes_max(g, &v->type));
+    }
+  }
+  int64_t peak = g->region_bytes[REGION_SCRATCH];
+  fprintf(out, "  intermediates %lld bytes, each in its own buffer; planned peak %lld bytes "
+          "(%.1f%% less)\n", (long long)sum, (long long)peak,
+          sum > 0 ? 100.0 * (double)(sum - peak) / (double)sum : 0.0);
+  if (cut >= 0)
+    fprintf(out, "  kept for the backward pass %lld bytes\n", (long long)kept);
+  free(last);
+}
+
+/* --emit=memplan: each region's size, the savings, then every tensor's place. */
 void pass_print_memplan(const Graph *g, FILE *out) {
   char tb[160], vb[128];
   fprintf(out, "memplan %s (batch up to %lld)\n", g->name, (long long)g->max_batch);
   for (int r = 0; r < REGION_COUNT; r++)
     fprintf(out, "  region %-8s %12lld bytes\n", region_name(r), (long long)g->region_bytes[r]);
+  print_savings((Graph *)g, out);
   for (int i = 0; i < g->nvals; i++) {
     const Value *v = g->vals[i];
     if (v->region < 0)

@@ -141,7 +141,6 @@ void kiln__free_compiled(Compiled *cc) {
   if (cc->jit)
     cg_jit_free(cc->jit);
   ir_graph_free(cc->g);
-  rt_arena_free(cc->diag_arena);
   free(cc->binds);
   free(cc);
 }
@@ -345,16 +344,7 @@ static KilnStatus place_weights(KilnModel *m, Compiled *cc) {
 }
 
 static Compiled *new_compiled(void) {
-  Compiled *cc = calloc(1, sizeof *cc);
-  if (!cc)
-    return NULL;
-  cc->diag_arena = rt_arena_new();
-  if (!cc->diag_arena) {
-    free(cc);
-    return NULL;
-  }
-  diag_init(&cc->diags, cc->diag_arena);
-  return cc;
+  return calloc(1, sizeof(Compiled));
 }
 
 /* Sets the batch size variable and checks that every other size is bound. */
@@ -394,9 +384,16 @@ static KilnStatus run_passes(KilnModel *m, Compiled *cc) {
                 .work_bytes = cg_work_bytes, .print_after = m->print_after,
                 .print_out = stdout, .stats_out = m->stats_out, .stats_json = m->stats_json,
                 .param_data = cc->live_weights ? NULL : param_data, .param_user = m};
+  const Diag *before = m->diags.tail;
   if (pass_run_pipeline(cc->g, &cx) < 0) {
-    diag_print(cc->g->diags, stderr);
-    return kiln__fail(m, KILN_ERR_COMPILE, "internal: the IR verifier failed after a pass");
+    /* the pass said why, in the model's diagnostics: a mistake in the model
+     * (an op with no gradient on the way to a trainable value, ...) or,
+     * marked internal, kiln's own */
+    const Diag *first = before ? before->next : m->diags.head;
+    m->errtext = NULL;
+    if (!first)
+      return kiln__fail(m, KILN_ERR_COMPILE, "internal: a pass failed without saying why");
+    return strncmp(first->msg, "internal:", 9) ? KILN_ERR_MODEL : KILN_ERR_COMPILE;
   }
   return KILN_OK;
 }
@@ -469,7 +466,8 @@ KilnStatus kiln__compile_graph(KilnModel *m, Graph *g, const char *batch, int64_
   kiln__pull(m);                       /* place_weights reads the table */
   KilnStatus st;
   if ((st = bind_batch(m, g, batch, max_batch)) || (st = run_passes(m, cc)) ||
-      (st = gen_code(m, cc)) || (st = alloc_regions(m, cc)) || (st = place_weights(m, cc))) {
+      (!m->plan_only && ((st = gen_code(m, cc)) || (st = alloc_regions(m, cc)) ||
+                         (st = place_weights(m, cc))))) {
     kiln__free_compiled(cc);
     return st;
   }
@@ -578,7 +576,7 @@ const char *kiln__batch_name(const KilnModel *m) {
 }
 
 static bool cache_fits(const Compiled *cc, const FeSize *b, int nb, int64_t batch) {
-  if (!cc || cc->nbinds != nb || batch > cc->max_batch)
+  if (!cc || !cc->entry || cc->nbinds != nb || batch > cc->max_batch)
     return false;
   for (int i = 0; i < nb; i++)
     if (strcmp(cc->binds[i].name, b[i].name) || cc->binds[i].value != b[i].value)

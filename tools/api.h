@@ -14,8 +14,6 @@
  * batch, its code, and the regions of the calling convention. */
 typedef struct Compiled {
   Graph *g;
-  Diags diags;
-  RtArena *diag_arena;
   CgJit *jit;
   void (*entry)(void **regions, int64_t batch, int32_t nthreads);
   void *regions[REGION_COUNT];
@@ -54,6 +52,7 @@ struct KilnModel {
   int threads;
   /* what the kiln command asks to see while compiling */
   FILE *emit_llvm, *emit_asm;
+  bool plan_only;         /* kiln check: passes and memory plan, no code (not runnable) */
   const char *print_after;
   FILE *stats_out;
   bool stats_json;
@@ -64,6 +63,8 @@ void kiln__reset_errors(KilnModel *m);
 KilnStatus kiln__fail(KilnModel *m, KilnStatus st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The inference graph, lowered with binds, compiled and kept in m->cc. */
+KilnStatus kiln__compile_step(KilnModel *m, const char *train, int64_t max_batch,
+                              const Graph **step);   /* tools/train.c */
 KilnStatus kiln__compile(KilnModel *m, const FeSize *binds, int nbinds, const char *batch,
                          int64_t max_batch);
 /* Compiles a lowered graph (taken over, freed on failure) whose size

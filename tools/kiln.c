@@ -2,7 +2,7 @@
  * that exits: 0 on success, 1 on a user error (with its message), 2 on a
  * usage error.
  *
- *   kiln check M.kiln [--emit=ir|dot|memplan|llvm|asm] [--stats] [--json]
+ *   kiln check M.kiln [--emit=ir|dot|memplan|llvm|asm] [--stats] [--json] [--step]
  *   kiln run   M.kiln -i x=in.npy -o logits=out.npy [--weights W] [--seed S]
  *   kiln train M.kiln [--epochs N --batch N --lr X ...] [-o W.safetensors] [--json]
  *   kiln eval  M.kiln --weights W [--data D] [--json]
@@ -35,6 +35,8 @@ static const char *usage =
     "  --emit=KIND           ir, dot, memplan, llvm or asm (check and run)\n"
     "  --print-after=PASS    print the IR after a pass (or 'all')\n"
     "  --stats [--json]      nodes, kernels and bytes before and after each pass\n"
+    "  --step                check: compile the training step (forward, backward and the\n"
+    "                        optimizer update of the train block) instead of inference\n"
     "  -h, --help            this text\n"
     "  --version             the version\n"
     "\n"
@@ -58,7 +60,7 @@ typedef struct Cli {
   KilnTrainOptions train;
   bool seed_given;
   uint64_t seed;
-  bool stats, json;
+  bool stats, json, step;
   int64_t batch;
   const char *in_name[64], *in_file[64];
   int nin;
@@ -198,6 +200,8 @@ static void parse_args(int argc, char **argv, Cli *c) {
       c->stats = true;
     } else if (!strcmp(a, "--json")) {
       c->json = true;
+    } else if (!strcmp(a, "--step")) {
+      c->step = true;
     } else if (parse_train_option(argc, argv, &i, c)) {
       continue;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
@@ -248,6 +252,8 @@ static KilnModel *load(Cli *c) {
   m->stats_json = c->json;
   m->emit_llvm = c->emit && !strcmp(c->emit, "llvm") ? stdout : NULL;
   m->emit_asm = c->emit && !strcmp(c->emit, "asm") ? stdout : NULL;
+  /* check needs code only to show it */
+  m->plan_only = !strcmp(c->cmd, "check") && !m->emit_llvm && !m->emit_asm;
   return m;
 }
 
@@ -263,8 +269,9 @@ static int set_weights(Cli *c, KilnModel *m) {
   return st == KILN_OK ? 0 : report(m, st);
 }
 
-/* Compiles the bound graph for --emit and --stats without running it. */
-static int compile_only(Cli *c, KilnModel *m) {
+/* Compiles the bound graph (inference, or with --step the training step)
+ * for --emit and --stats without running it; *g is what was compiled. */
+static int compile_only(Cli *c, KilnModel *m, const Graph **g) {
   const Graph *s = m->sig;
   int bv = -1;
   if (s->ninputs && s->inputs[0]->type.rank > 0) {
@@ -274,8 +281,14 @@ static int compile_only(Cli *c, KilnModel *m) {
   }
   if (set_weights(c, m))
     return 1;
-  KilnStatus st = kiln__compile(m, m->sizes, m->nsizes, bv >= 0 ? s->svars[bv] : NULL,
-                                c->batch ? c->batch : 1);
+  KilnStatus st;
+  if (c->step) {
+    st = kiln__compile_step(m, c->train.train, c->batch, g);
+  } else {
+    st = kiln__compile(m, m->sizes, m->nsizes, bv >= 0 ? s->svars[bv] : NULL,
+                       c->batch ? c->batch : 1);
+    *g = st == KILN_OK ? m->cc->g : NULL;
+  }
   return st == KILN_OK ? 0 : report(m, st);
 }
 
@@ -286,10 +299,11 @@ static int emit(Cli *c, KilnModel *m) {
   } else if (!strcmp(e, "dot")) {
     ir_print_dot(m->sig, stdout);
   } else if (!strcmp(e, "memplan") || !strcmp(e, "llvm") || !strcmp(e, "asm")) {
-    if (compile_only(c, m))
+    const Graph *g;
+    if (compile_only(c, m, &g))
       return 1;
     if (!strcmp(e, "memplan"))
-      pass_print_memplan(m->cc->g, stdout);
+      pass_print_memplan(g, stdout);
   } else {
     die_usage("unknown --emit kind '%s' (ir, dot, memplan, llvm, asm)", e);
   }
@@ -301,8 +315,8 @@ static int cmd_check(Cli *c) {
   int rc = 0;
   if (c->emit)
     rc = emit(c, m);
-  else if (c->stats || c->print_after)
-    rc = compile_only(c, m);
+  else if (c->stats || c->print_after || c->step)
+    rc = compile_only(c, m, &(const Graph *){NULL});
   else
     ir_print(m->sig, stdout);
   kiln_free(m);

@@ -426,7 +426,7 @@ static KilnStatus ensure(KilnModel *m, KilnTrainer *tr, bool training, const FeS
     tr->nbinds = nb;
   }
   Compiled **cc = training ? &tr->step : &tr->eval;
-  if (*cc && max_batch <= (*cc)->max_batch)
+  if (*cc && (*cc)->entry && max_batch <= (*cc)->max_batch)
     return KILN_OK;
   if (!m->seeded && m->nw == 0) {   /* no weights given: draw them from the run's seed */
     m->seeded = true;
@@ -444,6 +444,22 @@ static KilnStatus ensure(KilnModel *m, KilnTrainer *tr, bool training, const FeS
   *cc = NULL;
   unsigned flags = KILN__LIVE_WEIGHTS | (training && !tr->resuming ? KILN__INIT_STATE : 0);
   return kiln__compile_graph(m, g, kiln__batch_name(m), max_batch, flags, cc);
+}
+
+/* kiln check --step: the training step of block `train` (NULL: the
+ * model's) compiled for batches up to max_batch from the sizes the model
+ * was loaded with, without data, for --emit and --stats. */
+KilnStatus kiln__compile_step(KilnModel *m, const char *train, int64_t max_batch,
+                              const Graph **step) {
+  KilnTrainOptions o;
+  kiln_train_options_default(&o);
+  o.train = train;
+  KilnTrainer *tr = trainer(m);
+  KilnStatus st = tr ? configure(m, tr, &o) : KILN_ERR_NOMEM;
+  if (st == KILN_OK)
+    st = ensure(m, tr, true, m->sizes, m->nsizes, max_batch > 0 ? max_batch : tr->cfg->batch);
+  *step = st == KILN_OK ? tr->step->g : NULL;
+  return st;
 }
 
 /* ---- running batches ---------------------------------------------------------- */

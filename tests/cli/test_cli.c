@@ -107,6 +107,40 @@ static void test_check_reports_every_error(void **state) {
   assert_non_null(strstr(out, "missing.kiln"));
 }
 
+/* Issue 4's memory-plan target: the training step of a 10-layer MLP of
+ * width 512 at batch 256 plans its intermediates into at least 40% fewer
+ * bytes than their sum, at every level, and says what backward keeps. */
+static void test_memplan_of_a_training_step(void **state) {
+  write_file("mlp10.kiln",
+             "model mlp10(x: f32[N, 512]) -> (logits: f32[N, 10]) {\n"
+             "  h = x\n"
+             "  for i in 0..10 {\n"
+             "    h = h |> dense(512) |> relu()\n"
+             "  }\n"
+             "  logits = h |> dense(10)\n"
+             "}\n"
+             "train mlp10 {\n"
+             "  data = csv(\"none.csv\", label = last)\n"
+             "  batch = 256   epochs = 1\n"
+             "  loss = cross_entropy(logits, label)\n"
+             "  optimizer = adam(lr = 1e-3)\n"
+             "}\n");
+  for (int level = 0; level <= 3; level++) {
+    assert_int_equal(kiln("check mlp10.kiln --step --emit=memplan -O%d", level), 0);
+    long long sum = 0, peak = 0, kept = -1;
+    const char *s = strstr(out, "intermediates ");
+    assert_non_null(s);
+    assert_int_equal(sscanf(s, "intermediates %lld bytes, each in its own buffer; planned peak "
+                            "%lld", &sum, &peak), 2);
+    s = strstr(out, "kept for the backward pass ");
+    assert_non_null(s);
+    assert_int_equal(sscanf(s, "kept for the backward pass %lld", &kept), 1);
+    /* backward keeps at least each layer's input (N x 512 floats) */
+    assert_true(kept >= 10LL * 256 * 512 * 4);
+    assert_true(peak >= kept && peak <= sum * 6 / 10);
+  }
+}
+
 static void test_run_writes_outputs(void **state) {
   write_npy("x.npy", RT_F32, 2, (int64_t[]){5, 4});
   assert_int_equal(kiln("run mlp.kiln --seed 3 -i x=x.npy -o y=y.npy"), 0);
@@ -163,6 +197,7 @@ int main(void) {
       cmocka_unit_test(test_help_and_version),
       cmocka_unit_test(test_check_prints_ir),
       cmocka_unit_test(test_check_reports_every_error),
+      cmocka_unit_test(test_memplan_of_a_training_step),
       cmocka_unit_test(test_run_writes_outputs),
       cmocka_unit_test(test_run_bad_inputs),
       cmocka_unit_test(test_run_bad_weights),

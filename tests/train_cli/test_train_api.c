@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,27 @@ static void test_step_matches_sgd_by_hand(void **state) {
   free(b);
   free(w1);
   free(b1);
+  kiln_free(m);
+}
+
+/* The memory plan gives the step all it needs when it is compiled: later
+ * steps leave the heap as they found it (mallinfo2 counts what is in use,
+ * mmap'ed blocks included). */
+static void test_steps_after_the_first_allocate_nothing(void **state) {
+  KilnModel *m = load_string(linear);
+  float x[4][3] = {{1, 2, -1}, {0.5f, -1, 2}, {-2, 0.25f, 1}, {1, 1, 1}};
+  int64_t y[4] = {0, 1, 1, 0};
+  KilnTensor in[2] = {{"x", KILN_F32, 2, {4, 3}, x}, {"label", KILN_I64, 1, {4}, y}};
+  float loss;
+  ok(m, kiln_init_weights(m, 5));
+  ok(m, kiln_train_step(m, in, 2, 0.1f, &loss));
+  ok(m, kiln_train_step(m, in, 2, 0.1f, &loss));
+  struct mallinfo2 before = mallinfo2();
+  for (int i = 0; i < 20; i++)
+    ok(m, kiln_train_step(m, in, 2, 0.1f, &loss));
+  struct mallinfo2 after = mallinfo2();
+  assert_int_equal(after.uordblks, before.uordblks);
+  assert_int_equal(after.hblkhd, before.hblkhd);
   kiln_free(m);
 }
 
@@ -312,6 +334,7 @@ static void test_api_errors(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_step_matches_sgd_by_hand, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_steps_after_the_first_allocate_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_digits_reaches_97, setup, teardown),
       cmocka_unit_test_setup_teardown(test_digits_cnn_learns, setup, teardown),
       cmocka_unit_test_setup_teardown(test_resume_is_exact, setup, teardown),
