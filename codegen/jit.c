@@ -9,6 +9,11 @@
  * without -rdynamic), and everything else (memset, memcpy that LLVM may
  * introduce, libm) from the process, through a search generator.
  *
+ * cg_jit_compile() optimises a module, generates its object with our
+ * target machine (or takes it from the code cache, cache.c) and links the
+ * object: the JIT and `kiln export` run the same code generation, and a
+ * model compiled once loads from disk the next time.
+ *
  * Modules come from cg_ctx_init_jit(): ORC needs them built in a
  * thread-safe context. cg_jit_add() takes the module and leaves the CgCtx
  * safe to dispose; the context itself lives on as long as a module of it.
@@ -171,6 +176,44 @@ int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen) {
   LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
   LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->jit, jd, tsm);
   return take_error(e, "cannot add the module to the JIT", err, errlen);
+}
+
+int cg_emit(CgCtx *c, LLVMCodeGenFileType kind, LLVMMemoryBufferRef *out, char *err, int errlen) {
+  char *msg = NULL;
+  *out = NULL;
+  if (LLVMTargetMachineEmitToMemoryBuffer(c->tm, c->mod, kind, &msg, out)) {
+    snprintf(err, errlen, "cannot generate %s: %s", kind == LLVMObjectFile ? "an object" : "assembly",
+             msg ? msg : "");
+    LLVMDisposeMessage(msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* The JIT links objects: its own, the ones from the cache, both alike. */
+static int add_object(CgJit *j, LLVMMemoryBufferRef obj, char *err, int errlen) {
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  return take_error(LLVMOrcLLJITAddObjectFile(j->jit, jd, obj), "cannot add the object to the JIT",
+                    err, errlen);
+}
+
+int cg_jit_compile(CgJit *j, CgCtx *c, int level, bool cache, char *err, int errlen) {
+  CgCacheKey key;
+  cache = cache && cg_cache_on() && cg_cache_key(c, level, &key);
+  size_t len;
+  void *hit = cache ? cg_cache_get(&key, &len) : NULL;
+  LLVMMemoryBufferRef obj;
+  if (hit) {
+    size_t idlen;
+    obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(hit, len, LLVMGetModuleIdentifier(c->mod, &idlen));
+    free(hit);
+    return add_object(j, obj, err, errlen);
+  }
+  if (cg_optimize(c, level, err, errlen) || cg_emit(c, LLVMObjectFile, &obj, err, errlen))
+    return -1;
+  if (cache)
+    cg_cache_put(&key, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));
+  return add_object(j, obj, err, errlen);
 }
 
 void *cg_jit_lookup(CgJit *j, const char *name) {

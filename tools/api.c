@@ -416,16 +416,21 @@ static void dump_code(KilnModel *m, CgCtx *c) {
   }
 }
 
-/* The module, optimised and handed to the JIT; 0 or -1 with err set. */
+/* The module, optimised, compiled (or found in the code cache) and linked
+ * into the JIT; 0 or -1 with err set. Code that is to be shown is
+ * compiled afresh, so that what is shown is what runs. */
 static int build_module(KilnModel *m, Compiled *cc, CgCtx *c, char *err, int errlen) {
+  int level = m->opt.opt_level >= 1 ? 3 : 0;
   if (cg_ctx_init_jit(c, cc->g->name, err, errlen) ||
       cg_build_graph(c, cc->g, "kiln_entry", err, errlen) ||
-      cg_optimize(c, m->opt.opt_level >= 1 ? 3 : 0, err, errlen))
+      (!cc->jit && cg_jit_new(&cc->jit, err, errlen)))
     return -1;
-  dump_code(m, c);
-  if (!cc->jit && cg_jit_new(&cc->jit, err, errlen))
+  bool show = m->emit_llvm || m->emit_asm;
+  if (show && cg_optimize(c, level, err, errlen))
     return -1;
-  return cg_jit_add(cc->jit, c, err, errlen);
+  if (show)
+    dump_code(m, c);
+  return cg_jit_compile(cc->jit, c, show ? 0 : level, !show, err, errlen);
 }
 
 static KilnStatus gen_code(KilnModel *m, Compiled *cc) {

@@ -52,7 +52,12 @@ static const char *usage =
     "  --resume FILE         continue from a checkpoint where it stopped\n"
     "  --curves PREFIX       write PREFIX.csv and PREFIX.svg (default: STEM.curves)\n"
     "  --json                one JSON object per epoch on stdout (progress goes to stderr)\n"
-    "  --train NAME          which train block (default: the model's)\n";
+    "  --train NAME          which train block (default: the model's)\n"
+    "\n"
+    "environment:\n"
+    "  OMP_NUM_THREADS       threads when --threads is not given\n"
+    "  KILN_CACHE_DIR        where compiled code is kept (default $XDG_CACHE_HOME/kiln,\n"
+    "                        else ~/.cache/kiln); KILN_CACHE=off compiles every time\n";
 
 typedef struct Cli {
   const char *cmd, *model_path, *weights, *emit, *print_after, *sizes;

@@ -7,8 +7,11 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "codegen/codegen.h"
 
 static char err[1024];
@@ -216,6 +219,100 @@ static void test_bad_level(void **state) {
   cg_ctx_dispose(&c);
 }
 
+/* ---- the code cache ------------------------------------------------------ */
+
+static char cache_dir[256];
+
+/* The one file of the cache folder (fails if there are more or none). */
+static void cache_file(char *path, size_t len) {
+  DIR *d = opendir(cache_dir);
+  assert_non_null(d);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    if (e->d_name[0] != '.' && ++n == 1)
+      snprintf(path, len, "%s/%s", cache_dir, e->d_name);
+  closedir(d);
+  assert_int_equal(n, 1);
+}
+
+/* Compiles `i64 answer() { return value; }` through the cache into a
+ * fresh JIT and returns what the code answers. */
+static int64_t compile_answer(int64_t value) {
+  CgJit *j;
+  assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+  CgCtx c = new_ctx("answer");
+  emit_const_fn(&c, "answer", value);
+  if (cg_jit_compile(j, &c, 2, true, err, sizeof err))
+    fail_msg("cg_jit_compile: %s", err);
+  cg_ctx_dispose(&c);
+  int64_t (*fn)(void) = (int64_t (*)(void))cg_jit_lookup(j, "answer");
+  assert_non_null(fn);
+  int64_t r = fn();
+  cg_jit_free(j);
+  return r;
+}
+
+static void put_bytes(const char *path, long at, const void *bytes, size_t n) {
+  FILE *f = fopen(path, "r+b");
+  assert_non_null(f);
+  fseek(f, at, SEEK_SET);
+  assert_int_equal(fwrite(bytes, 1, n, f), n);
+  fclose(f);
+}
+
+/* A compile leaves one object; the same module is then served from it (a
+ * valid entry's payload swapped for another module's object answers with
+ * the other's value: proof that the code came from the file); a damaged or
+ * truncated entry is a miss that is compiled and replaced; KILN_CACHE=off
+ * writes nothing. */
+static void test_code_cache(void **state) {
+  snprintf(cache_dir, sizeof cache_dir, "/tmp/kiln-cache-XXXXXX");
+  assert_non_null(mkdtemp(cache_dir));
+  setenv("KILN_CACHE_DIR", cache_dir, 1);
+  unsetenv("KILN_CACHE");
+  char path[512], other[512];
+  assert_int_equal(compile_answer(42), 42);
+  cache_file(path, sizeof path);
+  assert_int_equal(compile_answer(42), 42);
+  cache_file(other, sizeof other);
+  assert_string_equal(path, other);
+
+  /* move 7's entry under 42's name: 42's module now loads 7's code */
+  char tmp7[600];
+  snprintf(tmp7, sizeof tmp7, "%s-keep", cache_dir);   /* outside the folder */
+  assert_int_equal(rename(path, tmp7), 0);
+  assert_int_equal(compile_answer(7), 7);
+  cache_file(other, sizeof other);
+  assert_int_equal(rename(other, path), 0);
+  assert_int_equal(compile_answer(42), 7);
+
+  /* a flipped payload byte fails the checksum: recompiled, entry rewritten */
+  put_bytes(path, 40, "\xff\xff", 2);
+  assert_int_equal(compile_answer(42), 42);
+  assert_int_equal(compile_answer(42), 42);
+  /* a truncated entry is a miss as well */
+  assert_int_equal(truncate(path, 30), 0);
+  assert_int_equal(compile_answer(42), 42);
+  CgCtx c = new_ctx("answer");
+  emit_const_fn(&c, "answer", 42);
+  CgCacheKey k;
+  size_t len = 0;
+  assert_true(cg_cache_key(&c, 2, &k));
+  void *obj = cg_cache_get(&k, &len);
+  assert_non_null(obj);
+  assert_true(len > 100);
+  free(obj);
+  cg_ctx_dispose(&c);
+  unlink(tmp7);
+
+  /* off: nothing written */
+  unlink(path);
+  setenv("KILN_CACHE", "off", 1);
+  assert_int_equal(compile_answer(42), 42);
+  assert_int_equal(rmdir(cache_dir), 0);
+  unsetenv("KILN_CACHE_DIR");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_parallel_for),
@@ -226,6 +323,7 @@ int main(void) {
     cmocka_unit_test(test_duplicate_and_foreign),
     cmocka_unit_test(test_unresolved_symbol),
     cmocka_unit_test(test_bad_level),
+    cmocka_unit_test(test_code_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
