@@ -352,6 +352,32 @@ static void test_conv2d(void **state) {
   case_check(&c);
 }
 
+/* conv2d_bwd_data as a forward op (a transposed convolution): y[N, C, H, W]
+ * is the "dy" of a conv2d from z (attr.shape) to it; a negative end pad is
+ * the transposed convolution's output_padding. */
+static void conv_t(Case *c, const int64_t *y, const int64_t *z, Win w) {
+  int g = w.groups ? w.groups : 1;
+  Value *in[2] = {P64(c, "y", FILL_UNIFORM, y[0], y[1], y[2], y[3]),
+                  P64(c, "w", FILL_UNIFORM, y[1], z[1] / g, w.k[0], w.k[1])};
+  Attr a = win_attr(w);
+  a.rank = 4;
+  for (int i = 0; i < 4; i++)
+    a.shape[i] = sz_const(z[i]);
+  observe(c, with(c, OP_conv2d_bwd_data, in, 2, a));
+}
+
+static void test_conv2d_bwd_data(void **state) {
+  Case c;
+  case_new(&c, "conv2d_bwd_data");
+  conv_t(&c, (int64_t[]){2, 3, 3, 4}, (int64_t[]){2, 2, 5, 6}, (Win){.k = {3, 3}});
+  conv_t(&c, (int64_t[]){1, 4, 3, 3}, (int64_t[]){1, 6, 6, 9},
+         (Win){.k = {3, 2}, .stride = {2, 3}, .pad = {1, 0, 0, -1}, .groups = 2});
+  conv_t(&c, (int64_t[]){1, 2, 3, 2}, (int64_t[]){1, 3, 9, 4},
+         (Win){.k = {3, 2}, .stride = {2, 2}, .dil = {2, 2}, .pad = {1, 1, -1, 0}});
+  conv_t(&c, (int64_t[]){1, 3, 3, 3}, (int64_t[]){1, 3, 3, 3}, (Win){.k = {1, 1}, .groups = 3});
+  case_check(&c);
+}
+
 static void pool(Case *c, Op op, const int64_t *x, Win w) {
   Value *in = P64(c, op_name(op), op == OP_maxpool2d ? FILL_DISTINCT : FILL_UNIFORM, x[0], x[1],
                   x[2], x[3]);
@@ -676,7 +702,7 @@ int main(void) {
       cmocka_unit_test(test_sum),        cmocka_unit_test(test_mean),
       cmocka_unit_test(test_max),        cmocka_unit_test(test_min),
       cmocka_unit_test(test_softmax),    cmocka_unit_test(test_matmul),
-      cmocka_unit_test(test_conv2d),     cmocka_unit_test(test_pool2d),
+      cmocka_unit_test(test_conv2d), cmocka_unit_test(test_conv2d_bwd_data),     cmocka_unit_test(test_pool2d),
       cmocka_unit_test(test_ties),       cmocka_unit_test(test_new_ops_forward),
       cmocka_unit_test(test_bwd_threads), cmocka_unit_test(test_dropout_mask),
       cmocka_unit_test(test_dropout_grad), cmocka_unit_test(test_philox_bits),
