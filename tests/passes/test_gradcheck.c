@@ -75,25 +75,8 @@ static void observe(Case *c, Value *y) {
   c->loss = c->loss ? ir_op2(c->g, OP_add, c->loss, term, NOLOC) : term;
 }
 
-static double loss_at(Case *c) {
-  model_run(&c->m, 0, HARNESS_THREADS);
-  return model_get(&c->m, c->loss).d[0];
-}
-
 /* Central differences of the loss over every element of parameter p. */
-static Ten numeric_grad(Case *c, Value *p) {
-  Ten x = model_get(&c->m, p), num = ten_new(&c->m, x.rank, x.dim);
-  void *ptr = model_ptr(&c->m, p);
-  for (int64_t e = 0; e < x.n; e++) {
-    elem_set(ptr, p->type.dt, e, x.d[e] + c->h);
-    double lp = loss_at(c);
-    elem_set(ptr, p->type.dt, e, x.d[e] - c->h);
-    double lm = loss_at(c);
-    elem_set(ptr, p->type.dt, e, x.d[e]);
-    num.d[e] = (lp - lm) / (2 * c->h);
-  }
-  return num;
-}
+static Ten numeric_grad(Case *c, Value *p) { return ad_numeric_grad(&c->m, p, c->loss, c->h); }
 
 static void case_check(Case *c) {
   Graph *g = c->g;
