@@ -311,6 +311,8 @@ typedef struct FeArg {
   FeArgKind kind;
   const char *def;     /* the default as kiln source ("1", "true"); NULL: required;
                           "": optional, FE_NONE when not given */
+  const char *alias;   /* other names it accepts, space-separated (PyTorch's:
+                          "kernel kernel_size" for k), or NULL */
 } FeArg;
 
 typedef FeVal (*FeBuildFn)(FeCall *c);

@@ -77,16 +77,26 @@ static bool int_at_least(FeCall *c, const char *name, const FeVal *v, int64_t lo
   return true;
 }
 
-/* An int, or a list of two (h, w). */
-static bool pair(FeCall *c, const char *name, int64_t lo, int out[2]) {
+/* The spatial axes a layer works on: 1 for the 1-d layers (conv1d,
+ * maxpool1d, ...: x is [N, C, L]), 2 otherwise ([N, C, H, W]). The IR's
+ * windows are 2-d: a 1-d layer is the 2-d op on x viewed as [N, C, 1, L]
+ * with a window of height 1, so one mechanism serves both. */
+static int spatial(const FeCall *c) {
+  return strstr(c->layer->name, "1d") ? 1 : 2;
+}
+
+/* An int, or a list of one int per spatial axis, into the window's axes:
+ * a 1-d layer's value goes to W, leaving H's as the caller set it. */
+static bool per_axis(FeCall *c, const char *name, int64_t lo, int out[2]) {
+  int sp = spatial(c);
   FeVal *v = arg(c, name);
-  if (v->kind == FE_LIST && v->nitems != 2) {
-    lfail(c, v->loc, "%s must be an int or a list of 2 ints (h, w), got a list of %d", name,
-          v->nitems);
+  if (v->kind == FE_LIST && v->nitems != sp) {
+    lfail(c, v->loc, "%s must be an int or a list of %s, got a list of %d", name,
+          sp == 2 ? "2 ints (h, w)" : "1 int", v->nitems);
     return false;
   }
-  for (int i = 0; i < 2; i++)
-    if (!int_at_least(c, name, v->kind == FE_LIST ? &v->items[i] : v, lo, &out[i]))
+  for (int i = 0; i < sp; i++)
+    if (!int_at_least(c, name, v->kind == FE_LIST ? &v->items[i] : v, lo, &out[2 - sp + i]))
       return false;
   return true;
 }
@@ -121,31 +131,57 @@ static bool pad_same(FeCall *c, const FeVal *v, Attr *a) {
   return true;
 }
 
-/* pad=: an int, a list (h, w), a list (top, left, bottom, right), or
- * where words are allowed (convolutions) same or valid. Into a->pad. */
+/* The item of a pad list for side `side` (0 before, 1 after) of spatial
+ * axis ax: an int pads every side; 2 per side items per axis in axis order
+ * ([top, bottom, left, right], 1-d [left, right]); a 2-d layer's list of 2
+ * is PyTorch's symmetric (h, w). */
+static const FeVal *pad_item(const FeVal *v, int sp, int ax, int side) {
+  if (v->kind != FE_LIST)
+    return v;
+  return &v->items[v->nitems == 2 * sp ? 2 * ax + side : ax];
+}
+
+/* pad=: an int or a list (pad_item), or where words are allowed
+ * (convolutions) same or valid. Into a->pad, the IR's (top, left, bottom,
+ * right). */
 static bool pads(FeCall *c, Attr *a, bool words) {
+  int sp = spatial(c);
   FeVal *v = arg(c, "pad");
   const char *alts = words ? ", same or valid" : "";
+  const char *lists = sp == 2 ? "a list of 2 ints (h, w) or of 4 (top, bottom, left, right)"
+                              : "a list of 2 ints (left, right)";
   if (v->kind == FE_STR) {
     if (words && !strcmp(v->s, "same"))
       return pad_same(c, v, a);
     if (words && !strcmp(v->s, "valid"))
       return true;
-    lfail(c, v->loc, "pad must be an int or a list of 2 or 4 ints%s; got \"%s\"", alts, v->s);
+    lfail(c, v->loc, "pad must be an int or %s%s; got \"%s\"", lists, alts, v->s);
     return false;
   }
-  int n = v->kind == FE_LIST ? v->nitems : 1;
-  if (n != 1 && n != 2 && n != 4) {
-    lfail(c, v->loc, "pad must be an int, a list of 2 ints (h, w) or of 4 (top, left, bottom, "
-          "right)%s; got a list of %d", alts, n);
+  int n = v->kind == FE_LIST ? v->nitems : 2 * sp;
+  if (n != 2 * sp && n != sp) {
+    lfail(c, v->loc, "pad must be an int or %s%s; got a list of %d", lists, alts, n);
     return false;
   }
-  for (int i = 0; i < 4; i++) {
-    const FeVal *p = n == 1 ? v : &v->items[n == 2 ? i % 2 : i];
-    if (!int_at_least(c, "pad", p, 0, &a->pad[i]))
-      return false;
-  }
+  for (int ax = 0; ax < sp; ax++)
+    for (int side = 0; side < 2; side++)
+      if (!int_at_least(c, "pad", pad_item(v, sp, ax, side), 0, &a->pad[2 - sp + ax + 2 * side]))
+        return false;
   return true;
+}
+
+/* The window of a convolution or pooling layer into a: k, stride (its
+ * default, when the layer has none, is k: pooling, as PyTorch), dilation
+ * and groups where the layer has them. */
+static bool window(FeCall *c, Attr *a) {
+  *a = ir_attr();
+  bool ok = per_axis(c, "k", 1, a->k) &&
+            per_axis(c, given(c, "stride") ? "stride" : "k", 1, a->stride);
+  if (ok && arg_index(c->layer, "dilation") >= 0)
+    ok = per_axis(c, "dilation", 1, a->dil);
+  if (ok && arg_index(c->layer, "groups") >= 0)
+    ok = int_at_least(c, "groups", arg(c, "groups"), 1, &a->groups);
+  return ok;
 }
 
 /* ---- building blocks ---------------------------------------------------- */
@@ -231,53 +267,177 @@ static bool group_channels(FeCall *c, Size channels, int groups, Size *out) {
   return true;
 }
 
-/* conv2d(x[N, C, H, W], filters, k): weight [filters, C/groups, kh, kw],
- * then the bias as an add of bias[filters] seen as [filters, 1, 1]. */
-static FeVal build_conv2d(FeCall *c) {
+/* x with a unit axis inserted at 2 (1-d layers: [N, C, L] as [N, C, 1, L],
+ * a weight [O, C, k] as [O, C, 1, k]); as is for 2-d layers. */
+static Value *as_2d(FeCall *c, Value *x) {
+  const Type *t = &x->type;
+  if (spatial(c) == 2)
+    return x;
+  return reshape(c, x, 4, (Size[]){t->dim[0], t->dim[1], sz_const(1), t->dim[2]});
+}
+
+/* The inverse of as_2d on a 2-d op's result. */
+static Value *from_2d(FeCall *c, Value *y) {
+  const Type *t = &y->type;
+  if (spatial(c) == 2 || !ir_type_known(t))
+    return y;
+  return reshape(c, y, 3, (Size[]){t->dim[0], t->dim[1], t->dim[3]});
+}
+
+/* x must be [N, C, L] for a 1-d layer (a 2-d layer's op says what it
+ * expects itself). */
+static bool spatial_input(FeCall *c, const Type *xt) {
+  if (spatial(c) == 2 || (xt->rank == 3 && ir_is_float(xt->dt)))
+    return true;
+  lfail(c, c->loc, "expects f32[N, C, L], got %s", TS(c, xt));
+  return false;
+}
+
+/* A convolution weight [d0, d1, k...] of the layer's spatial rank. */
+static Type conv_weight_type(FeCall *c, RtDType dt, Size d0, Size d1, const Attr *a) {
+  int sp = spatial(c);
+  Size dims[4] = {d0, d1, sz_const(a->k[2 - sp]), sz_const(a->k[1])};
+  return ir_type(dt, 2 + sp, dims);
+}
+
+/* y + bias[filters] seen as [filters, 1, 1], on the 2-d op's result (so that
+ * fusion can make it the GEMM's epilogue). */
+static Value *conv_bias(FeCall *c, Value *y, Size filters) {
+  if (!arg(c, "bias")->b)
+    return y;
+  Value *b = vector(c, "bias", filters, y->type.dt, INIT_ZEROS, V_PARAM);
+  return ir_op2(c->g, OP_add, y, reshape(c, b, 3, (Size[]){filters, sz_const(1), sz_const(1)}),
+                c->loc);
+}
+
+/* conv1d(x[N, C, L]) and conv2d(x[N, C, H, W]), filters, k: weight
+ * [filters, C/groups, k...] (PyTorch's), the op conv2d, then the bias. */
+static FeVal build_conv(FeCall *c) {
   Value *x = input(c);
   const Type *xt = &x->type;
   Size filters = arg(c, "filters")->i, cg;
-  Attr a = ir_attr();
-  if (!positive(c, "filters") || !pair(c, "k", 1, a.k) || !pair(c, "stride", 1, a.stride) ||
-      !pair(c, "dilation", 1, a.dil) ||
-      !int_at_least(c, "groups", arg(c, "groups"), 1, &a.groups) || !pads(c, &a, true))
+  Attr a;
+  if (!positive(c, "filters") || !window(c, &a) || !pads(c, &a, true) || !spatial_input(c, xt))
     return (FeVal){.kind = FE_ERROR};
   /* on another rank the op reports "conv2d expects f32[N, C, H, W], got ..." */
-  if (!group_channels(c, xt->rank == 4 ? xt->dim[1] : sz_const(a.groups), a.groups, &cg))
+  if (!group_channels(c, xt->rank >= 2 ? xt->dim[1] : sz_const(a.groups), a.groups, &cg))
     return (FeVal){.kind = FE_ERROR};
-  Size wdims[4] = {filters, cg, sz_const(a.k[0]), sz_const(a.k[1])};
-  Value *w = weight(c, ir_type(xt->dt, 4, wdims));
-  Value *y = ir_op(c->g, OP_conv2d, (Value *[]){x, w}, 2, &a, c->loc);
-  if (arg(c, "bias")->b) {
-    Value *b = vector(c, "bias", filters, xt->dt, INIT_ZEROS, V_PARAM);
-    y = ir_op2(c->g, OP_add, y, reshape(c, b, 3, (Size[]){filters, sz_const(1), sz_const(1)}),
-               c->loc);
-  }
-  return result(c, y);
+  Value *w = weight(c, conv_weight_type(c, xt->dt, filters, cg, &a));
+  Value *y = ir_op(c->g, OP_conv2d, (Value *[]){as_2d(c, x), as_2d(c, w)}, 2, &a, c->loc);
+  return result(c, from_2d(c, conv_bias(c, y, filters)));
 }
 
-/* maxpool and avgpool: the stride defaults to the kernel, as in PyTorch. */
+/* The output extent of a transposed convolution along window axis i of a,
+ * as PyTorch: (in - 1) stride - pads + dilation (k - 1) + output_padding + 1. */
+static Size transposed_extent(Size in, const Attr *a, int i, int out_pad) {
+  int64_t rest = -(int64_t)a->pad[i] - a->pad[i + 2] + (int64_t)a->dil[i] * (a->k[i] - 1) + out_pad + 1;
+  return sz_add(sz_mul(sz_sub(in, sz_const(1)), sz_const(a->stride[i])), sz_const(rest));
+}
+
+/* output_padding, each below the stride or the dilation of its axis, as
+ * PyTorch requires. */
+static bool output_padding(FeCall *c, const Attr *a, int op[2]) {
+  op[0] = op[1] = 0;
+  if (!per_axis(c, "output_padding", 0, op))
+    return false;
+  for (int i = 0; i < 2; i++)
+    if (op[i] >= a->stride[i] && op[i] >= a->dil[i]) {
+      lfail(c, arg(c, "output_padding")->loc, "output_padding (%d) must be smaller than the "
+            "stride (%d) or the dilation (%d), as in PyTorch", op[i], a->stride[i], a->dil[i]);
+      return false;
+    }
+  return true;
+}
+
+/* The [N, filters, H', W'] output of a transposed convolution over x (2-d
+ * form) into a->shape; output_padding becomes a negative end pad of the
+ * convolution it transposes. */
+static bool transposed_shape(FeCall *c, const Type *xt, Size filters, const int op[2], Attr *a) {
+  int sp = spatial(c);
+  a->rank = 4;
+  a->shape[0] = xt->dim[0];
+  a->shape[1] = filters;
+  for (int i = 0; i < 2; i++) {
+    Size in = i < 2 - sp ? sz_const(1) : xt->dim[i + sp];
+    a->shape[2 + i] = transposed_extent(in, a, i, op[i]);
+    int64_t n;
+    if (sz_is_const(a->shape[2 + i], &n) && n < 1) {
+      lfail(c, c->loc, "the output would have %lld elements along axis %d of %s", (long long)n,
+            i + sp, TS(c, xt));
+      return false;
+    }
+    a->pad[i + 2] -= op[i];
+  }
+  return true;
+}
+
+/* conv_transpose1d and conv_transpose2d: the adjoint of a convolution,
+ * conv2d_bwd_data as a forward op. Weight [C, filters/groups, k...]
+ * (PyTorch's, and conv2d's layout for the convolution from the output back
+ * to x), then the bias. */
+static FeVal build_conv_transpose(FeCall *c) {
+  Value *x = input(c);
+  const Type *xt = &x->type;
+  int sp = spatial(c), op[2];
+  Size filters = arg(c, "filters")->i, fg, cg;
+  Attr a;
+  if (!positive(c, "filters") || !window(c, &a) || !pads(c, &a, false) ||
+      !output_padding(c, &a, op))
+    return (FeVal){.kind = FE_ERROR};
+  if (xt->rank != 2 + sp || !ir_is_float(xt->dt))
+    return lfail(c, c->loc, "expects f32[N, C, %s], got %s", sp == 2 ? "H, W" : "L", TS(c, xt));
+  if (!group_channels(c, filters, a.groups, &fg) || !group_channels(c, xt->dim[1], a.groups, &cg) ||
+      !transposed_shape(c, xt, filters, op, &a))
+    return (FeVal){.kind = FE_ERROR};
+  Value *w = weight(c, conv_weight_type(c, xt->dt, xt->dim[1], fg, &a));
+  Value *y = ir_op(c->g, OP_conv2d_bwd_data, (Value *[]){as_2d(c, x), as_2d(c, w)}, 2, &a, c->loc);
+  return result(c, from_2d(c, conv_bias(c, y, filters)));
+}
+
+/* maxpool and avgpool, 1-d and 2-d: the stride defaults to the kernel, as
+ * in PyTorch. */
 static FeVal build_pool(FeCall *c) {
-  Attr a = ir_attr();
-  bool ok = pair(c, "k", 1, a.k) && pair(c, given(c, "stride") ? "stride" : "k", 1, a.stride);
-  if (ok && arg_index(c->layer, "dilation") >= 0)
-    ok = pair(c, "dilation", 1, a.dil);
-  if (!ok || !pads(c, &a, false))
+  Attr a;
+  if (!window(c, &a) || !pads(c, &a, false) || !spatial_input(c, &input(c)->type))
     return (FeVal){.kind = FE_ERROR};
   a.ceil_mode = arg(c, "ceil_mode")->b;
   if (arg_index(c->layer, "count_include_pad") >= 0)
     a.count_include_pad = arg(c, "count_include_pad")->b;
-  return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
+  return result(c, from_2d(c, ir_op(c->g, c->layer->op, (Value *[]){as_2d(c, input(c))}, 1, &a, c->loc)));
 }
 
-/* global_avgpool(x[N, C, H, W]) -> [N, C]: the mean over H and W. */
-static FeVal build_global_avgpool(FeCall *c) {
+/* adaptive_avgpool1d/2d(x, size): PyTorch's adaptive average pooling to
+ * size outputs per axis, for extents that size divides (size 1 included:
+ * the global mean, kept as [N, C, 1, 1]); then the windows are equal,
+ * k = stride = extent / size, and the layer is an avgpool. */
+static FeVal build_adaptive_avgpool(FeCall *c) {
   const Type *xt = &input(c)->type;
-  if (xt->rank != 4)
+  int sp = spatial(c), size[2] = {1, 1};
+  if (!per_axis(c, "size", 1, size) || !spatial_input(c, xt))
+    return (FeVal){.kind = FE_ERROR};
+  if (xt->rank != 4 && sp == 2)
     return lfail(c, c->loc, "expects %s[N, C, H, W], got %s", rt_dtype_name(xt->dt), TS(c, xt));
   Attr a = ir_attr();
-  a.axes = 1u << 2 | 1u << 3;
-  return result(c, ir_op(c->g, OP_mean, (Value *[]){input(c)}, 1, &a, c->loc));
+  for (int i = 2 - sp; i < 2; i++) {
+    int64_t n;
+    if (!sz_is_const(xt->dim[i + sp], &n) || n % size[i])
+      return lfail(c, c->loc, "needs each extent of %s to be a multiple of the output size %d "
+                   "(windows of equal size)", TS(c, xt), size[i]);
+    a.k[i] = a.stride[i] = (int)(n / size[i]);
+  }
+  return result(c, from_2d(c, ir_op(c->g, OP_avgpool2d, (Value *[]){as_2d(c, input(c))}, 1, &a, c->loc)));
+}
+
+/* global_avgpool and global_maxpool(x[N, C, ...]) -> [N, C]: the mean or
+ * max over every axis after the channels (L, or H and W). */
+static FeVal build_global_pool(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  if (xt->rank < 3)
+    return lfail(c, c->loc, "expects %s[N, C, H, W] or [N, C, L], got %s", rt_dtype_name(xt->dt),
+                 TS(c, xt));
+  Attr a = ir_attr();
+  a.axes = (uint32_t)((1u << xt->rank) - 1) & ~3u;
+  return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
 }
 
 /* flatten(x, start=1): the dims from start on become one. */
@@ -518,21 +678,38 @@ static FeVal build_dropout(FeCall *c) {
 #define REDUCE(name) \
   {#name, build_reduce, OP_##name, \
    {X, {"axis", FA_INT, ""}, {"axes", FA_INTS, ""}, {"keepdim", FA_BOOL, "false"}}}
+/* Convolution and pooling: PyTorch's argument order and names (k is also
+ * kernel and kernel_size, pad also padding). */
+#define K {"k", FA_INTS, NULL, "kernel kernel_size"}
+#define PAD {"pad", FA_PAD, "0", "padding"}
+#define CONV(name) \
+  {#name, build_conv, OP_conv2d, \
+   {X, {"filters", FA_SIZE, NULL}, K, {"stride", FA_INTS, "1"}, PAD, {"dilation", FA_INTS, "1"}, \
+    {"groups", FA_INT, "1"}, {"bias", FA_BOOL, "true"}, INIT}}
+#define CONV_TRANSPOSE(name) \
+  {#name, build_conv_transpose, OP_conv2d_bwd_data, \
+   {X, {"filters", FA_SIZE, NULL}, K, {"stride", FA_INTS, "1"}, PAD, \
+    {"output_padding", FA_INTS, "0"}, {"groups", FA_INT, "1"}, {"bias", FA_BOOL, "true"}, \
+    {"dilation", FA_INTS, "1"}, INIT}}
+#define MAXPOOL(name) \
+  {#name, build_pool, OP_maxpool2d, \
+   {X, K, {"stride", FA_INTS, ""}, PAD, {"dilation", FA_INTS, "1"}, \
+    {"ceil_mode", FA_BOOL, "false"}}}
+#define AVGPOOL(name) \
+  {#name, build_pool, OP_avgpool2d, \
+   {X, K, {"stride", FA_INTS, ""}, PAD, {"ceil_mode", FA_BOOL, "false"}, \
+    {"count_include_pad", FA_BOOL, "true"}}}
 
 const FeLayer fe_layers[] = {
   {"dense", build_dense, OP_matmul,
    {X, {"units", FA_SIZE, NULL}, {"bias", FA_BOOL, "true"}, INIT}},
-  {"conv2d", build_conv2d, OP_conv2d,
-   {X, {"filters", FA_SIZE, NULL}, {"k", FA_INTS, NULL}, {"stride", FA_INTS, "1"},
-    {"pad", FA_PAD, "0"}, {"dilation", FA_INTS, "1"}, {"groups", FA_INT, "1"},
-    {"bias", FA_BOOL, "true"}, INIT}},
-  {"maxpool", build_pool, OP_maxpool2d,
-   {X, {"k", FA_INTS, NULL}, {"stride", FA_INTS, ""}, {"pad", FA_PAD, "0"},
-    {"dilation", FA_INTS, "1"}, {"ceil_mode", FA_BOOL, "false"}}},
-  {"avgpool", build_pool, OP_avgpool2d,
-   {X, {"k", FA_INTS, NULL}, {"stride", FA_INTS, ""}, {"pad", FA_PAD, "0"},
-    {"ceil_mode", FA_BOOL, "false"}, {"count_include_pad", FA_BOOL, "true"}}},
-  {"global_avgpool", build_global_avgpool, OP_mean, {X}},
+  CONV(conv1d), CONV(conv2d), CONV_TRANSPOSE(conv_transpose1d), CONV_TRANSPOSE(conv_transpose2d),
+  MAXPOOL(maxpool), MAXPOOL(maxpool1d), MAXPOOL(maxpool2d),
+  AVGPOOL(avgpool), AVGPOOL(avgpool1d), AVGPOOL(avgpool2d),
+  {"adaptive_avgpool1d", build_adaptive_avgpool, OP_avgpool2d, {X, {"size", FA_INTS, NULL}}},
+  {"adaptive_avgpool2d", build_adaptive_avgpool, OP_avgpool2d, {X, {"size", FA_INTS, NULL}}},
+  {"global_avgpool", build_global_pool, OP_mean, {X}},
+  {"global_maxpool", build_global_pool, OP_max, {X}},
   {"flatten", build_flatten, OP_reshape, {X, {"start", FA_INT, "1"}}},
   {"reshape", build_reshape, OP_reshape, {X, {"shape", FA_SIZES, NULL}}},
   {"batchnorm", build_batchnorm, OP_batchnorm,

@@ -758,16 +758,37 @@ static bool step(Lower *lw, SrcLoc loc) {
 
 /* ---- calls: matching arguments to parameters ------------------------------ */
 
-static const char *joined(Lower *lw, const char *const *names, int n) {
-  char buf[400] = "";
-  for (int i = 0; i < n; i++)
-    snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", i ? ", " : "", names[i]);
+/* Does the space-separated list of words contain w? */
+static bool has_word(const char *list, const char *w) {
+  size_t n = strlen(w);
+  while (list && *list) {
+    size_t len = strcspn(list, " ");
+    if (len == n && !strncmp(list, w, n))
+      return true;
+    list += len;
+    list += *list == ' ';
+  }
+  return false;
+}
+
+/* "x, k/kernel/kernel_size, stride, name": the parameters with their other
+ * names (aliases[i], space-separated, or NULL; aliases itself may be NULL). */
+static const char *joined(Lower *lw, const char *const *names, const char *const *aliases, int n) {
+  char buf[600] = "";
+  for (int i = 0; i < n; i++) {
+    size_t at = strlen(buf);
+    snprintf(buf + at, sizeof buf - at, "%s%s%s%s", i ? ", " : "", names[i],
+             aliases && aliases[i] ? " " : "", aliases && aliases[i] ? aliases[i] : "");
+    for (char *p = buf + at + (i ? 2 : 0); *p; p++)   /* "k kernel" -> "k/kernel" */
+      if (*p == ' ')
+        *p = '/';
+  }
   return rt_arena_printf(lw->arena, "%s, name", buf);
 }
 
-static int find_name(const char *const *names, int n, const char *name) {
+static int find_name(const char *const *names, const char *const *aliases, int n, const char *name) {
   for (int i = 0; i < n; i++)
-    if (!strcmp(names[i], name))
+    if (!strcmp(names[i], name) || (aliases && has_word(aliases[i], name)))
       return i;
   return -1;
 }
@@ -776,7 +797,7 @@ static int find_name(const char *const *names, int n, const char *name) {
  * is the AST_ARG for names[i] or NULL; `name=` (when no parameter has that
  * name) goes to *name_arg. Reports every mismatch; false if any. */
 static bool match_args(Frame *fr, const Ast *call, const char *what, const char *const *names,
-                       int n, const Ast **given, const Ast **name_arg) {
+                       const char *const *aliases, int n, const Ast **given, const Ast **name_arg) {
   Lower *lw = fr->lw;
   int pos = 0, npos = 0;
   bool ok = true;
@@ -786,7 +807,7 @@ static bool match_args(Frame *fr, const Ast *call, const char *what, const char 
     npos += !call->items[i]->name;
   for (int i = 0; i < call->nitems; i++) {
     const Ast *a = call->items[i];
-    int j = a->name ? find_name(names, n, a->name) : pos < n ? pos++ : -1;
+    int j = a->name ? find_name(names, aliases, n, a->name) : pos < n ? pos++ : -1;
     if (!a->name && j < 0) {
       fail(lw, a->loc, "%s takes at most %d positional argument%s, got %d", what, n,
            n == 1 ? "" : "s", npos);
@@ -796,7 +817,7 @@ static bool match_args(Frame *fr, const Ast *call, const char *what, const char 
       *name_arg = a;
     } else if (j < 0) {
       fail(lw, a->loc, "%s has no argument '%s'; it takes %s", what, a->name,
-           joined(lw, names, n));
+           joined(lw, names, aliases, n));
       ok = false;
     } else if (given[j]) {
       fail(lw, a->loc, "%s: argument '%s' is given twice", what, names[j]);
@@ -978,12 +999,14 @@ static bool name_kw(Frame *fr, const Ast *a, const char **out) {
 }
 
 static FeVal call_layer(Frame *fr, const FeLayer *l, const Ast *e, const char *hint) {
-  const char *names[FE_MAX_ARGS];
+  const char *names[FE_MAX_ARGS], *aliases[FE_MAX_ARGS];
   const Ast *given[FE_MAX_ARGS], *name_arg;
   int n = layer_nargs(l);
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
     names[i] = l->args[i].name;
-  if (!match_args(fr, e, l->name, names, n, given, &name_arg))
+    aliases[i] = l->args[i].alias;
+  }
+  if (!match_args(fr, e, l->name, names, aliases, n, given, &name_arg))
     return v_error();
   const char *given_name = hint;
   bool ok = name_kw(fr, name_arg, &given_name);
@@ -1163,7 +1186,7 @@ static FeVal call_block(Frame *fr, const Ast *blk, const Ast *e, const char *hin
     names[i] = blk->ins[i]->name;
   const char *what = rt_arena_printf(lw->arena, "block %s", blk->name);
   const char *given_name = hint;
-  if (!match_args(fr, e, what, names, blk->nins, given, &name_arg) ||
+  if (!match_args(fr, e, what, names, NULL, blk->nins, given, &name_arg) ||
       !name_kw(fr, name_arg, &given_name) || !eval_given(fr, blk, given, vals, e->loc) ||
       !enter_block(fr, blk, e->loc))
     return v_error();

@@ -275,11 +275,16 @@ static Size window_out(Size in, int k, int s, int d, int p0, int p1, bool ceil_m
   return sz_add(sz_floordiv_const(span, s), sz_const(1));
 }
 
+/* A convolution may have a negative padding at the end of an axis (crop):
+ * the rows past H + pad_bottom are never read. It is how a transposed
+ * convolution's output_padding is written (conv2d_bwd_data as a forward op:
+ * the extra rows of its output are the ones its conv2d would crop). */
 static int window_check(Graph *g, Node *n, const Type *x, const char *what) {
   const Attr *a = &n->attr;
+  bool crop = op_is(n->op, CAT_CONTRACT);
   for (int i = 0; i < 2; i++)
     if (a->k[i] < 1 || a->stride[i] < 1 || a->dil[i] < 1 || a->pad[i] < 0 ||
-        a->pad[i + 2] < 0)
+        (a->pad[i + 2] < 0 && !crop))
       return fail(g, n, "kernel, stride and dilation must be positive and padding "
                   "non-negative");
   if (x->rank != 4 || !ir_is_float(x->dt))

@@ -356,6 +356,18 @@ static void grad_conv2d(Grad *d, const Node *n, Value *dy, Value **dx) {
     dx[1] = ir_op(d->g, OP_conv2d_bwd_filter, (Value *[]){dy, x}, 2, &n->attr, d->loc);
 }
 
+/* z = conv2d_bwd_data(y, w), the adjoint of x -> conv2d(x, w) (a
+ * transposed convolution when used as a forward op). It is linear in y and
+ * in w, and <dz, z> = <conv2d(dz, w), y>, so dy = conv2d(dz, w) and
+ * dw = conv2d_bwd_filter(y, dz): the forward and the filter gradient of the
+ * convolution it transposes, with its attributes. */
+static void grad_conv2d_bwd_data(Grad *d, const Node *n, Value *dz, Value **dx) {
+  if (d->need[0])
+    dx[0] = ir_op(d->g, OP_conv2d, (Value *[]){dz, n->in[1]}, 2, &n->attr, d->loc);
+  if (d->need[1])
+    dx[1] = ir_op(d->g, OP_conv2d_bwd_filter, (Value *[]){n->in[0], dz}, 2, &n->attr, d->loc);
+}
+
 static void grad_maxpool2d(Grad *d, const Node *n, Value *dy, Value **dx) {
   dx[0] = ir_op(d->g, OP_maxpool2d_bwd, (Value *[]){dy, n->in[0]}, 2, &n->attr, d->loc);
 }

@@ -144,7 +144,7 @@ static void test_conv2d(void **state) {
       "  b = x |> conv2d(8, k=4, pad=same, bias=false)\n"
       "  c = x |> conv2d(8, 3, dilation=2, pad=same, bias=false)\n"
       "  d = x |> conv2d(6, k=[3, 1], stride=2, pad=[1, 0], bias=false)\n"
-      "  e = x |> conv2d(8, k=3, groups=2, pad=[0, 1, 2, 3], bias=false)\n"
+      "  e = x |> conv2d(8, k=3, groups=2, pad=[0, 2, 1, 3], bias=false)\n"
       "}\n");
   expect_lines(l,
       "  param a.weight: f32[8, 4, 3, 3] = xavier_uniform",

@@ -59,4 +59,25 @@ static inline void fill_value(Model *m, const Value *v, FillKind kind, uint64_t 
   model_set(m, v, t);
 }
 
+/* The scalar loss after a run. */
+static inline double ad_loss_at(Model *m, const Value *loss) {
+  model_run(m, 0, HARNESS_THREADS);
+  return model_get(m, loss).d[0];
+}
+
+/* Central differences of the loss, step h, over every element of p. */
+static inline Ten ad_numeric_grad(Model *m, const Value *p, const Value *loss, double h) {
+  Ten x = model_get(m, p), num = ten_new(m, x.rank, x.dim);
+  void *ptr = model_ptr(m, p);
+  for (int64_t e = 0; e < x.n; e++) {
+    elem_set(ptr, p->type.dt, e, x.d[e] + h);
+    double lp = ad_loss_at(m, loss);
+    elem_set(ptr, p->type.dt, e, x.d[e] - h);
+    double lm = ad_loss_at(m, loss);
+    elem_set(ptr, p->type.dt, e, x.d[e]);
+    num.d[e] = (lp - lm) / (2 * h);
+  }
+  return num;
+}
+
 #endif

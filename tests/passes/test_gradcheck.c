@@ -75,25 +75,8 @@ static void observe(Case *c, Value *y) {
   c->loss = c->loss ? ir_op2(c->g, OP_add, c->loss, term, NOLOC) : term;
 }
 
-static double loss_at(Case *c) {
-  model_run(&c->m, 0, HARNESS_THREADS);
-  return model_get(&c->m, c->loss).d[0];
-}
-
 /* Central differences of the loss over every element of parameter p. */
-static Ten numeric_grad(Case *c, Value *p) {
-  Ten x = model_get(&c->m, p), num = ten_new(&c->m, x.rank, x.dim);
-  void *ptr = model_ptr(&c->m, p);
-  for (int64_t e = 0; e < x.n; e++) {
-    elem_set(ptr, p->type.dt, e, x.d[e] + c->h);
-    double lp = loss_at(c);
-    elem_set(ptr, p->type.dt, e, x.d[e] - c->h);
-    double lm = loss_at(c);
-    elem_set(ptr, p->type.dt, e, x.d[e]);
-    num.d[e] = (lp - lm) / (2 * c->h);
-  }
-  return num;
-}
+static Ten numeric_grad(Case *c, Value *p) { return ad_numeric_grad(&c->m, p, c->loss, c->h); }
 
 static void case_check(Case *c) {
   Graph *g = c->g;
@@ -349,6 +332,32 @@ static void test_conv2d(void **state) {
   conv(&c, (int64_t[]){1, 3, 7, 7}, 2, (Win){.k = {1, 1}, .stride = {2, 2}});
   conv(&c, (int64_t[]){1, 4, 3, 3}, 6, (Win){.k = {1, 1}, .groups = 2});
   conv(&c, (int64_t[]){1, 1, 7, 7}, 1, (Win){.k = {2, 2}, .stride = {3, 3}});       /* gaps */
+  case_check(&c);
+}
+
+/* conv2d_bwd_data as a forward op (a transposed convolution): y[N, C, H, W]
+ * is the "dy" of a conv2d from z (attr.shape) to it; a negative end pad is
+ * the transposed convolution's output_padding. */
+static void conv_t(Case *c, const int64_t *y, const int64_t *z, Win w) {
+  int g = w.groups ? w.groups : 1;
+  Value *in[2] = {P64(c, "y", FILL_UNIFORM, y[0], y[1], y[2], y[3]),
+                  P64(c, "w", FILL_UNIFORM, y[1], z[1] / g, w.k[0], w.k[1])};
+  Attr a = win_attr(w);
+  a.rank = 4;
+  for (int i = 0; i < 4; i++)
+    a.shape[i] = sz_const(z[i]);
+  observe(c, with(c, OP_conv2d_bwd_data, in, 2, a));
+}
+
+static void test_conv2d_bwd_data(void **state) {
+  Case c;
+  case_new(&c, "conv2d_bwd_data");
+  conv_t(&c, (int64_t[]){2, 3, 3, 4}, (int64_t[]){2, 2, 5, 6}, (Win){.k = {3, 3}});
+  conv_t(&c, (int64_t[]){1, 4, 3, 3}, (int64_t[]){1, 6, 6, 9},
+         (Win){.k = {3, 2}, .stride = {2, 3}, .pad = {1, 0, 0, -1}, .groups = 2});
+  conv_t(&c, (int64_t[]){1, 2, 3, 2}, (int64_t[]){1, 3, 9, 4},
+         (Win){.k = {3, 2}, .stride = {2, 2}, .dil = {2, 2}, .pad = {1, 1, -1, 0}});
+  conv_t(&c, (int64_t[]){1, 3, 3, 3}, (int64_t[]){1, 3, 3, 3}, (Win){.k = {1, 1}, .groups = 3});
   case_check(&c);
 }
 
@@ -676,7 +685,7 @@ int main(void) {
       cmocka_unit_test(test_sum),        cmocka_unit_test(test_mean),
       cmocka_unit_test(test_max),        cmocka_unit_test(test_min),
       cmocka_unit_test(test_softmax),    cmocka_unit_test(test_matmul),
-      cmocka_unit_test(test_conv2d),     cmocka_unit_test(test_pool2d),
+      cmocka_unit_test(test_conv2d), cmocka_unit_test(test_conv2d_bwd_data),     cmocka_unit_test(test_pool2d),
       cmocka_unit_test(test_ties),       cmocka_unit_test(test_new_ops_forward),
       cmocka_unit_test(test_bwd_threads), cmocka_unit_test(test_dropout_mask),
       cmocka_unit_test(test_dropout_grad), cmocka_unit_test(test_philox_bits),
