@@ -239,7 +239,7 @@ static int compile_graphs(Export *e) {
   KilnModel *m = e->m;
   const char *batch = kiln__batch_name(m);
   int64_t maxb = batch ? e->cli->batch : 1;
-  bool train = !e->cli->infer_only && m->ast->ntrains > 0;
+  bool train = !e->cli->infer_only && strcmp(e->cli->cmd, "build") && m->ast->ntrains > 0;
   e->live = train || e->cli->weights_file;
   FeOptions fo = {.model = m->opt.model, .sizes = m->sizes, .nsizes = m->nsizes};
   Graph *g = fe_lower(m->ast, &fo, &m->diags);
@@ -501,7 +501,7 @@ static LLVMValueRef add_descriptor(Export *e, CgCtx *c, LLVMValueRef *entries) {
       cg_add_bytes(c, "kiln.strings", e->strings.p, e->strings.n, 1),
       cg_add_bytes(c, "kiln.blob", e->blob.p, e->blob.n, 64),
       entries[0], entries[1],
-      cstring(c, "kiln.name", e->name),
+      cstring(c, "kiln.name", e->cc[0]->g->name),
       cstring(c, "kiln.weights_file", base),
   };
   return cg_add_pointers(c, "kiln.model", p, 7);

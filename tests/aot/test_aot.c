@@ -292,7 +292,7 @@ static void test_train_step(void **state) {
 /* ---- kiln build ------------------------------------------------------------- */
 
 static void test_build_program(void **state) {
-  SH_OK("'%s' build '%s' --infer-only --weights '%s' -o cnnprog", getenv("KILN"),
+  SH_OK("'%s' build '%s' --weights '%s' -o cnnprog", getenv("KILN"),
         src("examples/cnn.kiln"), src("tests/models/cnn.safetensors"));
   SH_OK("./cnnprog --help");
   assert_non_null(strstr(out, "x"));
@@ -328,6 +328,39 @@ static void test_build_program(void **state) {
   kiln_free(m);
   rt_tensor_free(&x);
   rt_tensor_free(&got);
+}
+
+/* ---- README.md, "Deploying a model" ------------------------------------------ */
+
+/* The README's sequence: train, export, compile examples/aot_digits.c
+ * against the header, and its predictions are kiln run's. */
+static void test_readme(void **state) {
+  SH_OK("'%s' train $KILN_SRC/examples/digits_cnn.kiln --epochs 2 -o digits.safetensors", getenv("KILN"));
+  SH_OK("'%s' export $KILN_SRC/examples/digits_cnn.kiln --weights digits.safetensors -o libdigits.so",
+        getenv("KILN"));
+  SH_OK("'%s' -O2 -Wall -Wextra -Werror $KILN_SRC/examples/aot_digits.c -I. -L. -ldigits "
+        "-Wl,-rpath,'$ORIGIN' -o aot_digits", getenv("CC"));
+  SH_OK("zcat $KILN_SRC/examples/data/digits.csv.gz | head -64 | ./aot_digits > aot.txt");
+  SH_OK("'%s' run $KILN_SRC/examples/digits_cnn.kiln --weights digits.safetensors "
+        "-i x=$KILN_SRC/examples/data/digits_x.npy -o logits=logits.npy", getenv("KILN"));
+  RtTensor logits = npy(in_tmp("logits.npy"));
+  FILE *f = fopen(in_tmp("aot.txt"), "r");
+  assert_non_null(f);
+  int right = 0;
+  RtTensor labels = npy(src("examples/data/digits_y.npy"));
+  for (int r = 0; r < 64; r++) {
+    const float *row = (const float *)logits.data + r * 10;
+    int best = 0, got = -1;
+    for (int k = 1; k < 10; k++)
+      best = row[k] > row[best] ? k : best;
+    assert_int_equal(fscanf(f, "%d", &got), 1);
+    assert_int_equal(got, best);
+    right += got == ((int64_t *)labels.data)[r];
+  }
+  assert_true(right > 32);                /* and it has learnt something */
+  fclose(f);
+  rt_tensor_free(&logits);
+  rt_tensor_free(&labels);
 }
 
 /* ---- targets ---------------------------------------------------------------- */
@@ -397,6 +430,7 @@ int main(void) {
       cmocka_unit_test(test_weights_file),  cmocka_unit_test(test_errors),
       cmocka_unit_test(test_dependencies),  cmocka_unit_test(test_train_step),
       cmocka_unit_test(test_build_program), cmocka_unit_test(test_other_targets),
+      cmocka_unit_test(test_readme),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
