@@ -571,13 +571,13 @@ static int link_shared(Export *e, const char *obj, const char *rt) {
   snprintf(soname, sizeof soname, "-Wl,-soname,%s", base);
   char *argv[] = {(char *)cc_program(), "-shared", "-o", (char *)e->cli->out, (char *)obj,
                   (char *)rt, "-fopenmp", "-lm", "-Wl,--exclude-libs,ALL", "-Wl,--as-needed",
-                  soname, NULL};
+                  "-Wl,--strip-debug", soname, NULL};
   return run(argv);
 }
 
 static int link_program(Export *e, const char *obj, const char *rt) {
   char *argv[] = {(char *)cc_program(), "-o", (char *)e->cli->out, (char *)obj, (char *)rt,
-                  "-fopenmp", "-lm", "-Wl,--as-needed", NULL};
+                  "-fopenmp", "-lm", "-Wl,--as-needed", "-Wl,--strip-debug", NULL};
   return run(argv);
 }
 

@@ -173,39 +173,36 @@ static void check_probe_infer(const char *name, const RtTensor *x, KilnModel *m,
   }
 }
 
+/* examples/EX.kiln exported with its fixture weights (tests/models/EX*)
+ * and args, probed through artifact against the JIT on the fixture input. */
+static void against_jit(const char *ex, const char *name, const char *args, const char *artifact,
+                        const char *link_args, bool exact) {
+  char model[128], w[128], xs[128], all[512];
+  snprintf(model, sizeof model, "examples/%s.kiln", ex);
+  snprintf(w, sizeof w, "tests/models/%s.safetensors", ex);
+  snprintf(xs, sizeof xs, "tests/models/%s_x.npy", ex);
+  snprintf(all, sizeof all, "--weights '%s' %s", src(w), args);
+  export_and_probe(model, name, all, artifact, link_args);
+  RtTensor x = npy(src(xs));
+  KilnModel *m = jit(model, src(w), 0);
+  check_probe_infer(name, &x, m, exact);
+  kiln_free(m);
+  rt_tensor_free(&x);
+}
+
 /* The cnn (convolutions, batchnorm folded at export, pooling) bit for bit. */
 static void test_infer_cnn(void **state) {
-  export_and_probe("examples/cnn.kiln", "cnn", "--infer-only --weights $KILN_SRC/tests/models/cnn.safetensors",
-                   "libcnn.so", "-L. -lcnn");
-  RtTensor x = npy(src("tests/models/cnn_x.npy"));
-  KilnModel *m = jit("examples/cnn.kiln", src("tests/models/cnn.safetensors"), 0);
-  check_probe_infer("cnn", &x, m, true);
-  kiln_free(m);
-  rt_tensor_free(&x);
+  against_jit("cnn", "cnn", "--infer-only", "libcnn.so", "-L. -lcnn", true);
 }
 
-/* The same model as a static archive, linked into the probe. */
+/* The mlp as a static archive, linked into the probe. */
 static void test_static_archive(void **state) {
-  export_and_probe("examples/mlp.kiln", "mlpa", "--weights $KILN_SRC/tests/models/mlp.safetensors",
-                   "libmlpa.a", "libmlpa.a -fopenmp -lm");
-  RtTensor x = npy(src("tests/models/mlp_x.npy"));
-  KilnModel *m = jit("examples/mlp.kiln", src("tests/models/mlp.safetensors"), 0);
-  check_probe_infer("mlpa", &x, m, true);
-  kiln_free(m);
-  rt_tensor_free(&x);
+  against_jit("mlp", "mlpa", "", "libmlpa.a", "libmlpa.a -fopenmp -lm", true);
 }
 
-/* Weights in a .safetensors beside the .so: the code is smaller, the
- * numbers the same. */
+/* Weights in a .safetensors beside the .so, found there, or given. */
 static void test_weights_file(void **state) {
-  export_and_probe("examples/mlp.kiln", "mlpw",
-                   "--weights $KILN_SRC/tests/models/mlp.safetensors --weights-file mlpw.safetensors",
-                   "libmlpw.so", "-L. -lmlpw");
-  RtTensor x = npy(src("tests/models/mlp_x.npy"));
-  KilnModel *m = jit("examples/mlp.kiln", src("tests/models/mlp.safetensors"), 0);
-  check_probe_infer("mlpw", &x, m, false);
-  kiln_free(m);
-  rt_tensor_free(&x);
+  against_jit("mlp", "mlpw", "--weights-file mlpw.safetensors", "libmlpw.so", "-L. -lmlpw", false);
   SH_OK("mv mlpw.safetensors elsewhere.safetensors");
   assert_int_not_equal(sh("./probe_mlpw infer x.bin 5 y.bin"), 0);
   assert_non_null(strstr(out, "mlpw.safetensors"));
@@ -400,13 +397,7 @@ static void test_other_targets(void **state) {
   assert_int_not_equal(sh("'%s' export '%s' --weights '%s' --target aarch64-linux-gnu -o libarm.so",
                           getenv("KILN"), mlp, w), 0);
   /* a baseline x86-64 build (SSE only) runs here, within 1e-6 of the JIT */
-  export_and_probe("examples/mlp.kiln", "mlpbase", "--cpu x86-64 --weights $KILN_SRC/tests/models/mlp.safetensors -O3",
-                   "libmlpbase.so", "-L. -lmlpbase");
-  RtTensor x = npy(src("tests/models/mlp_x.npy"));
-  KilnModel *m = jit("examples/mlp.kiln", w, 0);
-  check_probe_infer("mlpbase", &x, m, false);
-  kiln_free(m);
-  rt_tensor_free(&x);
+  against_jit("mlp", "mlpbase", "--cpu x86-64 -O3", "libmlpbase.so", "-L. -lmlpbase", false);
 }
 
 static int setup(void **state) {
