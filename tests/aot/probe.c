@@ -7,7 +7,8 @@
  *   probe regions IN BATCH OUT               the same in caller-owned memory
  *   probe train   IN LABELS BATCH LR OUT.safetensors LOSS-OUT INFER-OUT
  *                 one training step, the weights after it, the loss,
- *                 then inference on IN with the new weights
+ *                 then inference on IN with the new weights; the same
+ *                 step in caller-owned memory must give the same loss
  *   probe errors  CORRUPT.safetensors        every misuse gives its status
  *
  * Exit status 0 when all went as expected; messages on stderr. */
@@ -97,6 +98,39 @@ static int regions(const char *in, long long batch, const char *out) {
   return rc;
 }
 
+#if U(HAS_TRAIN_STEP)
+static const Symbol *train_symbol(const char *name) {
+  for (int i = 0; i < U(TRAIN_NUM_SYMBOLS); i++)
+    if (!strcmp(F(train_symbols)[i].name, name))
+      return &F(train_symbols)[i];
+  fprintf(stderr, "probe: no '%s' in the training step's symbols\n", name);
+  exit(1);
+}
+
+/* The step in caller-owned memory: its loss, from the built-in weights. */
+static float train_in_regions(const void *xd, const void *ld, long long batch, float lr) {
+  static const long long sizes[] = {U(TRAIN_WEIGHTS_BYTES), U(TRAIN_IO_BYTES),
+                                    U(TRAIN_SCRATCH_BYTES), U(TRAIN_STATE_BYTES),
+                                    U(TRAIN_GRADS_BYTES)};
+  void *r[U(NUM_REGIONS)];
+  for (int i = 0; i < U(NUM_REGIONS); i++)
+    r[i] = aligned_alloc(U(ALIGN), (sizes[i] + U(ALIGN)) / U(ALIGN) * U(ALIGN));
+  const Symbol *x = &F(train_symbols)[0], *lab = &F(train_symbols)[1];
+  const Symbol *l = train_symbol("lr"), *loss = train_symbol("loss");
+  float got = -1;
+  if (F(train_init)(r, NULL) == U(OK)) {
+    memcpy((char *)r[x->region] + x->offset, xd, bytes_at(x, batch));
+    memcpy((char *)r[lab->region] + lab->offset, ld, bytes_at(lab, batch));
+    memcpy((char *)r[l->region] + l->offset, &lr, sizeof lr);
+    if (F(train_run)(r, batch, 0) == U(OK))
+      memcpy(&got, (char *)r[loss->region] + loss->offset, sizeof got);
+  }
+  for (int i = 0; i < U(NUM_REGIONS); i++)
+    free(r[i]);
+  return got;
+}
+#endif
+
 static int train(char **a) {
 #if U(HAS_TRAIN_STEP)
   long long batch = atoll(a[2]);
@@ -109,6 +143,14 @@ static int train(char **a) {
     rc = F(save_weights)(m, a[4]);
   if (rc == U(OK))
     spit(a[5], &loss, sizeof loss);
+  if (rc == U(OK) && train_in_regions(xd, ld, batch, (float)atof(a[3])) != loss) {
+    fprintf(stderr, "probe: the step in caller-owned memory gave another loss\n");
+    rc = 1;
+  }
+  if (rc == U(OK) && !F(find)(m, F(train_symbols)[U(TRAIN_NUM_SYMBOLS) - 1].name)) {
+    fprintf(stderr, "probe: %s_find does not find the last symbol\n", "model");
+    rc = 1;
+  }
   F(destroy)(m);
   free(xd);
   free(ld);
