@@ -201,6 +201,12 @@ static int parse_cli(ExportCli *c, int argc, char **argv) {
     return die_usage("%s needs -o FILE (libNAME.so, libNAME.a, or a program)", c->cmd);
   if (c->batch < 1)
     return die_usage("--batch must be at least 1, got %s", "0");
+  const char *slash = strrchr(c->out, '/');
+  char dir[4096];
+  struct stat st;
+  snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - c->out) + 1 : 1, slash ? c->out : ".");
+  if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+    return fail("cannot write %s: there is no folder %s", c->out, dir);
   if (c->emit && strcmp(c->emit, "obj") && strcmp(c->emit, "asm") && strcmp(c->emit, "llvm"))
     return die_usage("--emit takes obj, asm or llvm, not '%s'", c->emit);
   return 0;

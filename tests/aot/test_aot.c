@@ -235,6 +235,22 @@ static void test_dependencies(void **state) {
   assert_non_null(strstr(out, "deps_infer"));
 }
 
+/* Command-line mistakes: a message and status 2 (usage) or 1, no artifact. */
+static void test_cli_errors(void **state) {
+  const char *k = getenv("KILN"), *mlp = src("examples/mlp.kiln");
+  assert_int_equal(sh("'%s' export '%s'", k, mlp), 2);
+  assert_non_null(strstr(out, "needs -o"));
+  assert_int_equal(sh("'%s' export '%s' --bogus -o libx.so", k, mlp), 2);
+  assert_int_equal(sh("'%s' export '%s' --emit=exe -o libx.so", k, mlp), 2);
+  assert_int_equal(sh("'%s' export '%s' -o nofolder/libx.so", k, mlp), 1);
+  assert_non_null(strstr(out, "nofolder"));
+  assert_int_equal(sh("'%s' export '%s' --weights nothere.safetensors -o libx.so", k, mlp), 1);
+  assert_non_null(strstr(out, "nothere.safetensors"));
+  assert_int_equal(sh("'%s' export '%s' --target nosuch-cpu-arch --emit=obj -o x.o", k, mlp), 1);
+  assert_non_null(strstr(out, "nosuch"));
+  assert_int_equal(sh("test -e libx.so"), 1);
+}
+
 /* ---- training ------------------------------------------------------------- */
 
 static RtSafetensors read_st(const char *path) {
@@ -421,7 +437,7 @@ int main(void) {
       cmocka_unit_test(test_weights_file),  cmocka_unit_test(test_errors),
       cmocka_unit_test(test_dependencies),  cmocka_unit_test(test_train_step),
       cmocka_unit_test(test_build_program), cmocka_unit_test(test_other_targets),
-      cmocka_unit_test(test_readme),
+      cmocka_unit_test(test_readme),        cmocka_unit_test(test_cli_errors),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
