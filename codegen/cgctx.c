@@ -170,6 +170,8 @@ static LLVMTypeRef sig_type(CgCtx *c, char code) {
   return NULL;
 }
 
+LLVMTypeRef cg_sig_type(CgCtx *c, char code) { return sig_type(c, code); }
+
 LLVMValueRef cg_declare_rt(CgCtx *c, const char *name) {
   LLVMValueRef f = LLVMGetNamedFunction(c->mod, name);
   if (f)

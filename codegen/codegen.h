@@ -43,6 +43,7 @@ typedef struct CgRtEntry {
   void *addr;
 } CgRtEntry;
 const CgRtEntry *cg_rt_entry(int i); /* the i-th runtime entry, NULL past the last */
+LLVMTypeRef cg_sig_type(CgCtx *c, char code); /* a letter of CgRtEntry.sig as a type */
 
 /* emit.c: kernel scaffolding shared by every lowering. A kernel is one
  * generated function `void kN(ptr regions, i64 batch, i32 nthreads)`; its
@@ -172,6 +173,20 @@ bool cg_cache_on(void);
 bool cg_cache_key(CgCtx *c, int level, CgCacheKey *key);  /* of the unoptimised module */
 void *cg_cache_get(const CgCacheKey *k, size_t *len);    /* malloc'd object, or NULL: a miss */
 void cg_cache_put(const CgCacheKey *k, const void *obj, size_t len); /* best effort */
+
+/* object.c: ahead-of-time artifacts from the module cg_build_graph and
+ * cg_optimize made (the JIT's code), for any target cg_ctx_init accepts.
+ * Globals added here are constant and private (cg_add_pointers': internal). */
+typedef enum { CG_EMIT_OBJ, CG_EMIT_ASM, CG_EMIT_LLVM } CgEmitKind;
+LLVMValueRef cg_add_bytes(CgCtx *c, const char *name, const void *data, size_t n, int align);
+LLVMValueRef cg_add_words(CgCtx *c, const char *name, const int64_t *w, size_t n);
+LLVMValueRef cg_add_pointers(CgCtx *c, const char *name, LLVMValueRef *ptrs, int n);
+/* `name(own args per sig)` calling callee(pre..., own args...); sig in
+ * CgRtEntry's letters. The callee is declared if the module lacks it. */
+LLVMValueRef cg_add_forward(CgCtx *c, const char *name, const char *callee, const char *sig,
+                            LLVMValueRef *pre, int npre);
+void cg_internalize(CgCtx *c, const char *const *keep, int nkeep); /* all but keep internal */
+int cg_emit_file(CgCtx *c, CgEmitKind kind, const char *path, char *err, int errlen);
 
 /* gemm.c: the contraction template (BLIS: packed panels, an MR x NR
  * register-blocked micro-kernel, cache blocking, an epilogue in registers).

@@ -471,8 +471,8 @@ KilnStatus kiln__compile_graph(KilnModel *m, Graph *g, const char *batch, int64_
   kiln__pull(m);                       /* place_weights reads the table */
   KilnStatus st;
   if ((st = bind_batch(m, g, batch, max_batch)) || (st = run_passes(m, cc)) ||
-      (!m->plan_only && ((st = gen_code(m, cc)) || (st = alloc_regions(m, cc)) ||
-                         (st = place_weights(m, cc))))) {
+      (!m->plan_only && ((!(flags & KILN__NO_CODE) && (st = gen_code(m, cc))) ||
+                         (st = alloc_regions(m, cc)) || (st = place_weights(m, cc))))) {
     kiln__free_compiled(cc);
     return st;
   }

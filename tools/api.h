@@ -72,7 +72,9 @@ KilnStatus kiln__compile(KilnModel *m, const FeSize *binds, int nbinds, const ch
  * table (drawn from the seed when missing, state too with
  * KILN__INIT_STATE). KILN__LIVE_WEIGHTS: the weights will change between
  * runs (training), so no pass may fold their values into the code. */
-enum { KILN__INIT_STATE = 1, KILN__LIVE_WEIGHTS = 2 };
+enum { KILN__INIT_STATE = 1, KILN__LIVE_WEIGHTS = 2, KILN__NO_CODE = 4 };
+/* KILN__NO_CODE: passes, memory plan and weights only, no JIT code (the
+ * export generates code for its own target from cc->g). */
 KilnStatus kiln__compile_graph(KilnModel *m, Graph *g, const char *batch, int64_t max_batch,
                                unsigned flags, Compiled **out);
 void kiln__free_compiled(Compiled *cc);
@@ -98,6 +100,13 @@ void kiln__call(KilnModel *m, Compiled *cc, int64_t batch);
 /* tools/train.c */
 void kiln__train_forget(KilnModel *m);     /* frees the compiled step and evaluation */
 void kiln__train_free(KilnModel *m);
+/* The training step's graph (forward, loss, backward, update) as the
+ * model's train block says, lowered with the model's size bindings, for
+ * kiln__compile_graph; NULL with a status when there is no train block. */
+KilnStatus kiln__step_graph(KilnModel *m, Graph **out);
+
+/* tools/export.c: `kiln export` and `kiln build` (argv[1]), their own options */
+int kiln__export_main(int argc, char **argv);
 
 /* tools/weights.c */
 KilnWeight *kiln__weight(KilnModel *m, const char *name);

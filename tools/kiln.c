@@ -6,6 +6,8 @@
  *   kiln run   M.kiln -i x=in.npy -o logits=out.npy [--weights W] [--seed S]
  *   kiln train M.kiln [--epochs N --batch N --lr X ...] [-o W.safetensors] [--json]
  *   kiln eval  M.kiln --weights W [--data D] [--json]
+ *   kiln export M.kiln [--weights W] -o libNAME.so    (tools/export.c)
+ *   kiln build  M.kiln [--weights W] -o PROG
  */
 #include "tools/api.h"
 #include <math.h>
@@ -20,6 +22,8 @@ static const char *usage =
     "  run      compile and run a model on .npy inputs\n"
     "  train    train a model as its train block says (options below override it)\n"
     "  eval     loss and accuracy of trained weights on data\n"
+    "  export   write libNAME.so (or .a) and NAME.h: the model for C, no kiln needed\n"
+    "  build    write a standalone program that runs the model on .npy or CSV\n"
     "\n"
     "options:\n"
     "  --model NAME          the model of the file to use (default: the first)\n"
@@ -53,6 +57,17 @@ static const char *usage =
     "  --curves PREFIX       write PREFIX.csv and PREFIX.svg (default: STEM.curves)\n"
     "  --json                one JSON object per epoch on stdout (progress goes to stderr)\n"
     "  --train NAME          which train block (default: the model's)\n"
+    "\n"
+    "export and build (docs/export.md):\n"
+    "  -o FILE               libNAME.so, libNAME.a (export) or the program (build)\n"
+    "  --weights FILE        the weights to build in (default: drawn from --seed)\n"
+    "  --weights-file FILE   keep the weights in FILE (.safetensors) beside the artifact\n"
+    "  --batch N             the largest batch a call may take (default 64)\n"
+    "  --threads N           the most threads the scratch memory is planned for\n"
+    "  --target TRIPLE       x86_64-linux-gnu, aarch64-linux-gnu, ... (default: the host)\n"
+    "  --cpu NAME            x86-64, haswell, znver3, skylake-avx512, ... (default: the host's)\n"
+    "  --emit=obj|asm|llvm   write the model's object, assembly or IR to -o, not linked\n"
+    "  --infer-only          no training step (inference folds batchnorm into the weights)\n"
     "\n"
     "environment:\n"
     "  OMP_NUM_THREADS       threads when --threads is not given\n"
@@ -470,6 +485,8 @@ static int cmd_eval(Cli *c) {
 }
 
 int main(int argc, char **argv) {
+  if (argc > 1 && (!strcmp(argv[1], "export") || !strcmp(argv[1], "build")))
+    return kiln__export_main(argc, argv);
   Cli c = {0};
   parse_args(argc, argv, &c);
   if (!strcmp(c.cmd, "check"))

@@ -1098,3 +1098,23 @@ KilnStatus kiln_epoch_get(const KilnModel *m, int i, KilnEpoch *out) {
   *out = to_epoch(&m->tr->curves.e[i], -1);
   return KILN_OK;
 }
+
+/* ---- the step for an export (tools/export.c) ------------------------------------- */
+
+KilnStatus kiln__step_graph(KilnModel *m, Graph **out) {
+  *out = NULL;
+  KilnTrainer *tr = trainer(m);
+  KilnTrainOptions none;
+  kiln_train_options_default(&none);
+  KilnStatus st = !tr ? KILN_ERR_NOMEM : configure(m, tr, &none);
+  if (st != KILN_OK)
+    return st;
+  FeOptions fo = {.model = tr->cfg->model, .sizes = m->sizes, .nsizes = m->nsizes};
+  *out = fe_lower_train(m->ast, &fo, tr->cfg, true, &m->diags);
+  if (!*out || m->diags.nerrors) {
+    ir_graph_free(*out);
+    *out = NULL;
+    return m->diags.nerrors ? KILN_ERR_MODEL : KILN_ERR_NOMEM;
+  }
+  return KILN_OK;
+}
