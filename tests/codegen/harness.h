@@ -38,6 +38,7 @@ typedef struct Model {
   int64_t batch;                 /* of the last run: the batch size variable's value */
   int plan_threads;              /* threads the memory plan is made for */
   int64_t guard;                 /* bytes after each region that no run may touch */
+  int opt;                       /* the passes' -O level (model_new: 0) */
 } Model;
 
 /* "f32[3, 4]" as a Type: TY(RT_F32, 3, 4). Rank 0 is ir_type_const(dt, 0, NULL). */
@@ -75,7 +76,7 @@ static inline void model_fail_diags(Model *m, const char *step) {
 
 /* Codegen alone, for tests of its errors: 0, or -1 with err filled. */
 static inline int model_codegen(Model *m, CgCtx *c, char *err, int errlen) {
-  PassCtx cx = {.opt = 0, .threads = m->plan_threads, .verify = true,
+  PassCtx cx = {.opt = m->opt, .threads = m->plan_threads, .verify = true,
                 .work_bytes = cg_work_bytes};
   if (m->diags.nerrors)
     model_fail_diags(m, "building");
