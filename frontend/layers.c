@@ -417,7 +417,18 @@ static FeVal build_batchnorm(FeCall *c) {
   return result(c, ir_op(c->g, OP_batchnorm, in, 5, &a, c->loc));
 }
 
+/* A layer built from ops of other names (selu from elu, swish from silu)
+ * checks the dtype itself, so that the error names the layer. */
+static bool float_input(FeCall *c) {
+  if (ir_is_float(input(c)->type.dt))
+    return true;
+  lfail(c, c->loc, "expects a floating-point tensor, got %s", TS(c, &input(c)->type));
+  return false;
+}
+
 static FeVal build_unary(FeCall *c) {
+  if (strcmp(c->layer->name, op_name(c->layer->op)) && !float_input(c))
+    return (FeVal){.kind = FE_ERROR};
   return result(c, ir_op1(c->g, c->layer->op, input(c), c->loc));
 }
 
@@ -536,6 +547,8 @@ static FeVal build_alpha(FeCall *c) {
 /* selu = scale * elu(x, alpha) with PyTorch's constants. */
 static FeVal build_selu(FeCall *c) {
   const double alpha = 1.6732632423543772848170429916717, lambda = 1.0507009873554804934193349852946;
+  if (!float_input(c))
+    return fail_quiet();
   return result(c, scale(c, op_alpha(c, OP_elu, input(c), alpha), lambda));
 }
 
@@ -545,6 +558,8 @@ static FeVal build_softplus(FeCall *c) {
   double beta = arg(c, "beta")->f;
   if (!(beta > 0))
     return lfail(c, arg(c, "beta")->loc, "beta must be positive, got %g", beta);
+  if (!float_input(c))
+    return fail_quiet();
   Value *y = op_alpha(c, OP_softplus, scale(c, input(c), beta), arg(c, "threshold")->f);
   return result(c, scale(c, y, 1 / beta));
 }

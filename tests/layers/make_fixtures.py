@@ -191,6 +191,37 @@ case("split_sizes", model(SIG, "a, b, c", "  a, b, c = split(x, [2, 4, 1], axis=
      {"x": X}, lambda t, p: list(torch.split(t["x"], [2, 4, 1], -1)))
 
 
+# ---- layers with parameters (their weights from the fixture) ----------------------
+
+case("dense", model(SIG, "y", "  y = x |> dense(4)"), {"x": X},
+     lambda t, p: [F.linear(t["x"], p["y.weight"], p["y.bias"])],
+     {"y.weight": U(4, 7), "y.bias": U(4)})
+case("dense_nobias", model("x: f32[3, 7]", "y", "  y = x |> dense(5, bias=false)"), {"x": U(3, 7)},
+     lambda t, p: [F.linear(t["x"], p["y.weight"])], {"y.weight": U(5, 7)})
+IMG = U(2, 3, 7, 6)
+SIMG = "x: f32[2, 3, 7, 6]"
+case("conv2d", model(SIMG, "y", "  y = x |> conv2d(4, k=3, stride=2, pad=1)"), {"x": IMG},
+     lambda t, p: [F.conv2d(t["x"], p["y.weight"], p["y.bias"], stride=2, padding=1)],
+     {"y.weight": U(4, 3, 3, 3), "y.bias": U(4)})
+case("conv2d_groups", model(SIMG, "y", "  y = x |> conv2d(6, k=3, pad=same, dilation=2, groups=3, bias=false)"),
+     {"x": IMG}, lambda t, p: [F.conv2d(t["x"], p["y.weight"], padding=2, dilation=2, groups=3)],
+     {"y.weight": U(6, 1, 3, 3)})
+case("maxpool", model(SIMG, "y", "  y = x |> maxpool(3, stride=2, pad=1, ceil_mode=true)"), {"x": IMG},
+     lambda t, p: [F.max_pool2d(t["x"], 3, 2, 1, ceil_mode=True)])
+case("avgpool", model(SIMG, "y", "  y = x |> avgpool(2, pad=1, count_include_pad=false)"), {"x": IMG},
+     lambda t, p: [F.avg_pool2d(t["x"], 2, 2, 1, count_include_pad=False)])
+case("global_avgpool", model(SIMG, "y", "  y = x |> global_avgpool()"), {"x": IMG},
+     lambda t, p: [t["x"].mean((2, 3))])
+case("batchnorm", model(SIMG, "y", "  y = x |> batchnorm()"), {"x": IMG},
+     lambda t, p: [F.batch_norm(t["x"], p["y.running_mean"], p["y.running_var"], p["y.weight"], p["y.bias"])],
+     {"y.weight": U(3, lo=0.5, hi=1.5), "y.bias": U(3), "y.running_mean": U(3, lo=-0.5, hi=0.5),
+      "y.running_var": U(3, lo=0.5, hi=2)})
+case("matmul", model("a: f32[2, 3, 4], b: f32[4, 5]", "y", "  y = matmul(a, b)"),
+     {"a": U(2, 3, 4), "b": U(4, 5)}, lambda t, p: [t["a"] @ t["b"]])
+case("matmul_op", model("a: f32[3, 4], b: f32[2, 5, 4]", "y", "  y = a @ b.T"),
+     {"a": U(3, 4), "b": U(2, 5, 4)}, lambda t, p: [t["a"] @ t["b"].transpose(-1, -2)])
+
+
 # ---- running the cases ------------------------------------------------------------
 
 def draw(gen, spec):
@@ -206,7 +237,8 @@ def main():
         names.append(name)
         meta[name] = src
         t = {k: draw(gen, v).double().requires_grad_(True) for k, v in inputs.items()}
-        p = {k: draw(gen, v).double().requires_grad_(True) for k, v in params.items()}
+        p = {k: draw(gen, v).double().requires_grad_("running_" not in k)   # state: no gradient
+             for k, v in params.items()}
         outs = fn(t, p)
         onames = [s.strip() for s in src.split("->")[1].split("{")[0].strip(" ()").split(",")]
         assert len(onames) == len(outs), name
@@ -222,7 +254,8 @@ def main():
         for k, v in p.items():
             tensors["%s.param.%s" % (name, k)] = v.detach().numpy().astype(np.float32)
         if torch.is_tensor(loss):
-            wrt = list(t.items()) + list(p.items())
+            trained = [(k, v) for k, v in p.items() if "running_" not in k]   # state: no gradient
+            wrt = list(t.items()) + trained
             grads = torch.autograd.grad(loss, [v for _, v in wrt], allow_unused=True)
             for (k, v), g in zip(wrt, grads):
                 g = torch.zeros_like(v) if g is None else g
