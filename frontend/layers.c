@@ -775,6 +775,9 @@ static FeVal build_split(FeCall *c) {
     return fail_quiet();
   if (n < 1 || n > 64)
     return lfail(c, p->loc, "parts must be 1 to 64, got %d", n);
+  if (p->kind != FE_LIST && len % n)
+    return lfail(c, p->loc, "axis %d of %s (%lld) does not split into %d equal parts", ax,
+                 TS(c, &x->type), (long long)len, n);
   for (int i = 0; i < n; i++) {
     sizes[i] = p->kind == FE_LIST ? int_value(&p->items[i]) : len / n;
     at += sizes[i];

@@ -322,6 +322,7 @@ static void test_errors(void **state) {
   expect_error("x[::-1]", "a slice step must be positive");
   expect_error("concat([x, i], axis=0)", "concat: input 1 is i64[3], which does not match f32[3, 5]");
   expect_error("split(x, [2, 2], axis=1)", "split: f32[3, 5]: the parts add up to 4, axis 1 has 5");
+  expect_error("split(x, 2, axis=-1)", "split: axis 1 of f32[3, 5] (5) does not split into 2 equal parts");
   expect_error("pad(x, [1, 2], mode=wrap)", "pad: mode must be constant, reflect or replicate");
   expect_error("pad(x, [5, 0], mode=reflect)", "reflect padding of axis 1 must be below its size 5");
   expect_error("where(x, x, 0)", "where: the condition must be a bool tensor");
