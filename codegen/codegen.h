@@ -129,6 +129,9 @@ void cg_pool_bwd_kernel(CgKernel *k, const char *task_name);
 void cg_philox4x32(CgCtx *c, LLVMValueRef ctr[4], LLVMValueRef key[2], LLVMValueRef out[4]);
 void cg_dropout_kernel(CgKernel *k, const char *task_name);
 
+/* move.c: slice, unslice and concat as box copies */
+void cg_move_kernel(CgKernel *k, const char *task_name);
+
 /* module.c */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);
 int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int errlen);

@@ -332,6 +332,49 @@ static LLVMValueRef onehot_at(CgCtx *c, const Node *n, LLVMValueRef label, LLVMV
   return from_bool(c, hit, LLVMConstNull(t));
 }
 
+/* a op b as a bool (0 or 1 in a byte) of w lanes: ordered float
+ * comparisons but for ne (NaN != NaN, as PyTorch); integers signed, bytes
+ * (u8, bool) unsigned. */
+static LLVMValueRef compare(CgCtx *c, Op op, LLVMValueRef a, LLVMValueRef b, RtDType dt, int w) {
+  static const Op ops[] = {OP_eq, OP_ne, OP_lt, OP_le, OP_gt, OP_ge};
+  static const LLVMRealPredicate fp[] = {LLVMRealOEQ, LLVMRealUNE, LLVMRealOLT,
+                                         LLVMRealOLE, LLVMRealOGT, LLVMRealOGE};
+  static const LLVMIntPredicate si[] = {LLVMIntEQ, LLVMIntNE, LLVMIntSLT, LLVMIntSLE, LLVMIntSGT, LLVMIntSGE};
+  static const LLVMIntPredicate ui[] = {LLVMIntEQ, LLVMIntNE, LLVMIntULT, LLVMIntULE, LLVMIntUGT, LLVMIntUGE};
+  int i = 0;
+  while (ops[i] != op)
+    i++;
+  bool bytes = dt == RT_U8 || dt == RT_BOOL;
+  LLVMValueRef r = is_fp(a) ? LLVMBuildFCmp(c->b, fp[i], a, b, "")
+                            : LLVMBuildICmp(c->b, bytes ? ui[i] : si[i], a, b, "");
+  return LLVMBuildZExt(c->b, r, vec_type(c, RT_BOOL, w), "");
+}
+
+/* The activations of ops.def, on x (alpha: the node's). */
+static LLVMValueRef activation(CgCtx *c, const Node *n, LLVMValueRef x) {
+  LLVMValueRef half = fconst(c, x, 0.5), one = fconst(c, x, 1);
+  LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, x, fconst(c, x, n->op == OP_softplus ? n->attr.alpha : 0), "");
+  switch (n->op) {
+  case OP_erf: return cg_verf(c, x);
+  case OP_leaky_relu:
+    return LLVMBuildSelect(c->b, pos, x, LLVMBuildFMul(c->b, x, fconst(c, x, n->attr.alpha), ""), "");
+  case OP_elu:
+    return LLVMBuildSelect(c->b, pos, x, LLVMBuildFMul(c->b, cg_vexpm1(c, x), fconst(c, x, n->attr.alpha), ""), "");
+  case OP_softplus: return LLVMBuildSelect(c->b, pos, x, cg_vlog1p(c, cg_vexp(c, x)), "");
+  case OP_gelu: {                     /* x (1 + erf(x / sqrt 2)) / 2 */
+    LLVMValueRef e = cg_verf(c, LLVMBuildFMul(c->b, x, fconst(c, x, M_SQRT1_2), ""));
+    return LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, x, half, ""), LLVMBuildFAdd(c->b, e, one, ""), "");
+  }
+  case OP_gelu_tanh: {                /* x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 */
+    LLVMValueRef x3 = LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, x, x, ""), x, "");
+    LLVMValueRef u = LLVMBuildFAdd(c->b, x, LLVMBuildFMul(c->b, x3, fconst(c, x, 0.044715), ""), "");
+    LLVMValueRef t = cg_vtanh(c, LLVMBuildFMul(c->b, u, fconst(c, x, sqrt(2 / M_PI)), ""));
+    return LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, x, half, ""), LLVMBuildFAdd(c->b, t, one, ""), "");
+  }
+  default: return LLVMBuildFMul(c->b, x, cg_vsigmoid(c, x), "");   /* silu */
+  }
+}
+
 /* The value of node n given its operands' values (scalars or vectors of w)
  * at flat output indices idx (i64, a vector of w lanes when w > 1). */
 static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, LLVMValueRef idx, int w) {
@@ -372,6 +415,16 @@ static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, LLVMValue
   case OP_sign: return sign_of(c, x);
   case OP_expand: return x;
   case OP_onehot: return onehot_at(c, n, x, idx, w);
+  case OP_erf: case OP_leaky_relu: case OP_elu: case OP_softplus: case OP_gelu: case OP_gelu_tanh:
+  case OP_silu:
+    return activation(c, n, x);
+  case OP_pow: return cg_vpow(c, a[0], a[1]);
+  case OP_eq: case OP_ne: case OP_lt: case OP_le: case OP_gt: case OP_ge:
+    return compare(c, n->op, a[0], a[1], n->in[0]->type.dt, w);
+  case OP_where: {
+    LLVMValueRef cond = LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstNull(LLVMTypeOf(x)), "");
+    return LLVMBuildSelect(c->b, cond, a[1], a[2], "");
+  }
   default:
     return arith(c, n->op, a[0], a[1]);
   }

@@ -14,7 +14,7 @@
 #include <string.h>
 
 typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD,
-               L_DROPOUT } LowerKind;
+               L_DROPOUT, L_MOVE } LowerKind;
 
 static const LowerKind lower_kind[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) L_##lower,
@@ -118,6 +118,7 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, 
   case L_CONV_BWD: cg_conv_bwd_kernel(&k, task); break;
   case L_POOL_BWD: cg_pool_bwd_kernel(&k, task); break;
   case L_DROPOUT: cg_dropout_kernel(&k, task); break;
+  case L_MOVE: cg_move_kernel(&k, task); break;
   case L_VIEW:
     if (!n->out[0]->alias)
       cg_copy_kernel(&k);

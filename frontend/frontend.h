@@ -304,6 +304,7 @@ typedef enum FeArgKind {
   FA_BOOL,       /* true or false */
   FA_STR,        /* a string or a bare word */
   FA_INIT,       /* an initialiser: "he_normal", he_normal, normal(0, 0.01) */
+  FA_TENSORS,    /* a list of tensors: concat([a, b]) */
 } FeArgKind;
 
 typedef struct FeArg {

@@ -53,6 +53,10 @@ static Value *input(FeCall *c) {
   return c->args[0].t;
 }
 
+static FeVal *input_list(FeCall *c) {
+  return &c->args[0];
+}
+
 static int64_t int_value(const FeVal *v) {
   int64_t n = 0;
   sz_is_const(v->i, &n);
@@ -573,7 +577,18 @@ static FeVal build_batchnorm(FeCall *c) {
   return result(c, ir_op(c->g, OP_batchnorm, in, 5, &a, c->loc));
 }
 
+/* A layer built from ops of other names (selu from elu, swish from silu)
+ * checks the dtype itself, so that the error names the layer. */
+static bool float_input(FeCall *c) {
+  if (ir_is_float(input(c)->type.dt))
+    return true;
+  lfail(c, c->loc, "expects a floating-point tensor, got %s", TS(c, &input(c)->type));
+  return false;
+}
+
 static FeVal build_unary(FeCall *c) {
+  if (strcmp(c->layer->name, op_name(c->layer->op)) && !float_input(c))
+    return (FeVal){.kind = FE_ERROR};
   return result(c, ir_op1(c->g, c->layer->op, input(c), c->loc));
 }
 
@@ -670,6 +685,363 @@ static FeVal build_dropout(FeCall *c) {
   return result(c, ir_op(c->g, OP_dropout, (Value *[]){input(c), counter}, 2, &a, c->loc));
 }
 
+/* ---- activations, comparisons and selection ------------------------------ */
+
+static FeVal fail_quiet(void) { return (FeVal){.kind = FE_ERROR}; }
+
+static Value *op_alpha(FeCall *c, Op op, Value *x, double alpha) {
+  Attr a = ir_attr();
+  a.alpha = alpha;
+  return ir_op(c->g, op, &x, 1, &a, c->loc);
+}
+
+static Value *scale(FeCall *c, Value *x, double k) {
+  return k == 1 ? x : ir_op2(c->g, OP_mul, x, ir_scalar(c->g, x->type.dt, k), c->loc);
+}
+
+/* leaky_relu(x, negative_slope), elu(x, alpha): the op's alpha. */
+static FeVal build_alpha(FeCall *c) {
+  return result(c, op_alpha(c, c->layer->op, input(c), c->args[1].f));
+}
+
+/* selu = scale * elu(x, alpha) with PyTorch's constants. */
+static FeVal build_selu(FeCall *c) {
+  const double alpha = 1.6732632423543772848170429916717, lambda = 1.0507009873554804934193349852946;
+  if (!float_input(c))
+    return fail_quiet();
+  return result(c, scale(c, op_alpha(c, OP_elu, input(c), alpha), lambda));
+}
+
+/* softplus(x, beta, threshold) = softplus(beta x) / beta, x itself where
+ * beta x > threshold. */
+static FeVal build_softplus(FeCall *c) {
+  double beta = arg(c, "beta")->f;
+  if (!(beta > 0))
+    return lfail(c, arg(c, "beta")->loc, "beta must be positive, got %g", beta);
+  if (!float_input(c))
+    return fail_quiet();
+  Value *y = op_alpha(c, OP_softplus, scale(c, input(c), beta), arg(c, "threshold")->f);
+  return result(c, scale(c, y, 1 / beta));
+}
+
+/* gelu(x, approximate="none" | "tanh") */
+static FeVal build_gelu(FeCall *c) {
+  FeVal *v = arg(c, "approximate");
+  bool tanh_form = !strcmp(v->s, "tanh");
+  if (!tanh_form && strcmp(v->s, "none"))
+    return lfail(c, v->loc, "approximate must be \"none\" or \"tanh\", got \"%s\"", v->s);
+  return result(c, ir_op1(c->g, tanh_form ? OP_gelu_tanh : OP_gelu, input(c), c->loc));
+}
+
+/* where(cond, a, b): a where cond is true, else b; numbers broadcast. */
+static FeVal build_where(FeCall *c) {
+  const FeVal *a = &c->args[1], *b = &c->args[2];
+  RtDType dt = a->kind == FE_TENSOR ? a->t->type.dt
+             : b->kind == FE_TENSOR ? b->t->type.dt : RT_F32;
+  Value *in[3] = {input(c), operand(c, a, dt), operand(c, b, dt)};
+  return result(c, ir_op(c->g, OP_where, in, 3, NULL, c->loc));
+}
+
+/* clip(x, min, max): where(x < min, min, where(x > max, max, x)), so the
+ * gradient is 1 inside [min, max] bounds included, as torch.clamp. */
+static FeVal build_clip(FeCall *c) {
+  Value *y = input(c);
+  RtDType dt = y->type.dt;
+  static const char *const names[2] = {"min", "max"};
+  for (int i = 0; i < 2; i++) {
+    FeVal *v = arg(c, names[i]);
+    if (v->kind == FE_NONE)
+      continue;
+    Value *bound = operand(c, v, dt);
+    Value *out = ir_op2(c->g, i ? OP_gt : OP_lt, y, bound, c->loc);
+    y = ir_op(c->g, OP_where, (Value *[]){out, bound, y}, 3, NULL, c->loc);
+  }
+  if (!given(c, "min") && !given(c, "max"))
+    return lfail(c, c->loc, "give min=, max= or both");
+  return result(c, y);
+}
+
+/* pow(x, exponent): either may be a number. */
+static FeVal build_pow(FeCall *c) {
+  return build_binary(c);
+}
+
+/* ---- reductions to an index -------------------------------------------- */
+
+/* argmax and argmin along an axis (or of the flattened tensor): the first
+ * index of the extreme, as PyTorch, i64. Built from the extreme m, then
+ * min over where(x == m, index, L) with the indices a constant along the
+ * axis. */
+static FeVal build_argext(FeCall *c) {
+  Value *x = input(c);
+  const Type *xt = &x->type;
+  FeVal *axis = arg(c, "axis");
+  int ax = 0;
+  bool keep = arg(c, "keepdim")->b;
+  if (axis->kind == FE_NONE) {
+    x = reshape(c, x, 1, (Size[]){numel(xt, 0, xt->rank)});
+    keep = false;
+  } else if (!axis_of(c, axis, &ax)) {
+    return fail_quiet();
+  }
+  int64_t len;
+  if (!sz_is_const(x->type.dim[ax], &len))
+    return lfail(c, c->loc, "axis %d of %s must be a size known at compile time", ax, TS(c, &x->type));
+  int64_t *iota = rt_arena_alloc(c->g->arena, sizeof(int64_t) * (size_t)(len + 1));
+  if (!iota)
+    return lfail(c, c->loc, "out of memory");
+  for (int64_t i = 0; i < len; i++)
+    iota[i] = i;
+  Size dims[IR_MAX_RANK];
+  for (int i = 0; i < x->type.rank - ax; i++)
+    dims[i] = sz_const(i ? 1 : len);
+  Type it = ir_type(RT_I64, x->type.rank - ax, dims);
+  Attr a = ir_attr();
+  a.axes = 1u << ax;
+  a.keepdim = true;
+  Op ext = c->layer->op == OP_max ? OP_max : OP_min;
+  Value *m = ir_op(c->g, ext, &x, 1, &a, c->loc);
+  Value *hit = ir_op2(c->g, OP_eq, x, m, c->loc);
+  Value *idx = ir_op(c->g, OP_where, (Value *[]){hit, ir_const(c->g, it, iota),
+                                                 ir_scalar(c->g, RT_I64, (double)len)}, 3, NULL, c->loc);
+  a.keepdim = keep;
+  return result(c, ir_op(c->g, OP_min, &idx, 1, &a, c->loc));
+}
+
+/* ---- normalisation ------------------------------------------------------ */
+
+/* layernorm(x, dims=k): normalised over the last k axes, with the biased
+ * variance, then weight (ones) and bias (zeros) of those axes' shape, as
+ * torch.nn.LayerNorm(x.shape[-k:]). */
+static FeVal build_layernorm(FeCall *c) {
+  Value *x = input(c);
+  const Type *xt = &x->type;
+  int k;
+  double eps = arg(c, "eps")->f;
+  if (!int_at_least(c, "dims", arg(c, "dims"), 1, &k))
+    return fail_quiet();
+  if (k > xt->rank || !ir_is_float(xt->dt))
+    return lfail(c, arg(c, "dims")->loc.file ? arg(c, "dims")->loc : c->loc,
+                 "normalises over the last %d axes of a floating-point tensor, got %s", k,
+                 TS(c, xt));
+  if (!(eps >= 0))
+    return lfail(c, arg(c, "eps")->loc, "eps must be at least 0, got %g", eps);
+  Attr a = ir_attr();
+  a.axes = (uint32_t)((1u << xt->rank) - (1u << (xt->rank - k)));
+  a.keepdim = true;
+  Value *mean = ir_op(c->g, OP_mean, &x, 1, &a, c->loc);
+  Value *xc = ir_op2(c->g, OP_sub, x, mean, c->loc);
+  Value *sq = ir_op2(c->g, OP_mul, xc, xc, c->loc);
+  Value *var = ir_op(c->g, OP_mean, &sq, 1, &a, c->loc);
+  Value *inv = ir_op1(c->g, OP_rsqrt, ir_op2(c->g, OP_add, var, ir_scalar(c->g, xt->dt, eps), c->loc),
+                      c->loc);
+  Value *y = ir_op2(c->g, OP_mul, xc, inv, c->loc);
+  if (arg(c, "affine")->b) {
+    Type pt = ir_type(xt->dt, k, &xt->dim[xt->rank - k]);
+    y = ir_op2(c->g, OP_mul, y, fe_param(c, "weight", pt, init_of(INIT_ONES)), c->loc);
+    y = ir_op2(c->g, OP_add, y, fe_param(c, "bias", pt, init_of(INIT_ZEROS)), c->loc);
+  }
+  return result(c, y);
+}
+
+/* ---- shapes and data movement -------------------------------------------- */
+
+/* squeeze(x, axis): that axis removed if it has size 1 (else x, as
+ * PyTorch); without axis, every axis of size 1. */
+static FeVal build_squeeze(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  FeVal *axis = arg(c, "axis");
+  int ax = -1;
+  if (axis->kind != FE_NONE && !axis_of(c, axis, &ax))
+    return fail_quiet();
+  Size dims[IR_MAX_RANK];
+  int r = 0;
+  for (int i = 0; i < xt->rank; i++) {
+    int64_t n;
+    bool one = sz_is_const(xt->dim[i], &n) && n == 1;
+    if (!(one && (ax < 0 || ax == i)))
+      dims[r++] = xt->dim[i];
+  }
+  return result(c, r == xt->rank ? input(c) : reshape(c, input(c), r, dims));
+}
+
+/* unsqueeze(x, axis): a new axis of size 1 at axis (of the result: -1 appends). */
+static FeVal build_unsqueeze(FeCall *c) {
+  const Type *xt = &input(c)->type;
+  FeVal *axis = arg(c, "axis");
+  int64_t n = int_value(axis);
+  if (n < -(xt->rank + 1) || n > xt->rank || xt->rank >= IR_MAX_RANK)
+    return lfail(c, axis->loc, "axis %lld is out of range for a new axis of %s", (long long)n,
+                 TS(c, xt));
+  int at = (int)(n < 0 ? n + xt->rank + 1 : n);
+  Size dims[IR_MAX_RANK];
+  for (int i = 0, j = 0; i <= xt->rank; i++)
+    dims[i] = i == at ? sz_const(1) : xt->dim[j++];
+  return result(c, reshape(c, input(c), xt->rank + 1, dims));
+}
+
+/* permute(x, perm): transpose with the permutation required. */
+static FeVal build_permute(FeCall *c) {
+  return build_transpose(c);
+}
+
+/* The part [start, start + len) of x along axis ax, every step-th. */
+static Value *take(FeCall *c, Value *x, int ax, int64_t start, int64_t len, int64_t step) {
+  Attr a = ir_attr();
+  a.rank = x->type.rank;
+  memcpy(a.shape, x->type.dim, sizeof a.shape);
+  a.shape[ax] = sz_const(len);
+  a.start[ax] = start;
+  a.step[ax] = step;
+  return ir_op(c->g, OP_slice, &x, 1, &a, c->loc);
+}
+
+/* The length of axis ax of x, which must be known at compile time. */
+static bool const_axis(FeCall *c, Value *x, int ax, int64_t *len) {
+  if (sz_is_const(x->type.dim[ax], len))
+    return true;
+  lfail(c, c->loc, "axis %d of %s must be a size known at compile time", ax, TS(c, &x->type));
+  return false;
+}
+
+/* slice(x, axis, start, stop, step): Python's rules, as x[start:stop:step]
+ * on that axis: negative bounds count from the end, bounds are clamped. */
+static FeVal build_slice(FeCall *c) {
+  Value *x = input(c);
+  int ax;
+  int64_t len, step = int_value(arg(c, "step"));
+  if (!axis_of(c, arg(c, "axis"), &ax) || !const_axis(c, x, ax, &len))
+    return fail_quiet();
+  if (step < 1)
+    return lfail(c, arg(c, "step")->loc, "step must be positive (as in PyTorch), got %lld",
+                 (long long)step);
+  int64_t lo = int_value(arg(c, "start")), hi = given(c, "stop") ? int_value(arg(c, "stop")) : len;
+  lo = lo < 0 ? lo + len : lo;
+  hi = hi < 0 ? hi + len : hi;
+  lo = lo < 0 ? 0 : lo > len ? len : lo;
+  hi = hi < lo ? lo : hi > len ? len : hi;
+  int64_t n = (hi - lo + step - 1) / step;
+  return result(c, take(c, x, ax, n ? lo : 0, n, step));
+}
+
+/* split(x, parts, axis): parts an int (that many equal parts, as the LSTM
+ * gates in DESIGN.md) or a list of sizes (torch.split with sections). */
+static FeVal build_split(FeCall *c) {
+  Value *x = input(c);
+  FeVal *p = arg(c, "parts");
+  int ax, n = p->kind == FE_LIST ? p->nitems : (int)int_value(p);
+  int64_t len, at = 0, sizes[64];
+  if (!axis_of(c, arg(c, "axis"), &ax) || !const_axis(c, x, ax, &len))
+    return fail_quiet();
+  if (n < 1 || n > 64)
+    return lfail(c, p->loc, "parts must be 1 to 64, got %d", n);
+  if (p->kind != FE_LIST && len % n)
+    return lfail(c, p->loc, "axis %d of %s (%lld) does not split into %d equal parts", ax,
+                 TS(c, &x->type), (long long)len, n);
+  for (int i = 0; i < n; i++) {
+    sizes[i] = p->kind == FE_LIST ? int_value(&p->items[i]) : len / n;
+    at += sizes[i];
+    if (sizes[i] < 0)
+      return lfail(c, p->loc, "part sizes must not be negative");
+  }
+  if (at != len)
+    return lfail(c, p->loc, "%s: the parts add up to %lld, axis %d has %lld", TS(c, &x->type),
+                 (long long)at, ax, (long long)len);
+  FeVal r = {.kind = FE_TUPLE, .loc = c->loc, .nitems = n};
+  r.items = rt_arena_alloc(c->g->arena, sizeof(FeVal) * (size_t)n);
+  if (!r.items)
+    return lfail(c, c->loc, "out of memory");
+  at = 0;
+  for (int i = 0; i < n; i++) {
+    r.items[i] = result(c, take(c, x, ax, sizes[i] ? at : 0, sizes[i], 1));
+    at += sizes[i];
+  }
+  return r;
+}
+
+/* concat([xs], axis) */
+static FeVal build_concat(FeCall *c) {
+  FeVal *l = input_list(c);
+  Value **in = rt_arena_alloc(c->g->arena, sizeof(Value *) * (size_t)(l->nitems + 1));
+  if (!in)
+    return lfail(c, c->loc, "out of memory");
+  if (l->nitems < 1)
+    return lfail(c, l->loc, "needs a list of at least one tensor");
+  for (int i = 0; i < l->nitems; i++)
+    in[i] = l->items[i].t;
+  Attr a = ir_attr();
+  a.axis = (int)int_value(arg(c, "axis"));
+  return result(c, ir_op(c->g, OP_concat, in, l->nitems, &a, c->loc));
+}
+
+/* Element at of axis ax repeated k times: a slice of one, expanded. */
+static Value *repeat_edge(FeCall *c, Value *x, int ax, int64_t at, int64_t k) {
+  Value *edge = take(c, x, ax, at, 1, 1);
+  Attr a = ir_attr();
+  a.rank = x->type.rank;
+  memcpy(a.shape, x->type.dim, sizeof a.shape);
+  a.shape[ax] = sz_const(k);
+  return ir_op(c->g, OP_expand, &edge, 1, &a, c->loc);
+}
+
+/* Reflect or replicate padding of axis ax by lo before and hi after:
+ * concat of the mirrored (step -1) or repeated edge slices and x. */
+static Value *pad_edges(FeCall *c, Value *x, int ax, int64_t lo, int64_t hi, bool reflect) {
+  int64_t len = 0;
+  sz_is_const(x->type.dim[ax], &len);
+  Value *parts[3];
+  int n = 0;
+  if (lo)
+    parts[n++] = reflect ? take(c, x, ax, lo, lo, -1) : repeat_edge(c, x, ax, 0, lo);
+  parts[n++] = x;
+  if (hi)
+    parts[n++] = reflect ? take(c, x, ax, len - 2, hi, -1) : repeat_edge(c, x, ax, len - 1, hi);
+  Attr a = ir_attr();
+  a.axis = ax;
+  return n == 1 ? x : ir_op(c->g, OP_concat, parts, n, &a, c->loc);
+}
+
+/* pad(x, pads, mode, value): pads as torch.nn.functional.pad, (before,
+ * after) pairs from the last axis backwards; constant, reflect or
+ * replicate. */
+static FeVal build_pad(FeCall *c) {
+  Value *x = input(c);
+  const Type *xt = &x->type;
+  FeVal *p = arg(c, "pads"), *m = arg(c, "mode");
+  int n = p->kind == FE_LIST ? p->nitems : 1;
+  bool reflect = !strcmp(m->s, "reflect"), replicate = !strcmp(m->s, "replicate");
+  if (!reflect && !replicate && strcmp(m->s, "constant"))
+    return lfail(c, m->loc, "mode must be constant, reflect or replicate, got \"%s\"", m->s);
+  if (n % 2 || n / 2 > xt->rank)
+    return lfail(c, p->loc, "pads must be (before, after) pairs for at most the %d axes of %s, "
+                 "got %d numbers", xt->rank, TS(c, xt), n);
+  Attr a = ir_attr();
+  a.rank = xt->rank;
+  memcpy(a.shape, xt->dim, sizeof a.shape);
+  a.alpha = arg(c, "value")->f;
+  for (int i = 0; i < n / 2; i++) {
+    int ax = xt->rank - 1 - i;
+    int64_t lo = int_value(p->kind == FE_LIST ? &p->items[2 * i] : p);
+    int64_t hi = int_value(p->kind == FE_LIST ? &p->items[2 * i + 1] : p), len;
+    if (lo < 0 || hi < 0)
+      return lfail(c, p->loc, "pads must not be negative");
+    if (!const_axis(c, x, ax, &len))
+      return fail_quiet();
+    if (reflect && (lo >= len || hi >= len))
+      return lfail(c, p->loc, "reflect padding of axis %d must be below its size %lld", ax,
+                   (long long)len);
+    if (replicate && len == 0 && (lo || hi))
+      return lfail(c, p->loc, "replicate padding of an empty axis %d", ax);
+    if (reflect || replicate)
+      x = pad_edges(c, x, ax, lo, hi, reflect);
+    a.start[ax] = lo;
+    a.shape[ax] = sz_const(len + lo + hi);
+  }
+  if (reflect || replicate)
+    return result(c, x);
+  return result(c, ir_op(c->g, OP_unslice, &x, 1, &a, c->loc));
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 #define X {"x", FA_TENSOR, NULL}
@@ -724,6 +1096,31 @@ const FeLayer fe_layers[] = {
   {"transpose", build_transpose, OP_transpose, {X, {"perm", FA_INTS, ""}}},
   REDUCE(sum), REDUCE(mean), REDUCE(max), REDUCE(min),
   {"dropout", build_dropout, OP_COUNT, {X, {"p", FA_FLOAT, "0.5"}}},
+  UNARY(erf), UNARY(silu),
+  {"swish", build_unary, OP_silu, {X}},
+  {"leaky_relu", build_alpha, OP_leaky_relu, {X, {"negative_slope", FA_FLOAT, "0.01"}}},
+  {"elu", build_alpha, OP_elu, {X, {"alpha", FA_FLOAT, "1.0"}}},
+  {"selu", build_selu, OP_elu, {X}},
+  {"softplus", build_softplus, OP_softplus,
+   {X, {"beta", FA_FLOAT, "1"}, {"threshold", FA_FLOAT, "20"}}},
+  {"gelu", build_gelu, OP_gelu, {X, {"approximate", FA_STR, "none"}}},
+  {"clip", build_clip, OP_where, {X, {"min", FA_OPERAND, ""}, {"max", FA_OPERAND, ""}}},
+  {"pow", build_pow, OP_pow, {{"x", FA_OPERAND, NULL}, {"exponent", FA_OPERAND, NULL}}},
+  {"where", build_where, OP_where,
+   {{"cond", FA_TENSOR, NULL}, {"a", FA_OPERAND, NULL}, {"b", FA_OPERAND, NULL}}},
+  {"argmax", build_argext, OP_max, {X, {"axis", FA_INT, ""}, {"keepdim", FA_BOOL, "false"}}},
+  {"argmin", build_argext, OP_min, {X, {"axis", FA_INT, ""}, {"keepdim", FA_BOOL, "false"}}},
+  {"layernorm", build_layernorm, OP_mean,
+   {X, {"dims", FA_INT, "1"}, {"eps", FA_FLOAT, "1e-5"}, {"affine", FA_BOOL, "true"}}},
+  {"squeeze", build_squeeze, OP_reshape, {X, {"axis", FA_INT, ""}}},
+  {"unsqueeze", build_unsqueeze, OP_reshape, {X, {"axis", FA_INT, NULL}}},
+  {"permute", build_permute, OP_transpose, {X, {"perm", FA_INTS, NULL}}},
+  {"slice", build_slice, OP_slice,
+   {X, {"axis", FA_INT, "0"}, {"start", FA_INT, "0"}, {"stop", FA_INT, ""}, {"step", FA_INT, "1"}}},
+  {"split", build_split, OP_slice, {X, {"parts", FA_INTS, NULL}, {"axis", FA_INT, "0"}}},
+  {"concat", build_concat, OP_concat, {{"xs", FA_TENSORS, NULL}, {"axis", FA_INT, "0"}}},
+  {"pad", build_pad, OP_unslice,
+   {X, {"pads", FA_INTS, NULL}, {"mode", FA_STR, "constant"}, {"value", FA_FLOAT, "0"}}},
 };
 
 const int fe_nlayers = (int)(sizeof fe_layers / sizeof *fe_layers);

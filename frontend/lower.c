@@ -705,12 +705,37 @@ static bool is_comparison(TokenKind k) {
   return k == TK_EQ || k == TK_NE || k == TK_LT || k == TK_LE || k == TK_GT || k == TK_GE;
 }
 
+static Op compare_op(TokenKind k) {
+  switch (k) {
+  case TK_EQ: return OP_eq;
+  case TK_NE: return OP_ne;
+  case TK_LT: return OP_lt;
+  case TK_LE: return OP_le;
+  case TK_GT: return OP_gt;
+  default: return OP_ge;
+  }
+}
+
+/* a < b and the like on tensors (numbers broadcast): a bool tensor. */
+static FeVal tensor_compare(Frame *fr, const Ast *e, const FeVal *a, const FeVal *b) {
+  Lower *lw = fr->lw;
+  if (a->kind != FE_TENSOR && b->kind != FE_TENSOR)
+    return fail(lw, e->loc, "'%s' compares tensors (a mask such as x > 0), got %s and %s",
+                fe_token_spelling(e->op), describe(lw, a), describe(lw, b));
+  RtDType dt = a->kind == FE_TENSOR ? a->t->type.dt : b->t->type.dt;
+  Value *x = as_tensor(lw, a, dt), *y = as_tensor(lw, b, dt);
+  if (!x || !y)
+    return fail(lw, e->loc, "'%s' needs tensors or numbers, got %s and %s",
+                fe_token_spelling(e->op), describe(lw, a), describe(lw, b));
+  return v_tensor(ir_op2(lw->g, compare_op(e->op), x, y, e->loc), e->loc);
+}
+
 static FeVal eval_binary(Frame *fr, const Ast *e) {
-  if (is_comparison(e->op))
-    return unsupported(fr->lw, e->loc, "comparison operators (they arrive with masks)");
   FeVal a = eval(fr, e->lhs, NULL), b = eval(fr, e->rhs, NULL);
   if (a.kind == FE_ERROR || b.kind == FE_ERROR)
     return v_error();
+  if (is_comparison(e->op))
+    return tensor_compare(fr, e, &a, &b);
   if (a.kind == FE_TENSOR || b.kind == FE_TENSOR)
     return tensor_binary(fr, e, &a, &b);
   return number_binary(fr, e, &a, &b);
@@ -843,6 +868,7 @@ static const char *kind_wanted(FeArgKind k) {
   case FA_FLOAT: return "a number";
   case FA_BOOL: return "true or false";
   case FA_STR: return "a string";
+  case FA_TENSORS: return "a list of tensors";
   default: return "an initialiser";
   }
 }
@@ -877,6 +903,11 @@ static bool fits(FeArgKind k, FeVal *v) {
     return v->kind == FE_FLOAT;
   case FA_BOOL: return v->kind == FE_BOOL;
   case FA_STR: return v->kind == FE_STR;
+  case FA_TENSORS:
+    for (int i = 0; v->kind == FE_LIST && i < v->nitems; i++)
+      if (v->items[i].kind != FE_TENSOR)
+        return false;
+    return v->kind == FE_LIST;
   default: return v->kind == FE_INIT;
   }
 }
@@ -886,6 +917,12 @@ static bool fits(FeArgKind k, FeVal *v) {
 static bool check_kind(Lower *lw, const char *what, const char *arg, FeArgKind k, FeVal *v) {
   if (v->kind == FE_ERROR)
     return false;
+  if (fits(k, v) && k == FA_TENSORS) {
+    bool known = true;
+    for (int i = 0; i < v->nitems; i++)
+      known &= ir_type_known(&v->items[i].t->type);
+    return known;
+  }
   if (fits(k, v))
     return v->kind != FE_TENSOR || ir_type_known(&v->t->type);
   if (k == FA_INT && v->kind == FE_INT)
@@ -1237,6 +1274,108 @@ static FeVal eval_call(Frame *fr, const Ast *e, const char *hint) {
   return unknown_callee(fr, e);
 }
 
+/* An int bound of an index; *given false when the AST is NULL. */
+static bool index_int(Frame *fr, const Ast *e, int64_t *out, bool *given) {
+  *given = e != NULL;
+  if (!e)
+    return true;
+  FeVal v = eval(fr, e, NULL);
+  if (v.kind == FE_ERROR)
+    return false;
+  if (!const_int(&v, out)) {
+    fail(fr->lw, e->loc, "an index must be an int known at compile time, got %s",
+         describe(fr->lw, &v));
+    return false;
+  }
+  return true;
+}
+
+/* One item of x[...] on axis ax of length len (-1: symbolic), as Python
+ * and PyTorch read it: an int picks one element (negative from the end,
+ * out of range is an error) and drops the axis; lo:hi:step clamps its
+ * bounds, step positive. */
+static bool index_item(Frame *fr, const Ast *it, int64_t len, int64_t *start, int64_t *n,
+                       int64_t *step, bool *drop) {
+  Lower *lw = fr->lw;
+  bool has_lo, has_hi, has_step;
+  int64_t lo = 0, hi = len, st = 1;
+  *drop = it->kind != AST_SLICE;
+  if (*drop) {
+    if (!index_int(fr, it, &lo, &has_lo))
+      return false;
+    if (len < 0 || lo < -len || lo >= len) {
+      fail(lw, it->loc, len < 0 ? "index %lld of an axis whose size is known only at run time"
+                                : "index %lld is out of range for an axis of size %lld",
+           (long long)lo, (long long)len);
+      return false;
+    }
+    *start = lo < 0 ? lo + len : lo;
+    *n = *step = 1;
+    return true;
+  }
+  if (!index_int(fr, it->lo, &lo, &has_lo) || !index_int(fr, it->hi, &hi, &has_hi) ||
+      !index_int(fr, it->step, &st, &has_step))
+    return false;
+  if (st < 1) {
+    fail(lw, it->loc, "a slice step must be positive (as in PyTorch), got %lld", (long long)st);
+    return false;
+  }
+  if (len < 0) {
+    if (has_lo || has_hi || st != 1)
+      fail(lw, it->loc, "an axis whose size is known only at run time can only be taken whole (:)");
+    *start = 0, *n = -1, *step = 1;
+    return !(has_lo || has_hi || st != 1);
+  }
+  lo = lo < 0 ? lo + len : lo;
+  hi = hi < 0 ? hi + len : hi;
+  lo = lo < 0 ? 0 : lo > len ? len : lo;
+  hi = hi < lo ? lo : hi > len ? len : hi;
+  *n = (hi - lo + st - 1) / st;
+  *start = *n ? lo : 0;
+  *step = st;
+  return true;
+}
+
+/* x[i, lo:hi:step, ...]: a slice of x, then the int-indexed axes dropped;
+ * axes not indexed are taken whole. */
+static FeVal eval_index(Frame *fr, const Ast *e) {
+  Lower *lw = fr->lw;
+  FeVal x = eval(fr, e->lhs, NULL);
+  if (x.kind == FE_ERROR)
+    return x;
+  if (x.kind != FE_TENSOR)
+    return fail(lw, e->loc, "only tensors can be indexed, got %s", describe(lw, &x));
+  const Type *t = &x.t->type;
+  if (e->nitems > t->rank)
+    return fail(lw, e->loc, "%d indices for %s, which has %d axes", e->nitems, type_str(lw, t),
+                t->rank);
+  Attr a = ir_attr();
+  a.rank = t->rank;
+  Size keep[IR_MAX_RANK];
+  int nkeep = 0;
+  for (int i = 0; i < t->rank; i++) {
+    int64_t len = -1, n = 0;
+    bool drop = false;
+    sz_is_const(t->dim[i], &len);
+    a.shape[i] = t->dim[i];
+    if (i < e->nitems &&
+        !index_item(fr, e->items[i], len, &a.start[i], &n, &a.step[i], &drop))
+      return v_error();
+    if (i < e->nitems && n >= 0)
+      a.shape[i] = sz_const(n);
+    if (!drop)
+      keep[nkeep++] = a.shape[i];
+  }
+  Value *y = ir_op(lw->g, OP_slice, &x.t, 1, &a, e->loc);
+  if (nkeep < t->rank) {
+    Attr r = ir_attr();
+    r.rank = nkeep;
+    memcpy(r.shape, keep, sizeof keep);
+    y = ir_op(lw->g, OP_reshape, &y, 1, &r, e->loc);
+  }
+  return v_tensor(y, e->loc);
+}
+
 static FeVal eval_node(Frame *fr, const Ast *e, const char *hint) {
   Lower *lw = fr->lw;
   switch (e->kind) {
@@ -1250,7 +1389,7 @@ static FeVal eval_node(Frame *fr, const Ast *e, const char *hint) {
   case AST_BINARY: return eval_binary(fr, e);
   case AST_CALL: return eval_call(fr, e, hint);
   case AST_FIELD: return eval_field(fr, e);
-  case AST_INDEX: return unsupported(lw, e->loc, "indexing x[...] (it arrives with sequence models)");
+  case AST_INDEX: return eval_index(fr, e);
   case AST_SCAN: return unsupported(lw, e->loc, "scan (it arrives with sequence models)");
   case AST_ERROR: return v_error();
   default: return fail(lw, e->loc, "a %s is not an expression", ast_kind_name(e->kind));

@@ -33,9 +33,9 @@
 extern "C" {
 #endif
 
-#define KILN_API __attribute__((visibility("default")))
-#define KILN_VERSION "0.1.0"
-#define KILN_MAX_RANK 8
+#define KILN_API __attribute__((visibility("default")))   /* marks the exported functions */
+#define KILN_VERSION "0.1.0"       /* this header's version; kiln_version() is the library's */
+#define KILN_MAX_RANK 8            /* the most dims a tensor has */
 
 typedef enum KilnStatus {
   KILN_OK = 0,
@@ -50,7 +50,12 @@ typedef enum KilnStatus {
 } KilnStatus;
 
 typedef enum KilnDType {   /* the same order as the runtime's RtDType */
-  KILN_F32, KILN_F64, KILN_I32, KILN_I64, KILN_U8, KILN_BOOL
+  KILN_F32,          /* float: the compute type */
+  KILN_F64,          /* double */
+  KILN_I32,          /* int32_t: indices, labels */
+  KILN_I64,          /* int64_t: indices, labels (argmax gives these) */
+  KILN_U8,           /* uint8_t: raw data (IDX images) */
+  KILN_BOOL          /* one byte, 0 or 1: masks (comparisons give these) */
 } KilnDType;
 
 /* A dense, C-order tensor. For inputs the caller owns `data`; outputs point
@@ -71,10 +76,16 @@ typedef struct KilnOptions {
   const char *sizes;          /* bindings of size names, "T=64,H=32" (NULL: none) */
 } KilnOptions;
 
+/* A loaded model file: its parsed model, compiled code once run, weights,
+ * and the diagnostics of the last call. Opaque; made by kiln_load. */
 typedef struct KilnModel KilnModel;
 
+/* The library's version, "0.1.0". */
 KILN_API const char *kiln_version(void);
+/* Fills *opt with the defaults: the first model, -O2, threads 0 (the
+ * default), max_batch 0 (the first run's), no sizes bound. */
 KILN_API void kiln_options_default(KilnOptions *opt);
+/* The status in words: "ok", "io error", "model error", ...; "unknown status" if invalid. */
 KILN_API const char *kiln_status_name(KilnStatus st);
 
 /* Parses and checks a model file. *out is set even on failure (unless out
@@ -82,6 +93,7 @@ KILN_API const char *kiln_status_name(KilnStatus st);
 KILN_API KilnStatus kiln_load(const char *path, const KilnOptions *opt, KilnModel **out);
 KILN_API KilnStatus kiln_load_string(const char *name, const char *text, size_t len,
                                      const KilnOptions *opt, KilnModel **out);
+/* Frees the model, its compiled code and its weights; NULL is allowed. */
 KILN_API void kiln_free(KilnModel *m);
 /* Every diagnostic of the last failing call, rendered; "" if none. */
 KILN_API const char *kiln_errors(const KilnModel *m);
@@ -108,6 +120,8 @@ KILN_API KilnStatus kiln_save_weights(KilnModel *m, const char *path);
  * grows past the compiled maximum; smaller batches reuse the code. */
 KILN_API KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs,
                              KilnTensor *outputs, int noutputs);
+/* The threads later runs and training steps use (0: OMP_NUM_THREADS or
+ * the cores); results are the same at any count. */
 KILN_API KilnStatus kiln_set_threads(KilnModel *m, int threads);
 
 /* ---- training ---------------------------------------------------------------

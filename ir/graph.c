@@ -135,8 +135,10 @@ Attr ir_attr(void) {
   a.dil[0] = a.dil[1] = 1;
   a.groups = 1;
   a.eps = 1e-5;
-  for (int i = 0; i < IR_MAX_RANK; i++)
+  for (int i = 0; i < IR_MAX_RANK; i++) {
     a.perm[i] = i;
+    a.step[i] = 1;
+  }
   return a;
 }
 

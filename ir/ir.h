@@ -102,6 +102,7 @@ enum {
   A_PERM = 1 << 4, A_SHAPE = 1 << 5, A_TRANS = 1 << 6, A_WINDOW = 1 << 7,
   A_GROUPS = 1 << 8, A_CEIL = 1 << 9, A_INCPAD = 1 << 10, A_DTYPE = 1 << 11,
   A_ALPHA = 1 << 12, A_CLASSES = 1 << 13, A_STREAM = 1 << 14,
+  A_SLICE = 1 << 15,
 };
 
 typedef struct OpInfo {
@@ -136,6 +137,9 @@ typedef struct Attr {
   RtDType dtype;               /* A_DTYPE: cast target, onehot's element type */
   int classes;                 /* A_CLASSES: onehot's last dim */
   uint32_t stream;             /* A_STREAM: dropout's Philox stream, one per layer */
+  int64_t start[IR_MAX_RANK];  /* A_SLICE: per axis, slice: the input index of output 0;
+                                  unslice: the output index input 0 goes to */
+  int64_t step[IR_MAX_RANK];   /* A_SLICE: per axis, the stride of the walk (may be negative) */
 } Attr;
 
 /* ---- values, nodes, graphs ------------------------------------------- */

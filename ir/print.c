@@ -74,6 +74,16 @@ static void print_attrs(const Graph *g, const Node *n, FILE *out) {
     fprintf(out, " count_include_pad");
   if (a & A_DTYPE)
     fprintf(out, " to=%s", rt_dtype_name(t->dtype));
+  if (a & A_SLICE) {
+    int r = n->op == OP_slice ? n->in[0]->type.rank : t->rank;
+    fprintf(out, " start=[");
+    for (int i = 0; i < r; i++)
+      fprintf(out, "%s%lld", i ? ", " : "", (long long)t->start[i]);
+    fprintf(out, "] step=[");
+    for (int i = 0; i < r; i++)
+      fprintf(out, "%s%lld", i ? ", " : "", (long long)t->step[i]);
+    fputc(']', out);
+  }
 }
 
 static void print_node(const Graph *g, const Node *n, FILE *out) {

@@ -168,6 +168,36 @@ static int shape_bcast(Graph *g, Node *n) {
   return 0;
 }
 
+static int shape_bcast_float(Graph *g, Node *n) {
+  if (!ir_is_float(in_t(n, 0)->dt))
+    return fail(g, n, "expects floating-point tensors, got %s", TS(in_t(n, 0)));
+  return shape_bcast(g, n);
+}
+
+/* eq, ne, lt, le, gt, ge: operands broadcast, the result is bool. */
+static int shape_compare(Graph *g, Node *n) {
+  if (shape_bcast(g, n) < 0)
+    return -1;
+  n->out[0]->type.dt = RT_BOOL;
+  return 0;
+}
+
+/* where(cond, a, b): cond is bool; all three broadcast, a and b agree in dtype. */
+static int shape_where(Graph *g, Node *n) {
+  Type *c = in_t(n, 0), t;
+  if (c->dt != RT_BOOL)
+    return fail(g, n, "the condition must be a bool tensor (a comparison such as x > 0), got %s",
+                TS(c));
+  if (bcast2(g, n, in_t(n, 1), in_t(n, 2), &t) < 0)
+    return -1;
+  Type cb = *c;
+  cb.dt = t.dt;
+  if (bcast2(g, n, &t, &cb, &t) < 0)
+    return -1;
+  set_out(n, t);
+  return 0;
+}
+
 /* batchnorm(x, weight, bias, mean, var): per-channel vectors along attr.axis. */
 static int shape_bnorm(Graph *g, Node *n) {
   Type *x = in_t(n, 0);
@@ -196,6 +226,78 @@ static int shape_perm(Graph *g, Node *n) {
     seen |= 1u << p;
     t.dim[i] = x->dim[p];
   }
+  set_out(n, t);
+  return 0;
+}
+
+static int attr_type(Graph *g, Node *n, RtDType dt, Type *t);
+
+/* The walk start + i * step, i < n, stays inside [0, len) of an axis:
+ * checked where len is a constant; a symbolic axis (the batch) must be
+ * walked whole, start 0, step 1. */
+static bool walk_ok(Size len, Size n, int64_t start, int64_t step) {
+  int64_t l, k;
+  if (!sz_is_const(len, &l) || !sz_is_const(n, &k))
+    return start == 0 && step == 1 && sz_eq(len, n);
+  if (k == 0)
+    return true;
+  int64_t last = start + (k - 1) * step;
+  return step != 0 && start >= 0 && start < l && last >= 0 && last < l;
+}
+
+/* slice(x): out (attr.shape) reads x at start + i * step on each axis. */
+static int shape_slice(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t;
+  if (attr_type(g, n, x->dt, &t) < 0)
+    return -1;
+  if (t.rank != x->rank)
+    return fail(g, n, "slice of %s must keep its rank, got %s", TS(x), TS(&t));
+  for (int i = 0; i < x->rank; i++)
+    if (!walk_ok(x->dim[i], t.dim[i], n->attr.start[i], n->attr.step[i]))
+      return fail(g, n, "axis %d: %s elements from %lld by %lld do not fit in %s", i,
+                  SZS(t.dim[i]), (long long)n->attr.start[i], (long long)n->attr.step[i], TS(x));
+  set_out(n, t);
+  return 0;
+}
+
+/* unslice(x): x lands at start + i * step of a tensor of attr.shape. */
+static int shape_unslice(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t;
+  if (attr_type(g, n, x->dt, &t) < 0)
+    return -1;
+  if (t.rank != x->rank)
+    return fail(g, n, "%s cannot be placed in a tensor of another rank, %s", TS(x), TS(&t));
+  for (int i = 0; i < x->rank; i++)
+    if (!walk_ok(t.dim[i], x->dim[i], n->attr.start[i], n->attr.step[i]))
+      return fail(g, n, "axis %d: %s does not fit in %s from %lld by %lld", i, TS(x), TS(&t),
+                  (long long)n->attr.start[i], (long long)n->attr.step[i]);
+  set_out(n, t);
+  return 0;
+}
+
+/* concat(xs...): equal dtypes and ranks, equal dims but along attr.axis. */
+static int shape_concat(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t = *x;
+  int ax = ir_norm_axis(n->attr.axis, x->rank);
+  if (ax < 0)
+    return fail(g, n, "axis %d is out of range for %s", n->attr.axis, TS(x));
+  n->attr.axis = ax;
+  for (int k = 0; k < n->nin; k++)
+    if (!sz_is_const(in_t(n, k)->dim[ax], &(int64_t){0}))
+      return fail(g, n, "axis %d of input %d, %s, must be a size known at compile time", ax, k,
+                  TS(in_t(n, k)));
+  for (int k = 1; k < n->nin; k++) {
+    Type *y = in_t(n, k);
+    bool ok = y->dt == x->dt && y->rank == x->rank;
+    for (int i = 0; ok && i < x->rank; i++)
+      ok = i == ax || sz_eq(x->dim[i], y->dim[i]);
+    if (!ok)
+      return fail(g, n, "input %d is %s, which does not match %s but along axis %d", k, TS(y),
+                  TS(x), ax);
+    t.dim[ax] = sz_add(t.dim[ax], y->dim[ax]);
+  }
+  if (check_dims(g, n, &t) < 0)
+    return -1;
   set_out(n, t);
   return 0;
 }

@@ -13,6 +13,7 @@
  * equal operands; max/min reductions (amax/amin) share it equally among all
  * the elements equal to the result. */
 #include "passes/passes.h"
+#include <math.h>
 
 /* ---- builders in the node's place ------------------------------------------ */
 
@@ -148,6 +149,68 @@ static void grad_rsqrt(Grad *d, const Node *n, Value *dy, Value **dx) {
   dx[0] = mul(d, dy, mul(d, mul(d, y, mul(d, y, y)), k(d, y, -0.5)));
 }
 
+/* ---- activations ---------------------------------------------------------------- */
+
+/* step(x - t): 1 where x > t, else 0. */
+static Value *above(Grad *d, Value *x, double t) {
+  return op1(d, OP_step, t == 0 ? x : sub(d, x, k(d, x, t)));
+}
+
+/* s + (1 - s) v: 1 where the mask s is, v elsewhere. */
+static Value *one_or(Grad *d, Value *s, Value *v) {
+  return add(d, s, mul(d, sub(d, k(d, s, 1), s), v));
+}
+
+/* erf'(x) = 2/sqrt(pi) exp(-x^2) */
+static void grad_erf(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *x = n->in[0];
+  Value *e = op1(d, OP_exp, op1(d, OP_neg, mul(d, x, x)));
+  dx[0] = mul(d, dy, mul(d, e, k(d, x, M_2_SQRTPI)));
+}
+
+/* 1 where x > 0, else the slope (at 0 too, as PyTorch). */
+static void grad_leaky_relu(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *x = n->in[0];
+  dx[0] = mul(d, dy, one_or(d, above(d, x, 0), k(d, x, n->attr.alpha)));
+}
+
+/* 1 where x > 0, else alpha exp(x) = y + alpha. */
+static void grad_elu(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *x = n->in[0], *y = n->out[0];
+  dx[0] = mul(d, dy, one_or(d, above(d, x, 0), add(d, y, k(d, y, n->attr.alpha))));
+}
+
+/* sigmoid(x), 1 above the threshold where the value is x itself. */
+static void grad_softplus(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *x = n->in[0];
+  dx[0] = mul(d, dy, one_or(d, above(d, x, n->attr.alpha), op1(d, OP_sigmoid, x)));
+}
+
+/* Phi(x) + x phi(x): the normal CDF 0.5 (1 + erf(x / sqrt 2)) and density. */
+static void grad_gelu(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *x = n->in[0];
+  Value *cdf = mul(d, add(d, op1(d, OP_erf, mul(d, x, k(d, x, M_SQRT1_2))), k(d, x, 1)), k(d, x, 0.5));
+  Value *pdf = mul(d, op1(d, OP_exp, mul(d, mul(d, x, x), k(d, x, -0.5))), k(d, x, 0.5 * M_2_SQRTPI * M_SQRT1_2));
+  dx[0] = mul(d, dy, add(d, cdf, mul(d, x, pdf)));
+}
+
+/* y = x (1 + t) / 2, t = tanh(c (x + b x^3)):
+ * y' = (1 + t) / 2 + x (1 - t^2) c (1 + 3 b x^2) / 2 */
+static void grad_gelu_tanh(Grad *d, const Node *n, Value *dy, Value **dx) {
+  const double c = sqrt(2 / M_PI), b = 0.044715;
+  Value *x = n->in[0], *x2 = mul(d, x, x);
+  Value *t = op1(d, OP_tanh, mul(d, mul(d, x, add(d, k(d, x, 1), mul(d, x2, k(d, x, b)))), k(d, x, c)));
+  Value *half = mul(d, add(d, k(d, x, 1), t), k(d, x, 0.5));
+  Value *du = mul(d, add(d, k(d, x, 1), mul(d, x2, k(d, x, 3 * b))), k(d, x, 0.5 * c));
+  dx[0] = mul(d, dy, add(d, half, mul(d, mul(d, x, sub(d, k(d, x, 1), mul(d, t, t))), du)));
+}
+
+/* s (1 + x (1 - s)), s = sigmoid(x) */
+static void grad_silu(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *x = n->in[0], *s = op1(d, OP_sigmoid, x);
+  dx[0] = mul(d, dy, mul(d, s, add(d, k(d, x, 1), mul(d, x, sub(d, k(d, x, 1), s)))));
+}
+
 /* Only float to float reaches here: an integer value carries no gradient. */
 static void grad_cast(Grad *d, const Node *n, Value *dy, Value **dx) {
   Attr a = ir_attr();
@@ -202,6 +265,30 @@ static void extremum(Grad *d, const Node *n, Value *dy, Value **dx, bool is_max)
 
 static void grad_maximum(Grad *d, const Node *n, Value *dy, Value **dx) { extremum(d, n, dy, dx, true); }
 static void grad_minimum(Grad *d, const Node *n, Value *dy, Value **dx) { extremum(d, n, dy, dx, false); }
+
+/* y = a^b: da = dy b a^(b-1), db = dy y log(a) */
+static void grad_pow(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *a = n->in[0], *b = n->in[1];
+  if (d->need[0]) {
+    Value *p = op2(d, OP_pow, a, sub(d, b, k(d, b, 1)));
+    dx[0] = unbroadcast(d, mul(d, dy, mul(d, b, p)), &a->type);
+  }
+  if (d->need[1])
+    dx[1] = unbroadcast(d, mul(d, dy, mul(d, n->out[0], op1(d, OP_log, a))), &b->type);
+}
+
+static Value *where(Grad *d, Value *c, Value *a, Value *b) {
+  return ir_op(d->g, OP_where, (Value *[]){c, a, b}, 3, NULL, d->loc);
+}
+
+/* dy goes to the operand chosen, zeros to the other; the mask has none. */
+static void grad_where(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Value *c = n->in[0], *zero = k(d, dy, 0);
+  if (d->need[1])
+    dx[1] = unbroadcast(d, where(d, c, dy, zero), &n->in[1]->type);
+  if (d->need[2])
+    dx[2] = unbroadcast(d, where(d, c, zero, dy), &n->in[2]->type);
+}
 
 /* A per-channel vector [C] shaped [C, 1, ...] to broadcast along `axis` of x. */
 static Value *chan(Grad *d, Value *v, const Value *x, int axis) {
@@ -297,6 +384,36 @@ static void grad_softmax(Grad *d, const Node *n, Value *dy, Value **dx) {
 static void grad_log_softmax(Grad *d, const Node *n, Value *dy, Value **dx) {
   Value *s = reduce(d, OP_sum, dy, axis_bit(n), true);
   dx[0] = sub(d, dy, mul(d, op1(d, OP_exp, n->out[0]), s));
+}
+
+/* slice and unslice undo each other: the gradient of one is the other
+ * with the same walk (unslice's fill value is a constant: no gradient). */
+static void grad_slice(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Attr a = with_shape(n->attr, &n->in[0]->type);
+  a.alpha = 0;
+  dx[0] = opa(d, OP_unslice, dy, &a);
+}
+
+static void grad_unslice(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Attr a = with_shape(n->attr, &n->in[0]->type);
+  dx[0] = opa(d, OP_slice, dy, &a);
+}
+
+/* Input i's part of dy: a slice along the axis from the sizes before it. */
+static void grad_concat(Grad *d, const Node *n, Value *dy, Value **dx) {
+  int ax = n->attr.axis;
+  int64_t at = 0;
+  for (int i = 0; i < n->nin; i++) {
+    const Type *t = &n->in[i]->type;
+    int64_t len = 0;
+    sz_is_const(t->dim[ax], &len);    /* constant: the shape rule checks */
+    if (d->need[i]) {
+      Attr a = with_shape(ir_attr(), t);
+      a.start[ax] = at;
+      dx[i] = opa(d, OP_slice, dy, &a);
+    }
+    at += len;
+  }
 }
 
 /* ---- contractions and windows ------------------------------------------------- */

@@ -100,10 +100,10 @@ static int *last_uses(Graph *g) {
     Node *n = g->nodes[i];
     for (int j = 0; j < n->nin; j++)
       last[root(n->in[j])->id] = group_end(g, i);
-    for (int j = 0; j < n->nout; j++) {    /* a view keeps its root alive */
-      Value *r = root(n->out[j]);
-      if (last[r->id] < i)
-        last[r->id] = i;
+    for (int j = 0; j < n->nout; j++) {    /* a view keeps its root alive; a value */
+      Value *r = root(n->out[j]);          /* lives while its kernel runs, even unread */
+      if (last[r->id] < group_end(g, i))
+        last[r->id] = group_end(g, i);
     }
   }
   return last;

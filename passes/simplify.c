@@ -131,8 +131,9 @@ static int64_t offset_of(int64_t flat, const Dims *s, const int64_t *st) {
 
 /* ---- constant folding ------------------------------------------------------- */
 
-static double unary(Op op, double x) {
-  switch (op) {
+static double unary(const Node *n, double x) {
+  double a = n->attr.alpha;
+  switch (n->op) {
   case OP_neg: return -x;
   case OP_abs: return fabs(x);
   case OP_relu: return x < 0 ? 0 : x;         /* keeps NaN, as codegen */
@@ -144,6 +145,13 @@ static double unary(Op op, double x) {
   case OP_rsqrt: return 1 / sqrt(x);
   case OP_step: return x > 0;
   case OP_sign: return x > 0 ? 1 : x < 0 ? -1 : x;
+  case OP_erf: return erf(x);
+  case OP_leaky_relu: return x > 0 ? x : a * x;
+  case OP_elu: return x > 0 ? x : a * expm1(x);
+  case OP_softplus: return x > a ? x : log1p(exp(x));
+  case OP_gelu: return 0.5 * x * (1 + erf(x * M_SQRT1_2));
+  case OP_gelu_tanh: return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+  case OP_silu: return x / (1 + exp(-x));
   default: return x;                          /* cast, expand, transpose, reshape */
   }
 }
@@ -176,7 +184,7 @@ static void eval_map(const Graph *g, const Node *n, const Dims *od, const Dims *
     double x[2];
     for (int k = 0; k < n->nin; k++)
       x[k] = pass_load(n->in[k]->data, n->in[k]->type.dt, flat ? i : offset_of(i, od, st[k]));
-    r[i] = n->nin == 2 ? binary(n->op, x[0], x[1], ints) : unary(n->op, x[0]);
+    r[i] = n->nin == 2 ? binary(n->op, x[0], x[1], ints) : unary(n, x[0]);
   }
 }
 
@@ -472,6 +480,8 @@ static bool same_attrs(const Node *a, const Node *b) {
   if (m & A_DTYPE) eq &= x->dtype == y->dtype;
   if (m & A_CLASSES) eq &= x->classes == y->classes;
   if (m & A_STREAM) eq &= x->stream == y->stream;
+  if (m & A_SLICE)
+    eq &= !memcmp(x->start, y->start, sizeof x->start) && !memcmp(x->step, y->step, sizeof x->step);
   return eq;
 }
 
