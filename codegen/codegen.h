@@ -128,6 +128,10 @@ void cg_pool_bwd_kernel(CgKernel *k, const char *task_name);
 void cg_philox4x32(CgCtx *c, LLVMValueRef ctr[4], LLVMValueRef key[2], LLVMValueRef out[4]);
 void cg_dropout_kernel(CgKernel *k, const char *task_name);
 
+/* scan.c: a scan node's kernel, a loop calling its compiled body */
+int64_t cg_scan_work_bytes(const Node *n);
+int cg_scan_kernel(CgKernel *k, const char *name, char *err, int errlen);
+
 /* module.c */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);
 int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int errlen);
