@@ -15,7 +15,7 @@
 
 typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD,
                L_DROPOUT,
-               L_SCAN } LowerKind;
+               L_SCAN, L_GATHER } LowerKind;
 
 static const LowerKind lower_kind[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) L_##lower,
@@ -125,6 +125,7 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, 
     if (cg_scan_kernel(&k, name, err, errlen))
       return NULL;
     break;
+  case L_GATHER: cg_gather_kernel(&k); break;
   case L_VIEW:
     if (!n->out[0]->alias)
       cg_copy_kernel(&k);

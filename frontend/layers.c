@@ -704,6 +704,20 @@ static FeVal build_recurrent(FeCall *c) {
   return result(c, arg(c, "last")->b ? s->out[0] : x);
 }
 
+/* embedding(idx, num, dim): nn.Embedding, rows of weight [num, dim]
+ * (normal(0, 1) as PyTorch) picked by the integer indices idx [...]:
+ * [..., dim]. Its gradient adds up the rows of an index that repeats. */
+static FeVal build_embedding(FeCall *c) {
+  Value *idx = input(c);
+  if (!positive(c, "num") || !positive(c, "dim"))
+    return (FeVal){.kind = FE_ERROR};
+  FeVal *v = arg(c, "init");
+  Init init = v->kind == FE_INIT ? v->init : (Init){.kind = INIT_NORMAL, .a = 0, .b = 1};
+  Type t = ir_type(RT_F32, 2, (Size[]){arg(c, "num")->i, arg(c, "dim")->i});
+  Value *w = fe_param(c, "weight", t, init);
+  return result(c, ir_op(c->g, OP_gather, (Value *[]){w, idx}, 2, NULL, c->loc));
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 #define X {"x", FA_TENSOR, NULL}
@@ -747,6 +761,8 @@ const FeLayer fe_layers[] = {
   REDUCE(sum), REDUCE(mean), REDUCE(max), REDUCE(min),
   {"dropout", build_dropout, OP_COUNT, {X, {"p", FA_FLOAT, "0.5"}}},
   RECURRENT(rnn), RECURRENT(lstm), RECURRENT(gru),
+  {"embedding", build_embedding, OP_gather,
+   {X, {"num", FA_SIZE, NULL}, {"dim", FA_SIZE, NULL}, INIT}},
 };
 
 const int fe_nlayers = (int)(sizeof fe_layers / sizeof *fe_layers);
