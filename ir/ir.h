@@ -315,6 +315,7 @@ int ir_scan_ninv(const Node *n);
 int ir_scan_nemit(const Node *n);
 void ir_scan_mask(Graph *body, Value *m, int nseq, int ncarry);
 void ir_sync_bodies(Graph *g);
+int ir_step_function(Graph *g);
 int ir_shape_scan(Graph *g, Node *n);
 
 /* shape.c */

@@ -26,6 +26,7 @@
  * the parent's bindings before passes and codegen. */
 #include "ir/ir.h"
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 static int fail(Graph *g, Node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -197,4 +198,25 @@ void ir_scan_mask(Graph *body, Value *m, int nseq, int ncarry) {
     body->outputs[i] = y;
     y->is_output = true;
   }
+}
+
+/* Generation's step function: g lowered with its sequence length bound to
+ * 1, each carry of each scan (in node order) becomes an input "state.<k>"
+ * in place of its initial value and its last value an output
+ * "state.<k>.next", so a caller runs the model one step at a time and hands
+ * the state from one call to the next. Returns the number of states. */
+int ir_step_function(Graph *g) {
+  int k = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = g->nodes[i];
+    for (int j = 0; n->op == OP_scan && j < n->attr.ncarry; j++, k++) {
+      char name[48];
+      snprintf(name, sizeof name, "state.%d", k);
+      Value *s = ir_input(g, name, n->in[n->attr.nseq + j]->type, n->loc);
+      n->in[n->attr.nseq + j] = s;
+      snprintf(name, sizeof name, "state.%d.next", k);
+      ir_output(g, n->out[j], n->out[j]->is_output ? NULL : name);  /* an output keeps its name */
+    }
+  }
+  return k;
 }
