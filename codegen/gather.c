@@ -42,51 +42,41 @@ static void cg_join(CgKernel *k, LLVMBasicBlockRef join) {
   LLVMPositionBuilderAtEnd(k->c->b, join);
 }
 
-static void gather(CgKernel *k) {
+/* Row r of the output (gather) or of dy (scatter_add) and the table row i
+ * it names, D elements each, where i is in the table. */
+static void copy_row(CgKernel *k, LLVMValueRef r, LLVMValueRef i, LLVMValueRef D) {
   CgCtx *c = k->c;
   const Node *n = k->n;
-  const Value *w = n->in[0], *idx = n->in[1], *y = n->out[0];
-  RtDType dt = y->type.dt;
-  LLVMValueRef D = cg_size(k, w->type.dim[1]), V = cg_size(k, w->type.dim[0]);
+  RtDType dt = n->out[0]->type.dt;
+  LLVMValueRef at_r = LLVMBuildNSWMul(c->b, r, D, ""), at_i = LLVMBuildNSWMul(c->b, i, D, "");
+  if (n->op == OP_gather) {
+    LLVMValueRef src = cg_gep(k, dt, cg_value_ptr(k, n->in[0]), at_i);
+    LLVMValueRef dst = cg_gep(k, dt, cg_value_ptr(k, n->out[0]), at_r);
+    LLVMBuildMemCpy(c->b, dst, 1, src, 1, LLVMBuildNSWMul(c->b, D, cg_i64(c, rt_dtype_size(dt)), ""));
+    return;
+  }
+  CgLoop E;
+  LLVMValueRef e = cg_for(k, &E, cg_i64(c, 0), D, cg_i64(c, 1));
+  LLVMValueRef in = cg_gep(k, dt, cg_value_ptr(k, n->in[0]), LLVMBuildNSWAdd(c->b, at_r, e, ""));
+  LLVMValueRef v = LLVMBuildLoad2(c->b, cg_elem_type(c, dt), in, "");
+  cg_add_to(k, dt, cg_value_ptr(k, n->out[0]), LLVMBuildNSWAdd(c->b, at_i, e, ""), v);
+  cg_endfor(k, &E);
+}
+
+void cg_gather_kernel(CgKernel *k) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  const Value *idx = n->in[1], *y = n->out[0];
+  const Type *table = n->op == OP_gather ? &n->in[0]->type : &y->type;
+  LLVMValueRef D = cg_size(k, table->dim[1]), V = cg_size(k, table->dim[0]);
   LLVMValueRef rows = numel(k, &idx->type, 0, idx->type.rank);
-  LLVMValueRef row = LLVMBuildNSWMul(c->b, D, cg_i64(c, rt_dtype_size(dt)), "");
-  cg_zero(k, dt, cg_value_ptr(k, y), cg_i64(c, 0), LLVMBuildNSWMul(c->b, rows, D, ""));
+  LLVMValueRef out_rows = n->op == OP_gather ? rows : V;
+  cg_zero(k, y->type.dt, cg_value_ptr(k, y), cg_i64(c, 0), LLVMBuildNSWMul(c->b, out_rows, D, ""));
   CgLoop L;
   LLVMValueRef r = cg_for(k, &L, cg_i64(c, 0), rows, cg_i64(c, 1)), ok;
   LLVMValueRef i = load_index(k, idx, r, V, &ok);
   LLVMBasicBlockRef join = cg_when(k, ok);
-  LLVMValueRef src = cg_gep(k, dt, cg_value_ptr(k, w), LLVMBuildNSWMul(c->b, i, D, ""));
-  LLVMValueRef dst = cg_gep(k, dt, cg_value_ptr(k, y), LLVMBuildNSWMul(c->b, r, D, ""));
-  LLVMBuildMemCpy(c->b, dst, 1, src, 1, row);
+  copy_row(k, r, i, D);
   cg_join(k, join);
   cg_endfor(k, &L);
-}
-
-static void scatter_add(CgKernel *k) {
-  CgCtx *c = k->c;
-  const Node *n = k->n;
-  const Value *dy = n->in[0], *idx = n->in[1], *y = n->out[0];
-  RtDType dt = y->type.dt;
-  LLVMValueRef D = cg_size(k, y->type.dim[1]), V = cg_size(k, y->type.dim[0]);
-  LLVMValueRef rows = numel(k, &idx->type, 0, idx->type.rank);
-  LLVMValueRef out = cg_value_ptr(k, y), in = cg_value_ptr(k, dy);
-  cg_zero(k, dt, out, cg_i64(c, 0), LLVMBuildNSWMul(c->b, V, D, ""));
-  CgLoop L, E;
-  LLVMValueRef r = cg_for(k, &L, cg_i64(c, 0), rows, cg_i64(c, 1)), ok;
-  LLVMValueRef i = load_index(k, idx, r, V, &ok);
-  LLVMBasicBlockRef join = cg_when(k, ok);
-  LLVMValueRef e = cg_for(k, &E, cg_i64(c, 0), D, cg_i64(c, 1));
-  LLVMValueRef at = LLVMBuildNSWAdd(c->b, LLVMBuildNSWMul(c->b, r, D, ""), e, "");
-  LLVMValueRef v = LLVMBuildLoad2(c->b, cg_elem_type(c, dt), cg_gep(k, dt, in, at), "");
-  cg_add_to(k, dt, out, LLVMBuildNSWAdd(c->b, LLVMBuildNSWMul(c->b, i, D, ""), e, ""), v);
-  cg_endfor(k, &E);
-  cg_join(k, join);
-  cg_endfor(k, &L);
-}
-
-void cg_gather_kernel(CgKernel *k) {
-  if (k->n->op == OP_gather)
-    gather(k);
-  else
-    scatter_add(k);
 }
