@@ -600,9 +600,10 @@ static Value *mm_t(FeCall *c, Graph *g, Value *a, Value *w) {
 }
 
 /* One layer's four parameters, named as PyTorch's. */
-static void layer_params(FeCall *c, const Cell *cl, int k, Size in, Size H, RtDType dt,
-                         Value **p) {
-  static const char *names[] = {"weight_ih_l%d", "weight_hh_l%d", "bias_ih_l%d", "bias_hh_l%d"};
+static void layer_params(FeCall *c, const Cell *cl, int k, const char *suffix, Size in, Size H,
+                         RtDType dt, Value **p) {
+  static const char *names[] = {"weight_ih_l%d%s", "weight_hh_l%d%s", "bias_ih_l%d%s",
+                                "bias_hh_l%d%s"};
   int64_t h = 1;
   sz_is_const(H, &h);
   double bound = 1 / sqrt((double)(h > 0 ? h : 1));
@@ -610,8 +611,8 @@ static void layer_params(FeCall *c, const Cell *cl, int k, Size in, Size H, RtDT
   Type t[4] = {ir_type(dt, 2, (Size[]){GH, in}), ir_type(dt, 2, (Size[]){GH, H}),
                ir_type(dt, 1, &GH), ir_type(dt, 1, &GH)};
   for (int i = 0; i < 4; i++) {
-    char name[32];
-    snprintf(name, sizeof name, names[i], k);
+    char name[48];
+    snprintf(name, sizeof name, names[i], k, suffix);
     p[i] = fe_param(c, name, t[i], (Init){.kind = INIT_UNIFORM, .a = -bound, .b = bound});
   }
 }
@@ -626,7 +627,8 @@ static Value *input_gates(FeCall *c, Value *x, Value *w, Value *bias) {
 }
 
 /* The scan of one layer: returns the node (outputs: last carries, then hs). */
-static Node *layer_scan(FeCall *c, const Cell *cl, Value *x, Value **p, Value **init, Value *mask) {
+static Node *layer_scan(FeCall *c, const Cell *cl, Value *x, Value **p, Value **init, Value *mask,
+                        bool reverse) {
   Graph *b = ir_body_new(c->g, cl->kind);
   Size N = x->type.dim[0], T = x->type.dim[1], H = p[1]->type.dim[1];
   RtDType dt = x->type.dt;
@@ -656,7 +658,7 @@ static Node *layer_scan(FeCall *c, const Cell *cl, Value *x, Value **p, Value **
   ir_output(b, h, "y");
   if (m_t)
     ir_scan_mask(b, m_t, nseq, cl->carries);
-  return ir_scan(c->g, b, in, nseq, cl->carries, 2, 1, false, T, c->loc);
+  return ir_scan(c->g, b, in, nseq, cl->carries, 2, 1, reverse, T, c->loc);
 }
 
 /* The initial state given by name (h0, c0), checked as [N, H], or zeros. */
@@ -678,30 +680,75 @@ static bool initial(FeCall *c, const char *name, int layers, Size N, Size H, RtD
   return true;
 }
 
+/* [a, b] along the last axis, a and b [..., H] of a constant H: a E_a +
+ * b E_b with E_a = [I 0], E_b = [0 I] (a stand-in until the IR has concat). */
+static Value *concat_last(FeCall *c, Value *a, Value *b) {
+  Type t = a->type;
+  int64_t h, r = t.rank;
+  if (!sz_is_const(t.dim[r - 1], &h) || h > 4096) {
+    lfail(c, c->loc, "bidirectional needs a constant hidden size up to 4096");
+    return NULL;
+  }
+  size_t es = rt_dtype_size(t.dt);
+  char *e = rt_arena_alloc(c->g->arena, (size_t)(2 * h * h) * es * 2);
+  memset(e, 0, (size_t)(2 * h * h) * es * 2);
+  Value *sel[2];
+  for (int side = 0; side < 2; side++) {
+    char *m = e + (size_t)side * 2 * h * h * es;
+    for (int64_t i = 0; i < h; i++) {
+      int64_t at = i * 2 * h + side * h + i;
+      if (t.dt == RT_F64)
+        ((double *)m)[at] = 1;
+      else
+        ((float *)m)[at] = 1;
+    }
+    sel[side] = ir_const(c->g, ir_type_const(t.dt, 2, (int64_t[]){h, 2 * h}), m);
+  }
+  Size rows = numel(&t, 0, r - 1);
+  Value *a2 = reshape(c, a, 2, (Size[]){rows, t.dim[r - 1]});
+  Value *b2 = reshape(c, b, 2, (Size[]){rows, t.dim[r - 1]});
+  Value *ab = ir_op2(c->g, OP_add, ir_op2(c->g, OP_matmul, a2, sel[0], c->loc),
+                     ir_op2(c->g, OP_matmul, b2, sel[1], c->loc), c->loc);
+  t.dim[r - 1] = sz_const(2 * h);
+  return reshape(c, ab, (int)r, t.dim);
+}
+
 static FeVal build_recurrent(FeCall *c) {
   const Cell *cl = cell_of(c);
   Value *x = input(c), *mask = given(c, "mask") ? arg(c, "mask")->t : NULL;
   Type xt = x->type;
   Size H = arg(c, "hidden")->i;
+  bool bi = arg(c, "bidirectional")->b;
   int layers;
   if (!positive(c, "hidden") || !int_at_least(c, "layers", arg(c, "layers"), 1, &layers))
     return (FeVal){.kind = FE_ERROR};
   if (xt.rank != 3 || !ir_is_float(xt.dt))
     return lfail(c, c->loc, "expects x as f32[N, T, D] (batch first), got %s", TS(c, &xt));
+  if (bi && (given(c, "h0") || given(c, "c0")))
+    return lfail(c, c->loc, "h0= and c0= are for one direction; not with bidirectional=true");
   Value *init[2];
   if (!initial(c, "h0", layers, xt.dim[0], H, xt.dt, &init[0]) ||
       (cl->carries > 1 && !initial(c, "c0", layers, xt.dim[0], H, xt.dt, &init[1])))
     return (FeVal){.kind = FE_ERROR};
-  Node *s = NULL;
-  for (int k = 0; k < layers; k++) {
-    Value *p[4];
-    layer_params(c, cl, k, x->type.dim[2], H, xt.dt, p);
+  Value *last = NULL;
+  for (int k = 0; k < layers && x; k++) {
+    Value *p[4], *in = x;
     if (k > 0)
       initial(c, "h0", 1, xt.dim[0], H, xt.dt, &init[0]), init[1] = init[0];
-    s = layer_scan(c, cl, x, p, init, mask);
+    layer_params(c, cl, k, "", in->type.dim[2], H, xt.dt, p);
+    Node *s = layer_scan(c, cl, in, p, init, mask, false);
     x = s->out[cl->carries];
+    last = s->out[0];
+    if (!bi)
+      continue;
+    layer_params(c, cl, k, "_reverse", in->type.dim[2], H, xt.dt, p);
+    Node *r = layer_scan(c, cl, in, p, init, mask, true);
+    x = concat_last(c, x, r->out[cl->carries]);
+    last = x ? concat_last(c, last, r->out[0]) : NULL;
   }
-  return result(c, arg(c, "last")->b ? s->out[0] : x);
+  if (!x || !last)
+    return (FeVal){.kind = FE_ERROR};
+  return result(c, arg(c, "last")->b ? last : x);
 }
 
 /* embedding(idx, num, dim): nn.Embedding, rows of weight [num, dim]
@@ -730,7 +777,8 @@ static FeVal build_embedding(FeCall *c) {
 #define RECURRENT(name) \
   {#name, build_recurrent, OP_scan, \
    {X, {"hidden", FA_SIZE, NULL}, {"layers", FA_INT, "1"}, {"last", FA_BOOL, "false"}, \
-    {"h0", FA_TENSOR, ""}, {"c0", FA_TENSOR, ""}, {"mask", FA_TENSOR, ""}}}
+    {"h0", FA_TENSOR, ""}, {"c0", FA_TENSOR, ""}, {"mask", FA_TENSOR, ""}, \
+    {"bidirectional", FA_BOOL, "false"}}}
 
 const FeLayer fe_layers[] = {
   {"dense", build_dense, OP_matmul,

@@ -1,7 +1,9 @@
 """PyTorch fixtures for tests/seq: nn.RNN, nn.LSTM and nn.GRU (batch_first,
 two layers) with seeded random weights, under kiln's parameter names
 (`hs.weight_ih_l0`, ...: the layer call `hs = lstm(x, 6, layers=2)`), their
-outputs and the gradients of loss = sum(hs * r) for a fixed random r.
+outputs and the gradients of loss = sum(hs * r) for a fixed random r; and
+the same bidirectional (KIND_bi.safetensors, `hs.weight_ih_l0_reverse`...,
+outputs [3, 5, 12], the last state h_n of both directions concatenated).
 
 For each kind it writes KIND.safetensors beside this script, f32:
   x, r, mask             input [3, 5, 4], loss weights [3, 5, 6], a 0/1 mask
@@ -51,13 +53,13 @@ def f32(t):
     return t.detach().to(torch.float32).numpy()
 
 
-def fixture(kind, seed):
+def fixture(kind, seed, bidirectional=False):
     gen = torch.Generator().manual_seed(seed)
     make = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
     torch.manual_seed(seed)
-    net = make(D, H, num_layers=LAYERS, batch_first=True)
+    net = make(D, H, num_layers=LAYERS, batch_first=True, bidirectional=bidirectional)
     x = torch.randn(N, T, D, generator=gen).float()
-    r = torch.randn(N, T, H, generator=gen).float()
+    r = torch.randn(N, T, 2 * H if bidirectional else H, generator=gen).float()
     mask = torch.tensor([[1.0 if t < n else 0.0 for t in range(T)] for n in LENGTHS])
     out = {"x": f32(x), "r": f32(r), "mask": f32(mask)}
     for name, p in net.named_parameters():
@@ -75,10 +77,13 @@ def fixture(kind, seed):
     with torch.no_grad():
         _, state = net(packed)
     h_n = state[0] if kind == "lstm" else state
-    out["ref.last_packed"] = f32(h_n[-1])
-    write_safetensors(os.path.join(HERE, kind + ".safetensors"), out)
+    last = torch.cat([h_n[-2], h_n[-1]], dim=1) if bidirectional else h_n[-1]
+    out["ref.last_packed"] = f32(last)
+    name = kind + ("_bi" if bidirectional else "")
+    write_safetensors(os.path.join(HERE, name + ".safetensors"), out)
 
 
 if __name__ == "__main__":
     for i, kind in enumerate(["rnn", "lstm", "gru"]):
         fixture(kind, 7 + i)
+        fixture(kind, 17 + i, bidirectional=True)

@@ -1,4 +1,5 @@
-/* rnn, lstm and gru layers (two layers, batch first) against PyTorch's
+/* rnn, lstm and gru layers (two layers, batch first, one direction and
+ * bidirectional) against PyTorch's
  * nn.RNN, nn.LSTM and nn.GRU with the same weights: the outputs at every
  * step, the gradients of sum(hs * r) with respect to every parameter, and
  * the final state of a masked batch against PyTorch's packed sequences.
@@ -49,11 +50,20 @@ static void load_params(Model *m, const RtSafetensors *st) {
     model_set(m, m->g->params[i], from_fixture(m, st, m->g->params[i]->name));
 }
 
-static void check_steps(const char *kind) {
-  RtSafetensors st = fixture(kind);
+/* The fixture of kind, bidirectional or not, and the layer's arguments. */
+static RtSafetensors fixture_of(const char *kind, bool bi) {
+  char name[32];
+  snprintf(name, sizeof name, "%s%s", kind, bi ? "_bi" : "");
+  return fixture(name);
+}
+
+static void check_steps(const char *kind, bool bi) {
+  RtSafetensors st = fixture_of(kind, bi);
   char src[256];
   snprintf(src, sizeof src,
-           "model m(x: f32[3, 5, 4]) -> (hs: f32[3, 5, 6]) { hs = %s(x, 6, layers=2) }", kind);
+           "model m(x: f32[3, 5, 4]) -> (hs: f32[3, 5, %d]) {\n"
+           "  hs = %s(x, 6, layers=2, bidirectional=%s)\n}", bi ? 12 : 6, kind,
+           bi ? "true" : "false");
   Model m;
   lower(&m, src);
   Graph *g = m.g;
@@ -64,7 +74,7 @@ static void check_steps(const char *kind) {
                   NOLOC);
   for (int i = 0; i < g->nparams; i++)
     g->params[i]->wrt = true;
-  assert_int_equal(g->nparams, 8);
+  assert_int_equal(g->nparams, bi ? 16 : 8);
   ad_compile(&m);
   load_params(&m, &st);
   model_set(&m, g->inputs[0], from_fixture(&m, &st, "x"));
@@ -83,12 +93,13 @@ static void check_steps(const char *kind) {
   rt_st_free(&st);
 }
 
-static void check_packed(const char *kind) {
-  RtSafetensors st = fixture(kind);
+static void check_packed(const char *kind, bool bi) {
+  RtSafetensors st = fixture_of(kind, bi);
   char src[256];
   snprintf(src, sizeof src,
-           "model m(x: f32[3, 5, 4], mask: f32[3, 5]) -> (hs: f32[3, 6]) {\n"
-           "  hs = %s(x, 6, layers=2, mask=mask, last=true)\n}", kind);
+           "model m(x: f32[3, 5, 4], mask: f32[3, 5]) -> (hs: f32[3, %d]) {\n"
+           "  hs = %s(x, 6, layers=2, mask=mask, last=true, bidirectional=%s)\n}", bi ? 12 : 6,
+           kind, bi ? "true" : "false");
   Model m;
   lower(&m, src);
   ad_compile(&m);
@@ -152,22 +163,28 @@ static void check_fd(const char *kind) {
 
 static void test_rnn(void **state) {
   (void)state;
-  check_steps("rnn");
-  check_packed("rnn");
+  for (int bi = 0; bi < 2; bi++) {
+    check_steps("rnn", bi);
+    check_packed("rnn", bi);
+  }
   check_fd("rnn");
 }
 
 static void test_lstm(void **state) {
   (void)state;
-  check_steps("lstm");
-  check_packed("lstm");
+  for (int bi = 0; bi < 2; bi++) {
+    check_steps("lstm", bi);
+    check_packed("lstm", bi);
+  }
   check_fd("lstm");
 }
 
 static void test_gru(void **state) {
   (void)state;
-  check_steps("gru");
-  check_packed("gru");
+  for (int bi = 0; bi < 2; bi++) {
+    check_steps("gru", bi);
+    check_packed("gru", bi);
+  }
   check_fd("gru");
 }
 
