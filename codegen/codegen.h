@@ -132,6 +132,13 @@ void cg_dropout_kernel(CgKernel *k, const char *task_name);
 /* move.c: slice, unslice and concat as box copies */
 void cg_move_kernel(CgKernel *k, const char *task_name);
 
+/* scan.c: a scan node's kernel, a loop calling its compiled body */
+int64_t cg_scan_work_bytes(const Node *n);
+int cg_scan_kernel(CgKernel *k, const char *name, char *err, int errlen);
+
+/* gather.c: gather (embedding rows) and scatter_add (its gradient) */
+void cg_gather_kernel(CgKernel *k);
+
 /* module.c */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);
 int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int errlen);

@@ -14,7 +14,8 @@
 #include <string.h>
 
 typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD,
-               L_DROPOUT, L_MOVE } LowerKind;
+               L_DROPOUT, L_MOVE,
+               L_SCAN, L_GATHER } LowerKind;
 
 static const LowerKind lower_kind[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) L_##lower,
@@ -47,6 +48,8 @@ int64_t cg_work_bytes(const Graph *g, const Node *n, int threads) {
   }
   if (lower_kind[n->op] == L_CONV_BWD)
     return cg_conv_bwd_work_bytes(g, n, threads);
+  if (lower_kind[n->op] == L_SCAN)
+    return cg_scan_work_bytes(n);
   return 0;
 }
 
@@ -119,6 +122,11 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, 
   case L_POOL_BWD: cg_pool_bwd_kernel(&k, task); break;
   case L_DROPOUT: cg_dropout_kernel(&k, task); break;
   case L_MOVE: cg_move_kernel(&k, task); break;
+  case L_SCAN:
+    if (cg_scan_kernel(&k, name, err, errlen))
+      return NULL;
+    break;
+  case L_GATHER: cg_gather_kernel(&k); break;
   case L_VIEW:
     if (!n->out[0]->alias)
       cg_copy_kernel(&k);

@@ -12,6 +12,7 @@
  * the filters). The user's documentation is docs/language.md, "Layers". */
 #include "frontend/frontend.h"
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #define TS(c, t) ir_type_str((c)->g, (t), (char[200]){0}, 200)
@@ -1042,6 +1043,260 @@ static FeVal build_pad(FeCall *c) {
   return result(c, ir_op(c->g, OP_unslice, &x, 1, &a, c->loc));
 }
 
+/* ---- recurrent layers: rnn, lstm, gru ----------------------------------------- */
+
+/* PyTorch's nn.RNN (tanh), nn.LSTM and nn.GRU on x [N, T, D] (batch_first),
+ * each layer a scan (ir/scan.c) whose body is the cell. Parameters as
+ * PyTorch names and lays them out, per layer k: weight_ih_lk [G*H, in],
+ * weight_hh_lk [G*H, H], bias_ih_lk and bias_hh_lk [G*H], G the gates
+ * (1; 4 in the order i, f, g, o; 3 in the order r, z, n), all drawn from
+ * uniform(-1/sqrt(H), 1/sqrt(H)) as PyTorch does. The input projection
+ * x W_ih^T + b_ih of all steps is one GEMM before the scan; the body adds
+ * h W_hh^T + b_hh and applies the cell:
+ *   rnn   h' = tanh(gi + gh)
+ *   lstm  c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(c')
+ *   gru   r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z),
+ *         n = tanh(gi_n + r gh_n),  h' = (1 - z) n + z h
+ * Result: the last layer's h at every step [N, T, H], or with last=true its
+ * final h [N, H]. h0= (and c0= for lstm), [N, H], start the first layer;
+ * mask= [N, T] (1 within a sequence, 0 past its end) keeps each sequence's
+ * state past its length and zeroes its outputs there, as packed sequences
+ * do in PyTorch, so last=true gives each sequence's own final state.
+ * A gate is taken out of [N, G*H] by a product with a one-hot row and a sum
+ * (gate_of): a stand-in until the IR has a slicing op. */
+typedef struct Cell {
+  const char *kind;
+  int gates, carries;
+  Value *(*step)(Graph *b, Value *gi, Value *gh, Value **carry, Value **next, SrcLoc loc);
+} Cell;
+
+/* Gate k of n from z [N, n*H], as [N, H]. */
+static Value *gate_of(Graph *b, Value *z, int k, int n, SrcLoc loc) {
+  Size N = z->type.dim[0], H = sz_floordiv_const(z->type.dim[1], n);
+  Attr a = ir_attr();
+  a.rank = 3;
+  a.shape[0] = N, a.shape[1] = sz_const(n), a.shape[2] = H;
+  Value *z3 = ir_op(b, OP_reshape, &z, 1, &a, loc);
+  double one[8] = {0};
+  float onef[8] = {0};
+  one[k] = 1, onef[k] = 1;
+  Value *sel = ir_const(b, ir_type_const(z->type.dt, 3, (int64_t[]){1, n, 1}),
+                        z->type.dt == RT_F64 ? (void *)one : (void *)onef);
+  Attr s = ir_attr();
+  s.axes = 1u << 1;
+  return ir_op(b, OP_sum, (Value *[]){ir_op2(b, OP_mul, z3, sel, loc)}, 1, &s, loc);
+}
+
+static Value *sig(Graph *b, Value *x, SrcLoc loc) { return ir_op1(b, OP_sigmoid, x, loc); }
+static Value *th(Graph *b, Value *x, SrcLoc loc) { return ir_op1(b, OP_tanh, x, loc); }
+
+static Value *rnn_step(Graph *b, Value *gi, Value *gh, Value **carry, Value **next, SrcLoc loc) {
+  (void)carry;
+  return next[0] = th(b, ir_op2(b, OP_add, gi, gh, loc), loc);
+}
+
+static Value *lstm_step(Graph *b, Value *gi, Value *gh, Value **carry, Value **next, SrcLoc loc) {
+  Value *z = ir_op2(b, OP_add, gi, gh, loc);
+  Value *i = sig(b, gate_of(b, z, 0, 4, loc), loc), *f = sig(b, gate_of(b, z, 1, 4, loc), loc);
+  Value *g = th(b, gate_of(b, z, 2, 4, loc), loc), *o = sig(b, gate_of(b, z, 3, 4, loc), loc);
+  next[1] = ir_op2(b, OP_add, ir_op2(b, OP_mul, f, carry[1], loc), ir_op2(b, OP_mul, i, g, loc), loc);
+  return next[0] = ir_op2(b, OP_mul, o, th(b, next[1], loc), loc);
+}
+
+static Value *gru_step(Graph *b, Value *gi, Value *gh, Value **carry, Value **next, SrcLoc loc) {
+  Value *r = sig(b, ir_op2(b, OP_add, gate_of(b, gi, 0, 3, loc), gate_of(b, gh, 0, 3, loc), loc), loc);
+  Value *z = sig(b, ir_op2(b, OP_add, gate_of(b, gi, 1, 3, loc), gate_of(b, gh, 1, 3, loc), loc), loc);
+  Value *rn = ir_op2(b, OP_mul, r, gate_of(b, gh, 2, 3, loc), loc);
+  Value *n = th(b, ir_op2(b, OP_add, gate_of(b, gi, 2, 3, loc), rn, loc), loc);
+  Value *zh = ir_op2(b, OP_mul, z, ir_op2(b, OP_sub, carry[0], n, loc), loc);
+  return next[0] = ir_op2(b, OP_add, n, zh, loc);     /* (1 - z) n + z h */
+}
+
+static const Cell cells[] = {
+    {"rnn", 1, 1, rnn_step},
+    {"lstm", 4, 2, lstm_step},
+    {"gru", 3, 1, gru_step},
+};
+
+static const Cell *cell_of(FeCall *c) {
+  for (int i = 0; i < 3; i++)
+    if (!strcmp(cells[i].kind, c->layer->name))
+      return &cells[i];
+  return NULL;
+}
+
+static Value *mm_t(FeCall *c, Graph *g, Value *a, Value *w) {
+  Attr at = ir_attr();
+  at.trans_b = true;
+  return ir_op(g, OP_matmul, (Value *[]){a, w}, 2, &at, c->loc);
+}
+
+/* One layer's four parameters, named as PyTorch's. */
+static void layer_params(FeCall *c, const Cell *cl, int k, const char *suffix, Size in, Size H,
+                         RtDType dt, Value **p) {
+  static const char *names[] = {"weight_ih_l%d%s", "weight_hh_l%d%s", "bias_ih_l%d%s",
+                                "bias_hh_l%d%s"};
+  int64_t h = 1;
+  sz_is_const(H, &h);
+  double bound = 1 / sqrt((double)(h > 0 ? h : 1));
+  Size GH = sz_mul(sz_const(cl->gates), H);
+  Type t[4] = {ir_type(dt, 2, (Size[]){GH, in}), ir_type(dt, 2, (Size[]){GH, H}),
+               ir_type(dt, 1, &GH), ir_type(dt, 1, &GH)};
+  for (int i = 0; i < 4; i++) {
+    char name[48];
+    snprintf(name, sizeof name, names[i], k, suffix);
+    p[i] = fe_param(c, name, t[i], (Init){.kind = INIT_UNIFORM, .a = -bound, .b = bound});
+  }
+}
+
+/* x [N, T, in] W_ih^T + b_ih: [N, T, G*H], one GEMM over all steps. */
+static Value *input_gates(FeCall *c, Value *x, Value *w, Value *bias) {
+  Type xt = x->type;
+  Size GH = w->type.dim[0];
+  Value *x2 = reshape(c, x, 2, (Size[]){sz_mul(xt.dim[0], xt.dim[1]), xt.dim[2]});
+  Value *y = ir_op2(c->g, OP_add, mm_t(c, c->g, x2, w), bias, c->loc);
+  return reshape(c, y, 3, (Size[]){xt.dim[0], xt.dim[1], GH});
+}
+
+/* The scan of one layer: returns the node (outputs: last carries, then hs). */
+static Node *layer_scan(FeCall *c, const Cell *cl, Value *x, Value **p, Value **init, Value *mask,
+                        bool reverse) {
+  Graph *b = ir_body_new(c->g, cl->kind);
+  Size N = x->type.dim[0], T = x->type.dim[1], H = p[1]->type.dim[1];
+  RtDType dt = x->type.dt;
+  Value *gi = input_gates(c, x, p[0], p[2]);
+  Value *in[8], *carry[2], *next[2];
+  int nseq = 0, k = 0;
+  in[k++] = gi;
+  Value *gi_t = ir_input(b, "gi", ir_type(dt, 2, (Size[]){N, gi->type.dim[2]}), c->loc);
+  Value *m_t = NULL;
+  if (mask) {
+    in[k++] = mask;
+    m_t = ir_input(b, "m", ir_type(mask->type.dt, 1, &N), c->loc);
+  }
+  nseq = k;
+  for (int i = 0; i < cl->carries; i++) {
+    in[k++] = init[i];
+    carry[i] = ir_input(b, i ? "c" : "h", ir_type(dt, 2, (Size[]){N, H}), c->loc);
+  }
+  Value *whh = ir_input(b, "weight_hh", p[1]->type, c->loc);
+  Value *bhh = ir_input(b, "bias_hh", p[3]->type, c->loc);
+  in[k++] = p[1];
+  in[k++] = p[3];
+  Value *gh = ir_op2(b, OP_add, mm_t(c, b, carry[0], whh), bhh, c->loc);
+  Value *h = cl->step(b, gi_t, gh, carry, next, c->loc);
+  for (int i = 0; i < cl->carries; i++)
+    ir_output(b, next[i], i ? "c" : "h");
+  ir_output(b, h, "y");
+  if (m_t)
+    ir_scan_mask(b, m_t, nseq, cl->carries);
+  return ir_scan(c->g, b, in, nseq, cl->carries, 2, 1, reverse, T, c->loc);
+}
+
+/* The initial state given by name (h0, c0), checked as [N, H], or zeros. */
+static bool initial(FeCall *c, const char *name, int layers, Size N, Size H, RtDType dt,
+                    Value **out) {
+  Type want = ir_type(dt, 2, (Size[]){N, H});
+  FeVal *v = arg(c, name);
+  if (v->kind == FE_NONE) {
+    Attr a = ir_attr();
+    a.rank = 2, a.shape[0] = N, a.shape[1] = H;
+    *out = ir_op(c->g, OP_expand, (Value *[]){ir_scalar(c->g, dt, 0)}, 1, &a, c->loc);
+    return true;
+  }
+  if (layers != 1 || !ir_type_eq(&v->t->type, &want)) {
+    lfail(c, v->loc, "%s must be %s (one layer), got %s", name, TS(c, &want), TS(c, &v->t->type));
+    return false;
+  }
+  *out = v->t;
+  return true;
+}
+
+/* [a, b] along the last axis, a and b [..., H] of a constant H: a E_a +
+ * b E_b with E_a = [I 0], E_b = [0 I] (a stand-in until the IR has concat). */
+static Value *concat_last(FeCall *c, Value *a, Value *b) {
+  Type t = a->type;
+  int64_t h, r = t.rank;
+  if (!sz_is_const(t.dim[r - 1], &h) || h > 4096) {
+    lfail(c, c->loc, "bidirectional needs a constant hidden size up to 4096");
+    return NULL;
+  }
+  size_t es = rt_dtype_size(t.dt);
+  char *e = rt_arena_alloc(c->g->arena, (size_t)(2 * h * h) * es * 2);
+  memset(e, 0, (size_t)(2 * h * h) * es * 2);
+  Value *sel[2];
+  for (int side = 0; side < 2; side++) {
+    char *m = e + (size_t)side * 2 * h * h * es;
+    for (int64_t i = 0; i < h; i++) {
+      int64_t at = i * 2 * h + side * h + i;
+      if (t.dt == RT_F64)
+        ((double *)m)[at] = 1;
+      else
+        ((float *)m)[at] = 1;
+    }
+    sel[side] = ir_const(c->g, ir_type_const(t.dt, 2, (int64_t[]){h, 2 * h}), m);
+  }
+  Size rows = numel(&t, 0, r - 1);
+  Value *a2 = reshape(c, a, 2, (Size[]){rows, t.dim[r - 1]});
+  Value *b2 = reshape(c, b, 2, (Size[]){rows, t.dim[r - 1]});
+  Value *ab = ir_op2(c->g, OP_add, ir_op2(c->g, OP_matmul, a2, sel[0], c->loc),
+                     ir_op2(c->g, OP_matmul, b2, sel[1], c->loc), c->loc);
+  t.dim[r - 1] = sz_const(2 * h);
+  return reshape(c, ab, (int)r, t.dim);
+}
+
+static FeVal build_recurrent(FeCall *c) {
+  const Cell *cl = cell_of(c);
+  Value *x = input(c), *mask = given(c, "mask") ? arg(c, "mask")->t : NULL;
+  Type xt = x->type;
+  Size H = arg(c, "hidden")->i;
+  bool bi = arg(c, "bidirectional")->b;
+  int layers;
+  if (!positive(c, "hidden") || !int_at_least(c, "layers", arg(c, "layers"), 1, &layers))
+    return (FeVal){.kind = FE_ERROR};
+  if (xt.rank != 3 || !ir_is_float(xt.dt))
+    return lfail(c, c->loc, "expects x as f32[N, T, D] (batch first), got %s", TS(c, &xt));
+  if (bi && (given(c, "h0") || given(c, "c0")))
+    return lfail(c, c->loc, "h0= and c0= are for one direction; not with bidirectional=true");
+  Value *init[2];
+  if (!initial(c, "h0", layers, xt.dim[0], H, xt.dt, &init[0]) ||
+      (cl->carries > 1 && !initial(c, "c0", layers, xt.dim[0], H, xt.dt, &init[1])))
+    return (FeVal){.kind = FE_ERROR};
+  Value *last = NULL;
+  for (int k = 0; k < layers && x; k++) {
+    Value *p[4], *in = x;
+    if (k > 0)
+      initial(c, "h0", 1, xt.dim[0], H, xt.dt, &init[0]), init[1] = init[0];
+    layer_params(c, cl, k, "", in->type.dim[2], H, xt.dt, p);
+    Node *s = layer_scan(c, cl, in, p, init, mask, false);
+    x = s->out[cl->carries];
+    last = s->out[0];
+    if (!bi)
+      continue;
+    layer_params(c, cl, k, "_reverse", in->type.dim[2], H, xt.dt, p);
+    Node *r = layer_scan(c, cl, in, p, init, mask, true);
+    x = concat_last(c, x, r->out[cl->carries]);
+    last = x ? concat_last(c, last, r->out[0]) : NULL;
+  }
+  if (!x || !last)
+    return (FeVal){.kind = FE_ERROR};
+  return result(c, arg(c, "last")->b ? last : x);
+}
+
+/* embedding(idx, num, dim): nn.Embedding, rows of weight [num, dim]
+ * (normal(0, 1) as PyTorch) picked by the integer indices idx [...]:
+ * [..., dim]. Its gradient adds up the rows of an index that repeats. */
+static FeVal build_embedding(FeCall *c) {
+  Value *idx = input(c);
+  if (!positive(c, "num") || !positive(c, "dim"))
+    return (FeVal){.kind = FE_ERROR};
+  FeVal *v = arg(c, "init");
+  Init init = v->kind == FE_INIT ? v->init : (Init){.kind = INIT_NORMAL, .a = 0, .b = 1};
+  Type t = ir_type(RT_F32, 2, (Size[]){arg(c, "num")->i, arg(c, "dim")->i});
+  Value *w = fe_param(c, "weight", t, init);
+  return result(c, ir_op(c->g, OP_gather, (Value *[]){w, idx}, 2, NULL, c->loc));
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 #define X {"x", FA_TENSOR, NULL}
@@ -1071,6 +1326,12 @@ static FeVal build_pad(FeCall *c) {
   {#name, build_pool, OP_avgpool2d, \
    {X, K, {"stride", FA_INTS, ""}, PAD, {"ceil_mode", FA_BOOL, "false"}, \
     {"count_include_pad", FA_BOOL, "true"}}}
+
+#define RECURRENT(name) \
+  {#name, build_recurrent, OP_scan, \
+   {X, {"hidden", FA_SIZE, NULL}, {"layers", FA_INT, "1"}, {"last", FA_BOOL, "false"}, \
+    {"h0", FA_TENSOR, ""}, {"c0", FA_TENSOR, ""}, {"mask", FA_TENSOR, ""}, \
+    {"bidirectional", FA_BOOL, "false"}}}
 
 const FeLayer fe_layers[] = {
   {"dense", build_dense, OP_matmul,
@@ -1121,6 +1382,9 @@ const FeLayer fe_layers[] = {
   {"concat", build_concat, OP_concat, {{"xs", FA_TENSORS, NULL}, {"axis", FA_INT, "0"}}},
   {"pad", build_pad, OP_unslice,
    {X, {"pads", FA_INTS, NULL}, {"mode", FA_STR, "constant"}, {"value", FA_FLOAT, "0"}}},
+  RECURRENT(rnn), RECURRENT(lstm), RECURRENT(gru),
+  {"embedding", build_embedding, OP_gather,
+   {X, {"num", FA_SIZE, NULL}, {"dim", FA_SIZE, NULL}, INIT}},
 };
 
 const int fe_nlayers = (int)(sizeof fe_layers / sizeof *fe_layers);

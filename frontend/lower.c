@@ -86,6 +86,8 @@ typedef struct Lower {
   const FeMode *mode;         /* training or inference (NULL) */
   Value *counter;             /* dropout's step counter as this step reads it, once made */
   uint32_t ndropout;          /* dropout layers built: their streams */
+  Graph *root;                /* the model's graph; g is a scan body while one is lowered */
+  struct ScanCtx *scan;       /* the innermost scan being lowered, or NULL */
 } Lower;
 
 /* One model or block invocation. A for loop shares its frame (rebindings
@@ -108,6 +110,10 @@ struct FeNaming {
 
 static FeVal eval(Frame *fr, const Ast *e, const char *hint);
 static void lower_body(Frame *fr, Ast **body, int n);
+static Value *capture(Lower *lw, Value *v);
+static FeVal eval_scan(Frame *fr, const Ast *e);
+static FeVal eval_index(Frame *fr, const Ast *e);
+static void lower_emit(Frame *fr, const Ast *s);
 
 /* ---- values and messages ---------------------------------------------- */
 
@@ -401,7 +407,7 @@ static FeVal init_spec(Frame *fr, const Ast *e) {
  * (unless *quiet: one report per layer is enough) at loc. */
 static Value *new_param(Lower *lw, const char *name, Type t, Init init, Role role, SrcLoc loc,
                         bool *quiet) {
-  Value *old = ir_find_param(lw->g, name);
+  Value *old = ir_find_param(lw->root, name);
   if (old && !*quiet) {
     fail(lw, loc, "parameter name '%s' is already taken (by the one made at %d:%d); "
          "name this layer with name= or as", name, old->loc.line, old->loc.col);
@@ -413,10 +419,10 @@ static Value *new_param(Lower *lw, const char *name, Type t, Init init, Role rol
     init = (Init){.kind = INIT_ZEROS};
   }
   if (role == V_STATE)
-    return ir_state(lw->g, name, t, init, loc);
-  Value *v = ir_param(lw->g, name, t, init, loc);
+    return capture(lw, ir_state(lw->root, name, t, init, loc));
+  Value *v = ir_param(lw->root, name, t, init, loc);   /* a scan body reads it as an invariant */
   v->frozen = fe_frozen(lw->mode, name);
-  return v;
+  return capture(lw, v);
 }
 
 bool fe_frozen(const FeMode *mode, const char *name) {
@@ -578,6 +584,8 @@ static FeVal eval_name(Frame *fr, const Ast *e) {
   if (v) {
     FeVal r = *v;
     r.loc = e->loc;
+    if (r.kind == FE_TENSOR)
+      r.t = capture(fr->lw, r.t);      /* a value from outside a scan body */
     return r;
   }
   Lower *lw = fr->lw;
@@ -1337,8 +1345,9 @@ static bool index_item(Frame *fr, const Ast *it, int64_t len, int64_t *start, in
 }
 
 /* x[i, lo:hi:step, ...]: a slice of x, then the int-indexed axes dropped;
- * axes not indexed are taken whole. */
-static FeVal eval_index(Frame *fr, const Ast *e) {
+ * axes not indexed are taken whole. (eval_index: x[:, t] in a scan and
+ * zeros[...] first.) */
+static FeVal index_slices(Frame *fr, const Ast *e) {
   Lower *lw = fr->lw;
   FeVal x = eval(fr, e->lhs, NULL);
   if (x.kind == FE_ERROR)
@@ -1390,7 +1399,7 @@ static FeVal eval_node(Frame *fr, const Ast *e, const char *hint) {
   case AST_CALL: return eval_call(fr, e, hint);
   case AST_FIELD: return eval_field(fr, e);
   case AST_INDEX: return eval_index(fr, e);
-  case AST_SCAN: return unsupported(lw, e->loc, "scan (it arrives with sequence models)");
+  case AST_SCAN: return eval_scan(fr, e);
   case AST_ERROR: return v_error();
   default: return fail(lw, e->loc, "a %s is not an expression", ast_kind_name(e->kind));
   }
@@ -1536,7 +1545,7 @@ static void lower_stmt(Frame *fr, const Ast *s) {
   case AST_BIND: lower_bind(fr, s); break;
   case AST_PARAM: lower_param(fr, s); break;
   case AST_FOR: lower_for(fr, s); break;
-  case AST_EMIT: unsupported(lw, s->loc, "emit (scan arrives with sequence models)"); break;
+  case AST_EMIT: lower_emit(fr, s); break;
   case AST_ERROR: break;
   default: fail(lw, s->loc, "a %s is not a statement of a model", ast_kind_name(s->kind));
   }
@@ -1547,6 +1556,266 @@ static void lower_stmt(Frame *fr, const Ast *s) {
 static void lower_body(Frame *fr, Ast **body, int n) {
   for (int i = 0; i < n; i++)
     lower_stmt(fr, body[i]);
+}
+
+/* ---- scan ------------------------------------------------------------------ */
+
+/* A scan body is lowered into a graph of its own (ir/scan.c) by the same
+ * interpreter, with lw->g switched to it. Values from outside reach it as
+ * body inputs: a name bound outside becomes an invariant input when the
+ * body reads it (capture), a parameter a layer makes inside the body is
+ * made in the model's graph and captured, and x[:, t] on a sequence from
+ * outside becomes a scanned input. Carried names are body inputs too;
+ * rebinding one defines the next step's carry, and `emit` the step's
+ * outputs. The body's inputs are put in the scan's order at the end. */
+#define SCAN_MAX 64
+typedef struct ScanCtx {
+  struct ScanCtx *up;
+  Graph *outer;               /* the graph that holds the scan */
+  Graph *body;
+  const char *index;          /* the scan variable */
+  int axis;                   /* the scanned axis, -1 until x[.., t] is seen */
+  SrcLoc axis_at;
+  Value *seq_out[SCAN_MAX], *seq_in[SCAN_MAX];
+  int nseq;
+  Value *cap_out[SCAN_MAX], *cap_in[SCAN_MAX];
+  int ncap;
+  FeVal emits;                /* the last emit statement's values (FE_LIST), or kind 0 */
+  bool overflow;
+} ScanCtx;
+
+static bool in_graph(const Graph *g, const Value *v) {
+  return v->id < g->nvals && g->vals[v->id] == v;
+}
+
+static Value *capture(Lower *lw, Value *v) {
+  ScanCtx *sc = lw->scan;
+  if (!sc || !v || in_graph(lw->g, v))
+    return v;
+  if (!in_graph(sc->outer, v))
+    return v;                         /* a scan inside a scan body: not lowered */
+  for (int i = 0; i < sc->ncap; i++)
+    if (sc->cap_out[i] == v)
+      return sc->cap_in[i];
+  if (sc->ncap == SCAN_MAX) {
+    sc->overflow = true;
+    return v;
+  }
+  sc->cap_out[sc->ncap] = v;
+  return sc->cap_in[sc->ncap++] = ir_input(sc->body, v->name, v->type, v->loc);
+}
+
+static bool full_slice(const Ast *e) {
+  return e->kind == AST_SLICE && !e->lo && !e->hi && !e->step;
+}
+
+/* zeros[N, hidden] and ones[...]: a constant f32 tensor of that shape. */
+static FeVal filled(Frame *fr, const Ast *e, double x) {
+  Lower *lw = fr->lw;
+  Attr a = ir_attr();
+  if (e->nitems > IR_MAX_RANK)
+    return fail(lw, e->loc, "%s[...] takes at most %d sizes", e->lhs->name, IR_MAX_RANK);
+  a.rank = e->nitems;
+  for (int i = 0; i < e->nitems; i++) {
+    FeVal d = eval(fr, e->items[i], NULL);
+    if (d.kind == FE_ERROR)
+      return d;
+    if (d.kind != FE_INT)
+      return fail(lw, d.loc, "%s[...] takes sizes, got %s", e->lhs->name, describe(lw, &d));
+    a.shape[i] = d.i;
+  }
+  Value *k = ir_scalar(lw->g, RT_F32, x);
+  return v_tensor(ir_op(lw->g, OP_expand, &k, 1, &a, e->loc), e->loc);
+}
+
+/* Where the scan variable indexes, with full slices elsewhere: x[:, t]. */
+static int step_axis(const ScanCtx *sc, const Ast *e) {
+  int at = -1;
+  for (int i = 0; i < e->nitems; i++) {
+    const Ast *it = e->items[i];
+    if (it->kind == AST_NAME && !strcmp(it->name, sc->index) && at < 0)
+      at = i;
+    else if (!full_slice(it))
+      return -1;
+  }
+  return at;
+}
+
+/* x[:, t] in a scan body: step t of the sequence x, a scanned input. */
+static FeVal scan_step(Frame *fr, const Ast *e, int axis) {
+  Lower *lw = fr->lw;
+  ScanCtx *sc = lw->scan;
+  FeVal *x = e->lhs->kind == AST_NAME ? lookup(fr, e->lhs->name) : NULL;
+  if (!x || x->kind != FE_TENSOR || !in_graph(sc->outer, x->t))
+    return fail(lw, e->loc, "x[.., %s] steps through a tensor bound outside the scan", sc->index);
+  if (sc->axis >= 0 && sc->axis != axis)
+    return fail(lw, e->loc, "the scan steps along axis %d here and along axis %d at %d:%d; a scan "
+                "has one sequence axis", axis, sc->axis, sc->axis_at.line, sc->axis_at.col);
+  if (axis >= x->t->type.rank)
+    return fail(lw, e->loc, "%s is %s: it has no axis %d to step along", e->lhs->name,
+                type_str(lw, &x->t->type), axis);
+  sc->axis = axis;
+  sc->axis_at = e->loc;
+  for (int i = 0; i < sc->nseq; i++)
+    if (sc->seq_out[i] == x->t)
+      return v_tensor(sc->seq_in[i], e->loc);
+  if (sc->nseq == SCAN_MAX)
+    return fail(lw, e->loc, "a scan steps through at most %d sequences", SCAN_MAX);
+  Type t = x->t->type;
+  t.rank--;
+  for (int i = axis; i < t.rank; i++)
+    t.dim[i] = x->t->type.dim[i + 1];
+  sc->seq_out[sc->nseq] = x->t;
+  return v_tensor(sc->seq_in[sc->nseq++] = ir_input(sc->body, e->lhs->name, t, e->loc), e->loc);
+}
+
+static FeVal eval_index(Frame *fr, const Ast *e) {
+  Lower *lw = fr->lw;
+  if (e->lhs->kind == AST_NAME && !lookup(fr, e->lhs->name) &&
+      (!strcmp(e->lhs->name, "zeros") || !strcmp(e->lhs->name, "ones")))
+    return filled(fr, e, e->lhs->name[0] == 'o');
+  int axis = lw->scan ? step_axis(lw->scan, e) : -1;
+  if (axis >= 0)
+    return scan_step(fr, e, axis);
+  return index_slices(fr, e);
+}
+
+static void lower_emit(Frame *fr, const Ast *s) {
+  Lower *lw = fr->lw;
+  if (!lw->scan) {
+    fail(lw, s->loc, "'emit' outside of a scan body");
+    return;
+  }
+  FeVal v = {.kind = FE_LIST, .loc = s->loc, .nitems = s->nitems};
+  v.items = rt_arena_alloc(lw->arena, (size_t)(s->nitems + 1) * sizeof *v.items);
+  for (int i = 0; i < s->nitems; i++) {
+    v.items[i] = eval(fr, s->items[i], NULL);
+    if (v.items[i].kind != FE_TENSOR && v.items[i].kind != FE_ERROR)
+      fail(lw, v.items[i].loc, "emit takes tensors, got %s", describe(lw, &v.items[i]));
+  }
+  lw->scan->emits = v;
+}
+
+/* The outer frame's bindings, copied: rebinding in the body stays there. */
+static Binding *copy_vars(Lower *lw, const Binding *b) {
+  if (!b)
+    return NULL;
+  Binding *c = rt_arena_alloc(lw->arena, sizeof *c);
+  *c = *b;
+  c->next = copy_vars(lw, b->next);
+  return c;
+}
+
+static bool scan_range(Frame *fr, const Ast *e, Size *steps) {
+  Lower *lw = fr->lw;
+  FeVal lo = eval(fr, e->lo, NULL), hi = eval(fr, e->hi, NULL);
+  int64_t l;
+  if (lo.kind == FE_ERROR || hi.kind == FE_ERROR)
+    return false;
+  if (!const_int(&lo, &l) || l != 0) {
+    fail(lw, e->lo->loc, "a scan runs over 0..T; its start must be 0, got %s", describe(lw, &lo));
+    return false;
+  }
+  if (hi.kind != FE_INT) {
+    fail(lw, e->hi->loc, "a scan's length must be a size, got %s", describe(lw, &hi));
+    return false;
+  }
+  *steps = hi.i;
+  return true;
+}
+
+/* The body's inputs in the scan's order: sequences, carries, invariants. */
+static void order_inputs(ScanCtx *sc, Value **carries, int nc) {
+  Graph *b = sc->body;
+  int k = 0;
+  for (int i = 0; i < sc->nseq; i++)
+    b->inputs[k++] = sc->seq_in[i];
+  for (int i = 0; i < nc; i++)
+    b->inputs[k++] = carries[i];
+  for (int i = 0; i < sc->ncap; i++)
+    b->inputs[k++] = sc->cap_in[i];
+}
+
+/* The carries' last values, then the emitted ones, as the body's outputs. */
+static bool body_outputs(Frame *bf, const Ast *e, ScanCtx *sc) {
+  Lower *lw = bf->lw;
+  bool ok = true;
+  for (int i = 0; i < e->nitems; i++) {
+    FeVal *v = lookup(bf, e->items[i]->name);
+    ok &= v && v->kind == FE_TENSOR;
+    if (ok)
+      ir_output(sc->body, capture(lw, v->t), e->items[i]->name);
+  }
+  if (sc->emits.kind != FE_LIST) {
+    fail(lw, e->loc, "the scan body emits nothing: end it with emit h (the values to stack)");
+    return false;
+  }
+  for (int i = 0; i < sc->emits.nitems; i++) {
+    ok &= sc->emits.items[i].kind == FE_TENSOR;
+    if (ok)
+      ir_output(sc->body, capture(lw, sc->emits.items[i].t), NULL);
+  }
+  return ok;
+}
+
+static FeVal scan_result(Lower *lw, const Ast *e, ScanCtx *sc, Value **init, Size steps) {
+  int nc = e->nitems, n = 0;
+  Value *in[3 * SCAN_MAX];
+  for (int i = 0; i < sc->nseq; i++)
+    in[n++] = sc->seq_out[i];
+  for (int i = 0; i < nc; i++)
+    in[n++] = init[i];
+  for (int i = 0; i < sc->ncap; i++)
+    in[n++] = sc->cap_out[i];
+  Node *s = ir_scan(lw->g, sc->body, in, sc->nseq, nc, sc->ncap, sc->axis < 0 ? 1 : sc->axis,
+                    false, steps, e->loc);
+  int ne = s->nout - nc;
+  if (ne == 1)
+    return v_tensor(s->out[nc], e->loc);
+  FeVal r = {.kind = FE_TUPLE, .loc = e->loc, .nitems = ne};
+  r.items = rt_arena_alloc(lw->arena, (size_t)ne * sizeof *r.items);
+  for (int i = 0; i < ne; i++)
+    r.items[i] = v_tensor(s->out[nc + i], e->loc);
+  return r;
+}
+
+/* scan t in 0..T carry (h = init, ...) { body; emit ... } */
+static FeVal eval_scan(Frame *fr, const Ast *e) {
+  Lower *lw = fr->lw;
+  Size steps;
+  Value *init[SCAN_MAX], *carry[SCAN_MAX];
+  if (e->nitems > SCAN_MAX)
+    return fail(lw, e->loc, "a scan carries at most %d values", SCAN_MAX);
+  bool ok = scan_range(fr, e, &steps);
+  for (int i = 0; i < e->nitems; i++) {
+    FeVal v = eval(fr, e->items[i]->lhs, NULL);
+    if (v.kind != FE_TENSOR && v.kind != FE_ERROR)
+      fail(lw, v.loc, "a carried value starts as a tensor, got %s", describe(lw, &v));
+    ok &= v.kind == FE_TENSOR;
+    init[i] = v.t;
+  }
+  if (!ok)
+    return v_error();
+  int errors = lw->diags.nerrors;
+  ScanCtx sc = {.up = lw->scan, .outer = lw->g, .body = ir_body_new(lw->g, "step"),
+                .index = e->name, .axis = -1};
+  Frame bf = {.lw = lw, .vars = copy_vars(lw, fr->vars), .scope = fr->scope};
+  for (int i = 0; i < e->nitems; i++) {
+    carry[i] = ir_input(sc.body, e->items[i]->name, init[i]->type, e->items[i]->loc);
+    bind(&bf, e->items[i]->name, v_tensor(carry[i], e->items[i]->loc));
+  }
+  lw->g = sc.body;
+  lw->scan = &sc;
+  lower_body(&bf, e->body, e->nbody);
+  ok = body_outputs(&bf, e, &sc);
+  lw->g = sc.outer;
+  lw->scan = sc.up;
+  if (sc.overflow)
+    return fail(lw, e->loc, "a scan body reads at most %d values from outside", SCAN_MAX);
+  if (!ok || lw->diags.nerrors > errors)
+    return v_error();
+  order_inputs(&sc, carry, e->nitems);
+  return scan_result(lw, e, &sc, init, steps);
 }
 
 /* ---- the model ------------------------------------------------------------ */
@@ -1687,7 +1956,7 @@ const Ast *fe_lower_into(Graph *g, const AstFile *f, const FeOptions *o, const F
     diag_error(d, srcloc_none(), "out of memory");
     return NULL;
   }
-  *lw = (Lower){.file = f, .opt = o, .g = g, .arena = arena, .mode = mode};
+  *lw = (Lower){.file = f, .opt = o, .g = g, .arena = arena, .mode = mode, .root = g};
   diag_init(&lw->diags, arena);
   g->diags = &lw->diags;
   lower_model(lw, m);

@@ -35,9 +35,15 @@ Graph *ir_graph_new(const char *name, Diags *diags) {
 }
 
 void ir_graph_free(Graph *g) {
-  if (g)
-    rt_arena_free(g->arena);
+  if (!g)
+    return;
+  for (int i = 0; i < g->nbodies; i++)
+    ir_graph_free(g->bodies[i]);
+  rt_arena_free(g->arena);
 }
+
+/* A body belongs to the graph it was made for (ir/scan.c). */
+void ir_graph_adopt(Graph *g, Graph *body) { PUSH(g, bodies, body); }
 
 int ir_size_var(Graph *g, const char *name) {
   for (int i = 0; i < g->nsvars; i++)
@@ -142,18 +148,20 @@ Attr ir_attr(void) {
   return a;
 }
 
-Node *ir_node(Graph *g, Op op, Value **in, int nin, const Attr *attr, SrcLoc loc) {
+Node *ir_node_body(Graph *g, Op op, Value **in, int nin, int nout, Graph *body,
+                   const Attr *attr, SrcLoc loc) {
   Node *n = rt_arena_alloc(g->arena, sizeof *n);
   n->id = g->nnodes;
   n->op = op;
   n->nin = nin;
   n->in = rt_arena_alloc(g->arena, (nin ? nin : 1) * sizeof *n->in);
   memcpy(n->in, in, nin * sizeof *in);
-  n->nout = 1;
-  n->out = rt_arena_alloc(g->arena, sizeof *n->out);
+  n->nout = nout;
+  n->out = rt_arena_alloc(g->arena, (nout ? nout : 1) * sizeof *n->out);
   n->attr = attr ? *attr : ir_attr();
   n->loc = loc;
   n->group = -1;
+  n->body = body;
   for (int i = 0; i < n->nout; i++) {
     n->out[i] = new_value(g, ir_type_unknown(), V_TEMP, NULL, loc);
     n->out[i]->def = n;
@@ -162,6 +170,22 @@ Node *ir_node(Graph *g, Op op, Value **in, int nin, const Attr *attr, SrcLoc loc
   PUSH(g, nodes, n);
   ir_infer(g, n);
   return n;
+}
+
+Node *ir_node(Graph *g, Op op, Value **in, int nin, const Attr *attr, SrcLoc loc) {
+  return ir_node_body(g, op, in, nin, 1, NULL, attr, loc);
+}
+
+Value *ir_node_add_output(Graph *g, Node *n) {
+  Value **out = rt_arena_alloc(g->arena, (n->nout + 1) * sizeof *out);
+  memcpy(out, n->out, n->nout * sizeof *out);
+  Value *v = new_value(g, ir_type_unknown(), V_TEMP, NULL, n->loc);
+  v->def = n;
+  v->def_out = n->nout;
+  out[n->nout++] = v;
+  n->out = out;
+  ir_infer(g, n);
+  return v;
 }
 
 Value *ir_op(Graph *g, Op op, Value **in, int nin, const Attr *attr, SrcLoc loc) {

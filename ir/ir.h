@@ -94,6 +94,7 @@ typedef enum {
   CAT_WINDOW = 1 << 4,     /* pooling */
   CAT_MOVE = 1 << 5,       /* reshape, transpose, slicing */
   CAT_NORM = 1 << 6,       /* row-wise composites: softmax family */
+  CAT_CONTROL = 1 << 7,    /* scan: a loop over a body subgraph (Node.body) */
 } OpCat;
 
 /* Attribute fields an op uses (ops.def "attrs" column). */
@@ -103,6 +104,7 @@ enum {
   A_GROUPS = 1 << 8, A_CEIL = 1 << 9, A_INCPAD = 1 << 10, A_DTYPE = 1 << 11,
   A_ALPHA = 1 << 12, A_CLASSES = 1 << 13, A_STREAM = 1 << 14,
   A_SLICE = 1 << 15,
+  A_SCAN = 1 << 16,
 };
 
 typedef struct OpInfo {
@@ -140,6 +142,9 @@ typedef struct Attr {
   int64_t start[IR_MAX_RANK];  /* A_SLICE: per axis, slice: the input index of output 0;
                                   unslice: the output index input 0 goes to */
   int64_t step[IR_MAX_RANK];   /* A_SLICE: per axis, the stride of the walk (may be negative) */
+  int nseq, ncarry;            /* A_SCAN: scanned inputs, carries (ir/scan.c) */
+  bool reverse;                /* A_SCAN: steps run from the last to the first */
+  Size steps;                  /* A_SCAN: the sequence length */
 } Attr;
 
 /* ---- values, nodes, graphs ------------------------------------------- */
@@ -260,6 +265,8 @@ struct Graph {
   OptSpec *opt;          /* the update after the gradients, or NULL: gradients only */
   Value *lr;             /* the learning-rate input of the step */
   uint64_t seed;         /* dropout masks: Philox key */
+  Graph **bodies;        /* scan bodies made for this graph (ir_body_new): freed with it */
+  int nbodies, capbodies;
   bool weights_baked;    /* a pass folded the values of parameters or state into constants
                             (fold-bn): new weights need a new compile, not just a copy */
 };
@@ -267,6 +274,7 @@ struct Graph {
 /* graph.c */
 Graph *ir_graph_new(const char *name, Diags *diags);
 void ir_graph_free(Graph *g);
+void ir_graph_adopt(Graph *g, Graph *body);   /* frees body with g */
 int ir_size_var(Graph *g, const char *name);   /* id, created on first use */
 Value *ir_input(Graph *g, const char *name, Type t, SrcLoc loc);
 Value *ir_param(Graph *g, const char *name, Type t, Init init, SrcLoc loc);
@@ -279,6 +287,12 @@ Value *ir_find_param(const Graph *g, const char *name);
  * returned through n->out. Unknown input types give unknown outputs silently. */
 Node *ir_node(Graph *g, Op op, Value **in, int nin, const Attr *attr, SrcLoc loc);
 Value *ir_op(Graph *g, Op op, Value **in, int nin, const Attr *attr, SrcLoc loc);
+/* A node of nout outputs, with a body subgraph (a scan) or NULL. */
+Node *ir_node_body(Graph *g, Op op, Value **in, int nin, int nout, Graph *body,
+                   const Attr *attr, SrcLoc loc);
+/* Appends an output to n (a scan that saves more for its gradient); its
+ * type comes from rerunning the shape rule. */
+Value *ir_node_add_output(Graph *g, Node *n);
 Value *ir_op1(Graph *g, Op op, Value *a, SrcLoc loc);
 Value *ir_op2(Graph *g, Op op, Value *a, Value *b, SrcLoc loc);
 int64_t ir_numel_max(const Graph *g, const Type *t);   /* with batch at max; -1 if unbound */
@@ -296,6 +310,17 @@ Attr ir_attr(void);       /* defaults: stride 1, dil 1, groups 1, eps 1e-5 */
  * renumbered densely. Returns the number of nodes removed. */
 void ir_replace_uses(Graph *g, Value *from, Value *to);
 int ir_remove_dead(Graph *g, bool drop_params);
+
+/* scan.c: the scan op, a loop over a body subgraph (see its head comment) */
+Graph *ir_body_new(Graph *parent, const char *name);
+Node *ir_scan(Graph *g, Graph *body, Value **in, int nseq, int ncarry, int ninv, int axis,
+              bool reverse, Size steps, SrcLoc loc);
+int ir_scan_ninv(const Node *n);
+int ir_scan_nemit(const Node *n);
+void ir_scan_mask(Graph *body, Value *m, int nseq, int ncarry);
+void ir_sync_bodies(Graph *g);
+int ir_step_function(Graph *g);
+int ir_shape_scan(Graph *g, Node *n);
 
 /* shape.c */
 int ir_infer(Graph *g, Node *n);   /* runs the op's shape rule */

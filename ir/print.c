@@ -84,6 +84,12 @@ static void print_attrs(const Graph *g, const Node *n, FILE *out) {
       fprintf(out, "%s%lld", i ? ", " : "", (long long)t->step[i]);
     fputc(']', out);
   }
+  if (a & A_SCAN) {
+    char sb[64];
+    sz_print(sb, sizeof sb, t->steps, g->svars);
+    fprintf(out, " seqs=%d carries=%d steps=%s%s", t->nseq, t->ncarry, sb,
+            t->reverse ? " reverse" : "");
+  }
 }
 
 static void print_node(const Graph *g, const Node *n, FILE *out) {
@@ -115,8 +121,14 @@ void ir_print(const Graph *g, FILE *out) {
     fprintf(out, "  %s %s: %s = %s%s\n", p->role == V_PARAM ? "param" : "state", p->name,
             TS(&p->type), init_name(p->init.kind), p->frozen ? " frozen" : "");
   }
-  for (int i = 0; i < g->nnodes; i++)
+  for (int i = 0; i < g->nnodes; i++) {
     print_node(g, g->nodes[i], out);
+    if (g->nodes[i]->body) {        /* a scan's step, indented under it */
+      fprintf(out, "  body ");
+      ir_print(g->nodes[i]->body, out);
+      fprintf(out, "  end\n");
+    }
+  }
 }
 
 /* Graphviz: values are edges, nodes are boxes; inputs and params are ovals. */

@@ -562,6 +562,43 @@ static int shape_pool2d_bwd(Graph *g, Node *n) {
   return 0;
 }
 
+/* gather(table, idx): rows of table [V, D] picked by integer indices idx
+ * [...], giving [..., D] (nn.Embedding); an index outside [0, V) gives a
+ * row of zeros. scatter_add(dy, idx): its gradient, table-shaped
+ * (attr.shape [V, D]): each row of dy added into the row its index names,
+ * so a row picked several times gets the sum. */
+static int check_idx(Graph *g, Node *n, const Type *idx) {
+  if ((idx->dt != RT_I32 && idx->dt != RT_I64) || idx->rank >= IR_MAX_RANK)
+    return fail(g, n, "expects i32 or i64 indices of rank below %d, got %s", IR_MAX_RANK,
+                TS(idx));
+  return 0;
+}
+
+static int shape_gather(Graph *g, Node *n) {
+  Type *w = in_t(n, 0), *idx = in_t(n, 1), t = *idx;
+  if (w->rank != 2 || !ir_is_float(w->dt))
+    return fail(g, n, "expects a floating-point table [V, D], got %s", TS(w));
+  if (check_idx(g, n, idx) < 0)
+    return -1;
+  t.dt = w->dt;
+  t.dim[t.rank++] = w->dim[1];
+  set_out(n, t);
+  return 0;
+}
+
+static int shape_scatter_add(Graph *g, Node *n) {
+  Type *dy = in_t(n, 0), *idx = in_t(n, 1), w;
+  if (check_idx(g, n, idx) < 0 || attr_type(g, n, dy->dt, &w) < 0)
+    return -1;
+  Type want = *idx;
+  want.dt = dy->dt;
+  want.dim[want.rank++] = w.rank == 2 ? w.dim[1] : sz_const(-1);
+  if (w.rank != 2 || !ir_type_eq(dy, &want))
+    return fail(g, n, "expects dy %s for indices %s into a table %s", TS(dy), TS(idx), TS(&w));
+  set_out(n, w);
+  return 0;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 const OpInfo ir_ops[OP_COUNT] = {

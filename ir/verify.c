@@ -67,6 +67,8 @@ int ir_verify(Graph *g) {
     }
     if (ir_type_known(&n->out[0]->type))
       errs += check_types(g, n);
+    if (n->body)
+      errs += ir_verify(n->body);     /* a scan's step graph keeps the same invariants */
   }
   for (int i = 0; i < g->noutputs; i++)
     if (!defined[g->outputs[i]->id] || !g->outputs[i]->is_output)

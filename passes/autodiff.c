@@ -69,15 +69,17 @@ static void accumulate(AD *a, Value *v, Value *dv, SrcLoc loc) {
 
 /* Runs n's gradient rule and adds what it gives to its inputs' gradients. */
 static void backprop(AD *a, Node *n) {
-  Value *dy = a->grad[n->out[0]->id];
-  bool need[n->nin], any = false;
+  Value *dy = a->grad[n->out[0]->id], *dys[n->nout];
+  bool need[n->nin], any = false, anydy = false;
   Value *dx[n->nin];
   for (int i = 0; i < n->nin; i++) {
     need[i] = a->needs[n->in[i]->id];
     any |= need[i];
     dx[i] = NULL;
   }
-  if (!dy || !any)
+  for (int i = 0; i < n->nout; i++)
+    anydy |= (dys[i] = a->grad[n->out[i]->id]) != NULL;
+  if (!anydy || !any)
     return;
   GradRule rule = pass_grad_rules[n->op];
   if (!rule) {
@@ -85,7 +87,7 @@ static void backprop(AD *a, Node *n) {
          "loss depends through it on a value marked for a gradient", op_name(n->op));
     return;
   }
-  Grad d = {.g = a->g, .loc = n->loc, .need = need};
+  Grad d = {.g = a->g, .loc = n->loc, .need = need, .dys = dys};
   rule(&d, n, dy, dx);
   for (int i = 0; i < n->nin; i++) {
     if (!need[i] || !dx[i])
@@ -170,4 +172,37 @@ bool pass_autodiff(Graph *g, PassCtx *cx, PassStats *st) {
   free(a.needs);
   free(a.grad);
   return g->nnodes > a.nnodes;
+}
+
+/* The body of a reverse scan (passes/scan_grad.c): the gradients of
+ * sum_i <ys[i], dys[i]> (dys[i] NULL: no contribution) with respect to xs,
+ * appended to g by the same sweep as pass_autodiff; dxs[j] NULL means zero.
+ * Returns the number of errors (reported to g->diags). */
+int pass_autodiff_seeded(Graph *g, Value **ys, Value **dys, int ny, Value **xs, int nx,
+                         Value **dxs) {
+  AD a = {.g = g, .nvals = g->nvals, .nnodes = g->nnodes};
+  bool old[nx > 0 ? nx : 1];
+  a.needs = calloc(a.nvals + 1, sizeof *a.needs);
+  a.grad = calloc(a.nvals + 1, sizeof *a.grad);
+  if (!a.needs || !a.grad) {
+    fail(&a, srcloc_none(), "autodiff: out of memory");
+  } else {
+    for (int j = 0; j < nx; j++) {
+      old[j] = xs[j]->wrt;
+      xs[j]->wrt = ir_is_float(xs[j]->type.dt);
+    }
+    mark_needs(&a);
+    for (int j = 0; j < nx; j++)
+      xs[j]->wrt = old[j];
+    for (int i = 0; i < ny; i++)
+      if (dys[i] && a.needs[ys[i]->id])
+        accumulate(&a, ys[i], dys[i], ys[i]->loc);
+    for (int i = a.nnodes - 1; i >= 0; i--)
+      backprop(&a, g->nodes[i]);
+    for (int j = 0; j < nx; j++)
+      dxs[j] = a.needs[xs[j]->id] ? a.grad[xs[j]->id] : NULL;
+  }
+  free(a.needs);
+  free(a.grad);
+  return a.errors;
 }

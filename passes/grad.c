@@ -499,6 +499,12 @@ static void grad_dropout(Grad *d, const Node *n, Value *dy, Value **dx) {
   dx[0] = ir_op(d->g, OP_dropout, (Value *[]){dy, n->in[1]}, 2, &n->attr, d->loc);
 }
 
+/* The rows dy picked go back to them, summed where an index repeats. */
+static void grad_gather(Grad *d, const Node *n, Value *dy, Value **dx) {
+  Attr a = with_shape(ir_attr(), &n->in[0]->type);
+  dx[0] = ir_op(d->g, OP_scatter_add, (Value *[]){dy, n->in[1]}, 2, &a, d->loc);
+}
+
 /* ---- the table ------------------------------------------------------------------ */
 
 const GradRule pass_grad_rules[OP_COUNT] = {

@@ -148,6 +148,37 @@ static void place_fixed(Graph *g) {
   }
 }
 
+/* A scan's body, planned on its own first, runs inside the scan's
+ * workspace: its weights (constants), io and scratch regions laid end to
+ * end from work_off in this graph's scratch, except the invariant inputs,
+ * which are read where the enclosing graph keeps them. Views follow their
+ * roots. (A scan inside a body is not relocated a second time.) */
+static void place_body(Graph *g, Node *n) {
+  Graph *b = n->body;
+  int64_t base[REGION_COUNT] = {0};
+  base[REGION_WEIGHTS] = n->work_off;
+  base[REGION_IO] = base[REGION_WEIGHTS] + ALIGN(b->region_bytes[REGION_WEIGHTS]);
+  base[REGION_SCRATCH] = base[REGION_IO] + ALIGN(b->region_bytes[REGION_IO]);
+  for (int i = 0; i < b->nvals; i++) {
+    Value *v = b->vals[i];
+    if (v->region >= 0 && !v->alias) {
+      v->offset += base[v->region];
+      v->region = REGION_SCRATCH;
+    }
+  }
+  for (int i = n->attr.nseq + n->attr.ncarry; i < n->nin; i++) {
+    b->inputs[i]->region = root(n->in[i])->region;
+    b->inputs[i]->offset = root(n->in[i])->offset;
+  }
+  for (int i = 0; i < b->nvals; i++)
+    if (b->vals[i]->alias) {
+      b->vals[i]->region = root(b->vals[i])->region;
+      b->vals[i]->offset = root(b->vals[i])->offset;
+    }
+  for (int i = 0; i < b->nnodes; i++)
+    b->nodes[i]->work_off += base[REGION_SCRATCH];
+}
+
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
   memset(g->region_bytes, 0, sizeof g->region_bytes);
   choose_views(g);
@@ -188,6 +219,9 @@ bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st) {
       g->vals[i]->region = root(g->vals[i])->region;
       g->vals[i]->offset = root(g->vals[i])->offset;
     }
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->body)
+      place_body(g, g->nodes[i]);
   g->region_bytes[REGION_SCRATCH] = p.peak;
   st->bytes_before = total;
   st->bytes_after = p.peak;

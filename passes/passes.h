@@ -76,6 +76,8 @@ int64_t pass_temp_bytes(const Graph *g);
  * alone. Whoever builds the training graph marks the trainable parameters
  * (and, e.g., the image of a style transfer) wrt and sets g->loss. */
 bool pass_autodiff(Graph *g, PassCtx *cx, PassStats *st);
+int pass_autodiff_seeded(Graph *g, Value **ys, Value **dys, int ny, Value **xs, int nx,
+                         Value **dxs);
 
 /* grad.c: the rules of ops.def's grad column. A rule adds to the graph the
  * gradient with respect to each input i of n for which need[i], given dy,
@@ -85,9 +87,13 @@ typedef struct Grad {
   Graph *g;
   SrcLoc loc;             /* the forward node's: diagnostics and the dump point back to it */
   const bool *need;       /* [n->nin] */
+  Value **dys;            /* [n->nout] the gradient of each output, or NULL (multi-output ops: scan) */
 } Grad;
 typedef void (*GradRule)(Grad *d, const Node *n, Value *dy, Value **dx);
 extern const GradRule pass_grad_rules[OP_COUNT];   /* NULL: no gradient */
+
+/* scan_grad.c: scan's gradient rule, a reverse scan (its head comment) */
+void pass_grad_scan(Grad *d, const Node *n, Value *dy, Value **dx);
 
 /* optim.c: the optimizer update after autodiff (g->opt, g->lr); PyTorch's formulas */
 bool pass_optimizer(Graph *g, PassCtx *cx, PassStats *st);

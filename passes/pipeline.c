@@ -80,6 +80,22 @@ static void print_stats(const PassCtx *cx, const char *name, const PassStats *s,
             (long long)s->bytes_before, (long long)s->bytes_after);
 }
 
+/* A pass runs on the bodies of scans (ir/scan.c) before the graph that
+ * holds them: memplan sizes a scan's workspace from its planned body. */
+static bool run_with_bodies(const Pass *p, Graph *g, PassCtx *cx, PassStats *st) {
+  bool changed = false;
+  ir_sync_bodies(g);
+  for (int i = 0; i < g->nnodes; i++) {
+    Graph *b = g->nodes[i]->body;
+    PassStats bs = {0};
+    if (b && can_run(p, b, cx))
+      changed |= run_with_bodies(p, b, cx, &bs);
+  }
+  if (p->needs & PASS_USES)
+    ir_count_uses(g);
+  return p->run(g, cx, st) || changed;
+}
+
 int pass_run_pipeline(Graph *g, PassCtx *cx) {
   for (int i = 0; i < NPASSES; i++) {
     const Pass *p = &pipeline[i];
@@ -88,7 +104,7 @@ int pass_run_pipeline(Graph *g, PassCtx *cx) {
     PassStats st = {.nodes_before = g->nnodes, .kernels_before = pass_count_kernels(g),
                     .bytes_before = -1, .bytes_after = -1};
     int errors = g->diags ? g->diags->nerrors : 0;
-    bool changed = p->run(g, cx, &st);
+    bool changed = run_with_bodies(p, g, cx, &st);
     if (g->diags && g->diags->nerrors > errors)
       return -1;                      /* the pass said why */
     st.nodes_after = g->nnodes;

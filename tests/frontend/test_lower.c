@@ -411,9 +411,9 @@ static void test_param_inits(void **state) {
 
 static void test_unsupported_and_limits(void **state) {
   Lowered *l = lower("model m(x: f32[N, T, 4]) -> (y) {\n"
-                     "  y = scan t in 0..T carry (h = x) { emit h }\n"
+                     "  y = scan t in 1..T carry (h = x) { emit h }\n"
                      "}\n");
-  expect_error(l, "not supported yet: scan");
+  expect_error(l, "a scan runs over 0..T; its start must be 0");
   done(l);
   l = lower("block b(x: f32[N]) -> (y) { y = x |> b() |> b() }\n"
             "model m(x: f32[N]) -> (y) { y = b(x) }\n");

@@ -1,0 +1,126 @@
+/* A scan as a real loop: its body graph is compiled once, into kernels of
+ * its own and an entry `<kernel>.body` with the usual calling convention,
+ * and the scan's kernel calls it once per step. Code size and compile time
+ * do not depend on the number of steps.
+ *
+ * The body's values live in the scan's workspace (passes/memplan.c,
+ * place_body), its invariant inputs where the enclosing graph keeps them.
+ * Around each call the kernel moves data:
+ *
+ *   before the loop   body constants <- their data; carries <- initial carries
+ *   step t            body sequence inputs <- x[.., t, ..]
+ *                     call the body
+ *                     y[.., t, ..] <- body emitted outputs
+ *                     body carry inputs <- body carry outputs
+ *   after the loop    last carries <- body carry inputs
+ *
+ * so carries never leave the workspace between steps. The body's own
+ * kernels are parallel as usual; the loop over steps is serial. */
+#include "codegen/codegen.h"
+
+int64_t cg_scan_work_bytes(const Node *n) {
+  const int64_t *rb = n->body->region_bytes;
+  int64_t a = 64;
+  return (rb[REGION_WEIGHTS] + a - 1) / a * a + (rb[REGION_IO] + a - 1) / a * a +
+         rb[REGION_SCRATCH];
+}
+
+static LLVMValueRef numel(CgKernel *k, const Type *t, int from, int to) {
+  LLVMValueRef n = cg_i64(k->c, 1);
+  for (int i = from; i < to; i++)
+    n = LLVMBuildNSWMul(k->c->b, n, cg_size(k, t->dim[i]), "");
+  return n;
+}
+
+static LLVMValueRef bytes_of(CgKernel *k, const Value *v) {
+  LLVMValueRef n = numel(k, &v->type, 0, v->type.rank);
+  return LLVMBuildNSWMul(k->c->b, n, cg_i64(k->c, rt_dtype_size(v->type.dt)), "");
+}
+
+static void move(CgKernel *k, const Value *dst, const Value *src) {
+  LLVMBuildMemMove(k->c->b, cg_value_ptr(k, dst), 1, cg_value_ptr(k, src), 1, bytes_of(k, src));
+}
+
+/* Between step t of sequence `seq` (axis a) and the body's step value:
+ * seq[o, t, :] for every o of the axes before a. */
+static void copy_step(CgKernel *k, const Value *seq, const Value *step, int a, LLVMValueRef t,
+                      bool into_seq) {
+  CgCtx *c = k->c;
+  const Type *st = &seq->type;
+  LLVMValueRef outer = numel(k, st, 0, a), steps = cg_size(k, st->dim[a]);
+  LLVMValueRef row = LLVMBuildNSWMul(c->b, numel(k, st, a + 1, st->rank),
+                                     cg_i64(c, rt_dtype_size(st->dt)), "row");
+  LLVMValueRef sp = cg_value_ptr(k, seq), vp = cg_value_ptr(k, step);
+  CgLoop L;
+  LLVMValueRef o = cg_for(k, &L, cg_i64(c, 0), outer, cg_i64(c, 1));
+  LLVMValueRef at = LLVMBuildNSWAdd(c->b, LLVMBuildNSWMul(c->b, o, steps, ""), t, "");
+  LLVMValueRef s = LLVMBuildGEP2(c->b, c->t_i8, sp, (LLVMValueRef[]){LLVMBuildNSWMul(c->b, at, row, "")}, 1, "");
+  LLVMValueRef v = LLVMBuildGEP2(c->b, c->t_i8, vp, (LLVMValueRef[]){LLVMBuildNSWMul(c->b, o, row, "")}, 1, "");
+  if (into_seq)
+    LLVMBuildMemCpy(c->b, s, 1, v, 1, row);
+  else
+    LLVMBuildMemCpy(c->b, v, 1, s, 1, row);
+  cg_endfor(k, &L);
+}
+
+/* The body's constants, from data in the module, into the workspace. */
+static void load_consts(CgKernel *k, const Graph *b) {
+  CgCtx *c = k->c;
+  for (int i = 0; i < b->nvals; i++) {
+    const Value *v = b->vals[i];
+    int64_t bytes = ir_bytes_max(b, &v->type);
+    if (v->role != V_CONST || v->region < 0 || bytes <= 0)
+      continue;
+    LLVMValueRef init = LLVMConstStringInContext(c->ctx, v->data, (unsigned)bytes, 1);
+    LLVMValueRef gv = LLVMAddGlobal(c->mod, LLVMTypeOf(init), "scan.const");
+    LLVMSetInitializer(gv, init);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    LLVMBuildMemCpy(c->b, cg_value_ptr(k, v), 1, gv, 1, cg_i64(c, bytes));
+  }
+}
+
+static void step(CgKernel *k, LLVMValueRef body, LLVMValueRef t) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  const Graph *b = n->body;
+  int nseq = n->attr.nseq, nc = n->attr.ncarry;
+  for (int j = 0; j < nseq; j++)
+    copy_step(k, n->in[j], b->inputs[j], n->attr.axis, t, false);
+  LLVMValueRef args[] = {k->regions, k->batch, k->nthreads};
+  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(body), body, args, 3, "");
+  for (int e = nc; e < n->nout; e++)
+    copy_step(k, n->out[e], b->outputs[e], n->attr.axis, t, true);
+  for (int i = 0; i < nc; i++)
+    move(k, b->inputs[nseq + i], b->outputs[i]);
+}
+
+int cg_scan_kernel(CgKernel *k, const char *name, char *err, int errlen) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  char bname[160];
+  size_t len;
+  (void)name;     /* the function's own name is unique in the module, even for nested scans */
+  snprintf(bname, sizeof bname, "%s.body", LLVMGetValueName2(k->fn, &len));
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
+  if (cg_build_graph(c, n->body, bname, err, errlen))
+    return -1;
+  LLVMValueRef body = LLVMGetNamedFunction(c->mod, bname);
+  LLVMSetLinkage(body, LLVMInternalLinkage);
+  LLVMPositionBuilderAtEnd(c->b, here);
+  int nseq = n->attr.nseq, nc = n->attr.ncarry;
+  load_consts(k, n->body);
+  for (int i = 0; i < nc; i++)
+    move(k, n->body->inputs[nseq + i], n->in[nseq + i]);
+  LLVMValueRef steps = cg_size(k, n->attr.steps);
+  CgLoop L;
+  LLVMValueRef s = cg_for(k, &L, cg_i64(c, 0), steps, cg_i64(c, 1));
+  LLVMValueRef t = n->attr.reverse
+                       ? LLVMBuildNSWSub(c->b, LLVMBuildNSWSub(c->b, steps, cg_i64(c, 1), ""), s, "t")
+                       : s;
+  step(k, body, t);
+  cg_endfor(k, &L);
+  for (int i = 0; i < nc; i++)
+    move(k, n->out[i], n->body->inputs[nseq + i]);
+  return 0;
+}
