@@ -8,7 +8,7 @@
 //
 // Install first: `npm install` in bench/ref (./setup.sh bench does it).
 // Output: JSON lines in the schema of bench/ref/timing.py, framework
-// "onnxruntime". Times include the Node binding's per-call overhead (tensor
+// "onnxruntime" (cpu_median_ms from process.cpuUsage, in microseconds). Times include the Node binding's per-call overhead (tensor
 // wrap, async dispatch), comparable to the Python overhead of the others.
 'use strict';
 const fs = require('fs');
@@ -26,23 +26,31 @@ async function time(sess, feeds, iters, warmup, minTime) {
   await sess.run(feeds);
   const est = Math.max(Number(process.hrtime.bigint() - t0) / 1e9, 1e-7);
   const n = Math.max(iters, Math.min(Math.floor(minTime / est), 2000));
-  const ts = [];
+  const ts = [], cpu = [];
   for (let i = 0; i < n; i++) {
-    const a = process.hrtime.bigint();
+    const a = process.hrtime.bigint(), c = process.cpuUsage();
     await sess.run(feeds);
     ts.push(Number(process.hrtime.bigint() - a) / 1e9);
+    const d = process.cpuUsage(c);
+    cpu.push((d.user + d.system) / 1e6);
   }
-  return ts.sort((p, q) => p - q);
+  const up = (p, q) => p - q;
+  return [ts.sort(up), cpu.sort(up)];
 }
 
-function row(name, threads, batch, ts, flop) {
-  const n = ts.length;
-  const med = n % 2 ? ts[(n - 1) / 2] : 0.5 * (ts[n / 2 - 1] + ts[n / 2]);
+function median(v) {
+  const n = v.length;
+  return n % 2 ? v[(n - 1) / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+function row(name, threads, batch, [ts, cpu], flop) {
+  const n = ts.length, med = median(ts);
   const r = (v, d) => +v.toFixed(d);
   return {kind: 'result', name, framework: 'onnxruntime', threads, batch, iters: n,
           median_ms: r(med * 1e3, 4), min_ms: r(ts[0] * 1e3, 4), max_ms: r(ts[n - 1] * 1e3, 4),
           throughput: r(batch / med, 2), throughput_unit: 'samples/s',
-          gflop_per_iter: r(flop / 1e9, 5), gflops_at_median: r(flop / med / 1e9, 2)};
+          gflop_per_iter: r(flop / 1e9, 5), gflops_at_median: r(flop / med / 1e9, 2),
+          cpu_median_ms: r(median(cpu) * 1e3, 4)};
 }
 
 async function main() {

@@ -2,7 +2,10 @@
 
 A workload is warmed up, then timed one call at a time with perf_counter:
 at least `iters` calls, more until `min_time` seconds are timed (at most
-2000). A row reports the median, min and max, as the C drivers do.
+2000). A row reports the median, min and max, as the C drivers do, and the
+median process CPU time of a call (cpu_median_ms): with one thread it is
+the work done without the time a busy machine keeps the process waiting
+(with more threads it adds up every thread, spinning included).
 """
 import json
 import os
@@ -18,15 +21,17 @@ def measure(fn, warmup, iters, min_time, max_iters=2000):
     fn()
     est = max(time.perf_counter() - t0, 1e-7)
     n = max(iters, min(int(min_time / est), max_iters))
-    times = []
+    times, cpu = [], []
     for _ in range(n):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
-    return times
+        cpu.append(time.process_time() - c)
+    return times, cpu
 
 
-def result_row(name, framework, threads, batch, times, flop, unit="samples/s"):
+def result_row(name, framework, threads, batch, timed, flop, unit="samples/s"):
+    times, cpu = timed
     med = statistics.median(times)
     return {
         "kind": "result", "name": name, "framework": framework, "threads": threads, "batch": batch,
@@ -34,6 +39,7 @@ def result_row(name, framework, threads, batch, times, flop, unit="samples/s"):
         "max_ms": round(max(times) * 1e3, 4), "throughput": round(batch / med, 2), "throughput_unit": unit,
         "gflop_per_iter": None if flop is None else round(flop / 1e9, 5),
         "gflops_at_median": None if flop is None else round(flop / med / 1e9, 2),
+        "cpu_median_ms": round(statistics.median(cpu) * 1e3, 4),
     }
 
 
