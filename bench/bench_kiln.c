@@ -20,7 +20,9 @@
  * until --min-time seconds are timed (at most 2000). Each call is timed
  * with CLOCK_MONOTONIC; a row gives the median, min and max, and the median
  * process CPU time of a call (cpu_median_ms, see bench/ref/timing.py).
- * The framework of a row is "kiln" at -O3 and "kiln-O<L>" at other levels. */
+ * The framework of a row is "kiln" at -O3 and "kiln-O<L>" at other levels.
+ * bench/fusion/chain.kiln, a long elementwise chain on a large tensor, shows
+ * what fusion alone buys: bench_kiln --batch 64 --levels 1,2 bench/fusion/chain.kiln */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 #include "kiln.h"
+#include "bench/bench_clock.h"
 
 enum { MAXLEVELS = 4, MAXIN = 8, MAXOUT = 8, MAXITERS = 2000 };
 
@@ -51,30 +54,14 @@ typedef struct Case {
   double *t, *cpu;   /* per timed call: wall and process CPU seconds */
 } Case;
 
-static double clock_s(clockid_t id) {
-  struct timespec t;
-  clock_gettime(id, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static double now(void) {
-  return clock_s(CLOCK_MONOTONIC);
+  return bench_clock(CLOCK_MONOTONIC);
 }
 
 /* The calling thread's CPU time: compiling runs on it, and unlike the wall
  * clock it leaves out the time a busy machine keeps it waiting. */
 static double cpu_now(void) {
-  return clock_s(CLOCK_THREAD_CPUTIME_ID);
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return bench_clock(CLOCK_THREAD_CPUTIME_ID);
 }
 
 static uint64_t lcg(uint64_t *s) {
@@ -166,8 +153,8 @@ static void compile_case(Case *c, const Opts *o) {
       free_case(c);
     setup(c, o, &wall[r], &cpu[r]);
   }
-  c->compile_ms = median(wall, reps) * 1e3;
-  c->compile_cpu_ms = median(cpu, reps) * 1e3;
+  c->compile_ms = bench_median(wall, reps) * 1e3;
+  c->compile_cpu_ms = bench_median(cpu, reps) * 1e3;
 }
 
 static void print_json_string(const char *s) {
@@ -196,7 +183,7 @@ static void report(Case *c, const Opts *o, int n) {
     report_error(c, o);
     return;
   }
-  double med = median(c->t, n), flop = o->flop;
+  double med = bench_median(c->t, n), flop = o->flop;
   char fw[16];
   snprintf(fw, sizeof fw, c->level == 3 ? "kiln" : "kiln-O%d", c->level);
   printf("{\"kind\":\"result\",\"name\":\"%s\",\"framework\":\"%s\",\"threads\":%d,\"batch\":%lld,"
@@ -208,7 +195,7 @@ static void report(Case *c, const Opts *o, int n) {
     printf("\"gflop_per_iter\":%.5f,\"gflops_at_median\":%.2f,", flop * 1e-9, flop / med * 1e-9);
   else
     printf("\"gflop_per_iter\":null,\"gflops_at_median\":null,");
-  printf("\"cpu_median_ms\":%.4f,", median(c->cpu, n) * 1e3);
+  printf("\"cpu_median_ms\":%.4f,", bench_median(c->cpu, n) * 1e3);
   printf("\"opt_level\":%d,\"compile_ms\":%.1f,\"compile_cpu_ms\":%.1f,\"file\":", c->level, c->compile_ms,
          c->compile_cpu_ms);
   print_json_string(o->path);
@@ -232,9 +219,9 @@ static int time_levels(Case *cs, const Opts *o) {
   for (int r = 0; r < n; r++)
     for (int l = 0; l < o->nlevels; l++)
       if (cs[l].st == KILN_OK) {
-        double c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+        double c0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID);
         cs[l].t[r] = run_once(&cs[l], o);
-        cs[l].cpu[r] = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        cs[l].cpu[r] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
       }
   return n;
 }

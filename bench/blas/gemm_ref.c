@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <cblas.h>
+#include "bench/bench_clock.h"
 
 #if defined(BACKEND_OPENBLAS)
 #define BACKEND "openblas"
@@ -47,14 +48,7 @@ typedef struct Gemm {
 static clockid_t timer = CLOCK_MONOTONIC;
 
 static double now(void) {
-  struct timespec t;
-  clock_gettime(timer, &t);
-  return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
+  return bench_clock(timer);
 }
 
 static void call(const Gemm *g) {
@@ -101,7 +95,7 @@ static int time_calls(const Gemm *g, double *v) {
     if (s >= WARMUP)
       v[s - WARMUP] = (now() - a) / reps;
   }
-  qsort(v, (size_t)ns, sizeof *v, cmp_double);
+  qsort(v, (size_t)ns, sizeof *v, bench_cmp_double);
   return ns;
 }
 
