@@ -7,6 +7,10 @@
 #                       AddressSanitizer + UndefinedBehaviorSanitizer
 #   ./setup.sh fashion  ... also install Fashion-MNIST (dataset-fashion-mnist,
 #                       30 MB) for examples/fashion_*.kiln
+#   ./setup.sh bench [bench/run options]
+#                       ... also install the benchmark's references (PyTorch,
+#                       OpenCV, OpenBLAS, BLIS from Debian; ONNX Runtime from
+#                       npm into bench/ref/node_modules), then run bench/run
 set -eu
 cd "$(dirname "$0")"
 
@@ -14,6 +18,10 @@ PKGS="build-essential pkg-config meson ninja-build llvm-19-dev libcmocka-dev
       python3-numpy zlib1g-dev libzstd-dev"
 if [ "${1:-}" = "fashion" ]; then
   PKGS="$PKGS dataset-fashion-mnist"
+fi
+if [ "${1:-}" = "bench" ]; then
+  PKGS="$PKGS python3-torch python3-opencv python3-onnx libopenblas-dev libblis-dev"
+  command -v npm >/dev/null || PKGS="$PKGS nodejs npm"
 fi
 
 need=""
@@ -35,6 +43,14 @@ build() {  # build DIR [meson options...]
 }
 
 build build
+if [ "${1:-}" = "bench" ]; then
+  shift
+  # ONNX Runtime is not packaged by Debian; the npm package carries its CPU
+  # library (bench/ref/.npmrc turns off install scripts, which only fetch
+  # GPU builds from outside the registry).
+  [ -d bench/ref/node_modules/onnxruntime-node ] || (cd bench/ref && npm ci --no-audit --no-fund)
+  exec bench/run "$@"
+fi
 [ "${1:-}" = "test" ] || exit 0
 
 status=0

@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <cblas.h>
 #include "codegen/codegen.h"
+#include "bench/bench_clock.h"
 
 extern void openblas_set_num_threads(int);
 
@@ -55,14 +56,7 @@ static int json;
 static clockid_t timer = CLOCK_MONOTONIC;
 
 static double now(void) {
-  struct timespec t;
-  clock_gettime(timer, &t);
-  return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
+  return bench_clock(timer);
 }
 
 static int compile_kiln(void) {
@@ -134,7 +128,7 @@ static double time_calls(void (*f)(Operands *), Operands *o, int *nsamples, doub
     if (s >= 3)
       v[s - 3] = (now() - a) / reps;
   }
-  qsort(v, ns, sizeof *v, cmp_double);
+  qsort(v, ns, sizeof *v, bench_cmp_double);
   *nsamples = ns;
   *best = v[0];
   return ns % 2 ? v[ns / 2] : 0.5 * (v[ns / 2 - 1] + v[ns / 2]);

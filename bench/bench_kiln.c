@@ -1,0 +1,296 @@
+/* kiln's side of the benchmark: one model file, one workload (inference or
+ * a training step at one batch), one thread count, at one or more -O
+ * levels, through the public C API (include/kiln.h) as a user's program
+ * would call it. Rows are JSON lines in the schema of bench/ref/timing.py,
+ * so they line up with the PyTorch, ONNX Runtime and OpenCV rows.
+ *
+ *   bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N]
+ *              [--levels 3] [--iters 30] [--warmup 10] [--min-time 1.0]
+ *              [--flop F] [--compile-reps 1] M.kiln
+ *
+ * Per level, a fresh model is loaded, given weights (kiln_init_weights) and
+ * inputs uniform in [0, 1) (labels in [0, 10) for a training step), and run
+ * twice: the first call compiles. Its compile time is the load plus the
+ * first call less the second call, on the wall clock (compile_ms) and in
+ * the thread's CPU time (compile_cpu_ms, which a busy machine does not
+ * inflate); with --compile-reps R the model is loaded and compiled R
+ * times and the medians reported. Then the levels run
+ * in turns, one call each per round, so they share whatever else the
+ * machine is doing: warm-up rounds, then at least --iters rounds, more
+ * until --min-time seconds are timed (at most 2000). Each call is timed
+ * with CLOCK_MONOTONIC; a row gives the median, min and max, and the median
+ * process CPU time of a call (cpu_median_ms, see bench/ref/timing.py).
+ * The framework of a row is "kiln" at -O3 and "kiln-O<L>" at other levels.
+ * bench/fusion/chain.kiln, a long elementwise chain on a large tensor, shows
+ * what fusion alone buys: bench_kiln --batch 64 --levels 1,2 bench/fusion/chain.kiln */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "kiln.h"
+#include "bench/bench_clock.h"
+
+enum { MAXLEVELS = 4, MAXIN = 8, MAXOUT = 8, MAXITERS = 2000 };
+
+typedef struct Opts {
+  const char *path, *name;
+  bool train;
+  int64_t batch;
+  int threads, iters, warmup, compile_reps;
+  double min_time, flop;
+  int levels[MAXLEVELS], nlevels;
+} Opts;
+
+/* One model compiled at one level, its inputs and its times. */
+typedef struct Case {
+  int level;
+  KilnModel *m;
+  KilnTensor in[MAXIN + 1];
+  int nin;
+  KilnStatus st;
+  double compile_ms, compile_cpu_ms;   /* medians over --compile-reps */
+  double *t, *cpu;   /* per timed call: wall and process CPU seconds */
+} Case;
+
+static double now(void) {
+  return bench_clock(CLOCK_MONOTONIC);
+}
+
+/* The calling thread's CPU time: compiling runs on it, and unlike the wall
+ * clock it leaves out the time a busy machine keeps it waiting. */
+static double cpu_now(void) {
+  return bench_clock(CLOCK_THREAD_CPUTIME_ID);
+}
+
+static uint64_t lcg(uint64_t *s) {
+  *s = *s * 6364136223846793005u + 1442695040888963407u;
+  return *s >> 33;
+}
+
+/* Input i of m at the batch: f32 uniform in [0, 1). */
+static KilnStatus make_input(KilnModel *m, int i, int64_t batch, KilnTensor *t, uint64_t *seed) {
+  KilnStatus st = kiln_input_info(m, i, t);
+  if (st != KILN_OK)
+    return st;
+  int64_t n = 1;
+  for (int d = 0; d < t->rank; d++)
+    n *= t->shape[d] = t->shape[d] < 0 ? batch : t->shape[d];
+  float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
+  if (!p)
+    return KILN_ERR_NOMEM;
+  for (int64_t k = 0; k < n; k++)
+    p[k] = (float)(lcg(seed) % 1000000) / 1e6f;
+  t->data = p;
+  return KILN_OK;
+}
+
+/* The labels of a training step: i64 [batch] in [0, 10). */
+static KilnStatus make_labels(int64_t batch, KilnTensor *t, uint64_t *seed) {
+  *t = (KilnTensor){.name = "label", .dtype = KILN_I64, .rank = 1, .shape = {batch}};
+  int64_t *p = malloc(sizeof(int64_t) * (size_t)batch);
+  if (!p)
+    return KILN_ERR_NOMEM;
+  for (int64_t k = 0; k < batch; k++)
+    p[k] = (int64_t)(lcg(seed) % 10);
+  t->data = p;
+  return KILN_OK;
+}
+
+/* One call of the workload; its time in seconds. */
+static double run_once(Case *c, const Opts *o) {
+  KilnTensor out[MAXOUT];
+  int nout = kiln_output_count(c->m) < MAXOUT ? kiln_output_count(c->m) : MAXOUT;
+  float loss;
+  double t0 = now();
+  c->st = o->train ? kiln_train_step(c->m, c->in, c->nin, 1e-3f, &loss) : kiln_run(c->m, c->in, c->nin, out, nout);
+  return now() - t0;
+}
+
+static void free_case(Case *c) {
+  for (int i = 0; i < c->nin; i++)
+    free(c->in[i].data);
+  kiln_free(c->m);
+  c->m = NULL;
+  c->nin = 0;
+}
+
+/* Loads the model at the case's level, draws weights and inputs, and runs
+ * it twice: the first call compiles. Sets wall[0] and cpu[0] to the
+ * seconds of the load and first call less those of the second call. */
+static void setup(Case *c, const Opts *o, double *wall, double *cpu) {
+  KilnOptions opt;
+  kiln_options_default(&opt);
+  opt.opt_level = c->level;
+  opt.threads = o->threads;
+  opt.max_batch = o->batch;
+  uint64_t seed = 1;
+  double t0 = now(), c0 = cpu_now();
+  c->st = kiln_load(o->path, &opt, &c->m);
+  if (c->st == KILN_OK)
+    c->st = kiln_init_weights(c->m, 0);
+  for (; c->st == KILN_OK && c->nin < kiln_input_count(c->m) && c->nin < MAXIN; c->nin++)
+    c->st = make_input(c->m, c->nin, o->batch, &c->in[c->nin], &seed);
+  if (c->st == KILN_OK && o->train && (c->st = make_labels(o->batch, &c->in[c->nin], &seed)) == KILN_OK)
+    c->nin++;
+  if (c->st == KILN_OK)
+    run_once(c, o);
+  double t1 = now(), c1 = cpu_now();
+  if (c->st == KILN_OK)
+    run_once(c, o);
+  *wall = (t1 - t0) - (now() - t1);
+  *cpu = (c1 - c0) - (cpu_now() - c1);
+}
+
+/* Compiles the case compile_reps times, keeping the last model, and
+ * sets its compile times (ms) to the medians. */
+static void compile_case(Case *c, const Opts *o) {
+  double wall[64], cpu[64];
+  int reps = o->compile_reps < 1 ? 1 : o->compile_reps > 64 ? 64 : o->compile_reps;
+  for (int r = 0; r < reps && c->st == KILN_OK; r++) {
+    if (r)
+      free_case(c);
+    setup(c, o, &wall[r], &cpu[r]);
+  }
+  c->compile_ms = bench_median(wall, reps) * 1e3;
+  c->compile_cpu_ms = bench_median(cpu, reps) * 1e3;
+}
+
+static void print_json_string(const char *s) {
+  putchar('"');
+  for (; *s; s++)
+    if (*s == '"' || *s == '\\')
+      printf("\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      printf("\\u%04x", *s);
+    else
+      putchar(*s);
+  putchar('"');
+}
+
+static void report_error(const Case *c, const Opts *o) {
+  printf("{\"kind\":\"error\",\"name\":\"%s\",\"framework\":\"kiln-O%d\",\"threads\":%d,\"batch\":%lld,"
+         "\"status\":\"%s\",\"error\":",
+         o->name, c->level, o->threads, (long long)o->batch, kiln_status_name(c->st));
+  print_json_string(c->m ? kiln_errors(c->m) : "");
+  printf("}\n");
+  fprintf(stderr, "%s -O%d: %s %s\n", o->name, c->level, kiln_status_name(c->st), c->m ? kiln_errors(c->m) : "");
+}
+
+static void report(Case *c, const Opts *o, int n) {
+  if (c->st != KILN_OK) {
+    report_error(c, o);
+    return;
+  }
+  double med = bench_median(c->t, n), flop = o->flop;
+  char fw[16];
+  snprintf(fw, sizeof fw, c->level == 3 ? "kiln" : "kiln-O%d", c->level);
+  printf("{\"kind\":\"result\",\"name\":\"%s\",\"framework\":\"%s\",\"threads\":%d,\"batch\":%lld,"
+         "\"iters\":%d,\"median_ms\":%.4f,\"min_ms\":%.4f,\"max_ms\":%.4f,\"throughput\":%.2f,"
+         "\"throughput_unit\":\"samples/s\",",
+         o->name, fw, o->threads, (long long)o->batch, n, med * 1e3, c->t[0] * 1e3, c->t[n - 1] * 1e3,
+         o->batch / med);
+  if (flop > 0)
+    printf("\"gflop_per_iter\":%.5f,\"gflops_at_median\":%.2f,", flop * 1e-9, flop / med * 1e-9);
+  else
+    printf("\"gflop_per_iter\":null,\"gflops_at_median\":null,");
+  printf("\"cpu_median_ms\":%.4f,", bench_median(c->cpu, n) * 1e3);
+  printf("\"opt_level\":%d,\"compile_ms\":%.1f,\"compile_cpu_ms\":%.1f,\"file\":", c->level, c->compile_ms,
+         c->compile_cpu_ms);
+  print_json_string(o->path);
+  printf("}\n");
+  fflush(stdout);
+  fprintf(stderr, "%-18s %-18s thr=%d b=%-4lld n=%-4d median %9.3f ms (min %9.3f, max %9.3f)  compile %.0f ms "
+          "(cpu %.0f ms)\n", o->name, fw, o->threads, (long long)o->batch, n, med * 1e3, c->t[0] * 1e3,
+          c->t[n - 1] * 1e3, c->compile_ms, c->compile_cpu_ms);
+}
+
+/* Runs the levels in turns; returns the timed rounds. */
+static int time_levels(Case *cs, const Opts *o) {
+  double est = 0;
+  for (int w = 0; w < o->warmup + 1; w++)
+    for (int l = 0; l < o->nlevels; l++)
+      if (cs[l].st == KILN_OK) {
+        double t = run_once(&cs[l], o);
+        est += w == o->warmup ? t : 0;
+      }
+  int n = (int)fmin(fmax(o->iters, o->min_time / fmax(est, 1e-7)), MAXITERS);
+  for (int r = 0; r < n; r++)
+    for (int l = 0; l < o->nlevels; l++)
+      if (cs[l].st == KILN_OK) {
+        double c0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID);
+        cs[l].t[r] = run_once(&cs[l], o);
+        cs[l].cpu[r] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
+      }
+  return n;
+}
+
+static int bench(const Opts *o) {
+  Case cs[MAXLEVELS] = {0};
+  int bad = 0;
+  for (int l = 0; l < o->nlevels; l++) {
+    cs[l].level = o->levels[l];
+    cs[l].t = malloc(sizeof(double) * MAXITERS);
+    cs[l].cpu = malloc(sizeof(double) * MAXITERS);
+    compile_case(&cs[l], o);
+  }
+  int n = time_levels(cs, o);
+  for (int l = 0; l < o->nlevels; l++) {
+    report(&cs[l], o, n);
+    bad |= cs[l].st != KILN_OK;
+    free_case(&cs[l]);
+    free(cs[l].t);
+    free(cs[l].cpu);
+  }
+  return bad;
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N] "
+                  "[--levels 0,3] [--iters N] [--warmup N] [--min-time S] [--flop F] "
+                  "[--compile-reps R] M.kiln\n");
+  return 2;
+}
+
+/* Reads "--opt value" pairs; returns the index of the model file. */
+static int parse(int argc, char **argv, Opts *o) {
+  int i = 1;
+  for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+    const char *a = argv[i], *v = argv[i + 1];
+    if (!strcmp(a, "--name"))
+      o->name = v;
+    else if (!strcmp(a, "--mode") && (!strcmp(v, "infer") || !strcmp(v, "train")))
+      o->train = !strcmp(v, "train");
+    else if (!strcmp(a, "--batch"))
+      o->batch = atoll(v);
+    else if (!strcmp(a, "--threads"))
+      o->threads = atoi(v);
+    else if (!strcmp(a, "--iters"))
+      o->iters = atoi(v);
+    else if (!strcmp(a, "--warmup"))
+      o->warmup = atoi(v);
+    else if (!strcmp(a, "--min-time"))
+      o->min_time = atof(v);
+    else if (!strcmp(a, "--flop"))
+      o->flop = atof(v);
+    else if (!strcmp(a, "--compile-reps"))
+      o->compile_reps = atoi(v);
+    else if (!strcmp(a, "--levels"))
+      for (o->nlevels = 0; *v && o->nlevels < MAXLEVELS; v += *v == ',')
+        o->levels[o->nlevels++] = (int)strtol(v, (char **)&v, 10);
+    else
+      return -1;
+  }
+  return i == argc - 1 ? i : -1;
+}
+
+int main(int argc, char **argv) {
+  Opts o = {.name = "model", .batch = 1, .iters = 30, .warmup = 10, .compile_reps = 1, .min_time = 1.0,
+            .levels = {3}, .nlevels = 1};
+  int i = parse(argc, argv, &o);
+  if (i < 0 || o.batch < 1 || o.iters < 1 || o.warmup < 0 || o.nlevels < 1)
+    return usage();
+  o.path = argv[i];
+  return bench(&o);
+}
