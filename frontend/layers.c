@@ -1062,29 +1062,25 @@ static FeVal build_pad(FeCall *c) {
  * mask= [N, T] (1 within a sequence, 0 past its end) keeps each sequence's
  * state past its length and zeroes its outputs there, as packed sequences
  * do in PyTorch, so last=true gives each sequence's own final state.
- * A gate is taken out of [N, G*H] by a product with a one-hot row and a sum
- * (gate_of): a stand-in until the IR has a slicing op. */
+ * A gate is a slice of [N, G*H]; the two directions of a bidirectional
+ * layer are joined by a concat. */
 typedef struct Cell {
   const char *kind;
   int gates, carries;
   Value *(*step)(Graph *b, Value *gi, Value *gh, Value **carry, Value **next, SrcLoc loc);
 } Cell;
 
-/* Gate k of n from z [N, n*H], as [N, H]. */
+/* Gate k of n from z [N, n*H], as [N, H]: a slice of the columns (the
+ * hidden size is a compile-time constant, build_recurrent checks). */
 static Value *gate_of(Graph *b, Value *z, int k, int n, SrcLoc loc) {
-  Size N = z->type.dim[0], H = sz_floordiv_const(z->type.dim[1], n);
+  Size H = sz_floordiv_const(z->type.dim[1], n);
+  int64_t h = 0;
+  sz_is_const(H, &h);
   Attr a = ir_attr();
-  a.rank = 3;
-  a.shape[0] = N, a.shape[1] = sz_const(n), a.shape[2] = H;
-  Value *z3 = ir_op(b, OP_reshape, &z, 1, &a, loc);
-  double one[8] = {0};
-  float onef[8] = {0};
-  one[k] = 1, onef[k] = 1;
-  Value *sel = ir_const(b, ir_type_const(z->type.dt, 3, (int64_t[]){1, n, 1}),
-                        z->type.dt == RT_F64 ? (void *)one : (void *)onef);
-  Attr s = ir_attr();
-  s.axes = 1u << 1;
-  return ir_op(b, OP_sum, (Value *[]){ir_op2(b, OP_mul, z3, sel, loc)}, 1, &s, loc);
+  a.rank = 2;
+  a.shape[0] = z->type.dim[0], a.shape[1] = H;
+  a.start[1] = k * h;
+  return ir_op(b, OP_slice, &z, 1, &a, loc);
 }
 
 static Value *sig(Graph *b, Value *x, SrcLoc loc) { return ir_op1(b, OP_sigmoid, x, loc); }
@@ -1212,37 +1208,11 @@ static bool initial(FeCall *c, const char *name, int layers, Size N, Size H, RtD
   return true;
 }
 
-/* [a, b] along the last axis, a and b [..., H] of a constant H: a E_a +
- * b E_b with E_a = [I 0], E_b = [0 I] (a stand-in until the IR has concat). */
+/* [a, b] along the last axis. */
 static Value *concat_last(FeCall *c, Value *a, Value *b) {
-  Type t = a->type;
-  int64_t h, r = t.rank;
-  if (!sz_is_const(t.dim[r - 1], &h) || h > 4096) {
-    lfail(c, c->loc, "bidirectional needs a constant hidden size up to 4096");
-    return NULL;
-  }
-  size_t es = rt_dtype_size(t.dt);
-  char *e = rt_arena_alloc(c->g->arena, (size_t)(2 * h * h) * es * 2);
-  memset(e, 0, (size_t)(2 * h * h) * es * 2);
-  Value *sel[2];
-  for (int side = 0; side < 2; side++) {
-    char *m = e + (size_t)side * 2 * h * h * es;
-    for (int64_t i = 0; i < h; i++) {
-      int64_t at = i * 2 * h + side * h + i;
-      if (t.dt == RT_F64)
-        ((double *)m)[at] = 1;
-      else
-        ((float *)m)[at] = 1;
-    }
-    sel[side] = ir_const(c->g, ir_type_const(t.dt, 2, (int64_t[]){h, 2 * h}), m);
-  }
-  Size rows = numel(&t, 0, r - 1);
-  Value *a2 = reshape(c, a, 2, (Size[]){rows, t.dim[r - 1]});
-  Value *b2 = reshape(c, b, 2, (Size[]){rows, t.dim[r - 1]});
-  Value *ab = ir_op2(c->g, OP_add, ir_op2(c->g, OP_matmul, a2, sel[0], c->loc),
-                     ir_op2(c->g, OP_matmul, b2, sel[1], c->loc), c->loc);
-  t.dim[r - 1] = sz_const(2 * h);
-  return reshape(c, ab, (int)r, t.dim);
+  Attr at = ir_attr();
+  at.axis = a->type.rank - 1;
+  return ir_op(c->g, OP_concat, (Value *[]){a, b}, 2, &at, c->loc);
 }
 
 static FeVal build_recurrent(FeCall *c) {
@@ -1256,6 +1226,8 @@ static FeVal build_recurrent(FeCall *c) {
     return (FeVal){.kind = FE_ERROR};
   if (xt.rank != 3 || !ir_is_float(xt.dt))
     return lfail(c, c->loc, "expects x as f32[N, T, D] (batch first), got %s", TS(c, &xt));
+  if (!sz_is_const(H, &(int64_t){0}))
+    return lfail(c, arg(c, "hidden")->loc, "hidden must be a size known at compile time");
   if (bi && (given(c, "h0") || given(c, "c0")))
     return lfail(c, c->loc, "h0= and c0= are for one direction; not with bidirectional=true");
   Value *init[2];
