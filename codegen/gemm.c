@@ -26,14 +26,16 @@
  * one (see plan_grid). When the rows are split
  * over several tiles, B is packed once, in parallel, into a region of
  * `work` they all read ("shared"; per batch item, or once for a broadcast
- * B). Otherwise each tile packs its own B blocks ("private"): a tile that
+ * B), one K block at a time: pack block kb, then every tile's pass over
+ * it, then block kb+1 (BLIS's loop order, so the block read is the one
+ * just packed). Otherwise each tile packs its own B blocks ("private"): a tile that
  * has all the rows, or a batch of small matrices with distinct B, which
  * then runs as one set of per-matrix tasks. Each running task owns a slot
  * of `work` (its A block and private B block), claimed from a bit mask with
  * an atomic, so nothing depends on OpenMP thread numbers.
  *
  * Work layout (cg_gemm_work_bytes mirrors it):
- *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: K x ceil64(N)][slots: MC x KC of A + KC x NTMAX of B]
+ *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: min(K, KC) x ceil64(N)][slots: MC x KC of A + KC x NTMAX of B]
  */
 #include "codegen/codegen.h"
 #include <assert.h>
@@ -84,7 +86,8 @@ int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthr
     N = 1;
   if (K < 0)
     K = 0;
-  int64_t shared_b = M > GEMM_MIN_ROWS ? round_up(round_up(N, GEMM_NR_MAX) * K * sz, 64) : 0;
+  int64_t kc = K < GEMM_KC ? K : GEMM_KC;   /* the longest K block */
+  int64_t shared_b = M > GEMM_MIN_ROWS ? round_up(round_up(N, GEMM_NR_MAX) * kc * sz, 64) : 0;
   int64_t slot = round_up((GEMM_MC + tile_width_max(N)) * GEMM_KC * sz, 64);
   return GEMM_HEADER + shared_b + slots_for(nthreads) * slot;
 }
@@ -233,7 +236,7 @@ static LLVMValueRef call(Gen *g, LLVMValueRef fn, LLVMValueRef *args, int n) {
 enum {
   F_A, F_LDA, F_SA, F_B, F_LDB, F_SB, F_C, F_LDC, F_SC, F_EPI,
   F_M, F_N, F_K, F_KC, F_NKB, F_MTILES, F_NTILES, F_MPANELS, F_NPANELS,
-  F_B0, F_PRIVATE, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
+  F_B0, F_KB0, F_KB1, F_PRIVATE, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
   F_COUNT
 };
 
@@ -645,9 +648,10 @@ static void macro_kernel(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef bbase,
   loop_close(g, &lj, one);
 }
 
-/* tile(ctx, t, slot): tile t of the region, all K blocks in order: B's
- * block (packed here if private, else found in the shared packing), A's
- * block, the macro-kernel. */
+/* tile(ctx, t, slot): tile t of the region, K blocks KB0 .. KB1 in order
+ * (all of them when B is private, one per call when shared): B's block
+ * (packed here if private, else found in the shared packing), A's block,
+ * the macro-kernel. */
 static LLVMValueRef emit_tile(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_ptr};
@@ -656,15 +660,15 @@ static LLVMValueRef emit_tile(Gen *g) {
   Tile T = tile_at(g, ctx, LLVMGetParam(fn, 1));
   LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), k64(g, 0), "");
   LLVMValueRef abuf = slot, bbuf = byte(g, slot, k64(g, (int64_t)GEMM_MC * GEMM_KC * g->sz));
-  LLVMValueRef kNR = k64(g, g->nr), one = k64(g, 1), kcb = get(g, ctx, F_KC), nkb = get(g, ctx, F_NKB);
+  LLVMValueRef one = k64(g, 1), kcb = get(g, ctx, F_KC), nkb = get(g, ctx, F_NKB);
   Loop lk;
-  LLVMValueRef kb = loop_open(g, &lk, k64(g, 0), nkb);
+  LLVMValueRef kb = loop_open(g, &lk, get(g, ctx, F_KB0), get(g, ctx, F_KB1));
   LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, T.K, k0));
   If fp;
   if_open(g, &fp, priv);
   pack_b_block(g, ctx, T.B, bbuf, k0, kc, T.n0, T.nc);
   if_close(g, &fp);
-  LLVMValueRef shared = elem(g, get(g, ctx, F_PACKED), add(g, mul(g, k0, rup(g, T.N, kNR)), mul(g, T.n0, kc)));
+  LLVMValueRef shared = elem(g, get(g, ctx, F_PACKED), mul(g, T.n0, kc));
   pack_a_block(g, &T, abuf, k0, kc);
   LLVMValueRef loadc = g->s->accumulate ? LLVMConstInt(c->t_i1, 1, 0) : LLVMBuildICmp(g->b, LLVMIntSGT, kb, k64(g, 0), "");
   macro_kernel(g, &T, abuf, LLVMBuildSelect(g->b, priv, bbuf, shared, ""), kc, loadc, eq(g, kb, sub(g, nkb, one)));
@@ -707,24 +711,20 @@ static LLVMValueRef emit_task(Gen *g) {
   return fn;
 }
 
-/* bpack(ctx, lo, hi): NR panels lo .. hi of op(B_b0) into the shared
- * packed region. It is K-block major, so that a tile's panels for one K
- * block are contiguous (fewer pages than panel-major): block [k0, k0+kc)
- * at k0*Npad, its panel p at p*kc*NR, Npad = N rounded up to NR. */
+/* bpack(ctx, lo, hi): NR panels lo .. hi of K block KB0 of op(B_b0) into
+ * the shared packed region, panel p at p*kc*NR. One K block at a time, as
+ * BLIS does: the block the tiles are about to read is the one most
+ * recently packed (1 MiB at N = 1024, in L3), where packing all of K first
+ * made every block come from memory and cost 10-15% beyond N*K = 1M. */
 static LLVMValueRef emit_bpack(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i64};
   LLVMValueRef fn = new_part(g, "bpack", c->t_void, p, 3);
   LLVMValueRef ctx = LLVMGetParam(fn, 0), K = get(g, ctx, F_K), N = get(g, ctx, F_N), kNR = k64(g, g->nr);
   LLVMValueRef Bb = elem(g, get(g, ctx, F_B), mul(g, get(g, ctx, F_B0), get(g, ctx, F_SB)));
-  LLVMValueRef kcb = get(g, ctx, F_KC), npad = rup(g, N, kNR);
-  Loop l;
-  LLVMValueRef kb = loop_open(g, &l, k64(g, 0), get(g, ctx, F_NKB));
-  LLVMValueRef k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
-  LLVMValueRef dst = elem(g, get(g, ctx, F_PACKED), mul(g, k0, npad));
+  LLVMValueRef kcb = get(g, ctx, F_KC), k0 = mul(g, get(g, ctx, F_KB0), kcb), kc = emin(g, kcb, sub(g, K, k0));
   LLVMValueRef n0 = mul(g, LLVMGetParam(fn, 1), kNR), n1 = emin(g, mul(g, LLVMGetParam(fn, 2), kNR), N);
-  pack_b_block(g, ctx, Bb, elem(g, dst, mul(g, n0, kc)), k0, kc, n0, sub(g, n1, n0));
-  loop_close(g, &l, k64(g, 1));
+  pack_b_block(g, ctx, Bb, elem(g, get(g, ctx, F_PACKED), mul(g, n0, kc)), k0, kc, n0, sub(g, n1, n0));
   LLVMBuildRetVoid(g->b);
   return fn;
 }
@@ -779,7 +779,8 @@ static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef M,
   LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX));
   LLVMValueRef packed = byte(g, work, k64(g, GEMM_HEADER));
   LLVMValueRef shared_bytes = LLVMBuildSelect(g->b, lt(g, k64(g, GEMM_MIN_ROWS), M),
-                                              rup(g, mul(g, mul(g, npad, K), sz), c64), k64(g, 0), "");
+                                              rup(g, mul(g, mul(g, npad, emin(g, K, k64(g, GEMM_KC))), sz), c64),
+                                              k64(g, 0), "");
   LLVMValueRef ntmax = emin(g, npad, k64(g, GEMM_NC));
   LLVMValueRef slot_bytes = rup(g, mul(g, mul(g, add(g, k64(g, GEMM_MC), ntmax), k64(g, GEMM_KC)), sz), c64);
   set(g, ctx, F_PACKED, packed);
@@ -883,16 +884,24 @@ static LLVMValueRef emit_entry(Gen *g) {
   plan(g, fn, ctx, &nregions, &ntiles, &grain, &bpanels, &bgrain);
   LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), zero, "");
 
-  Loop lr;
+  /* private: one launch of the tiles for all K blocks; shared: per K
+   * block, pack it, then run the tiles on it */
+  LLVMValueRef one = k64(g, 1), nkb = get(g, ctx, F_NKB);
+  LLVMValueRef nlaunch = LLVMBuildSelect(g->b, priv, one, nkb, ""), kbs = LLVMBuildSelect(g->b, priv, nkb, one, "");
+  Loop lr, lk;
   LLVMValueRef r = loop_open(g, &lr, zero, nregions);
   set(g, ctx, F_B0, r);
+  LLVMValueRef kb = loop_open(g, &lk, zero, nlaunch);
+  set(g, ctx, F_KB0, mul(g, kb, kbs));
+  set(g, ctx, F_KB1, mul(g, add(g, kb, one), kbs));
   If pack;
   if_open(g, &pack, LLVMBuildNot(g->b, priv, ""));
   parallel_for(g, g->bpack, ctx, bpanels, bgrain, thr);
   if_close(g, &pack);
   LLVMBuildStore(g->b, zero, get(g, ctx, F_MASK));
   parallel_for(g, g->task, ctx, ntiles, grain, thr);
-  loop_close(g, &lr, k64(g, 1));
+  loop_close(g, &lk, one);
+  loop_close(g, &lr, one);
   LLVMBuildRetVoid(g->b);
   return fn;
 }
