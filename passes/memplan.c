@@ -109,6 +109,16 @@ static int *last_uses(Graph *g) {
   return last;
 }
 
+/* A gradient the caller reads after the step: a place of its own in the
+ * gradients region, after those placed before. */
+static void place_grad(Graph *g, Value *gr) {
+  if (gr && gr->role == V_TEMP && !gr->alias && gr->region < 0 && !gr->is_output) {
+    gr->region = REGION_GRADS;
+    gr->offset = g->region_bytes[REGION_GRADS];
+    g->region_bytes[REGION_GRADS] += ALIGN(ir_bytes_max(g, &gr->type));
+  }
+}
+
 /* Fixed places: weights, state, io, and the gradients of parameters, which
  * sit together in one contiguous region so that data-parallel training can
  * all-reduce them in one call. A value that updates a parameter or state
@@ -117,14 +127,11 @@ static void place_fixed(Graph *g) {
   int64_t *rb = g->region_bytes;
   for (int i = 0; i < g->nvals; i++)
     g->vals[i]->region = -1;
-  for (int i = 0; i < g->nparams; i++) {
-    Value *gr = g->params[i]->grad;
-    if (gr && gr->role == V_TEMP && !gr->alias && gr->region < 0 && !gr->is_output) {
-      gr->region = REGION_GRADS;
-      gr->offset = rb[REGION_GRADS];
-      rb[REGION_GRADS] += ALIGN(ir_bytes_max(g, &gr->type));
-    }
-  }
+  for (int i = 0; i < g->nparams; i++)
+    place_grad(g, g->params[i]->grad);
+  for (int i = 0; i < g->nvals; i++)    /* then other values asked for (an input's) */
+    if (g->vals[i]->wrt)
+      place_grad(g, g->vals[i]->grad);
   for (int i = 0; i < g->nvals; i++) {
     Value *v = g->vals[i];
     if (v->region >= 0)
