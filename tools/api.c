@@ -545,6 +545,8 @@ static KilnStatus bind_inputs(KilnModel *m, const KilnTensor **in, FeSize *binds
   for (int i = 0; i < s->nsvars; i++)
     if (vals[i] >= 0 && s->svals[i] < 0)
       binds[(*nb)++] = (FeSize){s->svars[i], vals[i]};
+  for (int j = 0; j < m->nsizes; j++)   /* and those the model was loaded with (--size) */
+    binds[(*nb)++] = m->sizes[j];
   return KILN_OK;
 }
 
@@ -560,7 +562,7 @@ KilnStatus kiln__bind(KilnModel *m, const KilnTensor **in, FeSize *binds, int *n
                       int64_t *batch) {
   const Graph *s = m->sig;
   int64_t vals[256];
-  if (s->nsvars > 256)
+  if (s->nsvars + m->nsizes > 64)     /* the callers' arrays of bindings hold 64 */
     return kiln__fail(m, KILN_ERR_ARG, "too many sizes");
   KilnStatus st = bind_inputs(m, in, binds, nb, vals);
   if (st != KILN_OK)

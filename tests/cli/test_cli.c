@@ -154,6 +154,16 @@ static void test_run_writes_outputs(void **state) {
   rt_tensor_free(&y);
 }
 
+/* A size bound on the command line stays bound when the model compiles. */
+static void test_run_with_a_size_binding(void **state) {
+  write_file("seq.kiln", "model seq(x: f32[N, T, 3]) -> (y) {\n  y = x |> dense(5)\n}\n");
+  write_npy("x243.npy", RT_F32, 3, (int64_t[]){2, 4, 3});
+  assert_int_equal(kiln("run seq.kiln --size T=4 -i x=x243.npy"), 0);
+  assert_non_null(strstr(out, "y: f32 (2, 4, 5)"));
+  assert_int_equal(kiln("run seq.kiln --size T=5 -i x=x243.npy"), 1);
+  assert_non_null(strstr(out, "expects f32[N, 5, 3]"));
+}
+
 static void test_run_bad_inputs(void **state) {
   write_npy("x33.npy", RT_F32, 2, (int64_t[]){5, 3});
   assert_int_equal(kiln("run mlp.kiln -i x=x33.npy"), 1);
@@ -199,6 +209,7 @@ int main(void) {
       cmocka_unit_test(test_check_reports_every_error),
       cmocka_unit_test(test_memplan_of_a_training_step),
       cmocka_unit_test(test_run_writes_outputs),
+      cmocka_unit_test(test_run_with_a_size_binding),
       cmocka_unit_test(test_run_bad_inputs),
       cmocka_unit_test(test_run_bad_weights),
   };
