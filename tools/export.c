@@ -75,6 +75,8 @@ static int fail(const char *fmt, ...) {
 }
 
 static bool put(Buf *b, const void *data, size_t n) {
+  if (n == 0)
+    return true;                  /* nothing to copy, maybe into no buffer yet */
   if (b->n + n > b->cap) {
     size_t cap = (b->n + n) * 2 + 256;
     char *p = realloc(b->p, cap);
