@@ -22,48 +22,7 @@
 #include <unistd.h>
 #include <kiln.h>
 #include "runtime/rt.h"
-
-static char tmp[256];
-static char out[1 << 16];
-
-/* Runs a shell command in tmp; stdout+stderr in `out`; the exit status. */
-static int sh(const char *fmt, ...) {
-  char line[4096], cmd[4400];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd '%s' && %s 2>&1", tmp, line);
-  FILE *p = popen(cmd, "r");
-  assert_non_null(p);
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-#define SH_OK(...)                                                                             \
-  do {                                                                                         \
-    if (sh(__VA_ARGS__) != 0)                                                                  \
-      fail_msg("command failed:\n%s", out);                                                    \
-  } while (0)
-
-/* Paths in rotating buffers: a few may be alive at once. */
-static const char *src(const char *rel) {
-  static char buf[32][512];
-  static int k;
-  k = (k + 1) % 32;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", getenv("KILN_SRC"), rel);
-  return buf[k];
-}
-
-static const char *in_tmp(const char *name) {
-  static char buf[32][512];
-  static int k;
-  k = (k + 1) % 32;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", tmp, name);
-  return buf[k];
-}
+#include "tests/shell.h"
 
 /* kiln export MODEL ARGS, then the probe compiled against NAME.h and the
  * artifact (libNAME.so, or libNAME.a with link_args). */
@@ -416,16 +375,9 @@ static void test_other_targets(void **state) {
   against_jit("mlp", "mlpbase", "--cpu x86-64 -O3", "libmlpbase.so", "-L. -lmlpbase", false);
 }
 
-static int setup(void **state) {
-  snprintf(tmp, sizeof tmp, "%s/kiln-aot-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  return mkdtemp(tmp) ? 0 : -1;
-}
+static int setup(void **state) { return tmp_make("aot"); }
 
-static int teardown(void **state) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  return system(cmd);
-}
+static int teardown(void **state) { return tmp_remove(); }
 
 int main(void) {
   if (!getenv("CC") || !*getenv("CC")) {

@@ -12,40 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "runtime/rt.h"
-
-static char tmp[256];
-static char out[1 << 16];
-
-/* Runs `kiln ARGS` (a shell fragment), captures stdout+stderr in `out`,
- * returns the exit status (128+signal if it died). */
-static int kiln(const char *fmt, ...) {
-  char args[2048], cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
-  va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", tmp, getenv("KILN"), args);
-  FILE *p = popen(cmd, "r");
-  assert_non_null(p);
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static void write_file(const char *name, const char *text) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", tmp, name);
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
+#include "tests/shell.h"
 
 static void write_npy(const char *name, RtDType dt, int rank, const int64_t *shape) {
-  char path[512];
+  const char *path = in_tmp(name);
   RtTensor t;
-  snprintf(path, sizeof path, "%s/%s", tmp, name);
   assert_int_equal(rt_tensor_alloc(&t, dt, rank, shape, NULL), RT_OK);
   if (dt == RT_F32)
     rt_fill_uniform(t.data, rt_numel(&t), -1, 1, 7, 1);
@@ -60,17 +31,12 @@ static const char *mlp =
     "}\n";
 
 static int setup(void **state) {
-  snprintf(tmp, sizeof tmp, "/tmp/kiln-cli-XXXXXX");
-  assert_non_null(mkdtemp(tmp));
+  assert_int_equal(tmp_make("cli"), 0);
   write_file("mlp.kiln", mlp);
   return 0;
 }
 
-static int teardown(void **state) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  return system(cmd);
-}
+static int teardown(void **state) { return tmp_remove(); }
 
 static void test_help_and_version(void **state) {
   assert_int_equal(kiln("--help"), 0);

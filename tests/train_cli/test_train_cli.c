@@ -16,56 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "runtime/rt.h"
-
-static char tmp[256];
-static char out[1 << 18];
-
-/* Runs `kiln ARGS` (a shell fragment) in tmp, with stdout in `out` and
- * stderr too unless ARGS redirects it; returns the exit status. */
-static int kiln(const char *fmt, ...) {
-  char args[2048], cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
-  va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' 2>&1 %s", tmp, getenv("KILN"), args);
-  FILE *p = popen(cmd, "r");
-  assert_non_null(p);
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static const char *in_tmp(const char *name) {
-  static char path[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(path[k], sizeof path[k], "%s/%s", tmp, name);
-  return path[k];
-}
-
-static void write_file(const char *name, const char *text) {
-  FILE *f = fopen(in_tmp(name), "wb");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
-
-static char *read_all(const char *name, size_t *len) {
-  FILE *f = fopen(in_tmp(name), "rb");
-  if (!f)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc(n + 1);
-  assert_int_equal(fread(buf, 1, n, f), (size_t)n);
-  buf[n] = 0;
-  fclose(f);
-  *len = n;
-  return buf;
-}
+#include "tests/shell.h"
 
 static bool same_files(const char *a, const char *b) {
   size_t na, nb;
@@ -74,11 +25,6 @@ static bool same_files(const char *a, const char *b) {
   free(x);
   free(y);
   return same;
-}
-
-static bool exists(const char *name) {
-  struct stat sb;
-  return stat(in_tmp(name), &sb) == 0;
 }
 
 /* The digits example, with its data, copied into tmp so that every file
@@ -125,18 +71,13 @@ static void write_tiny_csv(const char *name, int cols, int bad_row, int bad_col,
 }
 
 static int setup(void **state) {
-  snprintf(tmp, sizeof tmp, "/tmp/kiln-train-XXXXXX");
-  assert_non_null(mkdtemp(tmp));
+  assert_int_equal(tmp_make("train"), 0);
   write_file("tiny.kiln", tiny);
   write_tiny_csv("tiny.csv", 5, -1, -1, NULL);
   return 0;
 }
 
-static int teardown(void **state) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  return system(cmd);
-}
+static int teardown(void **state) { return tmp_remove(); }
 
 /* ---- --json lines ---------------------------------------------------------- */
 
