@@ -24,34 +24,17 @@ convolution's as a crop of its output.
 Run with Debian's /usr/bin/python3 (torch and numpy); the test only reads
 the files this writes:  /usr/bin/python3 tests/conv/make_fixtures.py
 """
-import json
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fixtures import write_safetensors  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def write_safetensors(path, tensors):
-    """An 8-byte little-endian header length, a JSON header, the raw bytes
-    (as tests/models/make_fixtures.py)."""
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 # ---- references: kiln's options in torch's terms ----------------------------

@@ -20,14 +20,16 @@ all f32.
 Run with Debian's /usr/bin/python3 (torch and numpy); the test only reads
 the file:  /usr/bin/python3 tests/layers/make_fixtures.py
 """
-import json
 import math
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fixtures import write_safetensors  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = []
@@ -35,23 +37,6 @@ CASES = []
 
 def case(name, src, inputs, fn, params=None):
     CASES.append((name, src, inputs, fn, params or {}))
-
-
-def write_safetensors(path, tensors, meta):
-    header, blobs, offset = {"__metadata__": meta}, [], 0
-    for name in sorted(tensors):
-        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 def U(*shape, lo=-2.0, hi=2.0):

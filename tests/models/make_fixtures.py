@@ -18,36 +18,18 @@ resnet a seeded random batch of 5 (odd, so no vector width divides it).
 Run with Debian's /usr/bin/python3 (torch and numpy); the tests only read
 the files this writes:  /usr/bin/python3 tests/models/make_fixtures.py
 """
-import json
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fixtures import write_safetensors  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "..", "..", "examples")
-
-
-def write_safetensors(path, tensors):
-    """The safetensors layout by hand: an 8-byte little-endian header length,
-    a JSON header (dtype, shape, data_offsets relative to the data area),
-    then the raw little-endian bytes, tensors back to back."""
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        data = np.ascontiguousarray(t, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)          # the data area starts 8-aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 def randomize_batchnorm(bn, gen):
@@ -138,7 +120,7 @@ def make(name, net, x, seed):
     with torch.no_grad():
         y64 = net.double()(torch.from_numpy(x).double()).numpy()
         y32 = net.float()(torch.from_numpy(x)).numpy()
-    write_safetensors(os.path.join(HERE, name + ".safetensors"), state)
+    write_safetensors(os.path.join(HERE, name + ".safetensors"), state, sort=False)
     np.save(os.path.join(HERE, name + "_x.npy"), x)
     np.save(os.path.join(HERE, name + "_y.npy"), y64.astype(np.float32))
     # What float32 alone costs, for scale against the tests' 1e-4.

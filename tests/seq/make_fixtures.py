@@ -19,34 +19,19 @@ rounded to f32. Gate orders are PyTorch's: LSTM i, f, g, o; GRU r, z, n.
 Run with Debian's /usr/bin/python3 (torch and numpy):
   /usr/bin/python3 tests/seq/make_fixtures.py
 """
-import json
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fixtures import write_safetensors  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 N, T, D, H, LAYERS = 3, 5, 4, 6, 2
 LENGTHS = [5, 2, 4]
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 def f32(t):

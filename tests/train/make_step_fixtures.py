@@ -17,39 +17,20 @@ running statistics updated; no dropout), one torch.optim step per batch.
 Run with Debian's /usr/bin/python3 (torch and numpy); the tests only read
 the files this writes:  /usr/bin/python3 tests/train/make_step_fixtures.py
 """
-import json
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fixtures import write_safetensors  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS, BATCH = 5, 8
 DTYPES = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}
-
-
-def write_safetensors(path, tensors):
-    """The safetensors layout by hand: an 8-byte little-endian header length,
-    a JSON header (dtype, shape, data_offsets relative to the data area),
-    then the raw little-endian bytes, tensors back to back."""
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        t = np.ascontiguousarray(tensors[name])
-        data = t.astype(t.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)          # the data area starts 8-aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 class Mlp(nn.Module):
@@ -152,7 +133,7 @@ def make(name, net, batches, loss_fn, opt, seed):
     out.update(state(net, "final/"))
     out.update({k: v.numpy() for k, v in data.items()})
     out["losses"] = np.array(losses, dtype=np.float32)
-    write_safetensors(os.path.join(HERE, name + ".safetensors"), out)
+    write_safetensors(os.path.join(HERE, name + ".safetensors"), out, keep_ints=True)
     print(f"{name}: losses {' '.join(f'{v:.5f}' for v in losses)}")
 
 
