@@ -105,6 +105,9 @@ void kiln__train_free(KilnModel *m);
  * kiln__compile_graph; NULL with a status when there is no train block. */
 KilnStatus kiln__step_graph(KilnModel *m, Graph **out);
 
+/* tools/opt.c: --key=value or --key value (see there) */
+const char *kiln__opt(int argc, char **argv, int *i, const char *key, bool *missing);
+
 /* tools/export.c: `kiln export` and `kiln build` (argv[1]), their own options */
 int kiln__export_main(int argc, char **argv);
 

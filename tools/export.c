@@ -123,18 +123,11 @@ static int run(char *const *argv) {
 /* ---- the command line ----------------------------------------------------- */
 
 static const char *opt_value(int argc, char **argv, int *i, const char *key, int *bad) {
-  size_t n = strlen(key);
-  if (strncmp(argv[*i], key, n))
-    return NULL;
-  if (argv[*i][n] == '=')
-    return argv[*i] + n + 1;
-  if (argv[*i][n] != 0)
-    return NULL;
-  if (*i + 1 >= argc) {
+  bool missing;
+  const char *v = kiln__opt(argc, argv, i, key, &missing);
+  if (missing)
     *bad = die_usage("%s needs a value", key);
-    return NULL;
-  }
-  return argv[++*i];
+  return v;
 }
 
 static int64_t number(const char *s, const char *what, int *bad) {

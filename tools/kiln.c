@@ -129,16 +129,11 @@ static int parse_count(const char *s, const char *what) {
 
 /* --key=value or --key value */
 static const char *opt_value(int argc, char **argv, int *i, const char *key) {
-  size_t n = strlen(key);
-  if (strncmp(argv[*i], key, n))
-    return NULL;
-  if (argv[*i][n] == '=')
-    return argv[*i] + n + 1;
-  if (argv[*i][n] != 0)
-    return NULL;
-  if (*i + 1 >= argc)
+  bool missing;
+  const char *v = kiln__opt(argc, argv, i, key, &missing);
+  if (missing)
     die_usage("%s needs a value", key);
-  return argv[++*i];
+  return v;
 }
 
 /* The training options; false if a is none of them. */
