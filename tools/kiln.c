@@ -420,26 +420,25 @@ done:
 }
 
 /* STEM of dir/STEM.kiln followed by suffix: the default names of train's files. */
-static const char *stem_with(const char *path, const char *suffix) {
+/* PATH's file name without its extension, then SUFFIX, in buf. */
+static const char *stem_with(const char *path, const char *suffix, char *buf, size_t size) {
   const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   const char *dot = strrchr(base, '.');
   int n = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
-  char *s = malloc(n + strlen(suffix) + 1);
-  if (!s)
-    exit(1);
-  sprintf(s, "%.*s%s", n, base, suffix);
-  return s;
+  snprintf(buf, size, "%.*s%s", n, base, suffix);
+  return buf;
 }
 
 static int cmd_train(Cli *c) {
   KilnModel *m = load(c);
   KilnTrainOptions *t = &c->train;
   KilnStatus st = KILN_OK;
+  char out[4096], curves[4096], ckpt[4096];
   if (!t->out)
-    t->out = stem_with(c->model_path, ".safetensors");
+    t->out = stem_with(c->model_path, ".safetensors", out, sizeof out);
   if (!t->curves)
-    t->curves = stem_with(c->model_path, ".curves");
-  t->checkpoint_default = stem_with(c->model_path, ".ckpt.safetensors");
+    t->curves = stem_with(c->model_path, ".curves", curves, sizeof curves);
+  t->checkpoint_default = stem_with(c->model_path, ".ckpt.safetensors", ckpt, sizeof ckpt);
   t->progress = c->json ? stderr : stdout;
   t->json = c->json ? stdout : NULL;
   if (c->weights)
