@@ -9,6 +9,9 @@
  * must tile the data area exactly, as the reference implementation
  * demands), then reads each tensor straight into its own 64-byte aligned
  * slot of one blob: the file's offsets need not be aligned for the dtype.
+ * F16 and BF16 tensors (PyTorch's half-precision checkpoints) are widened
+ * to F32 as they are read: kiln computes in f32, and the conversion is
+ * exact.
  *
  * Writing puts tensors in name order, pads the header with spaces so the
  * data area starts 8-byte aligned, and goes through an atomic file. */
@@ -18,10 +21,17 @@
 
 static const char *st_dtypes[RT_NDTYPES] = {"F32", "F64", "I32", "I64", "U8", "BOOL"};
 
-/* A tensor while it is read: its entry and its byte range in the file. */
+/* The half-precision dtypes a file may hold, widened to F32 on reading. */
+typedef enum { HALF_NONE, HALF_F16, HALF_BF16 } Half;
+
+static const char *half_names[] = {[HALF_F16] = "F16", [HALF_BF16] = "BF16"};
+
+/* A tensor while it is read: its entry, its byte range in the file, and
+ * the half-precision dtype it is stored in, if any. */
 typedef struct {
   RtNamedTensor nt;
   uint64_t begin, end;
+  Half half;
 } Entry;
 
 /* State of one read. */
@@ -64,10 +74,17 @@ static bool get_uint(const RtJson *v, uint64_t max, uint64_t *out) {
   return true;
 }
 
-static RtStatus tensor_dtype(Reader *r, const char *name, const RtJson *v, RtDType *dt) {
+static RtStatus tensor_dtype(Reader *r, const char *name, const RtJson *v, RtDType *dt, Half *half) {
   if (!v || v->kind != RT_JSON_STR)
     return rt_errorf(r->err, RT_ERR_FORMAT, "%s: tensor '%s': dtype must be a string",
                      r->src->name, name);
+  *half = HALF_NONE;
+  for (int h = HALF_F16; h <= HALF_BF16; h++) {
+    if (strcmp(v->str, half_names[h]) == 0) {
+      *dt = RT_F32, *half = (Half)h;
+      return RT_OK;
+    }
+  }
   for (int i = 0; i < RT_NDTYPES; i++) {
     if (strcmp(v->str, st_dtypes[i]) == 0) {
       *dt = (RtDType)i;
@@ -75,7 +92,7 @@ static RtStatus tensor_dtype(Reader *r, const char *name, const RtJson *v, RtDTy
     }
   }
   return rt_errorf(r->err, RT_ERR_FORMAT, "%s: tensor '%s': unsupported dtype '%s' (kiln reads "
-                   "F32 F64 I32 I64 U8 BOOL)", r->src->name, name, v->str);
+                   "F32 F64 I32 I64 U8 BOOL, and F16 BF16 as F32)", r->src->name, name, v->str);
 }
 
 static RtStatus tensor_shape(Reader *r, const char *name, const RtJson *v, int *rank, int64_t *shape) {
@@ -93,6 +110,42 @@ static RtStatus tensor_shape(Reader *r, const char *name, const RtJson *v, int *
   return RT_OK;
 }
 
+/* The tensor's bytes in the file: 2 per element when it is half precision. */
+static size_t file_bytes(const Entry *e) {
+  return e->half ? (size_t)rt_numel(&e->nt.t) * 2 : rt_tensor_bytes(&e->nt.t);
+}
+
+/* IEEE binary16 bits as the f32 of the same value (subnormals, infinities
+ * and NaNs included). */
+static uint32_t f16_to_f32_bits(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  if (exp == 0x1f)
+    return sign | 0x7f800000u | man << 13;
+  if (exp)
+    return sign | (exp + 112) << 23 | man << 13;
+  if (!man)
+    return sign;
+  int shift = 0;                           /* subnormal: normalise the mantissa */
+  while (!(man & 0x400))
+    man <<= 1, shift++;
+  return sign | (uint32_t)(113 - shift) << 23 | (man & 0x3ff) << 13;
+}
+
+/* Widens n half-precision values read into the upper half of data (where
+ * load_data put them) to f32 in place, front to back: value i's 4 bytes
+ * end at or before the 2 bytes of value i+1, so nothing is overwritten
+ * before it is read. */
+static void widen(void *data, int64_t n, Half half) {
+  const uint16_t *src = (const uint16_t *)((char *)data + n * 2);
+  uint32_t *dst = data;
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, src + i, 2);
+    uint32_t bits = half == HALF_BF16 ? (uint32_t)h << 16 : f16_to_f32_bits(h);
+    memcpy(dst + i, &bits, 4);
+  }
+}
+
 /* One member of the header: {"dtype", "shape", "data_offsets"} and no
  * other key; the byte count must match the shape. */
 static RtStatus tensor_entry(Reader *r, const char *name, const RtJson *v, Entry *e) {
@@ -103,7 +156,7 @@ static RtStatus tensor_entry(Reader *r, const char *name, const RtJson *v, Entry
   RtDType dt = RT_F32;
   int rank = 0;
   int64_t shape[RT_MAX_RANK];
-  RtStatus st = tensor_dtype(r, name, rt_json_get(v, "dtype"), &dt);
+  RtStatus st = tensor_dtype(r, name, rt_json_get(v, "dtype"), &dt, &e->half);
   if (st == RT_OK)
     st = tensor_shape(r, name, rt_json_get(v, "shape"), &rank, shape);
   if (st != RT_OK)
@@ -120,13 +173,13 @@ static RtStatus tensor_entry(Reader *r, const char *name, const RtJson *v, Entry
   RtError te;
   if (rt_tensor_init(&e->nt.t, dt, rank, shape, &te) != RT_OK)
     return rt_errorf(r->err, RT_ERR_FORMAT, "%s: tensor '%s': %s", r->src->name, name, te.msg);
-  if (e->end - e->begin != rt_tensor_bytes(&e->nt.t)) {
+  if (e->end - e->begin != file_bytes(e)) {
     char buf[256];
     return rt_errorf(r->err, RT_ERR_FORMAT, "%s: tensor '%s': data_offsets span %llu bytes, shape "
                      "%s of %s needs %zu", r->src->name, name,
                      (unsigned long long)(e->end - e->begin),
-                     rt_shape_str(rank, shape, buf, sizeof buf), rt_dtype_name(dt),
-                     rt_tensor_bytes(&e->nt.t));
+                     rt_shape_str(rank, shape, buf, sizeof buf),
+                     e->half ? half_names[e->half] : rt_dtype_name(dt), file_bytes(e));
   }
   e->nt.name = (char *)name;
   return RT_OK;
@@ -225,7 +278,7 @@ static RtStatus load_data(Reader *r, const Entry *es, int n) {
   RtSafetensors *out = r->out;
   size_t total = 0;
   for (int i = 0; i < n; i++)
-    total += align_up(rt_tensor_bytes(&es[i].nt.t));   /* bounded by the file size */
+    total += align_up(rt_tensor_bytes(&es[i].nt.t));   /* at most twice the file size */
   out->tensors = rt_arena_alloc(r->a, (size_t)n * sizeof *out->tensors);
   out->blob = rt_aligned_alloc(total);
   if (!out->tensors || !out->blob)
@@ -235,11 +288,14 @@ static RtStatus load_data(Reader *r, const Entry *es, int n) {
     RtNamedTensor *nt = &out->tensors[out->n++];
     *nt = es[i].nt;
     nt->t.data = (char *)out->blob + at;
-    size_t bytes = rt_tensor_bytes(&nt->t);
+    size_t bytes = rt_tensor_bytes(&nt->t), stored = file_bytes(&es[i]);
     at += align_up(bytes);
-    RtStatus st = rt_source_read(r->src, r->data_start + es[i].begin, nt->t.data, bytes, r->err);
+    RtStatus st = rt_source_read(r->src, r->data_start + es[i].begin,
+                                 (char *)nt->t.data + (bytes - stored), stored, r->err);
     if (st != RT_OK)
       return st;
+    if (es[i].half)
+      widen(nt->t.data, rt_numel(&nt->t), es[i].half);
     int64_t bad = rt_bad_bool(&nt->t);
     if (bad >= 0)
       return rt_errorf(r->err, RT_ERR_FORMAT, "%s: tensor '%s': bool element %lld is %d, not 0 or 1",

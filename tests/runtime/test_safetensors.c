@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <math.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -330,8 +331,8 @@ static void test_malformed_header(void **state) {
     {"{\"a\":{}} x", 0, "invalid JSON"},
     {"[]", 0, "not a JSON object"},
     {"", 0, "unexpected end"},
-    {"{" T("a", "F16", "[2]", 0, 4) "}", 4, "unsupported dtype 'F16'"},
-    {"{" T("a", "BF16", "[2]", 0, 4) "}", 4, "unsupported dtype 'BF16'"},
+    {"{" T("a", "F8_E4M3", "[2]", 0, 2) "}", 2, "unsupported dtype 'F8_E4M3'"},
+    {"{" T("a", "F16", "[3]", 0, 4) "}", 4, "span 4 bytes, shape (3,) of F16 needs 6"},
     {"{\"a\":{\"dtype\":5,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "dtype must be a string"},
     {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "dtype, shape and data_offsets only"},
     {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4, "only"},
@@ -379,6 +380,40 @@ static void test_malformed_values(void **state) {
   rt_st_free(&st);
 }
 
+/* F16 and BF16 tensors read as F32 of exactly the same values: normal,
+ * subnormal, signed zero, infinities and NaN, at an odd file offset. */
+static void test_half_precision(void **state) {
+  static const uint16_t f16[] = {0x3c00, 0xc000, 0x0001, 0x03ff, 0x7bff, 0x8000, 0x7c00, 0xfc00, 0x7e00};
+  static const float f16_want[] = {1.0f, -2.0f, 0x1p-24f, 0x3ffp-24f, 65504.0f, -0.0f, INFINITY, -INFINITY};
+  static const uint16_t bf16[] = {0x3f80, 0xc040, 0x0001, 0x7f80};
+  static const float bf16_want[] = {1.0f, -3.0f, 0x1p-133f, INFINITY};
+  unsigned char buf[4096];
+  const char *header = "{" T("b", "BF16", "[2,2]", 1, 9) "," T("h", "F16", "[9]", 9, 27) ","
+                       T("u", "U8", "[1]", 0, 1) "}";
+  size_t len = make_st(buf, header, 27, 0), data = len - 27;
+  for (int i = 0; i < 4; i++)
+    buf[data + 1 + 2 * i] = (unsigned char)bf16[i], buf[data + 2 + 2 * i] = (unsigned char)(bf16[i] >> 8);
+  for (int i = 0; i < 9; i++)
+    buf[data + 9 + 2 * i] = (unsigned char)f16[i], buf[data + 10 + 2 * i] = (unsigned char)(f16[i] >> 8);
+  RtSafetensors st;
+  RtError err;
+  if (rt_st_read_mem(buf, len, "half", &st, &err) != RT_OK)
+    fail_msg("%s", err.msg);
+  const RtTensor *h = rt_st_find(&st, "h"), *b = rt_st_find(&st, "b");
+  assert_int_equal(h->dtype, RT_F32);
+  assert_int_equal(b->dtype, RT_F32);
+  assert_int_equal(b->shape[1], 2);
+  const float *hv = h->data, *bv = b->data;
+  for (int i = 0; i < 8; i++) {
+    assert_true(hv[i] == f16_want[i]);
+    assert_int_equal(signbit(hv[i]) != 0, signbit(f16_want[i]) != 0);
+  }
+  assert_true(isnan(hv[8]));
+  for (int i = 0; i < 4; i++)
+    assert_true(bv[i] == bf16_want[i]);
+  rt_st_free(&st);
+}
+
 static void test_read_io_errors(void **state) {
   RtSafetensors st;
   RtError err;
@@ -394,6 +429,7 @@ int main(void) {
     cmocka_unit_test(test_failed_write_keeps_file), cmocka_unit_test(test_write_fails_midway),
     cmocka_unit_test(test_malformed_length),  cmocka_unit_test(test_malformed_header),
     cmocka_unit_test(test_malformed_values),  cmocka_unit_test(test_read_io_errors),
+    cmocka_unit_test(test_half_precision),
   };
   return cmocka_run_group_tests(tests, scratch_make, scratch_remove);
 }
