@@ -287,23 +287,54 @@ static bool is_fp(LLVMValueRef x) {
   return LLVMGetTypeKind(t) != LLVMIntegerTypeKind;
 }
 
+/* u8 and bool are the 8-bit integers, and the unsigned ones. */
+static bool is_unsigned(LLVMValueRef x) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  if (LLVMGetTypeKind(t) == LLVMVectorTypeKind)
+    t = LLVMGetElementType(t);
+  return LLVMGetIntTypeWidth(t) == 8;
+}
+
+static LLVMValueRef icmp(CgCtx *c, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(c->b, p, a, b, "");
+}
+
+/* Integer a / b as PyTorch's floor division (torch.div(rounding_mode=
+ * "floor")), total: a divisor of 0 gives 0 and INT_MIN / -1 wraps, where
+ * the machine's division would trap. */
+static LLVMValueRef int_div(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef zero = fconst(c, b, 0), one = fconst(c, b, 1);
+  LLVMValueRef by0 = icmp(c, LLVMIntEQ, b, zero);
+  LLVMValueRef d = LLVMBuildSelect(c->b, by0, one, b, "");
+  if (is_unsigned(a))
+    return LLVMBuildSelect(c->b, by0, zero, LLVMBuildUDiv(c->b, a, d, ""), "");
+  LLVMValueRef by_m1 = icmp(c, LLVMIntEQ, d, fconst(c, b, -1));
+  d = LLVMBuildSelect(c->b, by_m1, one, d, "");
+  LLVMValueRef q = LLVMBuildSDiv(c->b, a, d, ""), r = LLVMBuildSRem(c->b, a, d, "");
+  LLVMValueRef down = LLVMBuildAnd(c->b, icmp(c, LLVMIntNE, r, zero),
+                                   icmp(c, LLVMIntSLT, LLVMBuildXor(c->b, r, d, ""), zero), "");
+  q = LLVMBuildSub(c->b, q, LLVMBuildZExt(c->b, down, LLVMTypeOf(q), ""), "");
+  q = LLVMBuildSelect(c->b, by_m1, LLVMBuildNeg(c->b, a, ""), q, "");
+  return LLVMBuildSelect(c->b, by0, zero, q, "");
+}
+
 static LLVMValueRef arith(CgCtx *c, Op op, LLVMValueRef a, LLVMValueRef b) {
-  bool f = is_fp(a);
+  bool f = is_fp(a), u = !f && is_unsigned(a);
   switch (op) {
   case OP_add: return f ? LLVMBuildFAdd(c->b, a, b, "") : LLVMBuildAdd(c->b, a, b, "");
   case OP_sub: return f ? LLVMBuildFSub(c->b, a, b, "") : LLVMBuildSub(c->b, a, b, "");
   case OP_mul: return f ? LLVMBuildFMul(c->b, a, b, "") : LLVMBuildMul(c->b, a, b, "");
-  case OP_div: return f ? LLVMBuildFDiv(c->b, a, b, "") : LLVMBuildSDiv(c->b, a, b, "");
+  case OP_div: return f ? LLVMBuildFDiv(c->b, a, b, "") : int_div(c, a, b);
   case OP_maximum:
   case OP_max:
     if (f)
       return call2(c, "llvm.maximum", a, b);    /* NaN propagates, as in PyTorch */
-    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, a, b, ""), a, b, "");
+    return LLVMBuildSelect(c->b, icmp(c, u ? LLVMIntUGT : LLVMIntSGT, a, b), a, b, "");
   case OP_minimum:
   case OP_min:
     if (f)
       return call2(c, "llvm.minimum", a, b);
-    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
+    return LLVMBuildSelect(c->b, icmp(c, u ? LLVMIntULT : LLVMIntSLT, a, b), a, b, "");
   default: return NULL;
   }
 }

@@ -156,14 +156,24 @@ static double unary(const Node *n, double x) {
   }
 }
 
+/* Integer division as the generated code does it (codegen/expr.c int_div):
+ * floor division, 0 for a divisor of 0. */
+static double int_div(double a, double b) {
+  if (b == 0)
+    return 0;
+  if (b == -1)
+    return -a;
+  int64_t x = (int64_t)a, y = (int64_t)b, q = x / y;
+  return (double)(q - (x % y != 0 && (x % y < 0) != (y < 0)));
+}
+
 /* NaN propagates through maximum and minimum, as llvm.maximum does. */
 static double binary(Op op, double a, double b, bool ints) {
   switch (op) {
   case OP_add: return a + b;
   case OP_sub: return a - b;
   case OP_mul: return a * b;
-  case OP_div:                                /* sdiv truncates; by 0 is no fold (NaN) */
-    return !ints ? a / b : b == 0 ? NAN : (double)((int64_t)a / (int64_t)b);
+  case OP_div: return ints ? int_div(a, b) : a / b;
   case OP_maximum:
   case OP_max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
   case OP_minimum:

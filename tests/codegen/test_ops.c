@@ -532,6 +532,46 @@ static void test_binary_nan(void **state) {
   model_free(&m);
 }
 
+/* Integer a / b is floor division and never traps (0 for a divisor of 0,
+ * INT_MIN / -1 wraps); u8 divides, and takes maxima and minima, unsigned. */
+static void int_div_case(RtDType dt, Op op, int n, const double *a, const double *b, const double *want) {
+  Model m;
+  Graph *g = model_new(&m, "int_div");
+  Value *va = ir_input(g, "a", TY(dt, n), NOLOC), *vb = ir_input(g, "b", TY(dt, n), NOLOC);
+  Value *y = ir_op2(g, op, va, vb, NOLOC);
+  ir_output(g, y, "y");
+  model_compile(&m);
+  Ten ta = model_get(&m, va), tb = model_get(&m, vb);
+  memcpy(ta.d, a, n * sizeof *a);
+  memcpy(tb.d, b, n * sizeof *b);
+  model_set(&m, va, ta);
+  model_set(&m, vb, tb);
+  model_run(&m, 0, 1);
+  Ten got = model_get(&m, y);
+  for (int i = 0; i < n; i++)
+    if (got.d[i] != want[i])
+      fail_msg("%s %s: %g, %g gave %g, want %g", op_name(op), rt_dtype_name(dt), a[i], b[i], got.d[i], want[i]);
+  model_free(&m);
+}
+
+static void test_int_div(void **state) {
+  enum { N = 11 };    /* more than a vector's lanes: the vector and scalar paths */
+  static const double a[N] = {7, -7, 7, -7, 6, 0, 5, -2147483648.0, 9, -1, 2147483647};
+  static const double b[N] = {2, 2, -2, -2, 3, 0, 0, -1, -4, 5, 1};
+  static const double want[N] = {3, -4, -4, 3, 2, 0, 0, -2147483648.0, -3, -1, 2147483647};
+  int_div_case(RT_I32, OP_div, N, a, b, want);   /* INT32_MIN / -1 wraps */
+  double want64[N];
+  memcpy(want64, want, sizeof want);
+  want64[7] = 2147483648.0;                        /* fits in i64 */
+  int_div_case(RT_I64, OP_div, N, a, b, want64);
+  static const double ua[N] = {200, 255, 7, 0, 9, 128, 1, 2, 3, 4, 5};
+  static const double ub[N] = {3, 0, 2, 5, 1, 127, 1, 2, 3, 4, 250};
+  static const double uq[N] = {66, 0, 3, 0, 9, 1, 1, 1, 1, 1, 0};
+  static const double umax[N] = {200, 255, 7, 5, 9, 128, 1, 2, 3, 4, 250};
+  int_div_case(RT_U8, OP_div, N, ua, ub, uq);
+  int_div_case(RT_U8, OP_maximum, N, ua, ub, umax);
+}
+
 /* ---- batchnorm, transpose, reshape ---------------------------------------------- */
 
 static void batchnorm_case(RtDType dt, int rank, const int64_t *dims, int axis, double eps) {
@@ -1268,7 +1308,7 @@ int main(void) {
       cmocka_unit_test(test_unary_specials),
       cmocka_unit_test(test_cast),
       cmocka_unit_test(test_binary),
-      cmocka_unit_test(test_binary_nan),
+      cmocka_unit_test(test_binary_nan), cmocka_unit_test(test_int_div),
       cmocka_unit_test(test_batchnorm),
       cmocka_unit_test(test_transpose),
       cmocka_unit_test(test_reshape_view),
