@@ -842,8 +842,8 @@ static bool match_args(Frame *fr, const Ast *call, const char *what, const char 
     const Ast *a = call->items[i];
     int j = a->name ? find_name(names, aliases, n, a->name) : pos < n ? pos++ : -1;
     if (!a->name && j < 0) {
-      fail(lw, a->loc, "%s takes at most %d positional argument%s, got %d", what, n,
-           n == 1 ? "" : "s", npos);
+      fail(lw, a->loc, "%s takes at most %d positional argument%s, got %d%s", what, n,
+           n == 1 ? "" : "s", npos, call->piped ? " (the piped value is the first)" : "");
       return false;
     }
     if (a->name && j < 0 && !strcmp(a->name, "name")) {
