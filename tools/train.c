@@ -1140,7 +1140,7 @@ KilnStatus kiln_evaluate(KilnModel *m, const KilnTrainOptions *o, KilnEpoch *out
   *out = (KilnEpoch){.loss = tally_loss(&v), .acc = tally_acc(&v), .val_loss = NAN,
                      .val_acc = NAN, .test_loss = NAN, .test_acc = NAN, .lr = NAN, .seconds = NAN};
   if (samples)
-    *samples = v.seen;
+    *samples = st == KILN_OK ? d->ds.len : 0;   /* v.seen counts symbols for text */
   finish_run(&r);
   return st;
 }
