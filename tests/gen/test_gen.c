@@ -196,6 +196,34 @@ static void test_vocab_in_weights(void **state) {
   kiln_free(m);
 }
 
+/* A running text in windows: its vocabulary holds the newline and a
+ * two-byte character, which the metadata (JSON) must carry back intact. */
+static void test_window_vocab(void **state) {
+  (void)state;
+  write_file("corpus.txt", "ab\nba caf\xc3\xa9\nabc ab\nc\xc3\xa9 ba\n");
+  char src[1024];
+  snprintf(src, sizeof src,
+           "model c(ids: i32[N, T]) -> (logits: f32[N, T, 8]) {\n"
+           "  logits = ids |> embedding(8, 4) |> rnn(6) |> dense(8)\n"
+           "}\n"
+           "train c {\n"
+           "  data = text(\"%s\", window = 4)  split = 0.25  batch = 2  epochs = 1\n"
+           "  loss = cross_entropy(logits, next)\n"
+           "}\n", in_tmp("corpus.txt"));
+  KilnModel *m = load_string(src, 1);
+  KilnTrainOptions o;
+  kiln_train_options_default(&o);
+  o.out = in_tmp("c.safetensors");
+  ok(m, kiln_train(m, &o));
+  kiln_free(m);
+  m = load_string(src, 1);
+  ok(m, kiln_load_weights(m, in_tmp("c.safetensors")));
+  int lines = 1;
+  assert_string_equal(kiln_vocab(m, &lines), "\n abcf\xc3\xa9");
+  assert_int_equal(lines, 0);
+  kiln_free(m);
+}
+
 /* kiln_evaluate's loss is the mean over the symbols, padding skipped:
  * the same number from the logits of kiln_run. */
 static void test_loss_per_symbol(void **state) {
@@ -323,6 +351,7 @@ int main(void) {
       cmocka_unit_test(test_step_lstm),        cmocka_unit_test(test_step_gru),
       cmocka_unit_test(test_step_needs_scan),  cmocka_unit_test(test_vocab_in_weights),
       cmocka_unit_test(test_loss_per_symbol),  cmocka_unit_test(test_sample_cli),
+      cmocka_unit_test(test_window_vocab),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
