@@ -15,7 +15,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PKGS="build-essential pkg-config meson ninja-build llvm-19-dev libcmocka-dev
-      python3-numpy zlib1g-dev libzstd-dev"
+      python3-numpy zlib1g-dev libzstd-dev wamerican"
 if [ "${1:-}" = "fashion" ]; then
   PKGS="$PKGS dataset-fashion-mnist"
 fi

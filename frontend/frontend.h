@@ -357,11 +357,12 @@ typedef struct FeSchedule {
 
 /* A data set as the train block names it; the driver loads it. */
 typedef struct FeData {
-  const char *kind;            /* "csv", "npy", "idx", or NULL (none given) */
+  const char *kind;            /* "csv", "npy", "idx", "text", or NULL (none given) */
   const char *path;            /* features (csv: features and label) */
   const char *labels;          /* npy/idx: the labels file */
   int64_t label_col;           /* csv: label column (default -1: the last) */
   double scale;                /* features *= scale (default 1) */
+  RtTextOptions text;          /* text: lines=, window=, maxlen=, chars= */
   SrcLoc loc;
 } FeData;
 

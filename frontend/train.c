@@ -309,9 +309,33 @@ static void set_model(Cfg *c, const Ast *s) {
     c->t->model = name;
 }
 
-static const char *const data_kinds[] = {"csv", "npy", "idx", NULL};
+static const char *const data_kinds[] = {"csv", "npy", "idx", "text", NULL};
 static const char *const csv_params[] = {"path", "label", "scale", NULL};
 static const char *const file_params[] = {"path", "labels", "scale", NULL};
+static const char *const text_params[] = {"path", "lines", "window", "maxlen", "chars", NULL};
+enum { DATA_CSV, DATA_NPY, DATA_IDX, DATA_TEXT };   /* data_kinds' order */
+
+/* text("words.txt", lines = true, chars = "a-z", maxlen = 64) or
+ * text("corpus.txt", window = 64): runtime/text.c reads it. */
+static bool text_options(Cx *c, const Call *call, RtTextOptions *o) {
+  const Ast *lines = arg(call, "lines"), *chars = arg(call, "chars");
+  int64_t window = 0, maxlen = 0;
+  bool ok = !lines || boolean(c, arg_what(c, call, "lines"), lines, &o->lines);
+  ok &= !chars || string(c, arg_what(c, call, "chars"), chars, &o->chars);
+  ok &= !arg(call, "window") ||
+        integer(c, arg_what(c, call, "window"), arg(call, "window"), 1, RT_MAX_DIM - 1, &window);
+  ok &= !arg(call, "maxlen") ||
+        integer(c, arg_what(c, call, "maxlen"), arg(call, "maxlen"), 1, RT_MAX_DIM - 1, &maxlen);
+  o->window = window;
+  o->max_len = maxlen;
+  if (ok && o->lines == (window > 0))
+    return fail(c, call->loc, "text: give lines = true (one sample per line) or window = T "
+                "(a running text cut into samples of T characters), not %s",
+                o->lines ? "both" : "neither");
+  if (ok && !o->lines && (chars || maxlen))
+    return fail(c, call->loc, "text: chars= and maxlen= apply to lines = true");
+  return ok;
+}
 
 /* label = last | first | a column (negative: from the end) */
 static bool label_column(Cx *c, const Call *call, int64_t *col) {
@@ -335,14 +359,17 @@ static void read_data(Cfg *c, const char *what, const Ast *e, FeData *out) {
   Cx *cx = &c->cx;
   Call call;
   int k = kind_of(cx, what, e, data_kinds);
-  if (k < 0 || !match_call(cx, what, e, k == 0 ? csv_params : file_params, &call))
+  const char *const *params = k == DATA_CSV ? csv_params : k == DATA_TEXT ? text_params : file_params;
+  if (k < 0 || !match_call(cx, what, e, params, &call))
     return;
   FeData d = {.kind = data_kinds[k], .label_col = -1, .scale = 1, .loc = e->loc};
   bool ok = required(cx, &call, "path") &&
             string(cx, arg_what(cx, &call, "path"), call.arg[0], &d.path);
   ok &= num_arg(cx, &call, "scale", POSITIVE, &d.scale);
-  if (k == 0)
+  if (k == DATA_CSV)
     ok &= label_column(cx, &call, &d.label_col);
+  else if (k == DATA_TEXT)
+    ok &= text_options(cx, &call, &d.text);
   else
     ok &= required(cx, &call, "labels") &&
           string(cx, arg_what(cx, &call, "labels"), arg(&call, "labels"), &d.labels);

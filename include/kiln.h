@@ -215,6 +215,65 @@ KILN_API KilnStatus kiln_train_step(KilnModel *m, const KilnTensor *inputs, int 
 KILN_API int kiln_epoch_count(const KilnModel *m);
 KILN_API KilnStatus kiln_epoch_get(const KilnModel *m, int i, KilnEpoch *out);
 
+/* ---- text models and generation ---------------------------------------------
+ *
+ * A model trained on text() data (docs/language.md) maps characters to
+ * symbol indices: index 0 is the end of a word (and the padding), indices
+ * 1.. the characters of the data sorted by code point. kiln_train keeps this
+ * vocabulary in the weights' and checkpoints' metadata, kiln_load_weights
+ * reads it back, and training or evaluating on data whose vocabulary
+ * differs is an error naming both files. */
+
+/* The vocabulary's symbols 1.. as UTF-8 (symbol i is the i-th character),
+ * or NULL when the weights hold none. *lines (if not NULL) is 1 when the
+ * samples were lines of the file (a word list: each starts after symbol 0
+ * and ends with it), 0 when they were windows of a running text. The
+ * string is the model's, valid until its weights change. */
+KILN_API const char *kiln_vocab(const KilnModel *m, int *lines);
+
+/* The step function of a model whose recurrence is a `scan` (rnn, lstm,
+ * gru, or one written by hand): the model at sequence length 1 with each
+ * carried state as an explicit input and output, so a decoder feeds one
+ * time step at a time:
+ *
+ *   KilnStep *s;
+ *   kiln_step_create(m, 1, &s);                 // batch 1; weights as m holds them now
+ *   KilnTensor in = {"ids", KILN_I32, 2, {1, 1}, &symbol}, out;
+ *   for (...) {
+ *     kiln_step_run(s, &in, 1, &out, 1);        // out: f32[1, 1, V], the next symbol's logits
+ *     symbol = pick(out.data);
+ *   }
+ *   kiln_step_reset(s);                         // back to the initial (zero) state
+ *   kiln_step_free(s);
+ *
+ * The states are numbered in the order of the model's scans and their
+ * carries (an LSTM layer: h, then c); kiln_step_state gives each one's
+ * shape and memory, which the caller may read or overwrite between steps
+ * (to start from a given state). Running the step T times from the zero
+ * state gives the full model's outputs at t = 0 .. T-1, and the same inputs
+ * give the same outputs at any thread count. Make a step program after
+ * m's weights are loaded or trained (its code may hold their values);
+ * errors go to kiln_errors(m). */
+typedef struct KilnStep KilnStep;
+
+/* Compiles the step function of m (weights: loaded, trained, or drawn from
+ * the seed) for batches of up to max_batch sequences (0: 1). KILN_ERR_MODEL
+ * when the model has no scan or its sequence length is not a size name. */
+KILN_API KilnStatus kiln_step_create(KilnModel *m, int64_t max_batch, KilnStep **out);
+KILN_API int kiln_step_state_count(const KilnStep *s);
+/* State i: name ("state.0", ...), dtype, shape at the batch of the last
+ * run (max_batch before any), and data, the live state (read and write). */
+KILN_API KilnStatus kiln_step_state(KilnStep *s, int i, KilnTensor *state);
+/* Sets every state to zero, as a sequence starts. */
+KILN_API void kiln_step_reset(KilnStep *s);
+/* One time step: inputs are the model's with the sequence length 1 (by
+ * name or position; a batch of at most max_batch sequences, whose states
+ * are the first rows of each state), outputs the model's at this step
+ * (owned by s, valid until the next call); the state moves on. */
+KILN_API KilnStatus kiln_step_run(KilnStep *s, const KilnTensor *inputs, int ninputs,
+                                  KilnTensor *outputs, int noutputs);
+KILN_API void kiln_step_free(KilnStep *s);   /* NULL is allowed; free it before its model */
+
 #ifdef __cplusplus
 }
 #endif

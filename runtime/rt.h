@@ -314,6 +314,69 @@ void rt_csv_free(RtCsv *c);                  /* NULL-safe; zeroes *c */
 RtStatus rt_idx_read(const char *path, RtTensor *out, RtError *err);
 RtStatus rt_idx_read_mem(const void *buf, size_t len, const char *name, RtTensor *out, RtError *err);
 
+/* ===== text.c: character-level text data ===== */
+
+/* A text file as symbol sequences for a character-level language model
+ * (the layouts are in text.c's head comment). Symbol 0 is the end of a
+ * word (and what pads inputs), symbols 1.. the file's characters sorted by
+ * code point. Errors name the file (and the line): not UTF-8, a NUL, an
+ * empty file, a line longer than max_len, no line left by the filter, a
+ * corpus shorter than one window. */
+#define RT_TEXT_END 0
+typedef struct RtTextOptions {
+  bool lines;                /* one sample per line; else a running text cut into windows */
+  int64_t window;            /* windows: characters per sample (T) */
+  int64_t max_len;           /* lines: the longest line allowed (0: 256) */
+  const char *chars;         /* lines: keep only lines made of these ("a-z": a range); NULL: all */
+} RtTextOptions;
+
+typedef struct RtText {
+  int32_t *vocab;            /* [nvocab] code points; vocab[0] = RT_TEXT_END */
+  int nvocab;
+  RtTensor x;                /* i32 [N, T]: the input symbols */
+  RtTensor y;                /* i64 [N, T]: the next symbols, -1 where padding */
+  int64_t skipped;           /* lines: non-blank lines the filter dropped */
+} RtText;
+
+RtStatus rt_text_read(const char *path, const RtTextOptions *o, RtText *out, RtError *err);
+RtStatus rt_text_read_mem(const void *buf, size_t len, const char *name, const RtTextOptions *o,
+                          RtText *out, RtError *err);
+void rt_text_free(RtText *t);              /* NULL-safe; zeroes *t */
+/* The index of code point cp, or -1 if the vocabulary lacks it. */
+int rt_text_index(const int32_t *vocab, int nvocab, int32_t cp);
+/* Symbols 1.. as one UTF-8 string (malloc'd; NULL when out of memory): the
+ * form checkpoints keep; rt_text_vocab_parse reads it back into a malloc'd
+ * array with the end symbol first and returns its size, or -1 if the string
+ * is not such a vocabulary (UTF-8, sorted, distinct, no NUL). */
+char *rt_text_vocab_utf8(const int32_t *vocab, int nvocab);
+int rt_text_vocab_parse(const char *s, int32_t **vocab);
+/* One code point from s[0..n): its byte count, 0 if not valid UTF-8
+ * (overlong, surrogate, beyond U+10FFFF, truncated). */
+int rt_utf8_decode(const uint8_t *s, size_t n, int32_t *cp);
+int rt_utf8_encode(int32_t cp, char out[4]);   /* bytes written (1..4) */
+
+/* Validation nats per symbol of count models fitted on the training pairs
+ * (x[i] -> y[i], padding skipped) with add-k smoothing: the unigram
+ * p(y) = (n(y) + k) / (n + kV) and the bigram p(y | x) = (n(x, y) + k) /
+ * (n(x) + kV). x and y are i32 or i64 of one shape. */
+typedef struct RtTextBaselines {
+  double unigram, bigram;
+  int64_t chars;             /* validation targets counted */
+} RtTextBaselines;
+RtStatus rt_text_baselines(const RtTensor *xtrain, const RtTensor *ytrain, const RtTensor *xval,
+                           const RtTensor *yval, int nvocab, double k, RtTextBaselines *out,
+                           RtError *err);
+
+/* Draw i of a sampler seeded with seed: the uniform in [0, 1) made of the
+ * 53 top bits of Philox words 2i, 2i+1 of stream rt_hash_str("kiln.sample"),
+ * and the index it picks from softmax(logits / temperature) by the inverse
+ * CDF (the first j whose running sum of exp((l_j - max) / temperature)
+ * exceeds u times the total); temperature <= 0 picks the argmax. The same
+ * (logits, seed, i) gives the same index on any machine and thread count. */
+double rt_sample_uniform(uint64_t seed, uint64_t i);
+int64_t rt_sample_index(const float *logits, int64_t n, double temperature, uint64_t seed,
+                        uint64_t i);
+
 /* ===== data.c: data files, datasets, splits, batches ===== */
 
 /* The bytes of a data file: the file's own, or the inflated content when

@@ -152,6 +152,7 @@ void kiln_free(KilnModel *m) {
   kiln__train_free(m);
   ir_graph_free(m->sig);
   kiln__free_weights(m);
+  kiln__set_vocab(m, NULL, false, NULL);
   rt_arena_free(m->diag_arena);
   rt_arena_free(m->arena);
   free(m);
@@ -192,6 +193,7 @@ KilnStatus kiln_init_weights(KilnModel *m, uint64_t seed) {
     return KILN_ERR_ARG;
   kiln__reset_errors(m);
   kiln__free_weights(m);
+  kiln__set_vocab(m, NULL, false, NULL);
   m->seeded = true;
   m->seed = seed;
   kiln__forget_compiled(m, false);   /* weights are copied in when compiling */
@@ -219,8 +221,40 @@ KilnStatus kiln_load_weights(KilnModel *m, const char *path) {
     memcpy(t.data, src->data, rt_tensor_bytes(src));
     ks = kiln__put_weight(m, st.tensors[i].name, t);
   }
+  if (ks == KILN_OK && !kiln__read_vocab(m, &st, path))
+    ks = KILN_ERR_NOMEM;
   rt_st_free(&st);
   return ks;
+}
+
+/* ---- the vocabulary of a text model ------------------------------------------ */
+
+bool kiln__set_vocab(KilnModel *m, const char *text, bool lines, const char *from) {
+  char *t = text ? strdup(text) : NULL, *f = text && from ? strdup(from) : NULL;
+  free(m->vocab.text);
+  free(m->vocab.from);
+  m->vocab = (KilnVocab){t, f, lines};
+  return !text || (t && (f || !from));
+}
+
+bool kiln__read_vocab(KilnModel *m, const RtSafetensors *s, const char *path) {
+  const char *layout = rt_st_meta(s, KILN__META_LAYOUT);
+  return kiln__set_vocab(m, rt_st_meta(s, KILN__META_VOCAB), layout && !strcmp(layout, "lines"),
+                         path);
+}
+
+int kiln__vocab_meta(const KilnModel *m, RtMeta *md) {
+  if (!m->vocab.text)
+    return 0;
+  md[0] = (RtMeta){KILN__META_VOCAB, m->vocab.text};
+  md[1] = (RtMeta){KILN__META_LAYOUT, m->vocab.lines ? "lines" : "window"};
+  return 2;
+}
+
+const char *kiln_vocab(const KilnModel *m, int *lines) {
+  if (lines)
+    *lines = m && m->vocab.lines;
+  return m ? m->vocab.text : NULL;
 }
 
 /* ---- the weights table and its compiled copies ---------------------------
@@ -284,7 +318,9 @@ KilnStatus kiln_save_weights(KilnModel *m, const char *path) {
     if (strncmp(m->w[i].name, "optim.", 6))
       ts[n++] = (RtNamedTensor){m->w[i].name, m->w[i].t};
   RtError err;
-  RtStatus rs = rt_st_write(path, ts, n, NULL, 0, &err);
+  RtMeta md[2];
+  int nmd = kiln__vocab_meta(m, md);
+  RtStatus rs = rt_st_write(path, ts, n, md, nmd, &err);
   free(ts);
   return rs == RT_OK ? KILN_OK : kiln__fail(m, KILN_ERR_IO, "%s", err.msg);
 }
@@ -611,7 +647,7 @@ static KilnStatus order_inputs(KilnModel *m, const KilnTensor *inputs, int n,
   return KILN_OK;
 }
 
-static int64_t bytes_at(const Graph *g, const Value *v, int64_t *vals, int64_t *shape) {
+int64_t kiln__bytes_at(const Graph *g, const Value *v, const int64_t *vals, int64_t *shape) {
   int64_t n = rt_dtype_size(v->type.dt);
   for (int i = 0; i < v->type.rank; i++) {
     if (!sz_eval(v->type.dim[i], vals, &shape[i]))
@@ -656,7 +692,7 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
     gv[i] = i == g->batch_var ? batch : g->svals[i];
   for (int i = 0; i < g->ninputs; i++) {
     const Value *v = g->inputs[i];
-    int64_t b = bytes_at(g, v, gv, shape);
+    int64_t b = kiln__bytes_at(g, v, gv, shape);
     memcpy(kiln__at(cc, v), in[i]->data, b);
   }
   kiln__call(m, cc, batch);
@@ -667,7 +703,7 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
     t->name = s->outputs[i]->name;
     t->dtype = (KilnDType)v->type.dt;
     t->rank = v->type.rank;
-    bytes_at(g, v, gv, t->shape);
+    kiln__bytes_at(g, v, gv, t->shape);
     t->data = kiln__at(cc, v);
   }
   return KILN_OK;

@@ -31,6 +31,16 @@ typedef struct KilnWeight {
   RtTensor t;
 } KilnWeight;
 
+/* The character vocabulary of a model trained on text() data (see
+ * kiln_vocab): symbols 1.. as UTF-8, the layout, and the file it came from
+ * (a weights file or the data), for messages. malloc'd; text NULL: none. */
+typedef struct KilnVocab {
+  char *text, *from;
+  bool lines;
+} KilnVocab;
+#define KILN__META_VOCAB "kiln.vocab"     /* the metadata keys that hold it */
+#define KILN__META_LAYOUT "kiln.text"     /* "lines" or "window" */
+
 struct KilnModel {
   RtArena *arena;         /* the model's lifetime: source, AST, names */
   RtArena *diag_arena;    /* the last call's diagnostics */
@@ -49,6 +59,7 @@ struct KilnModel {
   uint64_t wver;          /* bumped whenever the weights table changes */
   Compiled *newest;       /* its regions are newer than the table (it trained), or NULL */
   struct KilnTrainer *tr; /* training (tools/train.c), or NULL */
+  KilnVocab vocab;        /* a text model's symbols, kept in its weights' metadata */
   int threads;
   /* what the kiln command asks to see while compiling */
   FILE *emit_llvm, *emit_asm;
@@ -96,6 +107,9 @@ static inline void *kiln__at(const Compiled *cc, const Value *v) {
   return (char *)cc->regions[v->region] + v->offset;
 }
 void kiln__call(KilnModel *m, Compiled *cc, int64_t batch);
+/* v's shape with the size values vals (the batch's included) and its
+ * bytes, or -1 if a size is unbound. */
+int64_t kiln__bytes_at(const Graph *g, const Value *v, const int64_t *vals, int64_t *shape);
 
 /* tools/train.c */
 void kiln__train_forget(KilnModel *m);     /* frees the compiled step and evaluation */
@@ -110,6 +124,14 @@ const char *kiln__opt(int argc, char **argv, int *i, const char *key, bool *miss
 
 /* tools/export.c: `kiln export` and `kiln build` (argv[1]), their own options */
 int kiln__export_main(int argc, char **argv);
+
+/* tools/api.c: the vocabulary. kiln__set_vocab replaces it (text NULL:
+ * clears it; false when out of memory); kiln__vocab_meta appends its
+ * metadata entries to md (0, 1 or 2 of them) and returns their count. */
+bool kiln__set_vocab(KilnModel *m, const char *text, bool lines, const char *from);
+int kiln__vocab_meta(const KilnModel *m, RtMeta *md);
+/* Reads the vocabulary from a weights file's metadata (none: cleared). */
+bool kiln__read_vocab(KilnModel *m, const RtSafetensors *s, const char *path);
 
 /* tools/weights.c */
 KilnWeight *kiln__weight(KilnModel *m, const char *name);

@@ -6,6 +6,7 @@
  *   kiln run   M.kiln -i x=in.npy -o logits=out.npy [--weights W] [--seed S]
  *   kiln train M.kiln [--epochs N --batch N --lr X ...] [-o W.safetensors] [--json]
  *   kiln eval  M.kiln --weights W [--data D] [--json]
+ *   kiln sample M.kiln --weights W [--prime TEXT --length K --temperature T --seed S --count N]
  *   kiln export M.kiln [--weights W] -o libNAME.so    (tools/export.c)
  *   kiln build  M.kiln [--weights W] -o PROG
  */
@@ -22,6 +23,7 @@ static const char *usage =
     "  run      compile and run a model on .npy inputs\n"
     "  train    train a model as its train block says (options below override it)\n"
     "  eval     loss and accuracy of trained weights on data\n"
+    "  sample   generate text from a character-level model, one symbol at a time\n"
     "  export   write libNAME.so (or .a) and NAME.h: the model for C, no kiln needed\n"
     "  build    write a standalone program that runs the model on .npy or CSV\n"
     "\n"
@@ -58,6 +60,13 @@ static const char *usage =
     "  --json                one JSON object per epoch on stdout (progress goes to stderr)\n"
     "  --train NAME          which train block (default: the model's)\n"
     "\n"
+    "sampling (sample):\n"
+    "  --prime TEXT          start from TEXT (printed first; a word model starts a word)\n"
+    "  --length K            at most K characters after the prime (default 100)\n"
+    "  --temperature T       divide the logits by T (default 1; 0: always the likeliest)\n"
+    "  --count N             a word model: N words, one per line (default 1)\n"
+    "  --seed S              the sampler's seed (default 0): the same seed, the same text\n"
+    "\n"
     "export and build (docs/export.md):\n"
     "  -o FILE               libNAME.so, libNAME.a (export) or the program (build)\n"
     "  --weights FILE        the weights to build in (default: drawn from --seed)\n"
@@ -86,6 +95,9 @@ typedef struct Cli {
   int nin;
   const char *out_name[64], *out_file[64];
   int nout;
+  const char *prime;        /* sample */
+  int64_t length, count;
+  double temperature;
 } Cli;
 
 static int die_usage(const char *fmt, const char *arg) {
@@ -166,6 +178,14 @@ static bool parse_train_option(int argc, char **argv, int *i, Cli *c) {
     t->curves = v;
   else if ((v = opt_value(argc, argv, i, "--train")))
     t->train = v;
+  else if ((v = opt_value(argc, argv, i, "--prime")))
+    c->prime = v;
+  else if ((v = opt_value(argc, argv, i, "--length")))
+    c->length = parse_count(v, "--length");
+  else if ((v = opt_value(argc, argv, i, "--count")))
+    c->count = parse_count(v, "--count");
+  else if ((v = opt_value(argc, argv, i, "--temperature")))
+    c->temperature = parse_real(v, "--temperature");
   else
     return false;
   return true;
@@ -174,6 +194,9 @@ static bool parse_train_option(int argc, char **argv, int *i, Cli *c) {
 static void parse_args(int argc, char **argv, Cli *c) {
   kiln_options_default(&c->opt);
   kiln_train_options_default(&c->train);
+  c->length = 100;
+  c->count = 1;
+  c->temperature = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -478,6 +501,122 @@ static int cmd_eval(Cli *c) {
   return rc;
 }
 
+/* ---- sample: the step function of the C API, one symbol at a time ---- */
+
+typedef struct Sampler {
+  KilnModel *m;
+  KilnStep *step;
+  int32_t *vocab;
+  int nvocab;
+  KilnTensor in;            /* the model's input at one step: [1, 1] */
+  int64_t symbol;           /* what `in` holds */
+  const float *logits;      /* of the next symbol, after the last feed */
+  uint64_t draws;           /* the sampler's counter: draw i of the seed */
+} Sampler;
+
+static KilnStatus feed_symbol(Sampler *s, int64_t sym) {
+  KilnTensor out;
+  if (s->in.dtype == KILN_I32)
+    *(int32_t *)s->in.data = (int32_t)sym;
+  else
+    *(int64_t *)s->in.data = sym;
+  KilnStatus st = kiln_step_run(s->step, &s->in, 1, &out, 1);
+  s->logits = out.data;
+  return st;
+}
+
+/* The prime's characters fed one by one; -1 on a character the vocabulary lacks. */
+static int feed_prime(Sampler *s, const char *prime) {
+  for (size_t at = 0, n = strlen(prime); at < n;) {
+    int32_t cp;
+    int used = rt_utf8_decode((const uint8_t *)prime + at, n - at, &cp);
+    int sym = used ? rt_text_index(s->vocab, s->nvocab, cp) : -1;
+    if (sym < 0) {
+      fprintf(stderr, "kiln: --prime: '%.*s' is not in the model's vocabulary\n",
+              used ? used : 1, prime + at);
+      return -1;
+    }
+    if (feed_symbol(s, sym) != KILN_OK) {
+      report(s->m, KILN_ERR_INPUT);
+      return -1;
+    }
+    at += (size_t)used;
+  }
+  return 0;
+}
+
+/* One sequence: the prime, then symbols drawn at the temperature until the
+ * end symbol or --length characters. */
+static int sample_one(Sampler *s, const Cli *c, bool lines) {
+  kiln_step_reset(s->step);
+  if ((lines && feed_symbol(s, RT_TEXT_END) != KILN_OK) || feed_prime(s, c->prime))
+    return 1;
+  fputs(c->prime, stdout);
+  for (int64_t k = 0; k < c->length; k++) {
+    int64_t sym = rt_sample_index(s->logits, s->nvocab, c->temperature, c->seed, s->draws++);
+    if (sym == RT_TEXT_END)
+      break;
+    char utf8[4];
+    fwrite(utf8, 1, (size_t)rt_utf8_encode(s->vocab[sym], utf8), stdout);
+    if (feed_symbol(s, sym) != KILN_OK)
+      return report(s->m, KILN_ERR_INPUT);
+  }
+  putchar('\n');
+  return 0;
+}
+
+/* The vocabulary of the weights and a model that maps symbols to logits over it. */
+static int sampler_init(Sampler *s, Cli *c, bool *lines) {
+  KilnTensor info;
+  int lines_flag;
+  const char *v = kiln_vocab(s->m, &lines_flag);
+  *lines = lines_flag;
+  if (!v) {
+    fprintf(stderr, "kiln: %s holds no vocabulary: sample needs weights that kiln train wrote "
+            "from text() data\n", c->weights);
+    return 1;
+  }
+  if ((s->nvocab = rt_text_vocab_parse(v, &s->vocab)) < 0) {
+    fprintf(stderr, "kiln: %s: its vocabulary is not one kiln wrote\n", c->weights);
+    return 1;
+  }
+  if (kiln_input_count(s->m) != 1 || kiln_input_info(s->m, 0, &info) != KILN_OK ||
+      (info.dtype != KILN_I32 && info.dtype != KILN_I64) || info.rank != 2) {
+    fprintf(stderr, "kiln: sample needs a model of one input of symbols [N, T] (i32 or i64)\n");
+    return 1;
+  }
+  s->in = (KilnTensor){info.name, info.dtype, 2, {1, 1}, &s->symbol};
+  if (!*lines && !*c->prime) {
+    fprintf(stderr, "kiln: a model of a running text needs --prime TEXT to start from\n");
+    return 1;
+  }
+  KilnStatus st = kiln_step_create(s->m, 1, &s->step);
+  return st == KILN_OK ? 0 : report(s->m, st);
+}
+
+static int cmd_sample(Cli *c) {
+  if (!c->weights)
+    die_usage("%s needs --weights FILE (trained on text() data)", "sample");
+  if (!c->prime)
+    c->prime = "";
+  Sampler s = {.m = load(c)};
+  bool lines = false;
+  KilnStatus st = kiln_load_weights(s.m, c->weights);
+  int rc = st != KILN_OK ? report(s.m, st) : sampler_init(&s, c, &lines);
+  KilnTensor out;
+  if (!rc && kiln_output_info(s.m, 0, &out) == KILN_OK && out.shape[out.rank - 1] != s.nvocab) {
+    fprintf(stderr, "kiln: the model's output '%s' has %lld classes, the vocabulary of %s %d "
+            "symbols\n", out.name, (long long)out.shape[out.rank - 1], c->weights, s.nvocab);
+    rc = 1;
+  }
+  for (int64_t i = 0; !rc && i < (lines ? c->count : 1); i++)
+    rc = sample_one(&s, c, lines);
+  kiln_step_free(s.step);
+  free(s.vocab);
+  kiln_free(s.m);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && (!strcmp(argv[1], "export") || !strcmp(argv[1], "build")))
     return kiln__export_main(argc, argv);
@@ -491,5 +630,7 @@ int main(int argc, char **argv) {
     return cmd_train(&c);
   if (!strcmp(c.cmd, "eval"))
     return cmd_eval(&c);
+  if (!strcmp(c.cmd, "sample"))
+    return cmd_sample(&c);
   return die_usage("unknown command '%s'", c.cmd);
 }

@@ -34,6 +34,8 @@ typedef struct KilnTrainer {
   RtCurves curves;        /* the epochs of the last run, a resumed checkpoint's included */
   int64_t steps;          /* steps taken, a resumed checkpoint's included */
   bool resuming;          /* compile strictly: every state value comes from the checkpoint */
+  KilnVocab vocab;        /* text() data: the vocabulary of its file (text NULL: not text) */
+  int nvocab;             /* its symbols, the end symbol included */
 } KilnTrainer;
 
 /* A dataset and what its tensors feed: the model's input, then the labels. */
@@ -82,6 +84,10 @@ static void drop_config(KilnModel *m) {
   tr->sig = NULL;
   tr->arena = NULL;
   tr->cfg = NULL;
+  free(tr->vocab.text);        /* the next run reads its own data */
+  free(tr->vocab.from);
+  tr->vocab = (KilnVocab){0};
+  tr->nvocab = 0;
 }
 
 void kiln__train_free(KilnModel *m) {
@@ -139,6 +145,8 @@ static const AstFile *with_optimizer(KilnModel *m, RtArena *a, const char *block
 static void override_data(FeData *d, const KilnTrainOptions *o, RtArena *a) {
   if (o->data) {
     const char *kind = strstr(o->data, ".csv") ? "csv" : strstr(o->data, ".npy") ? "npy" : "idx";
+    if (d->kind && !strcmp(d->kind, "text"))
+      kind = "text";          /* another text of the block's layout */
     if (!d->kind || strcmp(d->kind, kind))
       d->scale = 1;
     d->path = rt_arena_strdup(a, o->data);
@@ -282,10 +290,61 @@ static KilnStatus data_fail(KilnModel *m, const char *file, RtStatus rs, const R
   return kiln__fail(m, st, "%s: %s", file, e->msg);
 }
 
-static KilnStatus read_files(KilnModel *m, const FeData *d, const char *xname, const char *yname,
-                             RtDataset *ds) {
+/* The vocabulary of a text file: the first one read is the run's, any
+ * other (the test set's) must be the same; the model's classes must be its
+ * symbols. */
+static KilnStatus take_vocab(KilnModel *m, KilnTrainer *tr, const FeData *d, const RtText *txt) {
+  const Value *out = m->sig->noutputs ? m->sig->outputs[0] : NULL;
+  char *v = rt_text_vocab_utf8(txt->vocab, txt->nvocab), tb[160];
+  int64_t classes;
+  if (!v)
+    return KILN_ERR_NOMEM;
+  KilnStatus st = KILN_OK;
+  if (out && sz_is_const(out->type.dim[out->type.rank - 1], &classes) && classes != txt->nvocab)
+    st = kiln__fail(m, KILN_ERR_INPUT, "%s: %d symbols (the end symbol and %d characters), but "
+                    "the model's output '%s' %s has %lld classes", d->path, txt->nvocab,
+                    txt->nvocab - 1, out->name, ir_type_str(m->sig, &out->type, tb, sizeof tb),
+                    (long long)classes);
+  else if (tr->vocab.text && strcmp(tr->vocab.text, v))
+    st = kiln__fail(m, KILN_ERR_INPUT, "%s: its vocabulary (%d symbols, \"%.60s\") differs from "
+                    "the one of %s (%d symbols, \"%.60s\")", d->path, txt->nvocab, v,
+                    tr->vocab.from, tr->nvocab, tr->vocab.text);
+  if (st != KILN_OK || tr->vocab.text) {
+    free(v);
+    return st;
+  }
+  tr->vocab = (KilnVocab){v, strdup(d->path), d->text.lines};
+  tr->nvocab = txt->nvocab;
+  return tr->vocab.from ? KILN_OK : KILN_ERR_NOMEM;
+}
+
+/* text(): the symbols feed the model's input, the next symbols the label. */
+static KilnStatus read_text(KilnModel *m, KilnTrainer *tr, const FeData *d, const char *xname,
+                            const char *yname, RtDataset *ds) {
+  RtText txt;
+  RtError e;
+  RtStatus rs = rt_text_read(d->path, &d->text, &txt, &e);
+  if (rs != RT_OK)
+    return data_fail(m, d->path, rs, &e);
+  KilnStatus st = yname ? take_vocab(m, tr, d, &txt)
+      : kiln__fail(m, KILN_ERR_INPUT, "%s: text() data gives each symbol's next symbol as the "
+                   "label, but the loss names none (as in cross_entropy(logits, next, "
+                   "ignore_index = -1))", d->path);
+  if (st == KILN_OK && (rs = rt_data_add(ds, xname, &txt.x, &e)) == RT_OK &&
+      (rs = rt_data_add(ds, yname, &txt.y, &e)) != RT_OK)
+    rt_data_free(ds);
+  if (st == KILN_OK && rs != RT_OK)
+    st = data_fail(m, d->path, rs, &e);
+  rt_text_free(&txt);
+  return st;
+}
+
+static KilnStatus read_files(KilnModel *m, KilnTrainer *tr, const FeData *d, const char *xname,
+                             const char *yname, RtDataset *ds) {
   RtError e;
   RtStatus rs;
+  if (d->kind && !strcmp(d->kind, "text"))
+    return read_text(m, tr, d, xname, yname, ds);
   if (d->kind && !strcmp(d->kind, "csv")) {
     RtCsvOptions co = {.has_label = yname != NULL, .label = (int)d->label_col};
     rs = rt_data_add_csv(ds, d->path, &co, xname, yname, &e);
@@ -384,7 +443,7 @@ static KilnStatus load_data(KilnModel *m, KilnTrainer *tr, const FeData *d, Data
                       m->sig->name, m->sig->ninputs, tr->sig->ninputs - m->sig->ninputs);
   const Value *x = model_input(tr), *y = label_input(m, tr);
   KilnStatus st;
-  if ((st = read_files(m, d, x->name, y ? y->name : NULL, &out->ds)) ||
+  if ((st = read_files(m, tr, d, x->name, y ? y->name : NULL, &out->ds)) ||
       (st = shape_features(m, d, x, &out->ds)) || (y && (st = shape_labels(m, tr, d, &out->ds)))) {
     rt_data_free(&out->ds);
     return st;
@@ -523,12 +582,26 @@ static const Value *input_named(const Graph *g, const char *name) {
   return NULL;
 }
 
-/* Adds the batch's numbers (rows of cc's last run) to t. */
+/* The labels of the batch's `rows` that are not padding (>= 0): the
+ * symbols a text model's loss averages over. */
+static int64_t counted_labels(const Compiled *cc, const Value *y, int64_t rows) {
+  int64_t per_row = 1, n = 0, d;
+  for (int i = 1; i < y->type.rank; i++)
+    per_row *= sz_eval(y->type.dim[i], cc->g->svals, &d) ? d : 0;
+  for (int64_t i = 0; i < rows * per_row; i++)
+    n += label_at(cc, y, i) >= 0;
+  return n;
+}
+
+/* Adds the batch's numbers (rows of cc's last run) to t: the loss weighted
+ * by the samples, or for text by the symbols (the loss is their mean), so
+ * that a pass's loss is the mean over all of them. */
 static void tally(KilnModel *m, KilnTrainer *tr, const Compiled *cc, int64_t rows, Tally *t) {
   const Value *y = label_input(m, tr);
   int64_t c = classes(m, tr);
-  t->loss += scalar_at(cc, cc->g->outputs[0]) * rows;
-  t->seen += rows;
+  int64_t w = tr->vocab.text ? counted_labels(cc, input_named(cc->g, y->name), rows) : rows;
+  t->loss += scalar_at(cc, cc->g->outputs[0]) * w;
+  t->seen += w;
   t->classify = c > 0 && cc->g->noutputs > 1;
   if (t->classify)
     t->correct += count_correct(cc, input_named(cc->g, y->name), rows, c);
@@ -631,9 +704,11 @@ static KilnStatus save_checkpoint(KilnModel *m, KilnTrainer *tr, const char *pat
       meta(a, "batch", "%lld", (long long)t->batch),
       meta(a, "rng", "philox4x32-10: split (seed), epoch order (seed, epoch), dropout (seed, step)"),
       {"curves", curves_text(a, &tr->curves)},
+      {0}, {0},                                   /* a text model's vocabulary */
   };
   RtError e;
-  RtStatus rs = md[8].value ? rt_st_write(path, ts, m->nw, md, 9, &e) : RT_ERR_NOMEM;
+  int nmd = 9 + kiln__vocab_meta(m, md + 9);
+  RtStatus rs = md[8].value ? rt_st_write(path, ts, m->nw, md, nmd, &e) : RT_ERR_NOMEM;
   free(ts);
   rt_arena_free(a);
   if (rs == RT_ERR_NOMEM)
@@ -717,8 +792,32 @@ static KilnStatus load_checkpoint(KilnModel *m, KilnTrainer *tr, const char *pat
     memcpy(t.data, src->data, rt_tensor_bytes(src));
     st = kiln__put_weight(m, s.tensors[i].name, t);
   }
+  if (st == KILN_OK && !kiln__read_vocab(m, &s, path))
+    st = KILN_ERR_NOMEM;
   rt_st_free(&s);
   return st;
+}
+
+/* The symbols of a vocabulary string: its characters and the end symbol. */
+static int symbols(const char *utf8) {
+  int n = 1;
+  for (const char *p = utf8; *p; p++)
+    n += (*p & 0xC0) != 0x80;
+  return n;
+}
+
+/* Weights that carry a vocabulary must have been trained on the data's;
+ * the data's then becomes the model's (kept in the weights it writes). */
+static KilnStatus agree_vocab(KilnModel *m, KilnTrainer *tr) {
+  const KilnVocab *mv = &m->vocab, *dv = &tr->vocab;
+  if (!dv->text)
+    return KILN_OK;
+  if (mv->text && strcmp(mv->text, dv->text))
+    return kiln__fail(m, KILN_ERR_WEIGHTS, "%s holds a vocabulary of %d symbols (\"%.60s\"), "
+                      "the data %s has %d (\"%.60s\"): the weights were trained on other text",
+                      mv->from ? mv->from : "the weights", symbols(mv->text), mv->text,
+                      dv->from, tr->nvocab, dv->text);
+  return kiln__set_vocab(m, dv->text, dv->lines, dv->from) ? KILN_OK : KILN_ERR_NOMEM;
 }
 
 /* ---- reporting ---------------------------------------------------------------- */
@@ -904,6 +1003,8 @@ static KilnStatus prepare(Run *r, int *first) {
     m->seeded = true;                /* layers the file lacks start fresh */
     m->seed = t->seed;
   }
+  if ((st = agree_vocab(m, tr)))
+    return st;
   FeSize b[64];
   int nb;
   int64_t per_epoch = (r->train.ds.len + t->batch - 1) / t->batch;
@@ -927,14 +1028,38 @@ static void finish_run(Run *r) {
   free(r->perm);
 }
 
+/* A text model against the count models fitted on the training split,
+ * all in nats per symbol of the validation split (the end symbols
+ * included): the numbers a character-level model has to beat. */
+static KilnStatus report_baselines(Run *r) {
+  const KilnTrainer *tr = r->tr;
+  const RtDataset *tn = &r->train.ds, *va = &r->val.ds;
+  RtTextBaselines b;
+  RtError e;
+  if (!tr->vocab.text || !va->len || !tr->curves.n)
+    return KILN_OK;
+  if (rt_text_baselines(&tn->t[0].t, &tn->t[1].t, &va->t[0].t, &va->t[1].t, tr->nvocab, 1, &b,
+                        &e) != RT_OK)
+    return kiln__fail(r->m, KILN_ERR_NOMEM, "%s", e.msg);
+  double model = tr->curves.e[tr->curves.n - 1].val_loss;
+  if (r->o->progress)
+    fprintf(r->o->progress, "validation nats per symbol (%lld symbols): model %.4f, bigram %.4f, "
+            "unigram %.4f (count models fitted on the training split, add-one smoothing)\n",
+            (long long)b.chars, model, b.bigram, b.unigram);
+  if (r->o->json)
+    fprintf(r->o->json, "{\"val_symbols\": %lld, \"val_loss\": %.17g, \"bigram\": %.17g, "
+            "\"unigram\": %.17g}\n", (long long)b.chars, model, b.bigram, b.unigram);
+  return KILN_OK;
+}
+
 static KilnStatus conclude(Run *r) {
   char reading[512];
   KilnModel *m = r->m;
   rt_bias_variance_reading(&r->tr->curves, NULL, reading, sizeof reading);
   if (r->o->progress)
     fprintf(r->o->progress, "%s\n", reading);
-  KilnStatus st = KILN_OK;
-  if (r->o->curves)
+  KilnStatus st = report_baselines(r);
+  if (st == KILN_OK && r->o->curves)
     st = write_curves(m, r->tr, r->o->curves, reading);
   if (st == KILN_OK && r->o->out)
     st = kiln_save_weights(m, r->o->out);
@@ -1007,13 +1132,15 @@ KilnStatus kiln_evaluate(KilnModel *m, const KilnTrainOptions *o, KilnEpoch *out
   FeSize b[64];
   int nb;
   Tally v = {0};
+  if (st == KILN_OK)
+    st = agree_vocab(m, tr);
   if (st == KILN_OK && !(st = binds_of(m, &d->ds.t[0].t, b, &nb)) &&
       !(st = ensure(m, tr, false, b, nb, t->batch)))
     st = evaluate(m, tr, &d->ds, &v);
   *out = (KilnEpoch){.loss = tally_loss(&v), .acc = tally_acc(&v), .val_loss = NAN,
                      .val_acc = NAN, .test_loss = NAN, .test_acc = NAN, .lr = NAN, .seconds = NAN};
   if (samples)
-    *samples = v.seen;
+    *samples = st == KILN_OK ? d->ds.len : 0;   /* v.seen counts symbols for text */
   finish_run(&r);
   return st;
 }

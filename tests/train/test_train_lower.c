@@ -311,9 +311,33 @@ static void schedule_and_data_errors(void **state) {
   expect_error("loss = mse(logits, t)  data = csv(\"x\", label = middle)",
                "data: label of csv must be first, last or a column number, got the name 'middle'");
   expect_error("loss = mse(logits, t)  test = \"x.csv\"",
-               "test must be one of csv, npy, idx, as in csv(...); got the string \"x.csv\"");
+               "test must be one of csv, npy, idx, text, as in csv(...); got the string \"x.csv\"");
   expect_error("loss = mse(logits, t)  data = csv(\"x\", scale = 0)",
                "data: scale of csv must be above 0, got 0");
+  expect_error("loss = mse(logits, t)  data = text(\"w.txt\")",
+               "text: give lines = true (one sample per line) or window = T (a running text cut "
+               "into samples of T characters), not neither");
+  expect_error("loss = mse(logits, t)  data = text(\"w.txt\", lines = true, window = 8)",
+               "not both");
+  expect_error("loss = mse(logits, t)  data = text(\"w.txt\", window = 8, chars = \"a-z\")",
+               "text: chars= and maxlen= apply to lines = true");
+  expect_error("loss = mse(logits, t)  data = text(\"w.txt\", lines = 1)",
+               "data: lines of text must be");
+  expect_error("loss = mse(logits, t)  data = text(\"w.txt\", window = 0)",
+               "data: window of text must be");
+}
+
+static void text_data(void **state) {
+  Run *r = config_of("loss = mse(logits, t)  data = text(\"w.txt\", lines = true, chars = \"a-z\", "
+                     "maxlen = 30)  test = text(\"c.txt\", window = 16)");
+  FeTrain *t = config_ok(r);
+  assert_string_equal(t->data.kind, "text");
+  assert_true(t->data.text.lines);
+  assert_string_equal(t->data.text.chars, "a-z");
+  assert_int_equal(t->data.text.max_len, 30);
+  assert_false(t->test.text.lines);
+  assert_int_equal(t->test.text.window, 16);
+  done(r);
 }
 
 /* All mistakes of a block in one run, each once. */
@@ -627,6 +651,7 @@ int main(void) {
     cmocka_unit_test(setting_errors),
     cmocka_unit_test(optimizer_errors),
     cmocka_unit_test(schedule_and_data_errors),
+    cmocka_unit_test(text_data),
     cmocka_unit_test(all_errors_at_once),
     cmocka_unit_test(finding_the_block),
     cmocka_unit_test(training_signature),

@@ -1,0 +1,203 @@
+/* The step function in the C API (include/kiln.h, "text models and
+ * generation"): the model lowered with its sequence length bound to 1 and
+ * its scans' carries made inputs and outputs (ir_step_function), compiled
+ * like any graph. The state lives in the step's own input region: after a
+ * call each "state.k.next" output is copied onto the "state.k" input, so the
+ * next call starts where this one stopped and a caller can read or set the
+ * state in place between calls. */
+#include "tools/api.h"
+#include <stdlib.h>
+#include <string.h>
+
+struct KilnStep {
+  KilnModel *m;
+  Compiled *cc;
+  int nin, nout;          /* the model's own inputs and outputs (first in cc->g's lists) */
+  int nstate;             /* then the states: inputs nin + k, outputs nout + k */
+  int64_t batch;          /* of the last run (max_batch before any) */
+};
+
+/* The size name of the first scan's sequence length, or NULL. */
+static const char *sequence_size(const Graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    Size z = g->nodes[i]->attr.steps;
+    if (g->nodes[i]->op != OP_scan)
+      continue;
+    return z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1 ? g->svars[z.t[0].v[0]] : NULL;
+  }
+  return NULL;
+}
+
+/* The model lowered with the sequence length 1 (and the sizes it was
+ * loaded with), its carries made inputs and outputs. */
+static KilnStatus lower_step(KilnModel *m, Graph **out, int *nstate) {
+  const char *seq = sequence_size(m->sig);
+  *out = NULL;
+  if (!seq)
+    return kiln__fail(m, KILN_ERR_MODEL, "model '%s' has no scan over a sequence length that is "
+                      "a size name (rnn, lstm, gru or scan over T): it has no step function",
+                      m->sig->name);
+  FeSize *b = rt_arena_alloc(m->arena, (size_t)(m->nsizes + 1) * sizeof *b);
+  int nb = 0;
+  if (!b)
+    return KILN_ERR_NOMEM;
+  for (int i = 0; i < m->nsizes; i++)
+    if (strcmp(m->sizes[i].name, seq))
+      b[nb++] = m->sizes[i];
+  b[nb++] = (FeSize){seq, 1};
+  FeOptions fo = {.model = m->opt.model, .sizes = b, .nsizes = nb};
+  Graph *g = fe_lower(m->ast, &fo, &m->diags);
+  if (!g || m->diags.nerrors) {
+    ir_graph_free(g);
+    return g ? KILN_ERR_MODEL : KILN_ERR_NOMEM;
+  }
+  *nstate = ir_step_function(g);
+  *out = g;
+  return KILN_OK;
+}
+
+KilnStatus kiln_step_create(KilnModel *m, int64_t max_batch, KilnStep **out) {
+  if (!m || !out || max_batch < 0)
+    return KILN_ERR_ARG;
+  *out = NULL;
+  kiln__reset_errors(m);
+  if (!m->sig)
+    return kiln__fail(m, KILN_ERR_MODEL, "the model did not load");
+  KilnStep *s = calloc(1, sizeof *s);
+  if (!s)
+    return KILN_ERR_NOMEM;
+  *s = (KilnStep){.m = m, .nin = m->sig->ninputs, .nout = m->sig->noutputs,
+                  .batch = max_batch ? max_batch : 1};
+  Graph *g;
+  KilnStatus st = lower_step(m, &g, &s->nstate);
+  if (st == KILN_OK)
+    st = kiln__compile_graph(m, g, kiln__batch_name(m), s->batch, 0, &s->cc);
+  if (st != KILN_OK) {
+    free(s);
+    return st;
+  }
+  kiln_step_reset(s);
+  *out = s;
+  return KILN_OK;
+}
+
+int kiln_step_state_count(const KilnStep *s) { return s ? s->nstate : 0; }
+
+/* The size values of cc's graph with the batch bound to `batch`. */
+static void size_values(const KilnStep *s, int64_t batch, int64_t *vals) {
+  const Graph *g = s->cc->g;
+  for (int i = 0; i < g->nsvars; i++)
+    vals[i] = i == g->batch_var ? batch : g->svals[i];
+}
+
+/* v as a KilnTensor at the given batch, its data where cc keeps it. */
+static int64_t as_tensor(const KilnStep *s, const Value *v, int64_t batch, KilnTensor *t) {
+  int64_t vals[256];
+  size_values(s, batch, vals);
+  *t = (KilnTensor){.name = v->name, .dtype = (KilnDType)v->type.dt, .rank = v->type.rank,
+                    .data = kiln__at(s->cc, v)};
+  return kiln__bytes_at(s->cc->g, v, vals, t->shape);
+}
+
+KilnStatus kiln_step_state(KilnStep *s, int i, KilnTensor *state) {
+  if (!s || !state || i < 0 || i >= s->nstate)
+    return KILN_ERR_ARG;
+  as_tensor(s, s->cc->g->inputs[s->nin + i], s->batch, state);
+  return KILN_OK;
+}
+
+void kiln_step_reset(KilnStep *s) {
+  for (int k = 0; s && k < s->nstate; k++) {
+    KilnTensor t;
+    int64_t bytes = as_tensor(s, s->cc->g->inputs[s->nin + k], s->cc->max_batch, &t);
+    memset(t.data, 0, bytes > 0 ? (size_t)bytes : 0);
+  }
+}
+
+/* The step input i fed by t: same dtype and rank, dims as compiled with
+ * the batch taken from the first input's leading dim (the batch's size). */
+static KilnStatus take_input(KilnStep *s, int i, const KilnTensor *t, int64_t batch) {
+  KilnTensor want;
+  char have[128], need[128];
+  int64_t bytes = as_tensor(s, s->cc->g->inputs[i], batch, &want);
+  bool same = bytes >= 0 && t->dtype == want.dtype && t->rank == want.rank && t->data;
+  for (int d = 0; same && d < t->rank; d++)
+    same = t->shape[d] == want.shape[d];
+  if (!same)
+    return kiln__fail(s->m, KILN_ERR_INPUT, "step input '%s' is %s %s, the step takes %s %s "
+                      "(the sequence length is 1, the batch at most %lld)", want.name,
+                      rt_dtype_name((RtDType)t->dtype), rt_shape_str(t->rank, t->shape, have, sizeof have),
+                      rt_dtype_name((RtDType)want.dtype),
+                      rt_shape_str(want.rank, want.shape, need, sizeof need),
+                      (long long)s->cc->max_batch);
+  memcpy(want.data, t->data, (size_t)bytes);
+  return KILN_OK;
+}
+
+/* The input given for step input i: by name, else by position. */
+static const KilnTensor *given(const KilnStep *s, const KilnTensor *in, int n, int i) {
+  const char *name = s->cc->g->inputs[i]->name;
+  for (int j = 0; j < n; j++)
+    if (in[j].name && !strcmp(in[j].name, name))
+      return &in[j];
+  return i < n && !in[i].name ? &in[i] : NULL;
+}
+
+static KilnStatus feed(KilnStep *s, const KilnTensor *in, int n, int64_t *batch) {
+  const Graph *g = s->cc->g;
+  if (n != s->nin)
+    return kiln__fail(s->m, KILN_ERR_INPUT, "the step takes the model's %d input(s), got %d",
+                      s->nin, n);
+  const KilnTensor *first = given(s, in, n, 0);
+  bool batched = g->batch_var >= 0;
+  *batch = batched && first && first->rank > 0 ? first->shape[0] : s->cc->max_batch;
+  if (batched && (*batch < 1 || *batch > s->cc->max_batch))
+    return kiln__fail(s->m, KILN_ERR_INPUT, "a step of %lld sequences; the step was made for at "
+                      "most %lld (kiln_step_create)", (long long)*batch,
+                      (long long)s->cc->max_batch);
+  for (int i = 0; i < s->nin; i++) {
+    const KilnTensor *t = given(s, in, n, i);
+    KilnStatus st = t ? take_input(s, i, t, *batch)
+                      : kiln__fail(s->m, KILN_ERR_INPUT, "no step input named '%s' was given",
+                                   g->inputs[i]->name);
+    if (st != KILN_OK)
+      return st;
+  }
+  return KILN_OK;
+}
+
+KilnStatus kiln_step_run(KilnStep *s, const KilnTensor *inputs, int ninputs, KilnTensor *outputs,
+                         int noutputs) {
+  if (!s || (ninputs && !inputs) || (noutputs && !outputs) || noutputs < 0)
+    return KILN_ERR_ARG;
+  kiln__reset_errors(s->m);
+  if (noutputs > s->nout)
+    return kiln__fail(s->m, KILN_ERR_ARG, "the model has %d output(s), %d asked", s->nout,
+                      noutputs);
+  int64_t batch = 0;
+  KilnStatus st = feed(s, inputs, ninputs, &batch);
+  if (st != KILN_OK)
+    return st;
+  kiln__call(s->m, s->cc, batch);
+  s->batch = batch;
+  for (int k = 0; k < s->nstate; k++) {   /* the carries move on */
+    KilnTensor next, cur;
+    int64_t bytes = as_tensor(s, s->cc->g->outputs[s->nout + k], batch, &next);
+    as_tensor(s, s->cc->g->inputs[s->nin + k], batch, &cur);
+    memmove(cur.data, next.data, (size_t)bytes);
+  }
+  for (int i = 0; i < noutputs; i++) {
+    as_tensor(s, s->cc->g->outputs[i], batch, &outputs[i]);
+    outputs[i].name = s->m->sig->outputs[i]->name;
+  }
+  return KILN_OK;
+}
+
+void kiln_step_free(KilnStep *s) {
+  if (!s)
+    return;
+  if (s->m->newest == s->cc)
+    s->m->newest = NULL;
+  kiln__free_compiled(s->cc);
+  free(s);
+}
