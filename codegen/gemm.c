@@ -574,12 +574,13 @@ static LLVMValueRef emit_micro(Gen *g) {
  * time, straight into the NR-column panels, so no column matrix exists and
  * the image block read stays in cache. Per panel, the lanes' part of the
  * image index (positions or taps, whichever are op(B)'s columns) is worked
- * out once as vectors; each k adds its scalar part. Where the panel's
- * positions lie in one row of the output and the taps step by 1 along it
- * (stride-1 convolutions, the bulk), a k's NR elements are contiguous in
- * the image: masked vector loads, the mask zeroing the padding. Otherwise
- * each lane loads alone from a clamped address, selected to zero outside
- * (LLVM expands masked gathers on AVX2 into a branch per lane). */
+ * out once as vectors; each k adds its scalar part. Where taps step by
+ * one image column (stride 1, the bulk), runs of the panel are contiguous
+ * in the image: masked vector loads, the mask zeroing the padding (per
+ * output row of the panel's positions, or per tap lane over L positions,
+ * transposed in registers). Otherwise each lane loads alone from a clamped
+ * address, selected to zero outside (LLVM expands masked gathers on AVX2
+ * into a branch per lane). */
 
 typedef struct Img {
   LLVMValueRef base, H, W, HW, PW;
@@ -601,6 +602,21 @@ static LLVMValueRef iota(Gen *g, int first, int n) {
     e[j] = k64(g, first + j);
   return LLVMConstVector(e, n);
 }
+
+/* A vector's lanes as i32 (image sizes stay far below 2^31): the masks of
+ * the contiguous paths are computed on L lanes of i32, half the work of i64. */
+static LLVMValueRef splat32(Gen *g, LLVMValueRef v) {
+  return cg_splat(g->c, LLVMBuildTrunc(g->b, v, g->c->t_i32, ""), g->lanes);
+}
+
+static LLVMValueRef iota32(Gen *g, int first) {
+  LLVMValueRef e[64];
+  for (int j = 0; j < g->lanes; j++)
+    e[j] = LLVMConstInt(g->c->t_i32, first + j, 0);
+  return LLVMConstVector(e, g->lanes);
+}
+
+static LLVMValueRef ult(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildICmp(g->b, LLVMIntULT, a, b, ""); }
 
 /* One image axis: idx * div = num, 0 <= idx < n. Returns whether it holds
  * (scalar or per lane) and idx in *at. */
@@ -658,42 +674,101 @@ static void position_lanes(Gen *g, const Img *im, LLVMValueRef n0, LLVMValueRef 
   *live = LLVMBuildICmp(g->b, LLVMIntSLT, iota(g, 0, g->nr), splat(g, valid), "");
 }
 
-/* A panel of NR positions within one output row, from position n0, taps
- * stepping by one image column: each k is NR contiguous elements of an
- * image row, loaded under a mask of the columns inside the image. */
-static void pack_row_panel(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc, LLVMValueRef n0) {
+/* With taps stepping by one image column (stride 1, no divisor), the
+ * panel's positions on one output row (a segment) read contiguous image
+ * elements: per k, a masked vector load per segment and vector, the mask
+ * keeping the segment's lanes inside the image; segments merge by selects
+ * in acc (an <L x T> per vector). */
+static void pack_segments(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
+                          LLVMValueRef n0, LLVMValueRef valid, LLVMValueRef *accp) {
   const CgIm2col *s = g->s->im2col;
-  LLVMValueRef row = sdiv(g, n0, im->PW), col = sub(g, n0, mul(g, row, im->PW));
-  LLVMValueRef ph = sub(g, mul(g, row, k64(g, s->step[0])), k64(g, s->off[0])), pw = sub(g, col, k64(g, s->off[1]));
+  LLVMValueRef one = k64(g, 1), row0 = sdiv(g, n0, im->PW), col0 = sub(g, n0, mul(g, row0, im->PW));
+  LLVMValueRef nseg = add(g, sdiv(g, sub(g, add(g, col0, valid), one), im->PW), one);
+  LLVMValueRef PW = splat32(g, im->PW), W = splat32(g, im->W), live = splat32(g, valid);
+  Loop lk, ls;
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc), cho, ti, tj, ih;
+  tap_parts(g, im, add(g, k0, k), &cho, &ti, &tj);
+  for (int v = 0; v < g->nv; v++)
+    LLVMBuildStore(g->b, LLVMConstNull(g->vt), accp[v]);
+  LLVMValueRef seg = loop_open(g, &ls, k64(g, 0), nseg), row = add(g, row0, seg);
+  LLVMValueRef shift = sub(g, n0, mul(g, row, im->PW));  /* lane 0's column, as if on this row */
+  LLVMValueRef ihn = add(g, sub(g, mul(g, row, k64(g, s->step[0])), k64(g, s->off[0])), ti);
+  LLVMValueRef row_ok = cg_splat(g->c, img_axis(g, ihn, s->div[0], im->H, &ih), g->lanes);
+  LLVMValueRef iw0 = add(g, shift, sub(g, tj, k64(g, s->off[1])));
+  LLVMValueRef src = elem(g, im->base, add(g, cho, add(g, mul(g, ih, im->W), iw0)));
+  for (int v = 0; v < g->nv; v++) {
+    LLVMValueRef r = iota32(g, v * g->lanes);
+    LLVMValueRef on_row = ult(g, add(g, r, splat32(g, shift)), PW), in_w = ult(g, add(g, r, splat32(g, iw0)), W);
+    LLVMValueRef mask = LLVMBuildAnd(g->b, LLVMBuildAnd(g->b, row_ok, on_row, ""), in_w, "");
+    mask = LLVMBuildAnd(g->b, mask, LLVMBuildICmp(g->b, LLVMIntSLT, r, live, ""), "");
+    LLVMValueRef x = load_c(g, elem(g, src, k64(g, v * g->lanes)), mask);
+    LLVMValueRef acc = LLVMBuildLoad2(g->b, g->vt, accp[v], "");
+    LLVMBuildStore(g->b, LLVMBuildSelect(g->b, mask, x, acc, ""), accp[v]);
+  }
+  loop_close(g, &ls, one);
+  for (int v = 0; v < g->nv; v++)
+    store(g, LLVMBuildLoad2(g->b, g->vt, accp[v], ""), elem(g, dst, add(g, mul(g, k, k64(g, g->nr)), k64(g, v * g->lanes))));
+  loop_close(g, &lk, one);
+}
+
+/* The common case of pack_segments: every vector of L lanes of a full
+ * panel on one output row (rows as wide as a multiple of L, or wider than
+ * the panel). Per k, a vector is a plain load where its row and columns
+ * lie inside the image, a masked load (the padding) otherwise. */
+static void pack_vector_rows(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
+                             LLVMValueRef n0, LLVMValueRef *rowv, LLVMValueRef *colv) {
+  const CgIm2col *s = g->s->im2col;
+  LLVMValueRef one = k64(g, 1), kL = k64(g, g->lanes), W = splat32(g, im->W), src[8], ok[8];
   Loop lk;
   LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc), cho, ti, tj, ih;
   tap_parts(g, im, add(g, k0, k), &cho, &ti, &tj);
-  LLVMValueRef row_ok = img_axis(g, add(g, ph, ti), s->div[0], im->H, &ih), iw0 = add(g, pw, tj);
-  LLVMValueRef src = elem(g, im->base, add(g, cho, add(g, mul(g, ih, im->W), iw0)));
-  LLVMValueRef ok = cg_splat(g->c, row_ok, g->lanes), W = cg_splat(g->c, im->W, g->lanes);
+  LLVMValueRef inside = LLVMConstInt(g->c->t_i1, 1, 0), iw0[8];
   for (int v = 0; v < g->nv; v++) {
-    LLVMValueRef iw = add(g, cg_splat(g->c, iw0, g->lanes), iota(g, v * g->lanes, g->lanes));
-    LLVMValueRef mask = LLVMBuildAnd(g->b, ok, LLVMBuildICmp(g->b, LLVMIntULT, iw, W, ""), "");
-    store(g, load_c(g, elem(g, src, k64(g, v * g->lanes)), mask), elem(g, dst, add(g, mul(g, k, k64(g, g->nr)), k64(g, v * g->lanes))));
+    LLVMValueRef ihn = add(g, sub(g, mul(g, rowv[v], k64(g, s->step[0])), k64(g, s->off[0])), ti);
+    ok[v] = img_axis(g, ihn, s->div[0], im->H, &ih);
+    iw0[v] = add(g, colv[v], sub(g, tj, k64(g, s->off[1])));
+    src[v] = elem(g, im->base, add(g, cho, add(g, mul(g, ih, im->W), iw0[v])));
+    LLVMValueRef cols_in = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, iw0[v], k64(g, 0), ""),
+                                        LLVMBuildICmp(g->b, LLVMIntSLE, add(g, iw0[v], kL), im->W, ""), "");
+    inside = LLVMBuildAnd(g->b, inside, LLVMBuildAnd(g->b, ok[v], cols_in, ""), "");
   }
-  loop_close(g, &lk, k64(g, 1));
+  LLVMValueRef to = elem(g, dst, mul(g, k, k64(g, g->nr)));
+  If plain, edge;
+  if_open(g, &plain, inside);
+  for (int v = 0; v < g->nv; v++)
+    store(g, load(g, g->vt, src[v]), elem(g, to, k64(g, v * g->lanes)));
+  if_close(g, &plain);
+  if_open(g, &edge, LLVMBuildNot(g->b, inside, ""));
+  for (int v = 0; v < g->nv; v++) {
+    LLVMValueRef mask = LLVMBuildAnd(g->b, cg_splat(g->c, ok[v], g->lanes),
+                                     ult(g, add(g, iota32(g, 0), splat32(g, iw0[v])), W), "");
+    store(g, load_c(g, src[v], mask), elem(g, to, k64(g, v * g->lanes)));
+  }
+  if_close(g, &edge);
+  loop_close(g, &lk, one);
 }
 
 /* Taps are op(B)'s rows, positions its columns (conv2d, conv2d_bwd_data). */
 static void pack_taps_on_k(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
-                           LLVMValueRef n0, LLVMValueRef valid) {
+                           LLVMValueRef n0, LLVMValueRef valid, LLVMValueRef *accp) {
   const CgIm2col *s = g->s->im2col;
-  If fast, slow;
-  LLVMValueRef row_panel = LLVMConstInt(g->c->t_i1, 0, 0);
   if (s->step[1] == 1 && s->div[1] == 1) {
-    LLVMValueRef col = srem(g, n0, im->PW);
-    row_panel = LLVMBuildAnd(g->b, eq(g, valid, k64(g, g->nr)),
-                             LLVMBuildICmp(g->b, LLVMIntSLE, add(g, col, k64(g, g->nr)), im->PW, ""), "");
+    LLVMValueRef rowv[8], colv[8], simple = eq(g, valid, k64(g, g->nr));
+    for (int v = 0; v < g->nv; v++) {
+      LLVMValueRef n = add(g, n0, k64(g, v * g->lanes));
+      rowv[v] = sdiv(g, n, im->PW);
+      colv[v] = sub(g, n, mul(g, rowv[v], im->PW));
+      simple = LLVMBuildAnd(g->b, simple, LLVMBuildICmp(g->b, LLVMIntSLE, add(g, colv[v], k64(g, g->lanes)), im->PW, ""), "");
+    }
+    If fast, slow;
+    if_open(g, &fast, simple);
+    pack_vector_rows(g, im, dst, k0, kc, n0, rowv, colv);
+    if_close(g, &fast);
+    if_open(g, &slow, LLVMBuildNot(g->b, simple, ""));
+    pack_segments(g, im, dst, k0, kc, n0, valid, accp);
+    if_close(g, &slow);
+    return;
   }
-  if_open(g, &fast, row_panel);
-  pack_row_panel(g, im, dst, k0, kc, n0);
-  if_close(g, &fast);
-  if_open(g, &slow, LLVMBuildNot(g->b, row_panel, ""));
   LLVMValueRef ph, pw, live, cho, ti, tj;
   position_lanes(g, im, n0, valid, &ph, &pw, &live);
   Loop lk;
@@ -702,31 +777,66 @@ static void pack_taps_on_k(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef
   gather_lanes(g, im, splat(g, cho), add(g, ph, splat(g, ti)), add(g, pw, splat(g, tj)), live,
                elem(g, dst, mul(g, k, k64(g, g->nr))));
   loop_close(g, &lk, k64(g, 1));
-  if_close(g, &slow);
+}
+
+/* L positions on one output row for every tap lane, taps stepping by one
+ * image column: lane r's L elements are contiguous in the image, loaded
+ * as a masked vector, and each group of L lanes is transposed in
+ * registers into L k-rows of the panel. */
+static void pack_position_block(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef cho, LLVMValueRef ihn,
+                                LLVMValueRef iwn, LLVMValueRef live) {
+  LLVMValueRef W = splat32(g, im->W), x[64];
+  for (int grp = 0; grp < g->nv; grp++) {
+    for (int l = 0; l < g->lanes; l++) {
+      LLVMValueRef lane = LLVMConstInt(g->c->t_i32, grp * g->lanes + l, 0);
+      LLVMValueRef ih = LLVMBuildExtractElement(g->b, ihn, lane, ""), iw = LLVMBuildExtractElement(g->b, iwn, lane, "");
+      LLVMValueRef ok = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntULT, ih, im->H, ""),
+                                     LLVMBuildExtractElement(g->b, live, lane, ""), "");
+      LLVMValueRef in_w = ult(g, add(g, splat32(g, iw), iota32(g, 0)), W);
+      LLVMValueRef mask = LLVMBuildAnd(g->b, cg_splat(g->c, ok, g->lanes), in_w, "");
+      LLVMValueRef at = add(g, LLVMBuildExtractElement(g->b, cho, lane, ""), add(g, mul(g, ih, im->W), iw));
+      x[l] = load_c(g, elem(g, im->base, at), mask);
+    }
+    transpose(g, x);
+    for (int l = 0; l < g->lanes; l++)
+      store(g, x[l], elem(g, dst, k64(g, l * g->nr + grp * g->lanes)));
+  }
 }
 
 /* Taps are op(B)'s columns, positions its rows (conv2d_bwd_filter): the
- * position (row, col) steps along k, carried rather than divided out. */
+ * position (row, col) steps along k, carried rather than divided out; L
+ * at a time where they lie on one row and the taps step by one column. */
 static void pack_taps_on_n(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
                            LLVMValueRef n0, LLVMValueRef valid, LLVMValueRef rowp, LLVMValueRef colp) {
   const CgIm2col *s = g->s->im2col;
-  LLVMValueRef t = add(g, splat(g, n0), iota(g, 0, g->nr)), cho, ti, tj;
+  LLVMValueRef t = add(g, splat(g, n0), iota(g, 0, g->nr)), cho, ti, tj, one = k64(g, 1);
   tap_parts(g, im, t, &cho, &ti, &tj);
   LLVMValueRef live = LLVMBuildICmp(g->b, LLVMIntSLT, iota(g, 0, g->nr), splat(g, valid), "");
   LLVMValueRef row0 = sdiv(g, k0, im->PW);
   LLVMBuildStore(g->b, row0, rowp);
   LLVMBuildStore(g->b, sub(g, k0, mul(g, row0, im->PW)), colp);
   Loop lk;
-  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc);
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc), kL = k64(g, g->lanes);
   LLVMValueRef row = LLVMBuildLoad2(g->b, g->c->t_i64, rowp, ""), col = LLVMBuildLoad2(g->b, g->c->t_i64, colp, "");
   LLVMValueRef ph = sub(g, mul(g, row, k64(g, s->step[0])), k64(g, s->off[0]));
   LLVMValueRef pw = sub(g, mul(g, col, k64(g, s->step[1])), k64(g, s->off[1]));
-  gather_lanes(g, im, cho, add(g, ti, splat(g, ph)), add(g, tj, splat(g, pw)), live,
-               elem(g, dst, mul(g, k, k64(g, g->nr))));
-  LLVMValueRef wrap = eq(g, add(g, col, k64(g, 1)), im->PW);
-  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, wrap, add(g, row, k64(g, 1)), row, ""), rowp);
-  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, wrap, k64(g, 0), add(g, col, k64(g, 1)), ""), colp);
-  loop_close(g, &lk, k64(g, 1));
+  LLVMValueRef ihn = add(g, ti, splat(g, ph)), iwn = add(g, tj, splat(g, pw)), to = elem(g, dst, mul(g, k, k64(g, g->nr)));
+  LLVMValueRef block = LLVMConstInt(g->c->t_i1, 0, 0);
+  if (s->step[1] == 1 && s->div[0] == 1 && s->div[1] == 1)
+    block = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSLE, add(g, col, kL), im->PW, ""),
+                         LLVMBuildICmp(g->b, LLVMIntSLE, add(g, k, kL), kc, ""), "");
+  LLVMValueRef step = LLVMBuildSelect(g->b, block, kL, one, "");
+  If fast, slow;
+  if_open(g, &fast, block);
+  pack_position_block(g, im, to, cho, ihn, iwn, live);
+  if_close(g, &fast);
+  if_open(g, &slow, LLVMBuildNot(g->b, block, ""));
+  gather_lanes(g, im, cho, ihn, iwn, live, to);
+  if_close(g, &slow);
+  LLVMValueRef next = add(g, col, step), wrap = eq(g, next, im->PW);
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, wrap, add(g, row, one), row, ""), rowp);
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, wrap, k64(g, 0), next, ""), colp);
+  loop_close(g, &lk, step);
 }
 
 /* pack_b(dst, image, k0, n0, nc, kc, H, W, PW): op(B)[k0 .. k0+kc, n0 .. n0+nc)
@@ -738,6 +848,9 @@ static LLVMValueRef emit_pack_im2col(Gen *g) {
   set_noalias(g, fn, 0);
   set_noalias(g, fn, 1);
   LLVMValueRef rowp = LLVMBuildAlloca(g->b, c->t_i64, "row"), colp = LLVMBuildAlloca(g->b, c->t_i64, "col");
+  LLVMValueRef accp[8];
+  for (int v = 0; v < g->nv; v++)
+    accp[v] = LLVMBuildAlloca(g->b, g->vt, "acc");
   Img im = {.base = LLVMGetParam(fn, 1), .H = LLVMGetParam(fn, 6), .W = LLVMGetParam(fn, 7), .PW = LLVMGetParam(fn, 8)};
   im.HW = mul(g, im.H, im.W);
   LLVMValueRef dst = LLVMGetParam(fn, 0), k0 = LLVMGetParam(fn, 2), n0 = LLVMGetParam(fn, 3);
@@ -749,7 +862,7 @@ static LLVMValueRef emit_pack_im2col(Gen *g) {
   if (g->s->im2col->taps_on_n)
     pack_taps_on_n(g, &im, to, k0, kc, first, valid, rowp, colp);
   else
-    pack_taps_on_k(g, &im, to, k0, kc, first, valid);
+    pack_taps_on_k(g, &im, to, k0, kc, first, valid, accp);
   loop_close(g, &lp, k64(g, 1));
   LLVMBuildRetVoid(g->b);
   return fn;
