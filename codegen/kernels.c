@@ -145,11 +145,30 @@ static int64_t max_of(const Graph *gr, Size s) {
   return ir_numel_max(gr, &t);
 }
 
-/* conv2d_bwd_data's w' (see above), ahead of the GEMM's packing space. */
-static int64_t swapped_w_bytes(const Graph *gr, const Node *n) {
-  if (n->op != OP_conv2d_bwd_data || cg_conv_pointwise(n))
+/* How conv2d_bwd_data runs. The transposed convolution also multiplies
+ * the taps that fall outside dy: H*W / (OH*OW) times the useful work (2.25
+ * for LeNet's unpadded 5x5 on 12x12, 4 at stride 2). Past 5/4 it runs as
+ * w^T dy per image into one image's column block in work, added into dx
+ * while in cache (col2im). */
+typedef enum { BWD_POINTWISE, BWD_TRANSPOSED, BWD_COL2IM } BwdData;
+
+static BwdData bwd_data_way(const Graph *gr, const Node *n) {
+  if (cg_conv_pointwise(n))
+    return BWD_POINTWISE;
+  CgConvGeo g = cg_conv_geo(n);
+  return 4 * max_of(gr, sz_mul(g.H, g.W)) <= 5 * max_of(gr, g.P) ? BWD_TRANSPOSED : BWD_COL2IM;
+}
+
+/* Work ahead of the GEMM's packing space: conv2d_bwd_data's w' (see
+ * above), or the image number and one image's column block (col2im). */
+static int64_t bwd_data_bytes(const Graph *gr, const Node *n) {
+  if (n->op != OP_conv2d_bwd_data || bwd_data_way(gr, n) == BWD_POINTWISE)
     return 0;
-  return (ir_bytes_max(gr, &n->in[1]->type) + 63) / 64 * 64;
+  if (bwd_data_way(gr, n) == BWD_TRANSPOSED)
+    return (ir_bytes_max(gr, &n->in[1]->type) + 63) / 64 * 64;
+  CgConvGeo g = cg_conv_geo(n);
+  int64_t col = max_of(gr, g.Kc) * g.G * max_of(gr, g.P) * (int64_t)rt_dtype_size(g.dt);
+  return 64 + (col + 63) / 64 * 64;
 }
 
 int64_t cg_conv_work_bytes(const Graph *gr, const Node *n, int threads) {
@@ -161,11 +180,11 @@ int64_t cg_conv_work_bytes(const Graph *gr, const Node *n, int threads) {
     gemm = cg_gemm_work_bytes(g.dt, Og, P, Kc, threads);
   else if (n->op == OP_conv2d_bwd_filter)
     gemm = cg_gemm_work_bytes(g.dt, Og, Kc, P, threads);
-  else if (cg_conv_pointwise(n))
+  else if (bwd_data_way(gr, n) != BWD_TRANSPOSED)
     gemm = cg_gemm_work_bytes(g.dt, Kc, P, Og, threads);
   else
     gemm = cg_gemm_work_bytes(g.dt, Cg, HW, Og * g.kh * g.kw, threads);
-  return swapped_w_bytes(gr, n) + gemm;
+  return bwd_data_bytes(gr, n) + gemm;
 }
 
 /* One GEMM per group: the operands' addresses advance by g* per group. */
@@ -237,28 +256,81 @@ static void swap_w_channels(CgKernel *k, const CgConvGeo *g, LLVMValueRef dst) {
   cg_endfor(k, &U);
 }
 
-/* dx = the transposed convolution of dy (or, 1x1, w^T dy). */
-static void conv_bwd_data(CgKernel *k, const CgConvGeo *g, const CgIm2col *im) {
+/* Unit = input channel ch of the image whose number is at work[0]: zero
+ * its plane of dx, then add the channel's kh*kw rows of the column block
+ * (at work + 64) into it, taps in the padding dropped. */
+static void col2im_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  const CgConvGeo *g = user;
   CgCtx *c = k->c;
-  bool pw = cg_conv_pointwise(g->n);
+  const Attr *a = &g->n->attr;
+  LLVMTypeRef et = cg_elem_type(c, g->dt);
+  LLVMValueRef img = LLVMBuildLoad2(c->b, c->t_i64, k->work, "");
+  LLVMValueRef x = cg_value_ptr(k, g->x), col = LLVMBuildGEP2(c->b, c->t_i8, k->work, (LLVMValueRef[]){cg_i64(c, 64)}, 1, "");
+  LLVMValueRef H = cg_size(k, g->H), W = cg_size(k, g->W), OH = cg_size(k, g->OH);
+  LLVMValueRef OW = cg_size(k, g->OW), P = cg_size(k, g->P), HW = mul(c, H, W);
+  CgLoop U, I, J, R, Q;
+  LLVMValueRef ch = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  LLVMValueRef xbase = mul(c, add(c, mul(c, img, cg_size(k, g->C)), ch), HW);
+  LLVMValueRef cbase = mul(c, mul(c, ch, cg_i64(c, (int64_t)g->kh * g->kw)), P);
+  cg_zero(k, g->dt, x, xbase, HW);
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, g->kh), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, g->kw), cg_i64(c, 1));
+  LLVMValueRef rowbase = add(c, cbase, mul(c, add(c, mul(c, i, cg_i64(c, g->kw)), j), P));
+  LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
+  LLVMValueRef ih = add(c, mul(c, oh, cg_i64(c, a->stride[0])),
+                        LLVMBuildSub(c->b, mul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0]), ""));
+  LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
+  LLVMValueRef iw = add(c, mul(c, ow, cg_i64(c, a->stride[1])),
+                        LLVMBuildSub(c->b, mul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1]), ""));
+  LLVMValueRef ok = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntULT, ih, H, ""),
+                                 LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
+  LLVMValueRef at = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw), cg_i64(c, 0), ""));
+  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, col, add(c, rowbase, add(c, mul(c, oh, OW), ow))), "");
+  cg_add_to(k, g->dt, x, at, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""));
+  cg_endfor(k, &Q);
+  cg_endfor(k, &R);
+  cg_endfor(k, &J);
+  cg_endfor(k, &I);
+  cg_endfor(k, &U);
+}
+
+/* dx = the transposed convolution of dy, or w^T dy (1x1, or per image
+ * then col2im: see bwd_data_way). */
+static void conv_bwd_data(CgKernel *k, CgConvGeo *g, const CgIm2col *im, const char *name) {
+  CgCtx *c = k->c;
+  BwdData way = bwd_data_way(k->g, g->n);
   LLVMValueRef G = cg_i64(c, g->G), zero = cg_i64(c, 0), O = cg_size(k, g->O), P = cg_size(k, g->P);
-  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), Cg = cg_size(k, g->w->type.dim[1]);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), Cg = cg_size(k, g->w->type.dim[1]), Kc = cg_size(k, g->Kc);
   LLVMValueRef HW = cg_size(k, sz_mul(g->H, g->W)), T = cg_i64(c, (int64_t)g->kh * g->kw);
   LLVMValueRef work = k->work ? k->work : LLVMConstNull(c->t_ptr);
-  LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, work, (LLVMValueRef[]){cg_i64(c, swapped_w_bytes(k->g, g->n))}, 1, "");
-  ConvGemm q = {.ta = pw, .batch = cg_size(k, g->N), .M = Cg, .N = HW, .K = pw ? Og : mul(c, Og, T),
-                .A = cg_value_ptr(k, g->w), .lda = Cg, .sa = zero, .gA = mul(c, Og, Cg),
+  LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, work, (LLVMValueRef[]){cg_i64(c, bwd_data_bytes(k->g, g->n))}, 1, "");
+  ConvGemm q = {.ta = true, .batch = cg_size(k, g->N), .M = Kc, .N = P, .K = Og,
+                .A = cg_value_ptr(k, g->w), .lda = Kc, .sa = zero, .gA = mul(c, Og, Kc),
                 .B = cg_value_ptr(k, g->y), .ldb = P, .sb = mul(c, O, P), .gB = mul(c, Og, P),
-                .C = cg_value_ptr(k, g->x), .ldc = HW, .sc = mul(c, mul(c, Cg, G), HW), .gC = mul(c, Cg, HW),
+                .C = cg_value_ptr(k, g->x), .ldc = P, .sc = mul(c, mul(c, Kc, G), P), .gC = mul(c, Kc, P),
                 .ih = cg_size(k, g->OH), .iw = cg_size(k, g->OW), .pw = cg_size(k, g->W), .work = gemm_work};
-  if (!pw) {
+  if (way == BWD_TRANSPOSED) {
     swap_w_channels(k, g, work);
-    q.A = work;
-    q.lda = q.K;
-    q.gA = mul(c, Cg, q.K);
-    q.im = im;
+    q = (ConvGemm){.im = im, .batch = q.batch, .M = Cg, .N = HW, .K = mul(c, Og, T),
+                   .A = work, .lda = mul(c, Og, T), .sa = zero, .gA = mul(c, Cg, mul(c, Og, T)),
+                   .B = q.B, .ldb = P, .sb = q.sb, .gB = q.gB,
+                   .C = q.C, .ldc = HW, .sc = mul(c, mul(c, Cg, G), HW), .gC = mul(c, Cg, HW),
+                   .ih = q.ih, .iw = q.iw, .pw = q.pw, .work = gemm_work};
   }
+  if (way != BWD_COL2IM) {
+    conv_gemm(k, g, &q);
+    return;
+  }
+  CgLoop L;
+  LLVMValueRef img = cg_for(k, &L, zero, cg_size(k, g->N), cg_i64(c, 1));
+  LLVMBuildStore(c->b, img, work);
+  q.batch = cg_i64(c, 1);
+  q.B = cg_gep(k, g->dt, q.B, mul(c, img, q.sb));
+  q.C = LLVMBuildGEP2(c->b, c->t_i8, work, (LLVMValueRef[]){cg_i64(c, 64)}, 1, "");
   conv_gemm(k, g, &q);
+  LLVMValueRef cost = cg_size(k, sz_mul(g->P, sz_const((int64_t)g->kh * g->kw)));
+  cg_parallel(k, name, cg_size(k, g->C), cg_grain(k, cost), col2im_task, g);
+  cg_endfor(k, &L);
 }
 
 /* dw += dy_n col(x_n)^T, image after image (x itself for 1x1). */
@@ -283,11 +355,10 @@ static void conv_bwd_filter(CgKernel *k, const CgConvGeo *g, const CgIm2col *im)
 }
 
 void cg_conv_bwd_kernel(CgKernel *k, const char *name) {
-  (void)name;
   CgConvGeo g = cg_conv_geo(k->n);
   CgIm2col im = conv_im2col(k->n);
   if (k->n->op == OP_conv2d_bwd_data)
-    conv_bwd_data(k, &g, &im);
+    conv_bwd_data(k, &g, &im, name);
   else
     conv_bwd_filter(k, &g, &im);
 }
