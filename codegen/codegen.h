@@ -104,25 +104,23 @@ typedef struct CgConvGeo {
   RtDType dt;
   Size N, C, H, W, O, OH, OW;
   int G, kh, kw;
-  Size Kc, P;                /* rows of a group's column block (C/G*kh*kw), columns (OH*OW) */
-  bool scatter;              /* col2im: x += columns; else im2col: columns = x */
+  Size Kc, P;                /* taps of a group (C/G*kh*kw), positions (OH*OW) */
 } CgConvGeo;
 CgConvGeo cg_conv_geo(const Node *n);
 bool cg_conv_pointwise(const Node *n);
-int64_t cg_conv_col_bytes(const Graph *g, const Node *n);
-void cg_conv_windows(CgKernel *k, CgConvGeo *g, const char *task_name); /* im2col or col2im */
+/* Work of conv2d, conv2d_bwd_data or conv2d_bwd_filter: the GEMM's packing
+ * space (and conv2d_bwd_data's reordered weights). */
+int64_t cg_conv_work_bytes(const Graph *g, const Node *n, int threads);
+void cg_conv_bwd_kernel(CgKernel *k, const char *task_name);
 struct CgEpiPlan;
 void cg_call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc,
                   const struct CgEpiPlan *epi, LLVMValueRef *args);
 void cg_pool_kernel(CgKernel *k, const char *task_name);
 void cg_copy_kernel(CgKernel *k);
 
-/* grad_kernels.c: templates of the backward ops (conv2d_bwd_data: W^T dy
- * then col2im; conv2d_bwd_filter: im2col then dy col^T summed over images;
- * maxpool2d_bwd, avgpool2d_bwd: per (image, channel) plane) and dropout
- * (Philox4x32-10 inline, a block of 4 elements per lane). */
-void cg_conv_bwd_kernel(CgKernel *k, const char *task_name);
-int64_t cg_conv_bwd_work_bytes(const Graph *g, const Node *n, int threads);
+/* grad_kernels.c: templates of the pooling gradients (maxpool2d_bwd,
+ * avgpool2d_bwd: per (image, channel) plane) and dropout (Philox4x32-10
+ * inline, a block of 4 elements per lane). */
 void cg_pool_bwd_kernel(CgKernel *k, const char *task_name);
 /* Philox4x32-10 (runtime/philox.c's rt_philox4x32) on i32 or <w x i32>
  * words: out = bijection of ctr keyed by key, lane by lane. */
@@ -212,11 +210,29 @@ typedef struct CgEpilogue {
   void *user;
 } CgEpilogue;
 
+/* An implicit B: op(B) is the column matrix of an image (C x H x W per
+ * batch item, B_b = B + b*stride_b), never stored; packing gathers it. A
+ * tap t = (ch*kh + i)*kw + j and a position p = ph*PW + pw (PW given at
+ * run time) read image element [ch, ih, iw] where
+ *   ih*div[0] = ph*step[0] + i*dil[0] - off[0]   (likewise iw with pw, j),
+ * zero where that has no solution inside the image. A convolution's
+ * forward has step = stride, dil = dilation, off = pad, div = 1; the
+ * transposed convolution (conv2d_bwd_data) reads dy with step 1,
+ * dil = -dilation, off = -pad, div = stride. Taps are op(B)'s rows and
+ * positions its columns, or the other way round (taps_on_n: the filter
+ * gradient, dy col^T). */
+typedef struct CgIm2col {
+  int kh, kw;
+  int step[2], dil[2], off[2], div[2];
+  bool taps_on_n;
+} CgIm2col;
+
 typedef struct CgGemmSpec {
   RtDType dt;            /* RT_F32 (the fast path) or RT_F64 */
   bool trans_a, trans_b; /* op(A) is M x K, op(B) is K x N: A^T B and A B^T without copies */
   bool accumulate;       /* C += op(A) op(B) instead of C = */
   const CgEpilogue *epi; /* NULL: none */
+  const CgIm2col *im2col; /* NULL: B is a matrix (ldb); else implicit, and trans_b unused */
 } CgGemmSpec;
 
 /* Defines (or returns the existing) function `name` in c's module:
@@ -226,7 +242,9 @@ typedef struct CgGemmSpec {
  * computing, for each b < batch, C_b = op(A_b) op(B_b) (+ C_b), then the
  * epilogue. Row-major, leading dimensions and strides in elements; a stride
  * of 0 broadcasts (shared weights). Sizes are run-time: one function serves
- * every shape. nthreads <= 0 means rt_default_threads(). Results are
+ * every shape. With spec->im2col the function takes three more i64s,
+ * (H, W, PW): the image's height and width and the positions per row;
+ * ldb is unused. nthreads <= 0 means rt_default_threads(). Results are
  * bit-identical at any thread count. NULL for an unsupported dtype. The
  * parts are internal functions "<name>.micro", "<name>.tile", ...; c->b
  * keeps its insertion point. */

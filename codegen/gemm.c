@@ -237,6 +237,7 @@ enum {
   F_A, F_LDA, F_SA, F_B, F_LDB, F_SB, F_C, F_LDC, F_SC, F_EPI,
   F_M, F_N, F_K, F_KC, F_NKB, F_MTILES, F_NTILES, F_MPANELS, F_NPANELS,
   F_B0, F_KB0, F_KB1, F_PRIVATE, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
+  F_IH, F_IW, F_PW,          /* an implicit B's image height, width, positions per row */
   F_COUNT
 };
 
@@ -567,6 +568,306 @@ static LLVMValueRef emit_micro(Gen *g) {
   return fn;
 }
 
+/* ---- packing an implicit B (CgIm2col) ----
+ *
+ * The column matrix is gathered from the image one K block x NC block at a
+ * time, straight into the NR-column panels, so no column matrix exists and
+ * the image block read stays in cache. Per panel, the lanes' part of the
+ * image index (positions or taps, whichever are op(B)'s columns) is worked
+ * out once as vectors; each k adds its scalar part. Where taps step by
+ * one image column (stride 1, the bulk), runs of the panel are contiguous
+ * in the image: masked vector loads, the mask zeroing the padding (per
+ * output row of the panel's positions, or per tap lane over L positions,
+ * transposed in registers). Otherwise each lane loads alone from a clamped
+ * address, selected to zero outside (LLVM expands masked gathers on AVX2
+ * into a branch per lane). */
+
+typedef struct Img {
+  LLVMValueRef base, H, W, HW, PW;
+} Img;
+
+static LLVMTypeRef lanes_i64(Gen *g) { return LLVMVectorType(g->c->t_i64, g->nr); }
+
+/* v as a constant of x's type (i64 or <NR x i64>). */
+static LLVMValueRef like(Gen *g, LLVMValueRef x, int64_t v) {
+  return LLVMGetTypeKind(LLVMTypeOf(x)) == LLVMVectorTypeKind ? cg_splat(g->c, k64(g, v), g->nr) : k64(g, v);
+}
+
+static LLVMValueRef splat(Gen *g, LLVMValueRef v) { return cg_splat(g->c, v, g->nr); }
+
+/* <first, first+1, ...> over n lanes, as i64 */
+static LLVMValueRef iota(Gen *g, int first, int n) {
+  LLVMValueRef e[64];
+  for (int j = 0; j < n; j++)
+    e[j] = k64(g, first + j);
+  return LLVMConstVector(e, n);
+}
+
+/* A vector's lanes as i32 (image sizes stay far below 2^31): the masks of
+ * the contiguous paths are computed on L lanes of i32, half the work of i64. */
+static LLVMValueRef splat32(Gen *g, LLVMValueRef v) {
+  return cg_splat(g->c, LLVMBuildTrunc(g->b, v, g->c->t_i32, ""), g->lanes);
+}
+
+static LLVMValueRef iota32(Gen *g, int first) {
+  LLVMValueRef e[64];
+  for (int j = 0; j < g->lanes; j++)
+    e[j] = LLVMConstInt(g->c->t_i32, first + j, 0);
+  return LLVMConstVector(e, g->lanes);
+}
+
+static LLVMValueRef ult(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildICmp(g->b, LLVMIntULT, a, b, ""); }
+
+/* One image axis: idx * div = num, 0 <= idx < n. Returns whether it holds
+ * (scalar or per lane) and idx in *at. */
+static LLVMValueRef img_axis(Gen *g, LLVMValueRef num, int div, LLVMValueRef n, LLVMValueRef *at) {
+  if (LLVMGetTypeKind(LLVMTypeOf(num)) == LLVMVectorTypeKind)
+    n = splat(g, n);
+  if (div == 1) {
+    *at = num;
+    return LLVMBuildICmp(g->b, LLVMIntULT, num, n, "");
+  }
+  *at = sdiv(g, num, like(g, num, div));
+  LLVMValueRef exact = eq(g, srem(g, num, like(g, num, div)), like(g, num, 0));
+  return LLVMBuildAnd(g->b, exact, LLVMBuildICmp(g->b, LLVMIntULT, *at, n, ""), "");
+}
+
+/* Tap t (scalar or lanes) as the offset of its channel's plane and its
+ * kernel row's and column's share of ih*div and iw*div. */
+static void tap_parts(Gen *g, const Img *im, LLVMValueRef t, LLVMValueRef *cho, LLVMValueRef *ti, LLVMValueRef *tj) {
+  const CgIm2col *s = g->s->im2col;
+  LLVMValueRef ch = sdiv(g, t, like(g, t, (int64_t)s->kh * s->kw)), r = srem(g, t, like(g, t, (int64_t)s->kh * s->kw));
+  LLVMValueRef HW = LLVMGetTypeKind(LLVMTypeOf(t)) == LLVMVectorTypeKind ? splat(g, im->HW) : im->HW;
+  *cho = mul(g, ch, HW);
+  *ti = mul(g, sdiv(g, r, like(g, r, s->kw)), like(g, r, s->dil[0]));
+  *tj = mul(g, srem(g, r, like(g, r, s->kw)), like(g, r, s->dil[1]));
+}
+
+/* dst[0 .. NR) = image[cho / HW, ih, iw] of each lane where ih*div = ihn,
+ * iw*div = iwn (all <NR x i64>) and `live`, else zero. */
+static void gather_lanes(Gen *g, const Img *im, LLVMValueRef cho, LLVMValueRef ihn, LLVMValueRef iwn,
+                         LLVMValueRef live, LLVMValueRef dst) {
+  const CgIm2col *s = g->s->im2col;
+  LLVMValueRef ih, iw, zero = LLVMConstNull(lanes_i64(g));
+  LLVMValueRef ok = LLVMBuildAnd(g->b, live, img_axis(g, ihn, s->div[0], im->H, &ih), "");
+  ok = LLVMBuildAnd(g->b, ok, img_axis(g, iwn, s->div[1], im->W, &iw), "");
+  LLVMValueRef off = LLVMBuildSelect(g->b, ok, add(g, cho, add(g, mul(g, ih, splat(g, im->W)), iw)), zero, "");
+  LLVMTypeRef vt = LLVMVectorType(g->t, g->nr);
+  LLVMValueRef v = LLVMGetUndef(vt);
+  for (int r = 0; r < g->nr; r++) {
+    LLVMValueRef lane = LLVMConstInt(g->c->t_i32, r, 0);
+    LLVMValueRef x = load(g, g->t, elem(g, im->base, LLVMBuildExtractElement(g->b, off, lane, "")));
+    v = LLVMBuildInsertElement(g->b, v, x, lane, "");
+  }
+  store(g, LLVMBuildSelect(g->b, ok, v, LLVMConstNull(vt), ""), dst);
+}
+
+/* Positions n0 .. n0+NR of a panel as <NR x i64> parts of ih*div and
+ * iw*div, and which lanes are below `valid`. */
+static void position_lanes(Gen *g, const Img *im, LLVMValueRef n0, LLVMValueRef valid, LLVMValueRef *ph,
+                           LLVMValueRef *pw, LLVMValueRef *live) {
+  const CgIm2col *s = g->s->im2col;
+  LLVMValueRef n = add(g, splat(g, n0), iota(g, 0, g->nr)), PW = splat(g, im->PW);
+  LLVMValueRef row = sdiv(g, n, PW), col = sub(g, n, mul(g, row, PW));
+  *ph = sub(g, mul(g, row, like(g, row, s->step[0])), like(g, row, s->off[0]));
+  *pw = sub(g, mul(g, col, like(g, col, s->step[1])), like(g, col, s->off[1]));
+  *live = LLVMBuildICmp(g->b, LLVMIntSLT, iota(g, 0, g->nr), splat(g, valid), "");
+}
+
+/* With taps stepping by one image column (stride 1, no divisor), the
+ * panel's positions on one output row (a segment) read contiguous image
+ * elements: per k, a masked vector load per segment and vector, the mask
+ * keeping the segment's lanes inside the image; segments merge by selects
+ * in acc (an <L x T> per vector). */
+static void pack_segments(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
+                          LLVMValueRef n0, LLVMValueRef valid, LLVMValueRef *accp) {
+  const CgIm2col *s = g->s->im2col;
+  LLVMValueRef one = k64(g, 1), row0 = sdiv(g, n0, im->PW), col0 = sub(g, n0, mul(g, row0, im->PW));
+  LLVMValueRef nseg = add(g, sdiv(g, sub(g, add(g, col0, valid), one), im->PW), one);
+  LLVMValueRef PW = splat32(g, im->PW), W = splat32(g, im->W), live = splat32(g, valid);
+  Loop lk, ls;
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc), cho, ti, tj, ih;
+  tap_parts(g, im, add(g, k0, k), &cho, &ti, &tj);
+  for (int v = 0; v < g->nv; v++)
+    LLVMBuildStore(g->b, LLVMConstNull(g->vt), accp[v]);
+  LLVMValueRef seg = loop_open(g, &ls, k64(g, 0), nseg), row = add(g, row0, seg);
+  LLVMValueRef shift = sub(g, n0, mul(g, row, im->PW));  /* lane 0's column, as if on this row */
+  LLVMValueRef ihn = add(g, sub(g, mul(g, row, k64(g, s->step[0])), k64(g, s->off[0])), ti);
+  LLVMValueRef row_ok = cg_splat(g->c, img_axis(g, ihn, s->div[0], im->H, &ih), g->lanes);
+  LLVMValueRef iw0 = add(g, shift, sub(g, tj, k64(g, s->off[1])));
+  LLVMValueRef src = elem(g, im->base, add(g, cho, add(g, mul(g, ih, im->W), iw0)));
+  for (int v = 0; v < g->nv; v++) {
+    LLVMValueRef r = iota32(g, v * g->lanes);
+    LLVMValueRef on_row = ult(g, add(g, r, splat32(g, shift)), PW), in_w = ult(g, add(g, r, splat32(g, iw0)), W);
+    LLVMValueRef mask = LLVMBuildAnd(g->b, LLVMBuildAnd(g->b, row_ok, on_row, ""), in_w, "");
+    mask = LLVMBuildAnd(g->b, mask, LLVMBuildICmp(g->b, LLVMIntSLT, r, live, ""), "");
+    LLVMValueRef x = load_c(g, elem(g, src, k64(g, v * g->lanes)), mask);
+    LLVMValueRef acc = LLVMBuildLoad2(g->b, g->vt, accp[v], "");
+    LLVMBuildStore(g->b, LLVMBuildSelect(g->b, mask, x, acc, ""), accp[v]);
+  }
+  loop_close(g, &ls, one);
+  for (int v = 0; v < g->nv; v++)
+    store(g, LLVMBuildLoad2(g->b, g->vt, accp[v], ""), elem(g, dst, add(g, mul(g, k, k64(g, g->nr)), k64(g, v * g->lanes))));
+  loop_close(g, &lk, one);
+}
+
+/* The common case of pack_segments: every vector of L lanes of a full
+ * panel on one output row (rows as wide as a multiple of L, or wider than
+ * the panel). Per k, a vector is a plain load where its row and columns
+ * lie inside the image, a masked load (the padding) otherwise. */
+static void pack_vector_rows(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
+                             LLVMValueRef n0, LLVMValueRef *rowv, LLVMValueRef *colv) {
+  const CgIm2col *s = g->s->im2col;
+  LLVMValueRef one = k64(g, 1), kL = k64(g, g->lanes), W = splat32(g, im->W), src[8], ok[8];
+  Loop lk;
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc), cho, ti, tj, ih;
+  tap_parts(g, im, add(g, k0, k), &cho, &ti, &tj);
+  LLVMValueRef inside = LLVMConstInt(g->c->t_i1, 1, 0), iw0[8];
+  for (int v = 0; v < g->nv; v++) {
+    LLVMValueRef ihn = add(g, sub(g, mul(g, rowv[v], k64(g, s->step[0])), k64(g, s->off[0])), ti);
+    ok[v] = img_axis(g, ihn, s->div[0], im->H, &ih);
+    iw0[v] = add(g, colv[v], sub(g, tj, k64(g, s->off[1])));
+    src[v] = elem(g, im->base, add(g, cho, add(g, mul(g, ih, im->W), iw0[v])));
+    LLVMValueRef cols_in = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, iw0[v], k64(g, 0), ""),
+                                        LLVMBuildICmp(g->b, LLVMIntSLE, add(g, iw0[v], kL), im->W, ""), "");
+    inside = LLVMBuildAnd(g->b, inside, LLVMBuildAnd(g->b, ok[v], cols_in, ""), "");
+  }
+  LLVMValueRef to = elem(g, dst, mul(g, k, k64(g, g->nr)));
+  If plain, edge;
+  if_open(g, &plain, inside);
+  for (int v = 0; v < g->nv; v++)
+    store(g, load(g, g->vt, src[v]), elem(g, to, k64(g, v * g->lanes)));
+  if_close(g, &plain);
+  if_open(g, &edge, LLVMBuildNot(g->b, inside, ""));
+  for (int v = 0; v < g->nv; v++) {
+    LLVMValueRef mask = LLVMBuildAnd(g->b, cg_splat(g->c, ok[v], g->lanes),
+                                     ult(g, add(g, iota32(g, 0), splat32(g, iw0[v])), W), "");
+    store(g, load_c(g, src[v], mask), elem(g, to, k64(g, v * g->lanes)));
+  }
+  if_close(g, &edge);
+  loop_close(g, &lk, one);
+}
+
+/* Taps are op(B)'s rows, positions its columns (conv2d, conv2d_bwd_data). */
+static void pack_taps_on_k(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
+                           LLVMValueRef n0, LLVMValueRef valid, LLVMValueRef *accp) {
+  const CgIm2col *s = g->s->im2col;
+  if (s->step[1] == 1 && s->div[1] == 1) {
+    LLVMValueRef rowv[8], colv[8], simple = eq(g, valid, k64(g, g->nr));
+    for (int v = 0; v < g->nv; v++) {
+      LLVMValueRef n = add(g, n0, k64(g, v * g->lanes));
+      rowv[v] = sdiv(g, n, im->PW);
+      colv[v] = sub(g, n, mul(g, rowv[v], im->PW));
+      simple = LLVMBuildAnd(g->b, simple, LLVMBuildICmp(g->b, LLVMIntSLE, add(g, colv[v], k64(g, g->lanes)), im->PW, ""), "");
+    }
+    If fast, slow;
+    if_open(g, &fast, simple);
+    pack_vector_rows(g, im, dst, k0, kc, n0, rowv, colv);
+    if_close(g, &fast);
+    if_open(g, &slow, LLVMBuildNot(g->b, simple, ""));
+    pack_segments(g, im, dst, k0, kc, n0, valid, accp);
+    if_close(g, &slow);
+    return;
+  }
+  LLVMValueRef ph, pw, live, cho, ti, tj;
+  position_lanes(g, im, n0, valid, &ph, &pw, &live);
+  Loop lk;
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc);
+  tap_parts(g, im, add(g, k0, k), &cho, &ti, &tj);
+  gather_lanes(g, im, splat(g, cho), add(g, ph, splat(g, ti)), add(g, pw, splat(g, tj)), live,
+               elem(g, dst, mul(g, k, k64(g, g->nr))));
+  loop_close(g, &lk, k64(g, 1));
+}
+
+/* L positions on one output row for every tap lane, taps stepping by one
+ * image column: lane r's L elements are contiguous in the image, loaded
+ * as a masked vector, and each group of L lanes is transposed in
+ * registers into L k-rows of the panel. */
+static void pack_position_block(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef cho, LLVMValueRef ihn,
+                                LLVMValueRef iwn, LLVMValueRef live) {
+  LLVMValueRef W = splat32(g, im->W), x[64];
+  for (int grp = 0; grp < g->nv; grp++) {
+    for (int l = 0; l < g->lanes; l++) {
+      LLVMValueRef lane = LLVMConstInt(g->c->t_i32, grp * g->lanes + l, 0);
+      LLVMValueRef ih = LLVMBuildExtractElement(g->b, ihn, lane, ""), iw = LLVMBuildExtractElement(g->b, iwn, lane, "");
+      LLVMValueRef ok = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntULT, ih, im->H, ""),
+                                     LLVMBuildExtractElement(g->b, live, lane, ""), "");
+      LLVMValueRef in_w = ult(g, add(g, splat32(g, iw), iota32(g, 0)), W);
+      LLVMValueRef mask = LLVMBuildAnd(g->b, cg_splat(g->c, ok, g->lanes), in_w, "");
+      LLVMValueRef at = add(g, LLVMBuildExtractElement(g->b, cho, lane, ""), add(g, mul(g, ih, im->W), iw));
+      x[l] = load_c(g, elem(g, im->base, at), mask);
+    }
+    transpose(g, x);
+    for (int l = 0; l < g->lanes; l++)
+      store(g, x[l], elem(g, dst, k64(g, l * g->nr + grp * g->lanes)));
+  }
+}
+
+/* Taps are op(B)'s columns, positions its rows (conv2d_bwd_filter): the
+ * position (row, col) steps along k, carried rather than divided out; L
+ * at a time where they lie on one row and the taps step by one column. */
+static void pack_taps_on_n(Gen *g, const Img *im, LLVMValueRef dst, LLVMValueRef k0, LLVMValueRef kc,
+                           LLVMValueRef n0, LLVMValueRef valid, LLVMValueRef rowp, LLVMValueRef colp) {
+  const CgIm2col *s = g->s->im2col;
+  LLVMValueRef t = add(g, splat(g, n0), iota(g, 0, g->nr)), cho, ti, tj, one = k64(g, 1);
+  tap_parts(g, im, t, &cho, &ti, &tj);
+  LLVMValueRef live = LLVMBuildICmp(g->b, LLVMIntSLT, iota(g, 0, g->nr), splat(g, valid), "");
+  LLVMValueRef row0 = sdiv(g, k0, im->PW);
+  LLVMBuildStore(g->b, row0, rowp);
+  LLVMBuildStore(g->b, sub(g, k0, mul(g, row0, im->PW)), colp);
+  Loop lk;
+  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kc), kL = k64(g, g->lanes);
+  LLVMValueRef row = LLVMBuildLoad2(g->b, g->c->t_i64, rowp, ""), col = LLVMBuildLoad2(g->b, g->c->t_i64, colp, "");
+  LLVMValueRef ph = sub(g, mul(g, row, k64(g, s->step[0])), k64(g, s->off[0]));
+  LLVMValueRef pw = sub(g, mul(g, col, k64(g, s->step[1])), k64(g, s->off[1]));
+  LLVMValueRef ihn = add(g, ti, splat(g, ph)), iwn = add(g, tj, splat(g, pw)), to = elem(g, dst, mul(g, k, k64(g, g->nr)));
+  LLVMValueRef block = LLVMConstInt(g->c->t_i1, 0, 0);
+  if (s->step[1] == 1 && s->div[0] == 1 && s->div[1] == 1)
+    block = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSLE, add(g, col, kL), im->PW, ""),
+                         LLVMBuildICmp(g->b, LLVMIntSLE, add(g, k, kL), kc, ""), "");
+  LLVMValueRef step = LLVMBuildSelect(g->b, block, kL, one, "");
+  If fast, slow;
+  if_open(g, &fast, block);
+  pack_position_block(g, im, to, cho, ihn, iwn, live);
+  if_close(g, &fast);
+  if_open(g, &slow, LLVMBuildNot(g->b, block, ""));
+  gather_lanes(g, im, cho, ihn, iwn, live, to);
+  if_close(g, &slow);
+  LLVMValueRef next = add(g, col, step), wrap = eq(g, next, im->PW);
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, wrap, add(g, row, one), row, ""), rowp);
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, wrap, k64(g, 0), next, ""), colp);
+  loop_close(g, &lk, step);
+}
+
+/* pack_b(dst, image, k0, n0, nc, kc, H, W, PW): op(B)[k0 .. k0+kc, n0 .. n0+nc)
+ * into NR-column panels at dst as emit_pack lays them out, zero past nc. */
+static LLVMValueRef emit_pack_im2col(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_i64, c->t_i64, c->t_i64, c->t_i64, c->t_i64, c->t_i64};
+  LLVMValueRef fn = new_part(g, "pack_b", c->t_void, p, 9);
+  set_noalias(g, fn, 0);
+  set_noalias(g, fn, 1);
+  LLVMValueRef rowp = LLVMBuildAlloca(g->b, c->t_i64, "row"), colp = LLVMBuildAlloca(g->b, c->t_i64, "col");
+  LLVMValueRef accp[8];
+  for (int v = 0; v < g->nv; v++)
+    accp[v] = LLVMBuildAlloca(g->b, g->vt, "acc");
+  Img im = {.base = LLVMGetParam(fn, 1), .H = LLVMGetParam(fn, 6), .W = LLVMGetParam(fn, 7), .PW = LLVMGetParam(fn, 8)};
+  im.HW = mul(g, im.H, im.W);
+  LLVMValueRef dst = LLVMGetParam(fn, 0), k0 = LLVMGetParam(fn, 2), n0 = LLVMGetParam(fn, 3);
+  LLVMValueRef nc = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5), kNR = k64(g, g->nr);
+  Loop lp;
+  LLVMValueRef pp = loop_open(g, &lp, k64(g, 0), cdiv(g, nc, kNR));
+  LLVMValueRef to = elem(g, dst, mul(g, pp, mul(g, kc, kNR))), first = add(g, n0, mul(g, pp, kNR));
+  LLVMValueRef valid = emin(g, kNR, sub(g, nc, mul(g, pp, kNR)));
+  if (g->s->im2col->taps_on_n)
+    pack_taps_on_n(g, &im, to, k0, kc, first, valid, rowp, colp);
+  else
+    pack_taps_on_k(g, &im, to, k0, kc, first, valid, accp);
+  loop_close(g, &lp, k64(g, 1));
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
 /* ---- tiles ---- */
 
 /* Strides of op(A)(m, k) and op(B)(k, n) along the packed panel's rows
@@ -584,6 +885,11 @@ static void b_strides(Gen *g, LLVMValueRef ldb, LLVMValueRef *rs, LLVMValueRef *
 /* Packs op(B)[k0 .. k0+kc, n0 .. n0+nc) into NR-column panels at dst. */
 static void pack_b_block(Gen *g, LLVMValueRef ctx, LLVMValueRef Bb, LLVMValueRef dst, LLVMValueRef k0,
                          LLVMValueRef kc, LLVMValueRef n0, LLVMValueRef nc) {
+  if (g->s->im2col) {
+    LLVMValueRef args[] = {dst, Bb, k0, n0, nc, kc, get(g, ctx, F_IH), get(g, ctx, F_IW), get(g, ctx, F_PW)};
+    call(g, g->pack_b, args, 9);
+    return;
+  }
   LLVMValueRef rs, cs;
   b_strides(g, get(g, ctx, F_LDB), &rs, &cs);
   LLVMValueRef args[] = {dst, elem(g, Bb, add(g, mul(g, n0, rs), mul(g, k0, cs))), rs, cs, nc, kc};
@@ -732,7 +1038,7 @@ static LLVMValueRef emit_bpack(Gen *g) {
 /* ---- the entry ---- */
 
 enum { P_BATCH, P_M, P_N, P_K, P_A, P_LDA, P_SA, P_B, P_LDB, P_SB, P_C, P_LDC, P_SC, P_EPI, P_WORK,
-       P_NTHREADS, P_COUNT };
+       P_NTHREADS, P_COUNT, P_IH = P_COUNT, P_IW, P_PW };
 
 static LLVMValueRef flt(Gen *g, LLVMValueRef a, double b) {
   return LLVMBuildFCmp(g->b, LLVMRealOLT, a, LLVMConstReal(g->c->t_f64, b), "");
@@ -827,6 +1133,8 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregio
                                 {F_M, P_M}, {F_N, P_N}};
   for (size_t i = 0; i < sizeof args / sizeof *args; i++)
     set(g, ctx, args[i][0], LLVMGetParam(fn, args[i][1]));
+  for (int i = 0; i < 3; i++)
+    set(g, ctx, F_IH + i, g->s->im2col ? LLVMGetParam(fn, P_IH + i) : k64(g, 0));
   LLVMValueRef nkb = emax(g, cdiv(g, K, k64(g, GEMM_KC)), one);
   set(g, ctx, F_K, K);
   set(g, ctx, F_KC, cdiv(g, K, nkb));
@@ -874,8 +1182,10 @@ static LLVMValueRef thread_count(Gen *g, LLVMValueRef nthreads) {
 static LLVMValueRef emit_entry(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef i64 = c->t_i64, ptr = c->t_ptr;
-  LLVMTypeRef p[P_COUNT] = {i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr, c->t_i32};
-  LLVMValueRef fn = LLVMAddFunction(c->mod, g->name, LLVMFunctionType(c->t_void, p, P_COUNT, 0));
+  LLVMTypeRef p[P_COUNT + 3] = {i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr,
+                                c->t_i32, i64, i64, i64};
+  int np = g->s->im2col ? P_COUNT + 3 : P_COUNT;
+  LLVMValueRef fn = LLVMAddFunction(c->mod, g->name, LLVMFunctionType(c->t_void, p, np, 0));
   LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
   LLVMValueRef ctx = LLVMBuildAlloca(g->b, g->ctx_t, "ctx"), zero = k64(g, 0);
   return_if_empty(g, fn);
@@ -930,7 +1240,7 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   make_ctx_type(&g);
   g.micro = emit_micro(&g);
   g.pack_a = emit_pack(&g, "pack_a", g.mr, s->trans_a);
-  g.pack_b = emit_pack(&g, "pack_b", g.nr, !s->trans_b);
+  g.pack_b = s->im2col ? emit_pack_im2col(&g) : emit_pack(&g, "pack_b", g.nr, !s->trans_b);
   g.tile = emit_tile(&g);
   LLVMValueRef parts[] = {g.micro, g.pack_a, g.pack_b, g.tile};
   for (int i = 0; i < 4; i++)

@@ -1,18 +1,6 @@
 /* Templates of the backward ops, and dropout's random mask.
  *
- * conv2d's gradients use the forward's im2col layout: the column matrix of
- * image n has a row (ch*kh + i)*kw + j per input channel ch and kernel tap
- * (i, j), and a column oh*OW + ow per output position, zero where the tap
- * falls in the padding. Per group g (Og = O/G outputs, Kc = C/G*kh*kw rows):
- *
- *   conv2d_bwd_data    dcol_g = W_g^T dy_g        one GEMM batched over images
- *                      dx = col2im(dcol)          scatter-add, a unit per
- *                                                 (image, channel) plane
- *   conv2d_bwd_filter  col = im2col(x)            a unit per (image, channel)
- *                      dW_g += dy_g,n col_g,n^T   image after image, in order
- *
- * A 1x1 convolution with stride 1 and no padding needs no column matrix: it
- * is x (or dx) itself. Pooling gradients run a unit per (image, channel)
+ * conv2d's gradients are with its forward, in kernels.c. Pooling gradients run a unit per (image, channel)
  * plane: it zeroes its plane of dx, then adds each output's gradient to the
  * window's first maximum (maxpool, as PyTorch: a NaN wins) or spreads it
  * over the window with the forward's divisor (avgpool). No two units write
@@ -45,80 +33,6 @@ static LLVMValueRef inside(CgCtx *c, LLVMValueRef i, LLVMValueRef n) {
 
 static LLVMValueRef load(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef i) {
   return LLVMBuildLoad2(k->c->b, cg_elem_type(k->c, dt), cg_gep(k, dt, base, i), "");
-}
-
-static int64_t numel(const Graph *gr, Size s) {
-  Type t = ir_type(RT_F32, 1, &s);
-  return ir_numel_max(gr, &t);
-}
-
-/* The column matrix, then the GEMM's packing space. */
-int64_t cg_conv_bwd_work_bytes(const Graph *gr, const Node *n, int threads) {
-  CgConvGeo g = cg_conv_geo(n);
-  int64_t Og = numel(gr, g.O) / g.G, Kc = numel(gr, g.Kc), P = numel(gr, g.P);
-  int64_t gemm = g.scatter ? cg_gemm_work_bytes(g.dt, Kc, P, Og, threads)
-                           : cg_gemm_work_bytes(g.dt, Og, Kc, P, threads);
-  return (cg_conv_col_bytes(gr, n) + 63) / 64 * 64 + gemm;
-}
-
-/* dcol_g[Kc, P] = W_g[Og, Kc]^T dy_g[Og, P] for every image, then col2im. */
-static void conv_bwd_data(CgKernel *k, CgConvGeo *g, LLVMValueRef gemm_work, const char *name) {
-  CgCtx *c = k->c;
-  bool pw = cg_conv_pointwise(g->n);
-  LLVMValueRef dcol = pw ? cg_value_ptr(k, g->x) : k->work;
-  LLVMValueRef Kc = cg_size(k, g->Kc), P = cg_size(k, g->P), O = cg_size(k, g->O);
-  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g->G), "");
-  for (int gi = 0; gi < g->G; gi++) {
-    LLVMValueRef G = cg_i64(c, gi);
-    LLVMValueRef args[16] = {
-        cg_size(k, g->N), Kc, P, Og,
-        cg_gep(k, g->dt, cg_value_ptr(k, g->w), mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
-        cg_gep(k, g->dt, cg_value_ptr(k, g->y), mul(c, mul(c, G, Og), P)), P, mul(c, O, P),
-        cg_gep(k, g->dt, dcol, mul(c, mul(c, G, Kc), P)), P, mul(c, mul(c, cg_i64(c, g->G), Kc), P),
-        LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
-    cg_call_gemm(k, g->dt, true, false, false, NULL, args);
-  }
-  if (!pw)
-    cg_conv_windows(k, g, name);
-}
-
-/* im2col, then dW_g[Og, Kc] += dy_g,n[Og, P] col_g,n[Kc, P]^T, n in order. */
-static void conv_bwd_filter(CgKernel *k, CgConvGeo *g, LLVMValueRef gemm_work, const char *name) {
-  CgCtx *c = k->c;
-  bool pw = cg_conv_pointwise(g->n);
-  if (!pw)
-    cg_conv_windows(k, g, name);
-  LLVMValueRef cols = pw ? cg_value_ptr(k, g->x) : k->work, dw = cg_value_ptr(k, g->w);
-  LLVMValueRef Kc = cg_size(k, g->Kc), P = cg_size(k, g->P), O = cg_size(k, g->O);
-  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g->G), "");
-  LLVMValueRef GKcP = mul(c, mul(c, cg_i64(c, g->G), Kc), P);
-  cg_zero(k, g->dt, dw, cg_i64(c, 0), mul(c, O, Kc));
-  CgLoop L;
-  LLVMValueRef img = cg_for(k, &L, cg_i64(c, 0), cg_size(k, g->N), cg_i64(c, 1));
-  for (int gi = 0; gi < g->G; gi++) {
-    LLVMValueRef G = cg_i64(c, gi);
-    LLVMValueRef args[16] = {
-        cg_i64(c, 1), Og, Kc, P,
-        cg_gep(k, g->dt, cg_value_ptr(k, g->y), add(c, mul(c, img, mul(c, O, P)), mul(c, mul(c, G, Og), P))),
-        P, cg_i64(c, 0),
-        cg_gep(k, g->dt, cols, add(c, mul(c, img, GKcP), mul(c, mul(c, G, Kc), P))), P, cg_i64(c, 0),
-        cg_gep(k, g->dt, dw, mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
-        LLVMConstNull(c->t_ptr), gemm_work, k->nthreads};
-    cg_call_gemm(k, g->dt, false, true, true, NULL, args);
-  }
-  cg_endfor(k, &L);
-}
-
-void cg_conv_bwd_kernel(CgKernel *k, const char *name) {
-  CgCtx *c = k->c;
-  CgConvGeo g = cg_conv_geo(k->n);
-  int64_t cb = (cg_conv_col_bytes(k->g, k->n) + 63) / 64 * 64;
-  LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, k->work ? k->work : LLVMConstNull(c->t_ptr),
-                                         (LLVMValueRef[]){cg_i64(c, cb)}, 1, "");
-  if (g.scatter)
-    conv_bwd_data(k, &g, gemm_work, name);
-  else
-    conv_bwd_filter(k, &g, gemm_work, name);
 }
 
 /* ---- pooling ------------------------------------------------------------ */

@@ -1,5 +1,5 @@
-/* Template kernels: contractions through the generated GEMM (matmul, conv2d
- * as im2col + GEMM), pooling windows, and copies. Each takes its sizes from
+/* Template kernels: contractions through the generated GEMM (matmul, and
+ * conv2d and its gradients as implicit GEMMs), pooling windows, and copies. Each takes its sizes from
  * the node's types, evaluated at run time where the batch enters. A
  * contraction with a fused group (bias, activation, residual add) runs the
  * group as its GEMM's epilogue (expr.c's cg_epi_plan) and stores what the
@@ -22,19 +22,29 @@ static Size prod(const Type *t, int from, int to) {
   return s;
 }
 
-/* Calls the generated GEMM (gemm.c) with its 16 arguments; a module
- * defines one variant per (dtype, transposes, accumulate, epilogue
- * structure), named after them (epi: NULL for none). */
-void cg_call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const CgEpiPlan *epi,
-                  LLVMValueRef *args) {
+/* Calls the generated GEMM (gemm.c) with its 16 arguments (19 with an
+ * implicit B); a module defines one variant per (dtype, transposes,
+ * accumulate, implicit B's geometry, epilogue structure), named after them
+ * (epi: NULL for none). */
+static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const CgEpiPlan *epi,
+                      const CgIm2col *im, LLVMValueRef *args) {
   CgCtx *c = k->c;
   CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .accumulate = acc,
-                     .epi = epi ? &epi->epi : NULL};
-  char name[1100];
-  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s%s%s", rt_dtype_name(dt), ta ? 't' : 'n',
-           tb ? 't' : 'n', acc ? "_acc" : "", epi ? "_" : "", epi ? epi->name : "");
+                     .epi = epi ? &epi->epi : NULL, .im2col = im};
+  char name[1200], geo[160] = "";
+  if (im)
+    snprintf(geo, sizeof geo, "_im2col%s%dx%d_s%d.%d_d%d.%d_o%d.%d_q%d.%d", im->taps_on_n ? "t" : "", im->kh,
+             im->kw, im->step[0], im->step[1], im->dil[0], im->dil[1], im->off[0], im->off[1], im->div[0],
+             im->div[1]);
+  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s%s%s%s", rt_dtype_name(dt), ta ? 't' : 'n', tb ? 't' : 'n',
+           acc ? "_acc" : "", geo, epi ? "_" : "", epi ? epi->name : "");
   LLVMValueRef fn = cg_gemm_define(c, &spec, name);
-  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, 16, "");
+  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, im ? 19 : 16, "");
+}
+
+void cg_call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const CgEpiPlan *epi,
+                  LLVMValueRef *args) {
+  call_gemm(k, dt, ta, tb, acc, epi, NULL, args);
 }
 
 /* ---- matmul ---------------------------------------------------------------- */
@@ -76,18 +86,29 @@ int cg_matmul_kernel(CgKernel *k) {
   return 0;
 }
 
-/* ---- conv2d as im2col + GEMM ------------------------------------------------ */
+/* ---- convolutions as implicit GEMMs --------------------------------------- */
 
-/* The column matrix of image n has a row (ch*kh + i)*kw + j per input
- * channel ch and kernel tap (i, j), and a column oh*OW + ow per output
- * position, zero where the tap falls in the padding. The forward and both
- * gradients share this geometry: conv2d(x, w) -> y, conv2d_bwd_data(dy, w)
- * -> dx, conv2d_bwd_filter(dy, x) -> dw. */
+/* conv2d(x, w) -> y, conv2d_bwd_data(dy, w) -> dx and conv2d_bwd_filter(dy,
+ * x) -> dw are each one GEMM per group whose image operand is B, gathered
+ * by the GEMM's packing (CgIm2col) rather than stored as a column matrix.
+ * A 1x1 convolution with stride 1 and no padding reads its image as a
+ * plain matrix. Per group (Og = O/G outputs, Cg = C/G inputs, Kc = Cg*kh*kw
+ * taps, P = OH*OW positions):
+ *
+ *   conv2d             y_g[Og, P]   = w_g[Og, Kc] col(x_g)[Kc, P]        batched over images
+ *   conv2d_bwd_data    dx_g[Cg, HW] = w'_g[Cg, Og*kh*kw] col'(dy_g)      batched over images
+ *   conv2d_bwd_filter  dw_g[Og, Kc] += dy_g,n[Og, P] col(x_g,n)^T        image after image
+ *
+ * conv2d_bwd_data is the transposed convolution: col' taps dy at
+ * oh*stride = ih + pad - i*dil (zero where that is not whole), and w' is w
+ * with its two channel axes swapped, written into work first (weights are
+ * small). The filter gradient sums images in order, so every result is the
+ * same at any thread count. */
 CgConvGeo cg_conv_geo(const Node *n) {
   bool fwd = n->op == OP_conv2d, data = n->op == OP_conv2d_bwd_data;
   CgConvGeo g = {.n = n, .y = fwd ? n->out[0] : n->in[0],
                  .x = fwd ? n->in[0] : data ? n->out[0] : n->in[1],
-                 .w = fwd || data ? n->in[1] : n->out[0], .scatter = data,
+                 .w = fwd || data ? n->in[1] : n->out[0],
                  .G = n->attr.groups, .kh = n->attr.k[0], .kw = n->attr.k[1]};
   const Type *x = &g.x->type, *y = &g.y->type;
   g.dt = x->dt;
@@ -105,30 +126,153 @@ bool cg_conv_pointwise(const Node *n) {
          !a->pad[0] && !a->pad[1] && !a->pad[2] && !a->pad[3];
 }
 
-int64_t cg_conv_col_bytes(const Graph *gr, const Node *n) {
-  if (cg_conv_pointwise(n))
-    return 0;
-  CgConvGeo g = cg_conv_geo(n);
-  Type t = ir_type(g.dt, 3, (Size[]){g.N, sz_mul(g.Kc, sz_const(g.G)), g.P});
-  return ir_bytes_max(gr, &t);
+/* The implicit column matrix of n's image operand (see CgIm2col). */
+static CgIm2col conv_im2col(const Node *n) {
+  const Attr *a = &n->attr;
+  CgIm2col im = {.kh = a->k[0], .kw = a->k[1], .taps_on_n = n->op == OP_conv2d_bwd_filter};
+  for (int d = 0; d < 2; d++) {
+    bool transposed = n->op == OP_conv2d_bwd_data;
+    im.step[d] = transposed ? 1 : a->stride[d];
+    im.dil[d] = transposed ? -a->dil[d] : a->dil[d];
+    im.off[d] = transposed ? -a->pad[d] : a->pad[d];
+    im.div[d] = transposed ? a->stride[d] : 1;
+  }
+  return im;
 }
 
-/* Unit u = (image, channel) = plane u of x: walks its kh*kw rows of the
- * column matrix in k->work, copying x into them (im2col) or adding them
- * into x (col2im, after zeroing the plane). No two units touch one address. */
-static void window_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
-  CgConvGeo *g = user;
+static int64_t max_of(const Graph *gr, Size s) {
+  Type t = ir_type(RT_F32, 1, &s);
+  return ir_numel_max(gr, &t);
+}
+
+/* How conv2d_bwd_data runs. The transposed convolution also multiplies
+ * the taps that fall outside dy: H*W / (OH*OW) times the useful work (2.25
+ * for LeNet's unpadded 5x5 on 12x12, 4 at stride 2). Past 5/4 it runs as
+ * w^T dy per image into one image's column block in work, added into dx
+ * while in cache (col2im). */
+typedef enum { BWD_POINTWISE, BWD_TRANSPOSED, BWD_COL2IM } BwdData;
+
+static BwdData bwd_data_way(const Graph *gr, const Node *n) {
+  if (cg_conv_pointwise(n))
+    return BWD_POINTWISE;
+  CgConvGeo g = cg_conv_geo(n);
+  return 4 * max_of(gr, sz_mul(g.H, g.W)) <= 5 * max_of(gr, g.P) ? BWD_TRANSPOSED : BWD_COL2IM;
+}
+
+/* Work ahead of the GEMM's packing space: conv2d_bwd_data's w' (see
+ * above), or the image number and one image's column block (col2im). */
+static int64_t bwd_data_bytes(const Graph *gr, const Node *n) {
+  if (n->op != OP_conv2d_bwd_data || bwd_data_way(gr, n) == BWD_POINTWISE)
+    return 0;
+  if (bwd_data_way(gr, n) == BWD_TRANSPOSED)
+    return (ir_bytes_max(gr, &n->in[1]->type) + 63) / 64 * 64;
+  CgConvGeo g = cg_conv_geo(n);
+  int64_t col = max_of(gr, g.Kc) * g.G * max_of(gr, g.P) * (int64_t)rt_dtype_size(g.dt);
+  return 64 + (col + 63) / 64 * 64;
+}
+
+int64_t cg_conv_work_bytes(const Graph *gr, const Node *n, int threads) {
+  CgConvGeo g = cg_conv_geo(n);
+  int64_t Og = max_of(gr, g.O) / g.G, Kc = max_of(gr, g.Kc), P = max_of(gr, g.P);
+  int64_t HW = max_of(gr, sz_mul(g.H, g.W)), Cg = max_of(gr, g.C) / g.G;
+  int64_t gemm;
+  if (n->op == OP_conv2d)
+    gemm = cg_gemm_work_bytes(g.dt, Og, P, Kc, threads);
+  else if (n->op == OP_conv2d_bwd_filter)
+    gemm = cg_gemm_work_bytes(g.dt, Og, Kc, P, threads);
+  else if (bwd_data_way(gr, n) != BWD_TRANSPOSED)
+    gemm = cg_gemm_work_bytes(g.dt, Kc, P, Og, threads);
+  else
+    gemm = cg_gemm_work_bytes(g.dt, Cg, HW, Og * g.kh * g.kw, threads);
+  return bwd_data_bytes(gr, n) + gemm;
+}
+
+/* One GEMM per group: the operands' addresses advance by g* per group. */
+typedef struct ConvGemm {
+  bool ta, tb, acc;
+  const CgIm2col *im;        /* NULL: B is a matrix */
+  const CgEpiPlan *epi;      /* NULL: none */
+  LLVMValueRef batch, M, N, K;
+  LLVMValueRef A, lda, sa, gA;
+  LLVMValueRef B, ldb, sb, gB;
+  LLVMValueRef C, ldc, sc, gC;
+  LLVMValueRef ih, iw, pw;   /* im's image height, width and positions per row */
+  LLVMValueRef work;
+} ConvGemm;
+
+static void conv_gemm(CgKernel *k, const CgConvGeo *g, const ConvGemm *q) {
+  CgCtx *c = k->c;
+  for (int gi = 0; gi < g->G; gi++) {
+    LLVMValueRef G = cg_i64(c, gi);
+    LLVMValueRef args[19] = {
+        q->batch, q->M, q->N, q->K,
+        cg_gep(k, g->dt, q->A, mul(c, G, q->gA)), q->lda, q->sa,
+        cg_gep(k, g->dt, q->B, mul(c, G, q->gB)), q->ldb, q->sb,
+        cg_gep(k, g->dt, q->C, mul(c, G, q->gC)), q->ldc, q->sc,
+        q->epi ? cg_epi_args(k, q->epi, mul(c, G, q->M)) : LLVMConstNull(c->t_ptr),
+        q->work ? q->work : LLVMConstNull(c->t_ptr), k->nthreads, q->ih, q->iw, q->pw};
+    call_gemm(k, g->dt, q->ta, q->tb, q->acc, q->epi, q->im, args);
+  }
+}
+
+int cg_conv_kernel(CgKernel *k, const char *name) {
+  (void)name;
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  CgConvGeo g = cg_conv_geo(n);
+  bool pw = cg_conv_pointwise(n);
+  CgIm2col im = conv_im2col(n);
+  LLVMValueRef Kc = cg_size(k, g.Kc), P = cg_size(k, g.P), O = cg_size(k, g.O), G = cg_i64(c, g.G);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), HW = cg_size(k, sz_mul(g.H, g.W));
+  LLVMValueRef CHW = mul(c, cg_size(k, g.C), HW), CgHW = LLVMBuildSDiv(c->b, CHW, G, "");
+  CgEpiPlan ep;
+  bool fused = cg_epi_plan(k, 1, 2, &ep);
+  ConvGemm q = {.im = pw ? NULL : &im, .epi = fused ? &ep : NULL,
+                .batch = cg_size(k, g.N), .M = Og, .N = P, .K = Kc,
+                .A = cg_value_ptr(k, g.w), .lda = Kc, .sa = cg_i64(c, 0), .gA = mul(c, Og, Kc),
+                .B = cg_value_ptr(k, g.x), .ldb = P, .sb = CHW, .gB = CgHW,
+                .C = cg_value_ptr(k, fused ? ep.c : g.y), .ldc = P, .sc = mul(c, O, P), .gC = mul(c, Og, P),
+                .ih = cg_size(k, g.H), .iw = cg_size(k, g.W), .pw = cg_size(k, g.OW), .work = k->work};
+  conv_gemm(k, &g, &q);
+  if (fused)
+    cg_epi_free(&ep);
+  return 0;
+}
+
+/* w'[g][c][o][t] = w[g*Og + o][c][t] for t < kh*kw: a copy of kh*kw
+ * elements per (output, input) channel pair. */
+static void swap_w_channels(CgKernel *k, const CgConvGeo *g, LLVMValueRef dst) {
+  CgCtx *c = k->c;
+  int64_t T = (int64_t)g->kh * g->kw, sz = (int64_t)rt_dtype_size(g->dt);
+  LLVMValueRef O = cg_size(k, g->O), Cg = cg_size(k, g->w->type.dim[1]), G = cg_i64(c, g->G);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), w = cg_value_ptr(k, g->w);
+  CgLoop U;
+  LLVMValueRef u = cg_for(k, &U, cg_i64(c, 0), mul(c, O, Cg), cg_i64(c, 1));
+  LLVMValueRef of = LLVMBuildSDiv(c->b, u, Cg, ""), ch = LLVMBuildSRem(c->b, u, Cg, "");
+  LLVMValueRef gi = LLVMBuildSDiv(c->b, of, Og, ""), o = LLVMBuildSRem(c->b, of, Og, "");
+  LLVMValueRef at = mul(c, add(c, mul(c, add(c, mul(c, gi, Cg), ch), Og), o), cg_i64(c, T));
+  LLVMBuildMemCpy(c->b, cg_gep(k, g->dt, dst, at), (unsigned)sz, cg_gep(k, g->dt, w, mul(c, u, cg_i64(c, T))),
+                  (unsigned)sz, cg_i64(c, T * sz));
+  cg_endfor(k, &U);
+}
+
+/* Unit = input channel ch of the image whose number is at work[0]: zero
+ * its plane of dx, then add the channel's kh*kw rows of the column block
+ * (at work + 64) into it, taps in the padding dropped. */
+static void col2im_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  const CgConvGeo *g = user;
   CgCtx *c = k->c;
   const Attr *a = &g->n->attr;
   LLVMTypeRef et = cg_elem_type(c, g->dt);
-  LLVMValueRef x = cg_value_ptr(k, g->x), col = k->work;
+  LLVMValueRef img = LLVMBuildLoad2(c->b, c->t_i64, k->work, "");
+  LLVMValueRef x = cg_value_ptr(k, g->x), col = LLVMBuildGEP2(c->b, c->t_i8, k->work, (LLVMValueRef[]){cg_i64(c, 64)}, 1, "");
   LLVMValueRef H = cg_size(k, g->H), W = cg_size(k, g->W), OH = cg_size(k, g->OH);
   LLVMValueRef OW = cg_size(k, g->OW), P = cg_size(k, g->P), HW = mul(c, H, W);
   CgLoop U, I, J, R, Q;
-  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
-  LLVMValueRef xbase = mul(c, u, HW), cbase = mul(c, mul(c, u, cg_i64(c, (int64_t)g->kh * g->kw)), P);
-  if (g->scatter)
-    cg_zero(k, g->dt, x, xbase, HW);
+  LLVMValueRef ch = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  LLVMValueRef xbase = mul(c, add(c, mul(c, img, cg_size(k, g->C)), ch), HW);
+  LLVMValueRef cbase = mul(c, mul(c, ch, cg_i64(c, (int64_t)g->kh * g->kw)), P);
+  cg_zero(k, g->dt, x, xbase, HW);
   LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, g->kh), cg_i64(c, 1));
   LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, g->kw), cg_i64(c, 1));
   LLVMValueRef rowbase = add(c, cbase, mul(c, add(c, mul(c, i, cg_i64(c, g->kw)), j), P));
@@ -140,17 +284,9 @@ static void window_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *use
                         LLVMBuildSub(c->b, mul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1]), ""));
   LLVMValueRef ok = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntULT, ih, H, ""),
                                  LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
-  /* outside the input: address the plane's first element, move a zero */
   LLVMValueRef at = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw), cg_i64(c, 0), ""));
-  LLVMValueRef cat = add(c, rowbase, add(c, mul(c, oh, OW), ow));
-  if (g->scatter) {
-    LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, col, cat), "");
-    cg_add_to(k, g->dt, x, at, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""));
-  } else {
-    LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, x, at), "");
-    LLVMBuildStore(c->b, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""),
-                   cg_gep(k, g->dt, col, cat));
-  }
+  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, col, add(c, rowbase, add(c, mul(c, oh, OW), ow))), "");
+  cg_add_to(k, g->dt, x, at, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""));
   cg_endfor(k, &Q);
   cg_endfor(k, &R);
   cg_endfor(k, &J);
@@ -158,45 +294,73 @@ static void window_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *use
   cg_endfor(k, &U);
 }
 
-void cg_conv_windows(CgKernel *k, CgConvGeo *g, const char *task_name) {
+/* dx = the transposed convolution of dy, or w^T dy (1x1, or per image
+ * then col2im: see bwd_data_way). */
+static void conv_bwd_data(CgKernel *k, CgConvGeo *g, const CgIm2col *im, const char *name) {
   CgCtx *c = k->c;
-  LLVMValueRef units = mul(c, cg_size(k, g->N), cg_size(k, g->C));
+  BwdData way = bwd_data_way(k->g, g->n);
+  LLVMValueRef G = cg_i64(c, g->G), zero = cg_i64(c, 0), O = cg_size(k, g->O), P = cg_size(k, g->P);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), Cg = cg_size(k, g->w->type.dim[1]), Kc = cg_size(k, g->Kc);
+  LLVMValueRef HW = cg_size(k, sz_mul(g->H, g->W)), T = cg_i64(c, (int64_t)g->kh * g->kw);
+  LLVMValueRef work = k->work ? k->work : LLVMConstNull(c->t_ptr);
+  LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, work, (LLVMValueRef[]){cg_i64(c, bwd_data_bytes(k->g, g->n))}, 1, "");
+  ConvGemm q = {.ta = true, .batch = cg_size(k, g->N), .M = Kc, .N = P, .K = Og,
+                .A = cg_value_ptr(k, g->w), .lda = Kc, .sa = zero, .gA = mul(c, Og, Kc),
+                .B = cg_value_ptr(k, g->y), .ldb = P, .sb = mul(c, O, P), .gB = mul(c, Og, P),
+                .C = cg_value_ptr(k, g->x), .ldc = P, .sc = mul(c, mul(c, Kc, G), P), .gC = mul(c, Kc, P),
+                .ih = cg_size(k, g->OH), .iw = cg_size(k, g->OW), .pw = cg_size(k, g->W), .work = gemm_work};
+  if (way == BWD_TRANSPOSED) {
+    swap_w_channels(k, g, work);
+    q = (ConvGemm){.im = im, .batch = q.batch, .M = Cg, .N = HW, .K = mul(c, Og, T),
+                   .A = work, .lda = mul(c, Og, T), .sa = zero, .gA = mul(c, Cg, mul(c, Og, T)),
+                   .B = q.B, .ldb = P, .sb = q.sb, .gB = q.gB,
+                   .C = q.C, .ldc = HW, .sc = mul(c, mul(c, Cg, G), HW), .gC = mul(c, Cg, HW),
+                   .ih = q.ih, .iw = q.iw, .pw = q.pw, .work = gemm_work};
+  }
+  if (way != BWD_COL2IM) {
+    conv_gemm(k, g, &q);
+    return;
+  }
+  CgLoop L;
+  LLVMValueRef img = cg_for(k, &L, zero, cg_size(k, g->N), cg_i64(c, 1));
+  LLVMBuildStore(c->b, img, work);
+  q.batch = cg_i64(c, 1);
+  q.B = cg_gep(k, g->dt, q.B, mul(c, img, q.sb));
+  q.C = LLVMBuildGEP2(c->b, c->t_i8, work, (LLVMValueRef[]){cg_i64(c, 64)}, 1, "");
+  conv_gemm(k, g, &q);
   LLVMValueRef cost = cg_size(k, sz_mul(g->P, sz_const((int64_t)g->kh * g->kw)));
-  cg_parallel(k, task_name, units, cg_grain(k, cost), window_task, g);
+  cg_parallel(k, name, cg_size(k, g->C), cg_grain(k, cost), col2im_task, g);
+  cg_endfor(k, &L);
 }
 
-int cg_conv_kernel(CgKernel *k, const char *name) {
+/* dw += dy_n col(x_n)^T, image after image (x itself for 1x1). */
+static void conv_bwd_filter(CgKernel *k, const CgConvGeo *g, const CgIm2col *im) {
   CgCtx *c = k->c;
-  const Node *n = k->n;
-  CgConvGeo g = cg_conv_geo(n);
-  RtDType dt = g.dt;
-  bool pw = cg_conv_pointwise(n);
-  int64_t col_bytes = cg_conv_col_bytes(k->g, n);
-  LLVMValueRef work = k->work;
-  if (!pw)
-    cg_conv_windows(k, &g, name);
-  LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, work ? work : LLVMConstNull(c->t_ptr),
-                                         (LLVMValueRef[]){cg_i64(c, (col_bytes + 63) / 64 * 64)},
-                                         1, "");
-  LLVMValueRef B = pw ? cg_value_ptr(k, n->in[0]) : work;
-  LLVMValueRef Kc = cg_size(k, g.Kc), P = cg_size(k, g.P), O = cg_size(k, g.O);
-  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, cg_i64(c, g.G), "");
-  CgEpiPlan ep;
-  bool fused = cg_epi_plan(k, 1, 2, &ep);
-  for (int gi = 0; gi < g.G; gi++) {  /* one batched GEMM per group */
-    LLVMValueRef G = cg_i64(c, gi);
-    LLVMValueRef args[16] = {
-        cg_size(k, g.N), Og, P, Kc,
-        cg_gep(k, dt, cg_value_ptr(k, n->in[1]), mul(c, mul(c, G, Og), Kc)), Kc, cg_i64(c, 0),
-        cg_gep(k, dt, B, mul(c, mul(c, G, Kc), P)), P, mul(c, mul(c, Kc, cg_i64(c, g.G)), P),
-        cg_gep(k, dt, cg_value_ptr(k, fused ? ep.c : n->out[0]), mul(c, mul(c, G, Og), P)), P,
-        mul(c, O, P), fused ? cg_epi_args(k, &ep, mul(c, G, Og)) : LLVMConstNull(c->t_ptr),
-        gemm_work, k->nthreads};
-    cg_call_gemm(k, dt, false, false, false, fused ? &ep : NULL, args);
-  }
-  if (fused)
-    cg_epi_free(&ep);
-  return 0;
+  bool pw = cg_conv_pointwise(g->n);
+  LLVMValueRef G = cg_i64(c, g->G), zero = cg_i64(c, 0), O = cg_size(k, g->O), P = cg_size(k, g->P);
+  LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), Kc = cg_size(k, g->Kc), dw = cg_value_ptr(k, g->w);
+  LLVMValueRef CHW = mul(c, cg_size(k, g->C), cg_size(k, sz_mul(g->H, g->W)));
+  cg_zero(k, g->dt, dw, zero, mul(c, O, Kc));
+  CgLoop L;
+  LLVMValueRef img = cg_for(k, &L, zero, cg_size(k, g->N), cg_i64(c, 1));
+  ConvGemm q = {.tb = pw, .acc = true, .im = pw ? NULL : im, .batch = cg_i64(c, 1), .M = Og, .N = Kc, .K = P,
+                .A = cg_gep(k, g->dt, cg_value_ptr(k, g->y), mul(c, img, mul(c, O, P))), .lda = P, .sa = zero,
+                .gA = mul(c, Og, P),
+                .B = cg_gep(k, g->dt, cg_value_ptr(k, g->x), mul(c, img, CHW)), .ldb = P, .sb = zero,
+                .gB = LLVMBuildSDiv(c->b, CHW, G, ""),
+                .C = dw, .ldc = Kc, .sc = zero, .gC = mul(c, Og, Kc),
+                .ih = cg_size(k, g->H), .iw = cg_size(k, g->W), .pw = cg_size(k, g->OW), .work = k->work};
+  conv_gemm(k, g, &q);
+  cg_endfor(k, &L);
+}
+
+void cg_conv_bwd_kernel(CgKernel *k, const char *name) {
+  CgConvGeo g = cg_conv_geo(k->n);
+  CgIm2col im = conv_im2col(k->n);
+  if (k->n->op == OP_conv2d_bwd_data)
+    conv_bwd_data(k, &g, &im, name);
+  else
+    conv_bwd_filter(k, &g, &im);
 }
 
 /* ---- pooling ----------------------------------------------------------------- */

@@ -23,7 +23,7 @@ static const LowerKind lower_kind[OP_COUNT] = {
 #undef OP
 };
 
-/* Scratch a node's kernel needs while it runs (packing buffers, im2col),
+/* Scratch a node's kernel needs while it runs (packing buffers),
  * planned for the compiled maximum batch and `threads` threads. */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads) {
   const Type *o = &n->out[0]->type;
@@ -38,16 +38,8 @@ int64_t cg_work_bytes(const Graph *g, const Node *n, int threads) {
     K = ir_numel_max(g, &t);
     return cg_gemm_work_bytes(o->dt, M, N, K, threads);
   }
-  if (lower_kind[n->op] == L_CONV) {
-    const Type *w = &n->in[1]->type;
-    Type t = ir_type(o->dt, 1, (Size[]){sz_mul(o->dim[2], o->dim[3])});
-    int64_t P = ir_numel_max(g, &t), O = ir_numel_max(g, &(Type){o->dt, 1, {o->dim[1]}});
-    int64_t K = ir_numel_max(g, &(Type){o->dt, 1, {sz_mul(sz_mul(w->dim[1], w->dim[2]), w->dim[3])}});
-    int64_t col = cg_conv_col_bytes(g, n);
-    return (col + 63) / 64 * 64 + cg_gemm_work_bytes(o->dt, O / n->attr.groups, P, K, threads);
-  }
-  if (lower_kind[n->op] == L_CONV_BWD)
-    return cg_conv_bwd_work_bytes(g, n, threads);
+  if (lower_kind[n->op] == L_CONV || lower_kind[n->op] == L_CONV_BWD)
+    return cg_conv_work_bytes(g, n, threads);
   if (lower_kind[n->op] == L_SCAN)
     return cg_scan_work_bytes(n);
   return 0;

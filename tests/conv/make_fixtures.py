@@ -183,6 +183,23 @@ CASES = [
     ("global_avgpool", (2, 3, 5, 7), "global_avgpool()", {}, lambda x, p: x.mean(dim=(2, 3))),
     ("global_maxpool", (2, 3, 5, 7), "global_maxpool()", {}, lambda x, p: x.amax(dim=(2, 3))),
     ("global_avgpool1d", (2, 3, 7), "global_avgpool()", {}, lambda x, p: x.mean(dim=2)),
+    # the implicit GEMM's packing edges (codegen/gemm.c): output rows wider
+    # than a 16-column panel and not a multiple of it (panels inside a row
+    # and panels across rows), taps over two K blocks (> 256), a GEMM tall
+    # enough (> 48 rows) to share its packed B, padding beyond the kernel's
+    # reach, stride 2 with its transposed gather, and dilated taps.
+    ("conv2d_wide_kblocks", (2, 20, 4, 37), "conv2d(6, k=[3, 5], pad=[1, 2])",
+     conv_params(20, 6, (3, 5)), lambda x, p: conv(x, p, 1, (1, 2))),
+    ("conv2d_shared_b", (1, 30, 2, 19), "conv2d(50, k=3, pad=1, bias=false)",
+     conv_params(30, 50, (3, 3), bias=False), lambda x, p: conv(x, p, 1, 1)),
+    ("conv2d_pad_beyond_reach", (2, 3, 4, 18), "conv2d(4, k=3, pad=4)", conv_params(3, 4, (3, 3)),
+     lambda x, p: conv(x, p, 1, 4)),
+    ("conv2d_wide_stride2", (2, 5, 7, 41), "conv2d(6, k=3, stride=2, pad=1)", conv_params(5, 6, (3, 3)),
+     lambda x, p: conv(x, p, 2, 1)),
+    ("conv2d_wide_dil", (1, 4, 6, 40), "conv2d(3, k=3, pad=same, dilation=2)", conv_params(4, 3, (3, 3)),
+     lambda x, p: conv(x, p, 1, "same", 2)),
+    ("convt2d_wide", (2, 6, 3, 33), "conv_transpose2d(4, k=3, pad=1)",
+     conv_params(6, 4, (3, 3), transposed=True), lambda x, p: conv_t(x, p, 1, 1)),
 ]
 
 
