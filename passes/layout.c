@@ -30,15 +30,22 @@
 
 /* ---- the cost model --------------------------------------------------------------
  *
- * Cycles of one core (the kernels parallelise alike). Calibrated on the
- * AVX2 machine of bench/NOTES.md (znver3, one thread) with
- * bench/layout/calibrate.kiln: the conv layers of the ResNet at batch 32,
- * timed at -O3 with the pass forced each way (KILN_LAYOUT=nchw|blocked),
- * CPU ms per layer divided into FLOPs and clock. NCHW: the GEMM runs at
- * nchw_fpc FLOP/cycle on the micro-kernel and im2col moves its column
- * matrix (written, then packed) at copy_bpc bytes/cycle. Blocked: the
- * direct convolution runs at blocked_fpc on whole 6-column tiles and
- * edge_fpc on the single columns of a row's tail, on padded channels. */
+ * Cycles of one core (the kernels parallelise alike). NCHW: the GEMM runs
+ * at nchw_fpc FLOP per cycle and im2col moves its column matrix (written,
+ * then packed) at copy_bpc bytes per cycle. Blocked: the direct
+ * convolution runs at blocked_fpc on whole 6-column tiles and edge_fpc on
+ * the single columns of a row's tail, on channels padded to b. A relayout
+ * moves its bytes at copy_bpc. nchw_conv_cycles is the one place to
+ * recalibrate when the NCHW convolution changes (implicit GEMM).
+ *
+ * Calibrated on this project's AVX2 machine (znver3, 1 thread, load
+ * average 8-10, CPU-time medians of bench/bench_kiln -O3 with the choice
+ * forced by KILN_LAYOUT): the ResNet of bench/models at batch 32 (2.47
+ * GFLOP) took 111 ms NCHW and 38 ms blocked, about 7 and 20 FLOP per cycle
+ * at 3.2 GHz; with copy_bpc 4 (a scalar copy: a float read and written a
+ * cycle) the 7 fits nchw_fpc 10. LeNet-5 at batch 64 took 2.19 ms NCHW and
+ * 3.46 ms blocked (1 and 6 channels padded to 8, 8-wide rows): the model
+ * gives NCHW there too. edge_fpc: a one-column tile does 2 FMAs per 3 loads. */
 typedef struct LayoutCost {
   double nchw_fpc;         /* FLOP per cycle of the NCHW GEMM */
   double blocked_fpc;      /* FLOP per cycle of the blocked direct convolution, whole tiles */
@@ -47,7 +54,7 @@ typedef struct LayoutCost {
 } LayoutCost;
 
 static const LayoutCost layout_cost = {
-    .nchw_fpc = 20.0, .blocked_fpc = 24.0, .edge_fpc = 8.0, .copy_bpc = 4.0,
+    .nchw_fpc = 10.0, .blocked_fpc = 20.0, .edge_fpc = 8.0, .copy_bpc = 4.0,
 };
 
 typedef struct Layout {
@@ -56,7 +63,8 @@ typedef struct Layout {
   int b;                   /* lanes */
   int *region;             /* [nnodes at start]: region of node i (union-find root), -1: none */
   bool *used_outside;      /* [nvals at start] */
-  Value **blk;             /* [nvals at start]: a value's blocked form in the rewritten region */
+  Value **blk;             /* [nvals at start]: a value's blocked form: made by the region,
+                              or converted for it (once) */
   Value **back;            /* [nvals at start]: its relayout back, for readers outside */
   int *owner;              /* per new node: the old node it follows */
   int nowner, capowner;
@@ -192,22 +200,34 @@ static int64_t cdim(const Graph *g, Size s) {
 
 static int64_t round_up(int64_t c, int64_t b) { return (c + b - 1) / b * b; }
 
-/* Estimated cycles of conv n in NCHW (im2col + GEMM) and blocked. */
-static void conv_cycles(const Layout *L, const Node *n, double *nchw, double *blocked) {
-  const LayoutCost *k = &layout_cost;
-  const Graph *g = L->g;
+/* A convolution's extents, at the largest batch. */
+typedef struct ConvDims {
+  double N, C, O, OH, OW, taps, flops;
+  bool pointwise;
+} ConvDims;
+
+static ConvDims conv_dims(const Graph *g, const Node *n) {
   const Type *x = &n->in[0]->type, *y = &n->out[0]->type;
-  double N = (double)cdim(g, x->dim[0]), C = (double)cdim(g, x->dim[1]), O = (double)cdim(g, y->dim[1]);
-  double OH = (double)cdim(g, y->dim[2]), OW = (double)cdim(g, y->dim[3]);
-  double taps = (double)n->attr.k[0] * n->attr.k[1];
-  double flops = 2 * N * O * C * taps * OH * OW;
-  bool pointwise = taps == 1 && n->attr.stride[0] == 1 && n->attr.stride[1] == 1 &&
-                   !n->attr.pad[0] && !n->attr.pad[1] && !n->attr.pad[2] && !n->attr.pad[3];
-  double col = pointwise ? 0 : 2 * 4 * N * C * taps * OH * OW;   /* written, then read */
-  *nchw = flops / k->nchw_fpc + col / k->copy_bpc;
-  double pad = (double)round_up((int64_t)O, L->b) * round_up((int64_t)C, L->b) / (O * C);
-  double whole = (double)((int64_t)OW / 6 * 6) / OW;
-  *blocked = flops * pad * (whole / k->blocked_fpc + (1 - whole) / k->edge_fpc);
+  const Attr *a = &n->attr;
+  ConvDims d = {(double)cdim(g, x->dim[0]), (double)cdim(g, x->dim[1]), (double)cdim(g, y->dim[1]),
+                (double)cdim(g, y->dim[2]), (double)cdim(g, y->dim[3]), (double)a->k[0] * a->k[1]};
+  d.flops = 2 * d.N * d.O * d.C * d.taps * d.OH * d.OW;
+  d.pointwise = d.taps == 1 && a->stride[0] == 1 && a->stride[1] == 1 && !a->pad[0] &&
+                !a->pad[1] && !a->pad[2] && !a->pad[3];
+  return d;
+}
+
+/* im2col + GEMM (codegen/kernels.c) */
+static double nchw_conv_cycles(const ConvDims *d) {
+  double col = d->pointwise ? 0 : 2 * 4 * d->N * d->C * d->taps * d->OH * d->OW;
+  return d->flops / layout_cost.nchw_fpc + col / layout_cost.copy_bpc;
+}
+
+/* the direct convolution of codegen/conv_blocked.c */
+static double blocked_conv_cycles(const ConvDims *d, int b) {
+  double pad = (double)round_up((int64_t)d->O, b) * round_up((int64_t)d->C, b) / (d->O * d->C);
+  double whole = (double)((int64_t)d->OW / 6 * 6) / d->OW;
+  return d->flops * pad * (whole / layout_cost.blocked_fpc + (1 - whole) / layout_cost.edge_fpc);
 }
 
 /* Bytes a relayout of v moves (read and written). */
@@ -215,8 +235,10 @@ static double relayout_cycles(const Layout *L, const Value *v) {
   return 2.0 * (double)ir_bytes_max(L->g, &v->type) / layout_cost.copy_bpc;
 }
 
-/* Whether region r is cheaper blocked; false if it has no convolution. */
+/* Whether region r is cheaper blocked; false if it has no convolution.
+ * KILN_LAYOUT=nchw or =blocked overrides the model (calibration, tests). */
 static bool choose_blocked(Layout *L, int r) {
+  const char *force = getenv("KILN_LAYOUT");
   Graph *g = L->g;
   double nchw = 0, blocked = 0;
   int convs = 0;
@@ -225,9 +247,10 @@ static bool choose_blocked(Layout *L, int r) {
     if (L->region[i] != r)
       continue;
     if (n->op == OP_conv2d) {
-      double a, b;
-      conv_cycles(L, n, &a, &b);
-      nchw += a, blocked += b, convs++;
+      ConvDims d = conv_dims(g, n);
+      nchw += nchw_conv_cycles(&d);
+      blocked += blocked_conv_cycles(&d, L->b);
+      convs++;
     }
     for (int j = 0; j < n->nin; j++) {      /* activations coming in */
       Value *v = n->in[j];
@@ -239,6 +262,8 @@ static bool choose_blocked(Layout *L, int r) {
     if (L->used_outside[n->out[0]->id])     /* and going out */
       blocked += relayout_cycles(L, n->out[0]);
   }
+  if (force && (!strcmp(force, "nchw") || !strcmp(force, "blocked")))
+    return convs > 0 && !strcmp(force, "blocked");
   return convs > 0 && blocked < nchw;
 }
 
@@ -309,7 +334,10 @@ static Value *blocked_input(Layout *L, const Node *n, Value *v) {
     Size bd[5] = {d[0], d[1], d[2], d[3], sz_const(1)};
     return reshape(L, v, 5, bd);
   }
-  return to_blocked(L, v, d);
+  Value *k = to_blocked(L, v, d);
+  if (v->id < L->v0)
+    L->blk[v->id] = k;                /* one conversion for all its readers */
+  return k;
 }
 
 /* conv2d's weight [O, C, KH, KW] as [O/b, C/b, KH, KW, b_in, b_out], zeros
