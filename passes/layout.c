@@ -15,7 +15,9 @@
  * For each region with a convolution, the cost model (below) estimates
  * the cycles of its convolutions as im2col + GEMM in NCHW against the
  * blocked direct convolution plus the conversions at its boundaries, and
- * the cheaper wins. A blocked region is rewritten: conv2d becomes
+ * the cheaper wins. A convolution that alone costs more blocked than in
+ * NCHW plus the conversion of its output (a first layer of 1 or 3
+ * channels) stays out of any region. A blocked region is rewritten: conv2d becomes
  * conv2d_nchwc with its weight converted now, a constant [O/b, C/b, KH, KW,
  * b, b]; the other ops are rebuilt on the blocked values (the pools and
  * mean take the 5-D tensor as it is); broadcast operands known at compile
@@ -116,11 +118,28 @@ static bool broadcasts(const Value *v, const Type *o) {
   return true;
 }
 
+static int64_t cdim(const Graph *g, Size s) {
+  Type t = ir_type(RT_F32, 1, &s);
+  return ir_numel_max(g, &t);
+}
+
+/* groups 1, channels known, extents bound (the cost model needs them) */
+static bool conv_pays(const Layout *L, const Node *n);
+
+/* KILN_LAYOUT=nchw or =blocked overrides the cost model (calibration,
+ * tests): "nchw", "blocked" or NULL. */
+static const char *forced(void) {
+  const char *f = getenv("KILN_LAYOUT");
+  return f && (!strcmp(f, "nchw") || !strcmp(f, "blocked")) ? f : NULL;
+}
+
 static bool conv_ok(Layout *L, const Node *n) {
   bool param = false;
   int64_t c, o;
+  const Type *y = &n->out[0]->type;
   return n->attr.groups == 1 && is_4d_f32(n->in[0]) && const_dim(n->in[0]->type.dim[1], &c) &&
-         const_dim(n->out[0]->type.dim[1], &o) && known(L, n->in[1], &param);
+         const_dim(y->dim[1], &o) && cdim(L->g, y->dim[0]) > 0 && cdim(L->g, y->dim[2]) > 0 &&
+         cdim(L->g, y->dim[3]) > 0 && known(L, n->in[1], &param) && conv_pays(L, n);
 }
 
 /* Whether node n can join a region. */
@@ -193,11 +212,6 @@ static void mark_used_outside(Layout *L) {
     }
 }
 
-static int64_t cdim(const Graph *g, Size s) {
-  Type t = ir_type(RT_F32, 1, &s);
-  return ir_numel_max(g, &t);
-}
-
 static int64_t round_up(int64_t c, int64_t b) { return (c + b - 1) / b * b; }
 
 /* A convolution's extents, at the largest batch. */
@@ -235,10 +249,20 @@ static double relayout_cycles(const Layout *L, const Value *v) {
   return 2.0 * (double)ir_bytes_max(L->g, &v->type) / layout_cost.copy_bpc;
 }
 
-/* Whether region r is cheaper blocked; false if it has no convolution.
- * KILN_LAYOUT=nchw or =blocked overrides the model (calibration, tests). */
+/* A convolution joins a region unless it alone costs more blocked than in
+ * NCHW plus the conversion of its output that keeping it out would add
+ * (a first layer of 1 or 3 channels, padded to b, next to a small
+ * output). */
+static bool conv_pays(const Layout *L, const Node *n) {
+  if (forced())
+    return true;
+  ConvDims d = conv_dims(L->g, n);
+  return blocked_conv_cycles(&d, L->b) <= nchw_conv_cycles(&d) + relayout_cycles(L, n->out[0]);
+}
+
+/* Whether region r is cheaper blocked; false if it has no convolution. */
 static bool choose_blocked(Layout *L, int r) {
-  const char *force = getenv("KILN_LAYOUT");
+  const char *force = forced();
   Graph *g = L->g;
   double nchw = 0, blocked = 0;
   int convs = 0;
@@ -262,7 +286,7 @@ static bool choose_blocked(Layout *L, int r) {
     if (L->used_outside[n->out[0]->id])     /* and going out */
       blocked += relayout_cycles(L, n->out[0]);
   }
-  if (force && (!strcmp(force, "nchw") || !strcmp(force, "blocked")))
+  if (force)
     return convs > 0 && !strcmp(force, "blocked");
   return convs > 0 && blocked < nchw;
 }
