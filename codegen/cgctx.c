@@ -40,6 +40,15 @@ void cg_init_llvm(void) {
   pthread_once(&once, init_llvm_once);
 }
 
+int cg_host_lanes(int bytes) {
+  cg_init_llvm();
+  char *triple = LLVMGetDefaultTargetTriple(), *features = LLVMGetHostCPUFeatures();
+  int vbits = target_vbits(triple, features);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(features);
+  return vbits / (8 * bytes);
+}
+
 /* triple, cpu, features: NULL means the host. A JIT module lives in a
  * thread-safe context, which ORC requires; an AOT one in a plain context. */
 static int ctx_init(CgCtx *c, const char *name, const char *triple,

@@ -33,6 +33,7 @@ int cg_ctx_init(CgCtx *c, const char *module_name, const char *triple,
 int cg_ctx_init_jit(CgCtx *c, const char *module_name, char *err, int errlen); /* host target, module for cg_jit_add */
 void cg_ctx_dispose(CgCtx *c);   /* the module too, unless handed to the JIT */
 void cg_init_llvm(void);         /* targets and the fatal error handler, once per process */
+int cg_host_lanes(int bytes);    /* lanes of the host's widest vectors for elements of `bytes` */
 LLVMValueRef cg_intrinsic(CgCtx *c, const char *name, LLVMTypeRef *overload,
                           int noverload, LLVMValueRef *args, int nargs);
 LLVMValueRef cg_splat(CgCtx *c, LLVMValueRef scalar, int lanes);
@@ -136,6 +137,12 @@ int cg_scan_kernel(CgKernel *k, const char *name, char *err, int errlen);
 
 /* gather.c: gather (embedding rows) and scatter_add (its gradient) */
 void cg_gather_kernel(CgKernel *k);
+
+/* conv_blocked.c: the blocked layout's kernels (ops.def's BLOCKED rows):
+ * relayout as a copy, conv2d_nchwc as a direct convolution register-blocked
+ * over output width and output-channel blocks, its fused group (bias,
+ * activation, residual) applied in registers through cg_epi_plan_lanes. */
+void cg_blocked_kernel(CgKernel *k, const char *task_name);
 
 /* module.c */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);
@@ -268,6 +275,10 @@ typedef struct CgEpiPlan {
 } CgEpiPlan;
 /* false when k->n has no group (nothing to free). */
 bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *p);
+/* The same for an output whose last axis is the vector's lanes (a blocked
+ * [N, O/b, OH, OW, b]): axes [col_axis, rank - 1) are the columns, and the
+ * epilogue's col counts their positions, each a whole vector of b lanes. */
+bool cg_epi_plan_lanes(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *p);
 /* The `epi` argument of one GEMM call, whose rows start at row0 of the
  * output's row axis (a conv2d group's first channel; NULL: 0). */
 LLVMValueRef cg_epi_args(CgKernel *k, const CgEpiPlan *p, LLVMValueRef row0);

@@ -906,12 +906,15 @@ void cg_row_kernel(CgKernel *k, const char *name) {
 
 /* A contraction's group in the GEMM's terms: operand o is read (or stored)
  * at b*sb[o] + row*sr[o] + col*sc[o] of the GEMM's batch item b, row and
- * column; sc is 0 (the same for every column) or 1. */
+ * column; sc is 0 (the same for every column) or 1. With a lane axis (a
+ * blocked output, cg_epi_plan_lanes) col counts whole vectors: sc is 0 or
+ * the lanes, and vec says whether o varies along the lanes or is splat. */
 typedef struct EpiPlan {
   Fused f;
   int head;                 /* the contraction's member index: its value is the accumulator */
   int cop;                  /* the operand the GEMM's C stores */
-  int sc[MAXOPS];
+  int64_t sc[MAXOPS];
+  bool vec[MAXOPS];
   Size sb[MAXOPS], sr[MAXOPS];
 } EpiPlan;
 
@@ -977,8 +980,11 @@ static void epi_name(const EpiPlan *p, char *buf, size_t len) {
       put(buf, len, "x%016llx", (unsigned long long)bits);
     }
   }
-  for (int o = 0; o < f->nops; o++)
-    put(buf, len, "_o%c%c", o == p->cop ? 'c' : o < f->nstore ? 's' : 'l', p->sc[o] ? 'v' : 's');
+  for (int o = 0; o < f->nops; o++) {
+    put(buf, len, "_o%c%c", o == p->cop ? 'c' : o < f->nstore ? 's' : 'l', p->vec[o] ? 'v' : 's');
+    if (p->sc[o] > 1)
+      put(buf, len, "x%lld", (long long)p->sc[o]);
+  }
   for (int i = 0; i < f->nmem; i++)
     if (f->dst[i] >= 0)
       put(buf, len, "_d%dm%d", f->dst[i], i);
@@ -1000,7 +1006,7 @@ static LLVMValueRef epi_addr(CgCtx *c, const EpiPlan *p, int o, LLVMValueRef epi
       c->b, c->t_i64, LLVMBuildGEP2(c->b, c->t_i64, strides, (LLVMValueRef[]){cg_i64(c, 2 * o + 1)}, 1, ""), "");
   LLVMValueRef off = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, b, sb, ""), LLVMBuildMul(c->b, row, sr, ""), "");
   if (p->sc[o])
-    off = LLVMBuildAdd(c->b, off, col, "");
+    off = LLVMBuildAdd(c->b, off, p->sc[o] == 1 ? col : LLVMBuildMul(c->b, col, cg_i64(c, p->sc[o]), ""), "");
   RtDType dt = f->val[o]->type.dt;
   return LLVMBuildGEP2(c->b, cg_elem_type(c, dt), base, &off, 1, "");
 }
@@ -1009,7 +1015,7 @@ static LLVMValueRef epi_load(CgCtx *c, const EpiPlan *p, int o, LLVMValueRef add
                              int w) {
   RtDType dt = p->f.val[o]->type.dt;
   LLVMTypeRef vt = vec_type(c, dt, w);
-  if (!p->sc[o])
+  if (!p->vec[o])
     return cg_splat(c, LLVMBuildLoad2(c->b, cg_elem_type(c, dt), addr, ""), w);
   if (!mask) {
     LLVMValueRef x = LLVMBuildLoad2(c->b, vt, addr, "");
@@ -1061,7 +1067,9 @@ static LLVMValueRef epi_apply(CgCtx *c, void *user, LLVMValueRef v, LLVMValueRef
   return ret;
 }
 
-bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *plan) {
+/* Columns are the axes [col_axis, lane_axis); the lanes of a vector run
+ * along the last axis when lane_axis < rank, else along the columns. */
+static bool epi_plan(CgKernel *k, int row_axis, int col_axis, int lane_axis, CgEpiPlan *plan) {
   if (!k->group)
     return false;
   EpiPlan *p = calloc(1, sizeof *p);
@@ -1071,9 +1079,13 @@ bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *plan) {
   for (int i = 0; i < p->f.nmem; i++)
     p->head = p->f.mem[i] == k->n ? i : p->head;
   for (int op = 0; op < p->f.nops; op++) {
-    Size sc = collapse(o, p->f.st[op], col_axis, o->rank);
-    p->sc[op] = sc.nt != 0;
-    assert(sz_eq(sc, sz_const(p->sc[op])));
+    Size sc = collapse(o, p->f.st[op], col_axis, lane_axis);
+    Size sl = collapse(o, p->f.st[op], lane_axis, o->rank);
+    bool known = sz_is_const(sc, &p->sc[op]);   /* 0, 1 or (lanes) b: fusion checked */
+    assert(known && (lane_axis < o->rank || p->sc[op] <= 1));
+    (void)known;
+    p->vec[op] = lane_axis < o->rank ? sl.nt != 0 : p->sc[op] != 0;
+    assert(lane_axis == o->rank || sz_eq(sl, sz_const(p->vec[op])));
     p->sr[op] = collapse(o, p->f.st[op], row_axis, col_axis);
     p->sb[op] = collapse(o, p->f.st[op], 0, row_axis);
   }
@@ -1082,6 +1094,14 @@ bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *plan) {
   *plan = (CgEpiPlan){.epi = {.fn = epi_apply, .user = plan}, .c = p->f.val[p->cop], .fused = p};
   epi_name(p, plan->name, sizeof plan->name);
   return true;
+}
+
+bool cg_epi_plan(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *plan) {
+  return epi_plan(k, row_axis, col_axis, k->n->out[0]->type.rank, plan);
+}
+
+bool cg_epi_plan_lanes(CgKernel *k, int row_axis, int col_axis, CgEpiPlan *plan) {
+  return epi_plan(k, row_axis, col_axis, k->n->out[0]->type.rank - 1, plan);
 }
 
 LLVMValueRef cg_epi_args(CgKernel *k, const CgEpiPlan *plan, LLVMValueRef row0) {

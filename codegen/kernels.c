@@ -371,7 +371,8 @@ typedef struct PoolCtx {
 
 /* Unit u = one output row (image, channel, oh); the window is scanned with
  * bounds checks; avg divides by the window's size inside the padded input
- * (count_include_pad) or by the valid elements. */
+ * (count_include_pad) or by the valid elements. A blocked input [N, C/b, H,
+ * W, b] (passes/layout.c) pools each of its b lanes alike: L = b, else 1. */
 static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
   const Node *n = ((PoolCtx *)user)->n;
   CgCtx *c = k->c;
@@ -383,13 +384,15 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   LLVMValueRef in = cg_value_ptr(k, n->in[0]), out = cg_value_ptr(k, n->out[0]);
   LLVMValueRef H = cg_size(k, x->dim[2]), W = cg_size(k, x->dim[3]);
   LLVMValueRef OH = cg_size(k, y->dim[2]), OW = cg_size(k, y->dim[3]);
+  LLVMValueRef L = x->rank == 5 ? cg_size(k, x->dim[4]) : cg_i64(c, 1);
   LLVMValueRef accp = LLVMBuildAlloca(c->b, et, ""), cntp = LLVMBuildAlloca(c->b, c->t_i64, "");
-  CgLoop U, Q, I, J;
+  CgLoop U, Q, Ln, I, J;
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   LLVMValueRef plane = LLVMBuildSDiv(c->b, u, OH, ""), oh = LLVMBuildSRem(c->b, u, OH, "");
   LLVMValueRef ih0 = LLVMBuildSub(c->b, mul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]), "");
   LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
   LLVMValueRef iw0 = LLVMBuildSub(c->b, mul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]), "");
+  LLVMValueRef lane = cg_for(k, &Ln, cg_i64(c, 0), L, cg_i64(c, 1));
   LLVMBuildStore(c->b, LLVMConstReal(et, isMax ? -INFINITY : 0.0), accp);
   LLVMBuildStore(c->b, cg_i64(c, 0), cntp);
   LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
@@ -400,6 +403,7 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
                                  LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
   LLVMValueRef src = LLVMBuildSelect(c->b, ok, add(c, mul(c, add(c, mul(c, plane, H), ih), W), iw),
                                      cg_i64(c, 0), "");
+  src = add(c, mul(c, src, L), lane);
   LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, in, src), "");
   LLVMValueRef acc = LLVMBuildLoad2(c->b, et, accp, "");
   LLVMValueRef nv;
@@ -428,7 +432,8 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
     }
     r = LLVMBuildFDiv(c->b, r, LLVMBuildSIToFP(c->b, cntv, et, ""), "");
   }
-  LLVMBuildStore(c->b, r, cg_gep(k, dt, out, add(c, mul(c, u, OW), ow)));
+  LLVMBuildStore(c->b, r, cg_gep(k, dt, out, add(c, mul(c, add(c, mul(c, u, OW), ow), L), lane)));
+  cg_endfor(k, &Ln);
   cg_endfor(k, &Q);
   cg_endfor(k, &U);
 }
@@ -438,7 +443,8 @@ void cg_pool_kernel(CgKernel *k, const char *name) {
   PoolCtx p = {k->n};
   LLVMValueRef rows = cg_size(k, sz_mul(sz_mul(y->dim[0], y->dim[1]), y->dim[2]));
   int64_t win = (int64_t)k->n->attr.k[0] * k->n->attr.k[1];
-  cg_parallel(k, name, rows, cg_grain(k, cg_size(k, sz_mul(y->dim[3], sz_const(win)))),
+  Size lanes = y->rank == 5 ? y->dim[4] : sz_const(1);
+  cg_parallel(k, name, rows, cg_grain(k, cg_size(k, sz_mul(sz_mul(y->dim[3], lanes), sz_const(win)))),
               pool_task, &p);
 }
 

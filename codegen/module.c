@@ -15,7 +15,7 @@
 
 typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD,
                L_DROPOUT, L_MOVE,
-               L_SCAN, L_GATHER } LowerKind;
+               L_SCAN, L_GATHER, L_BLOCKED } LowerKind;
 
 static const LowerKind lower_kind[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) L_##lower,
@@ -71,7 +71,7 @@ static LLVMValueRef clamp_threads(CgCtx *c, LLVMValueRef nthreads, int most) {
 static const Node *kernel_head(const Node *const *mem, int nmem) {
   for (int i = 0; i < nmem; i++)
     if (lower_kind[mem[i]->op] == L_GEMM || lower_kind[mem[i]->op] == L_CONV ||
-        lower_kind[mem[i]->op] == L_REDUCE)
+        lower_kind[mem[i]->op] == L_REDUCE || mem[i]->op == OP_conv2d_nchwc)
       return mem[i];
   return mem[0];
 }
@@ -119,6 +119,7 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, 
       return NULL;
     break;
   case L_GATHER: cg_gather_kernel(&k); break;
+  case L_BLOCKED: cg_blocked_kernel(&k, task); break;
   case L_VIEW:
     if (!n->out[0]->alias)
       cg_copy_kernel(&k);

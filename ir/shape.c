@@ -377,6 +377,13 @@ static Size window_out(Size in, int k, int s, int d, int p0, int p1, bool ceil_m
   return sz_add(sz_floordiv_const(span, s), sz_const(1));
 }
 
+/* Windows over a blocked tensor [N, C/b, H, W, b] (ops.def): the blocked
+ * convolution, and the forward pools when their input has the lane axis. */
+static bool blocked_window(const Node *n) {
+  return n->op == OP_conv2d_nchwc ||
+         ((n->op == OP_maxpool2d || n->op == OP_avgpool2d) && n->in[0]->type.rank == 5);
+}
+
 /* A convolution may have a negative padding at the end of an axis (crop):
  * the rows past H + pad_bottom are never read. It is how a transposed
  * convolution's output_padding is written (conv2d_bwd_data as a forward op:
@@ -384,13 +391,14 @@ static Size window_out(Size in, int k, int s, int d, int p0, int p1, bool ceil_m
 static int window_check(Graph *g, Node *n, const Type *x, const char *what) {
   const Attr *a = &n->attr;
   bool crop = op_is(n->op, CAT_CONTRACT);
+  int rank = blocked_window(n) ? 5 : 4;
   for (int i = 0; i < 2; i++)
     if (a->k[i] < 1 || a->stride[i] < 1 || a->dil[i] < 1 || a->pad[i] < 0 ||
         (a->pad[i + 2] < 0 && !crop))
       return fail(g, n, "kernel, stride and dilation must be positive and padding "
                   "non-negative");
-  if (x->rank != 4 || !ir_is_float(x->dt))
-    return fail(g, n, "expects %s[N, C, H, W], got %s", what, TS(x));
+  if (x->rank != rank || !ir_is_float(x->dt))
+    return fail(g, n, "expects %s[N, C, H, W%s], got %s", what, rank == 5 ? ", b" : "", TS(x));
   return 0;
 }
 
@@ -424,6 +432,32 @@ static int conv_type(Graph *g, Node *n, const Type *x, const Type *w, Type *out)
 static int shape_conv2d(Graph *g, Node *n) {
   Type t;
   if (conv_type(g, n, in_t(n, 0), in_t(n, 1), &t) < 0)
+    return -1;
+  set_out(n, t);
+  return 0;
+}
+
+/* conv2d_nchwc(x [N, C/b, H, W, b], w [O/b, C/b, KH, KW, b, b]) ->
+ * [N, O/b, OH, OW, b] (ops.def). */
+static int shape_conv2d_nchwc(Graph *g, Node *n) {
+  const Attr *a = &n->attr;
+  Type *x = in_t(n, 0), *w = in_t(n, 1);
+  if (window_check(g, n, x, "f32") < 0)
+    return -1;
+  int64_t kh, kw, bi, bo, b;
+  if (w->rank != 6 || w->dt != x->dt || !sz_is_const(w->dim[2], &kh) ||
+      !sz_is_const(w->dim[3], &kw) || kh != a->k[0] || kw != a->k[1] ||
+      !sz_is_const(w->dim[4], &bi) || !sz_is_const(w->dim[5], &bo) ||
+      !sz_is_const(x->dim[4], &b) || bi != b || bo != b || !sz_eq(w->dim[1], x->dim[1]) ||
+      a->groups != 1)
+    return fail(g, n, "weight %s does not fit a blocked input %s and kernel %dx%d", TS(w),
+                TS(x), a->k[0], a->k[1]);
+  Type t = *x;
+  t.dim[1] = w->dim[0];
+  for (int i = 0; i < 2; i++)
+    t.dim[2 + i] = window_out(x->dim[2 + i], a->k[i], a->stride[i], a->dil[i], a->pad[i],
+                              a->pad[i + 2], false);
+  if (check_dims(g, n, &t) < 0)
     return -1;
   set_out(n, t);
   return 0;
@@ -468,6 +502,26 @@ static int attr_type(Graph *g, Node *n, RtDType dt, Type *t) {
     return fail(g, n, "target rank %d is out of range", n->attr.rank);
   *t = ir_type(dt, n->attr.rank, n->attr.shape);
   return check_dims(g, n, t);
+}
+
+/* relayout(x) to attr.shape: x [N, C, S...] and its blocked form
+ * [N, ceil(C/b), S..., b], either way (ops.def). */
+static int shape_relayout(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t;
+  if (attr_type(g, n, x->dt, &t) < 0)
+    return -1;
+  bool to = t.rank == x->rank + 1;
+  const Type *flat = to ? x : &t, *blk = to ? &t : x;
+  int64_t b, c, cb;
+  bool ok = (to || t.rank == x->rank - 1) && flat->rank >= 2 &&
+            sz_is_const(blk->dim[blk->rank - 1], &b) && b > 0 && sz_is_const(flat->dim[1], &c) &&
+            sz_is_const(blk->dim[1], &cb) && cb == (c + b - 1) / b && sz_eq(flat->dim[0], blk->dim[0]);
+  for (int i = 2; ok && i < flat->rank; i++)
+    ok = sz_eq(flat->dim[i], blk->dim[i]);
+  if (!ok)
+    return fail(g, n, "cannot convert %s to the layout of %s", TS(x), TS(&t));
+  set_out(n, t);
+  return 0;
 }
 
 /* expand(x): x broadcast to attr.shape, numpy's rules (aligned right, each

@@ -13,7 +13,8 @@
  *     output's type and dtype, applied to each output vector while the GEMM
  *     tile is in registers. Their other operands must be read at b*sb +
  *     row*sr + col*sc in the GEMM's view of the output (matmul: batch axes,
- *     M, N; conv2d: image, channel, OH*OW), with sc 0 (per row: a conv's
+ *     M, N; conv2d: image, channel, OH*OW; conv2d_nchwc: image, channel
+ *     block, OH*OW vectors of b lanes), with sc 0 (per row: a conv's
  *     per-channel bias) or 1 (per column: a dense bias; or the whole
  *     tensor: a residual);
  *   - a reduction group: a reduction (sum, mean, max, min) and an
@@ -39,7 +40,7 @@
 
 typedef enum { K_EXPR, K_REDUCE, K_ROW, K_GEMM, K_CONV, K_POOL, K_VIEW, K_CONV_BWD, K_POOL_BWD,
                K_DROPOUT, K_MOVE,
-               K_SCAN, K_GATHER } Kind;
+               K_SCAN, K_GATHER, K_BLOCKED } Kind;
 
 static const Kind kind_of[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) K_##lower,
@@ -127,13 +128,14 @@ static bool epilogue_reads(const Node *head, const Node *n, int k) {
   int r = head->out[0]->type.rank;
   if (n->in[k]->type.dt != head->out[0]->type.dt)
     return false;
-  if (head->op == OP_conv2d)
-    return uniform(n, k, 2, 4);
+  if (head->op == OP_conv2d || head->op == OP_conv2d_nchwc)
+    return uniform(n, k, 2, 4);   /* nchwc: and any lane axis 4 (cg_epi_plan_lanes) */
   return uniform(n, k, 0, r - 2) && uniform(n, k, r - 1, r);
 }
 
 static bool is_head(const Node *n) {
-  return kind_of[n->op] == K_GEMM || (kind_of[n->op] == K_CONV && n->op == OP_conv2d);
+  return kind_of[n->op] == K_GEMM || (kind_of[n->op] == K_CONV && n->op == OP_conv2d) ||
+         n->op == OP_conv2d_nchwc;
 }
 
 /* ---- the graph's dependencies ----------------------------------------------- */

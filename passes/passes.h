@@ -29,6 +29,8 @@ typedef struct PassCtx {
    * work_bytes; param_user is its own pointer. */
   const void *(*param_data)(const Graph *g, const Value *p, void *param_user);
   void *param_user;
+  int lanes;              /* f32 lanes of the target's vectors (8 AVX2, 16 AVX-512), the
+                             block of the layout pass; 0: it keeps NCHW */
 } PassCtx;
 
 /* What a pass needs; the pipeline checks it before running the pass. */
@@ -145,6 +147,10 @@ bool pass_fusion(Graph *g, PassCtx *cx, PassStats *st);
 /* By value id (malloc'd, the caller frees; NULL if out of memory): true for
  * a value that lives only inside its fused group, which needs no memory. */
 bool *pass_fused_internal(const Graph *g);
+
+/* layout.c: for inference, regions of convolutions in NCHW or blocked
+ * NCHW{cx->lanes}c by a cost model (its head comment) */
+bool pass_layout(Graph *g, PassCtx *cx, PassStats *st);
 
 /* memplan.c */
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st);

@@ -98,7 +98,8 @@ static inline void om_compile(OModel *o, int opt, uint64_t seed) {
     model_fail_diags(m, "building");
   om_weights(o, seed);
   PassCtx cx = {.opt = opt, .threads = m->plan_threads, .verify = true,
-                .work_bytes = cg_work_bytes, .param_data = om_param_data, .param_user = o};
+                .work_bytes = cg_work_bytes, .param_data = om_param_data, .param_user = o,
+                .lanes = cg_host_lanes(4)};
   if (pass_run_pipeline(m->g, &cx) < 0)
     model_fail_diags(m, "passes");
   if (cg_ctx_init_jit(&c, m->g->name, err, sizeof err))

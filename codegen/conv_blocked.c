@@ -1,0 +1,294 @@
+/* The blocked layout's kernels (ops.def's BLOCKED rows, chosen by
+ * passes/layout.c): a blocked tensor of b lanes is [N, C/b, S..., b].
+ *
+ * relayout copies between NCHW and blocked, a unit per (image, channel
+ * block), writing zeros into the channels past C.
+ *
+ * conv2d_nchwc is a direct convolution in the manner of TVM's
+ * conv2d_NCHWc: no im2col and no packing, since the blocked input is
+ * already what a micro-kernel wants. A register tile holds RO output
+ * channel blocks x RW output columns of one output row, RO * RW vectors of
+ * b lanes (2 x 6 = 12 accumulators of 8 floats on AVX2, as the GEMM's
+ * 6x16). For each input channel block, kernel tap (i, j) and input lane l,
+ * it loads RO weight vectors w[ob, cb, i, j, l, 0..b) and broadcasts RW
+ * input values x[n, cb, ih, iw, l]: RO + RW loads for RO * RW FMAs.
+ * Columns whose window leaves the input take a checked copy of the tile
+ * (a zero where iw is out of range); rows out of range are skipped. The
+ * finished vectors go through the fused group's epilogue (bias,
+ * activation, residual) in registers, like the GEMM's. Parallel over
+ * (image, pair of output blocks, output row); each output is written by
+ * one unit, so results do not depend on the thread count. */
+#include "codegen/codegen.h"
+
+enum { TILE_RO = 2, TILE_RW = 6 };
+
+static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildMul(c->b, a, b, "");
+}
+static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAdd(c->b, a, b, "");
+}
+static LLVMValueRef imm(CgCtx *c, int64_t v) { return cg_i64(c, v); }
+
+/* lo <= v < hi, unsigned trick: v - lo < hi - lo */
+static LLVMValueRef in_range(CgCtx *c, LLVMValueRef v, LLVMValueRef hi) {
+  return LLVMBuildICmp(c->b, LLVMIntULT, v, hi, "");
+}
+
+/* ---- relayout ------------------------------------------------------------------ */
+
+typedef struct Relayout {
+  const Value *flat, *blk;   /* [N, C, S...] and [N, C/b, S..., b] */
+  bool to_blocked;
+  int64_t C, b;
+} Relayout;
+
+/* Unit u = (image, channel block): its b channels, each S contiguous
+ * values in the flat tensor, interleaved by lane in the blocked one. */
+static void relayout_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  const Relayout *r = user;
+  CgCtx *c = k->c;
+  RtDType dt = r->flat->type.dt;
+  LLVMTypeRef et = cg_elem_type(c, dt);
+  Size S = sz_const(1);
+  for (int i = 2; i < r->flat->type.rank; i++)
+    S = sz_mul(S, r->flat->type.dim[i]);
+  LLVMValueRef s_n = cg_size(k, S), cb_n = imm(c, (r->C + r->b - 1) / r->b);
+  LLVMValueRef flat = cg_value_ptr(k, r->flat), blk = cg_value_ptr(k, r->blk);
+  CgLoop U, L, P;
+  LLVMValueRef u = cg_for(k, &U, lo, hi, imm(c, 1));
+  LLVMValueRef img = LLVMBuildSDiv(c->b, u, cb_n, ""), cb = LLVMBuildSRem(c->b, u, cb_n, "");
+  LLVMValueRef l = cg_for(k, &L, imm(c, 0), imm(c, r->b), imm(c, 1));
+  LLVMValueRef ch = add(c, mul(c, cb, imm(c, r->b)), l);
+  LLVMValueRef real = LLVMBuildICmp(c->b, LLVMIntSLT, ch, imm(c, r->C), "");
+  /* a padding channel reads channel 0 and stores a zero */
+  LLVMValueRef fbase = mul(c, add(c, mul(c, img, imm(c, r->C)),
+                                  LLVMBuildSelect(c->b, real, ch, imm(c, 0), "")), s_n);
+  LLVMValueRef p = cg_for(k, &P, imm(c, 0), s_n, imm(c, 1));
+  LLVMValueRef fat = add(c, fbase, p), bat = add(c, mul(c, add(c, mul(c, u, s_n), p), imm(c, r->b)), l);
+  if (r->to_blocked) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, flat, fat), "");
+    LLVMBuildStore(c->b, LLVMBuildSelect(c->b, real, v, LLVMConstNull(et), ""), cg_gep(k, dt, blk, bat));
+  } else {
+    LLVMBasicBlockRef st = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "real");
+    LLVMBasicBlockRef skip = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "pad");
+    LLVMBuildCondBr(c->b, real, st, skip);
+    LLVMPositionBuilderAtEnd(c->b, st);
+    LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, blk, bat), "");
+    LLVMBuildStore(c->b, v, cg_gep(k, dt, flat, fat));
+    LLVMBuildBr(c->b, skip);
+    LLVMPositionBuilderAtEnd(c->b, skip);
+  }
+  cg_endfor(k, &P);
+  cg_endfor(k, &L);
+  cg_endfor(k, &U);
+}
+
+static void relayout_kernel(CgKernel *k, const char *name) {
+  const Node *n = k->n;
+  const Value *x = n->in[0], *y = n->out[0];
+  Relayout r = {.to_blocked = y->type.rank > x->type.rank};
+  r.flat = r.to_blocked ? x : y;
+  r.blk = r.to_blocked ? y : x;
+  sz_is_const(r.flat->type.dim[1], &r.C);
+  sz_is_const(r.blk->type.dim[r.blk->type.rank - 1], &r.b);
+  LLVMValueRef units = cg_size(k, sz_mul(r.blk->type.dim[0], r.blk->type.dim[1]));
+  Size per = sz_const(r.b);
+  for (int i = 2; i < r.flat->type.rank; i++)
+    per = sz_mul(per, r.flat->type.dim[i]);
+  cg_parallel(k, name, units, cg_grain(k, cg_size(k, per)), relayout_task, &r);
+}
+
+/* ---- conv2d_nchwc ---------------------------------------------------------------- */
+
+typedef struct ConvB {
+  const Node *n;
+  RtDType dt;
+  int b;                     /* lanes */
+  int64_t Ob, Cb;            /* output and input channel blocks */
+  CgEpiPlan *ep;             /* the fused group, or NULL */
+  /* per task, at run time */
+  LLVMValueRef x, w, out, epi;
+  LLVMValueRef H, W, OH, OW, img, oh;
+} ConvB;
+
+/* One register tile: ro output blocks from ob0, rw columns from ow0 of
+ * output row cv->oh. checked: some column's window leaves the input. */
+static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVMValueRef ob0,
+                      LLVMValueRef ow0) {
+  CgCtx *c = k->c;
+  const Attr *a = &cv->n->attr;
+  LLVMTypeRef et = cg_elem_type(c, cv->dt), vt = LLVMVectorType(et, (unsigned)cv->b);
+  int b = cv->b, kh = a->k[0], kw = a->k[1];
+  LLVMValueRef acc[TILE_RO * TILE_RW];
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn), here = LLVMGetInsertBlock(c->b);
+  LLVMPositionBuilder(c->b, entry, LLVMGetFirstInstruction(entry));
+  for (int t = 0; t < ro * rw; t++)
+    acc[t] = LLVMBuildAlloca(c->b, vt, "acc");
+  LLVMPositionBuilderAtEnd(c->b, here);
+  for (int t = 0; t < ro * rw; t++)
+    LLVMBuildStore(c->b, LLVMConstNull(vt), acc[t]);
+  CgLoop CB, I, J;
+  LLVMValueRef cb = cg_for(k, &CB, imm(c, 0), imm(c, cv->Cb), imm(c, 1));
+  LLVMValueRef i = cg_for(k, &I, imm(c, 0), imm(c, kh), imm(c, 1));
+  LLVMValueRef ih = LLVMBuildSub(c->b, add(c, mul(c, cv->oh, imm(c, a->stride[0])), mul(c, i, imm(c, a->dil[0]))),
+                                 imm(c, a->pad[0]), "");
+  LLVMBasicBlockRef row = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "row");
+  LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "next_i");
+  LLVMBuildCondBr(c->b, in_range(c, ih, cv->H), row, next);
+  LLVMPositionBuilderAtEnd(c->b, row);
+  LLVMValueRef xrow = mul(c, mul(c, add(c, mul(c, add(c, mul(c, cv->img, imm(c, cv->Cb)), cb), cv->H), ih),
+                                 cv->W), imm(c, b));
+  LLVMValueRef j = cg_for(k, &J, imm(c, 0), imm(c, kw), imm(c, 1));
+  /* w[ob0 + r, cb, i, j, l, 0..b): blocks of b*b, one per tap */
+  LLVMValueRef tap = mul(c, add(c, mul(c, add(c, mul(c, cb, imm(c, kh)), i), imm(c, kw)), j), imm(c, (int64_t)b * b));
+  LLVMValueRef wblk = imm(c, cv->Cb * kh * kw * b * b);
+  LLVMValueRef wbase[TILE_RO], xat[TILE_RW], xok[TILE_RW];
+  for (int r = 0; r < ro; r++)
+    wbase[r] = add(c, mul(c, add(c, ob0, imm(c, r)), wblk), tap);
+  for (int q = 0; q < rw; q++) {
+    LLVMValueRef iw = LLVMBuildSub(c->b, add(c, mul(c, add(c, ow0, imm(c, q)), imm(c, a->stride[1])),
+                                             mul(c, j, imm(c, a->dil[1]))), imm(c, a->pad[1]), "");
+    xok[q] = checked ? in_range(c, iw, cv->W) : NULL;
+    /* outside the input: address the row's first element, use a zero */
+    xat[q] = add(c, xrow, mul(c, checked ? LLVMBuildSelect(c->b, xok[q], iw, imm(c, 0), "") : iw, imm(c, b)));
+  }
+  for (int l = 0; l < b; l++) {
+    LLVMValueRef wv[TILE_RO];
+    for (int r = 0; r < ro; r++) {
+      wv[r] = LLVMBuildLoad2(c->b, vt, cg_gep(k, cv->dt, cv->w, add(c, wbase[r], imm(c, (int64_t)l * b))), "");
+      LLVMSetAlignment(wv[r], rt_dtype_size(cv->dt));
+    }
+    for (int q = 0; q < rw; q++) {
+      LLVMValueRef xs = LLVMBuildLoad2(c->b, et, cg_gep(k, cv->dt, cv->x, add(c, xat[q], imm(c, l))), "");
+      if (checked)
+        xs = LLVMBuildSelect(c->b, xok[q], xs, LLVMConstNull(et), "");
+      LLVMValueRef xv = cg_splat(c, xs, b);
+      for (int r = 0; r < ro; r++) {
+        LLVMValueRef s = LLVMBuildLoad2(c->b, vt, acc[r * rw + q], "");
+        LLVMValueRef args[] = {xv, wv[r], s};
+        LLVMBuildStore(c->b, cg_intrinsic(c, "llvm.fma", &vt, 1, args, 3), acc[r * rw + q]);
+      }
+    }
+  }
+  cg_endfor(k, &J);
+  LLVMBuildBr(c->b, next);
+  LLVMPositionBuilderAtEnd(c->b, next);
+  cg_endfor(k, &I);
+  cg_endfor(k, &CB);
+  LLVMValueRef OHW = mul(c, cv->OH, cv->OW);
+  for (int r = 0; r < ro; r++)
+    for (int q = 0; q < rw; q++) {
+      LLVMValueRef ob = add(c, ob0, imm(c, r)), pos = add(c, mul(c, cv->oh, cv->OW), add(c, ow0, imm(c, q)));
+      LLVMValueRef v = LLVMBuildLoad2(c->b, vt, acc[r * rw + q], "");
+      if (cv->ep)
+        v = cv->ep->epi.fn(c, cv->ep->epi.user, v, NULL, cv->epi, cv->img, ob, pos);
+      LLVMValueRef at = mul(c, add(c, mul(c, add(c, mul(c, cv->img, imm(c, cv->Ob)), ob), OHW), pos), imm(c, b));
+      LLVMSetAlignment(LLVMBuildStore(c->b, v, cg_gep(k, cv->dt, cv->out, at)), rt_dtype_size(cv->dt));
+    }
+}
+
+/* The tile twice: unchecked where cond holds, checked elsewhere. */
+static void tile_if(CgKernel *k, ConvB *cv, LLVMValueRef cond, int ro, int rw, LLVMValueRef ob0,
+                    LLVMValueRef ow0) {
+  CgCtx *c = k->c;
+  LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "inside");
+  LLVMBasicBlockRef slow = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "edge");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "tiled");
+  LLVMBuildCondBr(c->b, cond, fast, slow);
+  LLVMPositionBuilderAtEnd(c->b, fast);
+  conv_tile(k, cv, ro, rw, false, ob0, ow0);
+  LLVMBuildBr(c->b, done);
+  LLVMPositionBuilderAtEnd(c->b, slow);
+  conv_tile(k, cv, ro, rw, true, ob0, ow0);
+  LLVMBuildBr(c->b, done);
+  LLVMPositionBuilderAtEnd(c->b, done);
+}
+
+/* An output row of ro blocks: whole tiles of TILE_RW columns (unchecked
+ * where every window of the tile is inside the input), then single columns. */
+static void conv_row(CgKernel *k, ConvB *cv, int ro, LLVMValueRef ob0) {
+  CgCtx *c = k->c;
+  const Attr *a = &cv->n->attr;
+  CgLoop Q, T;
+  LLVMValueRef whole = mul(c, LLVMBuildSDiv(c->b, cv->OW, imm(c, TILE_RW), ""), imm(c, TILE_RW));
+  LLVMValueRef ow0 = cg_for(k, &Q, imm(c, 0), whole, imm(c, TILE_RW));
+  LLVMValueRef first = LLVMBuildSub(c->b, mul(c, ow0, imm(c, a->stride[1])), imm(c, a->pad[1]), "");
+  LLVMValueRef last = add(c, first, imm(c, (int64_t)(TILE_RW - 1) * a->stride[1] + (int64_t)(a->k[1] - 1) * a->dil[1]));
+  LLVMValueRef inside = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, first, imm(c, 0), ""),
+                                     LLVMBuildICmp(c->b, LLVMIntSLT, last, cv->W, ""), "");
+  tile_if(k, cv, inside, ro, TILE_RW, ob0, ow0);
+  cg_endfor(k, &Q);
+  LLVMValueRef ow = cg_for(k, &T, whole, cv->OW, imm(c, 1));
+  conv_tile(k, cv, ro, 1, true, ob0, ow);
+  cg_endfor(k, &T);
+}
+
+/* Unit u = (image, pair of output blocks, output row); an odd last block
+ * takes a tile of one. */
+static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
+  ConvB *cv = user;
+  CgCtx *c = k->c;
+  const Node *n = cv->n;
+  cv->x = cg_value_ptr(k, n->in[0]);
+  cv->w = cg_value_ptr(k, n->in[1]);
+  cv->out = cg_value_ptr(k, cv->ep ? cv->ep->c : n->out[0]);
+  cv->epi = cv->ep ? cg_epi_args(k, cv->ep, NULL) : NULL;
+  cv->H = cg_size(k, n->in[0]->type.dim[2]);
+  cv->W = cg_size(k, n->in[0]->type.dim[3]);
+  cv->OH = cg_size(k, n->out[0]->type.dim[2]);
+  cv->OW = cg_size(k, n->out[0]->type.dim[3]);
+  LLVMValueRef pairs = imm(c, (cv->Ob + TILE_RO - 1) / TILE_RO);
+  LLVMValueRef per_img = mul(c, pairs, cv->OH);
+  CgLoop U;
+  LLVMValueRef u = cg_for(k, &U, lo, hi, imm(c, 1));
+  cv->img = LLVMBuildSDiv(c->b, u, per_img, "");
+  LLVMValueRef rest = LLVMBuildSRem(c->b, u, per_img, "");
+  LLVMValueRef ob0 = mul(c, LLVMBuildSDiv(c->b, rest, cv->OH, ""), imm(c, TILE_RO));
+  cv->oh = LLVMBuildSRem(c->b, rest, cv->OH, "");
+  if (cv->Ob % TILE_RO == 0) {
+    conv_row(k, cv, TILE_RO, ob0);
+  } else {
+    LLVMBasicBlockRef pair = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "pair");
+    LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "one");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "rowdone");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLE, add(c, ob0, imm(c, TILE_RO)), imm(c, cv->Ob), ""),
+                    pair, one);
+    LLVMPositionBuilderAtEnd(c->b, pair);
+    conv_row(k, cv, TILE_RO, ob0);
+    LLVMBuildBr(c->b, done);
+    LLVMPositionBuilderAtEnd(c->b, one);
+    conv_row(k, cv, 1, ob0);
+    LLVMBuildBr(c->b, done);
+    LLVMPositionBuilderAtEnd(c->b, done);
+  }
+  cg_endfor(k, &U);
+}
+
+static void conv_kernel(CgKernel *k, const char *name) {
+  CgCtx *c = k->c;
+  const Node *n = k->n;
+  const Type *w = &n->in[1]->type, *y = &n->out[0]->type;
+  int64_t b = 0;
+  ConvB cv = {.n = n, .dt = y->dt};
+  sz_is_const(w->dim[4], &b);
+  sz_is_const(w->dim[0], &cv.Ob);
+  sz_is_const(w->dim[1], &cv.Cb);
+  cv.b = (int)b;
+  CgEpiPlan ep;
+  if (cg_epi_plan_lanes(k, 1, 2, &ep))
+    cv.ep = &ep;
+  int64_t pairs = (cv.Ob + TILE_RO - 1) / TILE_RO;
+  LLVMValueRef units = mul(c, cg_size(k, y->dim[0]), mul(c, imm(c, pairs), cg_size(k, y->dim[2])));
+  Size cost = sz_mul(y->dim[3], sz_const(cv.Cb * n->attr.k[0] * n->attr.k[1] * b * b * TILE_RO));
+  cg_parallel(k, name, units, cg_grain(k, cg_size(k, cost)), conv_task, &cv);
+  if (cv.ep)
+    cg_epi_free(&ep);
+}
+
+void cg_blocked_kernel(CgKernel *k, const char *name) {
+  if (k->n->op == OP_conv2d_nchwc)
+    conv_kernel(k, name);
+  else
+    relayout_kernel(k, name);
+}

@@ -1,0 +1,498 @@
+/* Layout selection, for inference: NCHW or blocked NCHW{b}c per region of
+ * convolutions (TVM's conv2d_NCHWc with layout_transform).
+ *
+ * A region is a connected set of nodes that can work on a blocked tensor
+ * [N, C/b, H, W, b] (ops.def's relayout): conv2d (groups 1, f32, weight
+ * data known at compile time), max and average pooling, elementwise ops
+ * and add, sub, mul, maximum, minimum whose output is 4-D, and mean over H
+ * and W (global average pool), joined where one's 4-D output is another's
+ * input. b is the target's f32 lanes (cx->lanes: 8 on AVX2, 16 on
+ * AVX-512). Channels past C are zeros; the elementwise ops allowed map
+ * zero inputs to finite values (no log, rsqrt, div or pow), and the
+ * weights of a padding input channel are zeros, so the padding never
+ * reaches a real channel.
+ *
+ * For each region with a convolution, the cost model (below) estimates
+ * the cycles of its convolutions as im2col + GEMM in NCHW against the
+ * blocked direct convolution plus the conversions at its boundaries, and
+ * the cheaper wins. A convolution that alone costs more blocked than in
+ * NCHW plus the conversion of its output (a first layer of 1 or 3
+ * channels) stays out of any region. A blocked region is rewritten: conv2d becomes
+ * conv2d_nchwc with its weight converted now, a constant [O/b, C/b, KH, KW,
+ * b, b]; the other ops are rebuilt on the blocked values (the pools and
+ * mean take the 5-D tensor as it is); broadcast operands known at compile
+ * time (a bias [C, 1, 1]) are converted now, others by a relayout or a
+ * reshape; values read outside the region get a relayout back, placed
+ * after their producer. Weights read from parameters are baked
+ * (g->weights_baked). Training graphs keep NCHW: their weights are not
+ * constants. */
+#include "passes/passes.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the cost model --------------------------------------------------------------
+ *
+ * Cycles of one core (the kernels parallelise alike). NCHW: the GEMM runs
+ * at nchw_fpc FLOP per cycle and im2col moves its column matrix (written,
+ * then packed) at copy_bpc bytes per cycle. Blocked: the direct
+ * convolution runs at blocked_fpc on whole 6-column tiles and edge_fpc on
+ * the single columns of a row's tail, on channels padded to b. A relayout
+ * moves its bytes at copy_bpc. nchw_conv_cycles is the one place to
+ * recalibrate when the NCHW convolution changes (implicit GEMM).
+ *
+ * Calibrated on this project's AVX2 machine (znver3, 1 thread, load
+ * average 8-10, CPU-time medians of bench/bench_kiln -O3 with the choice
+ * forced by KILN_LAYOUT): the ResNet of bench/models at batch 32 (2.47
+ * GFLOP) took 111 ms NCHW and 38 ms blocked, about 7 and 20 FLOP per cycle
+ * at 3.2 GHz; with copy_bpc 4 (a scalar copy: a float read and written a
+ * cycle) the 7 fits nchw_fpc 10. LeNet-5 at batch 64 took 2.19 ms NCHW and
+ * 3.46 ms blocked (1 and 6 channels padded to 8, 8-wide rows): the model
+ * gives NCHW there too. edge_fpc: a one-column tile does 2 FMAs per 3 loads. */
+typedef struct LayoutCost {
+  double nchw_fpc;         /* FLOP per cycle of the NCHW GEMM */
+  double blocked_fpc;      /* FLOP per cycle of the blocked direct convolution, whole tiles */
+  double edge_fpc;         /* ... on a row's last OW % 6 columns */
+  double copy_bpc;         /* bytes per cycle of a strided copy (im2col, relayout) */
+} LayoutCost;
+
+static const LayoutCost layout_cost = {
+    .nchw_fpc = 10.0, .blocked_fpc = 20.0, .edge_fpc = 8.0, .copy_bpc = 4.0,
+};
+
+typedef struct Layout {
+  Graph *g;
+  PassCtx *cx;
+  int b;                   /* lanes */
+  int *region;             /* [nnodes at start]: region of node i (union-find root), -1: none */
+  bool *used_outside;      /* [nvals at start] */
+  Value **blk;             /* [nvals at start]: a value's blocked form: made by the region,
+                              or converted for it (once) */
+  Value **back;            /* [nvals at start]: its relayout back, for readers outside */
+  int *owner;              /* per new node: the old node it follows */
+  int nowner, capowner;
+  int n0, v0;              /* nodes and values before the rewrite */
+} Layout;
+
+static bool is_4d_f32(const Value *v) { return v->type.rank == 4 && v->type.dt == RT_F32; }
+
+static bool const_dim(Size s, int64_t *n) { return sz_is_const(s, n); }
+
+/* The data of v known now: a constant, a parameter or state through the
+ * driver, or a reshape of one (same order). */
+static const void *known(Layout *L, const Value *v, bool *param) {
+  if (v->role == V_CONST)
+    return v->data;
+  if ((v->role == V_PARAM || v->role == V_STATE) && L->cx->param_data) {
+    *param = true;
+    return L->cx->param_data(L->g, v, L->cx->param_user);
+  }
+  if (v->role == V_TEMP && v->def->op == OP_reshape)
+    return known(L, v->def->in[0], param);
+  return NULL;
+}
+
+/* Elementwise and broadcast ops that work unchanged on a blocked tensor
+ * and keep its zero padding finite. */
+static bool lane_safe(Op op) {
+  switch (op) {
+  case OP_log: case OP_rsqrt: case OP_cast: case OP_div: case OP_pow:
+    return false;
+  case OP_add: case OP_sub: case OP_mul: case OP_maximum: case OP_minimum:
+    return true;
+  default:
+    return op_is(op, CAT_ELEMWISE);
+  }
+}
+
+/* Operand v of an op whose output is [N, C, H, W]: each of its dims
+ * (aligned right) the output's or 1. */
+static bool broadcasts(const Value *v, const Type *o) {
+  if (v->type.dt != o->dt || v->type.rank > 4)
+    return false;
+  for (int i = 0; i < v->type.rank; i++) {
+    Size d = v->type.dim[i], od = o->dim[4 - v->type.rank + i];
+    int64_t one;
+    if (!sz_eq(d, od) && !(sz_is_const(d, &one) && one == 1))
+      return false;
+  }
+  return true;
+}
+
+static int64_t cdim(const Graph *g, Size s) {
+  Type t = ir_type(RT_F32, 1, &s);
+  return ir_numel_max(g, &t);
+}
+
+/* groups 1, channels known, extents bound (the cost model needs them) */
+static bool conv_pays(const Layout *L, const Node *n);
+
+/* KILN_LAYOUT=nchw or =blocked overrides the cost model (calibration,
+ * tests): "nchw", "blocked" or NULL. */
+static const char *forced(void) {
+  const char *f = getenv("KILN_LAYOUT");
+  return f && (!strcmp(f, "nchw") || !strcmp(f, "blocked")) ? f : NULL;
+}
+
+static bool conv_ok(Layout *L, const Node *n) {
+  bool param = false;
+  int64_t c, o;
+  const Type *y = &n->out[0]->type;
+  return n->attr.groups == 1 && is_4d_f32(n->in[0]) && const_dim(n->in[0]->type.dim[1], &c) &&
+         const_dim(y->dim[1], &o) && cdim(L->g, y->dim[0]) > 0 && cdim(L->g, y->dim[2]) > 0 &&
+         cdim(L->g, y->dim[3]) > 0 && known(L, n->in[1], &param) && conv_pays(L, n);
+}
+
+/* Whether node n can join a region. */
+static bool blockable(Layout *L, const Node *n) {
+  const Value *y = n->out[0];
+  switch (n->op) {
+  case OP_conv2d:
+    return conv_ok(L, n);
+  case OP_maxpool2d: case OP_avgpool2d:
+    return is_4d_f32(n->in[0]);
+  case OP_mean:
+    return is_4d_f32(n->in[0]) && n->attr.axes == 0xc;
+  default:
+    break;
+  }
+  if (!op_is(n->op, CAT_ELEMWISE | CAT_BCAST) || !lane_safe(n->op) || !is_4d_f32(y) || n->nout != 1)
+    return false;
+  int64_t c;
+  if (!const_dim(y->type.dim[1], &c))
+    return false;
+  for (int i = 0; i < n->nin; i++)
+    if (!broadcasts(n->in[i], &y->type))
+      return false;
+  return true;
+}
+
+/* ---- regions -------------------------------------------------------------------- */
+
+static int find(int *r, int i) {
+  while (r[i] != i)
+    i = r[i] = r[r[i]];
+  return i;
+}
+
+/* A blocked value flows from p to n: both blockable, the value 4-D and not
+ * mean's (a region's end). */
+static void build_regions(Layout *L) {
+  Graph *g = L->g;
+  for (int i = 0; i < L->n0; i++)
+    L->region[i] = blockable(L, g->nodes[i]) ? i : -1;
+  for (int i = 0; i < L->n0; i++) {
+    Node *n = g->nodes[i];
+    if (L->region[i] < 0)
+      continue;
+    for (int j = 0; j < n->nin; j++) {
+      Value *v = n->in[j];
+      if (v->role != V_TEMP || !is_4d_f32(v) || v->def->op == OP_mean)
+        continue;
+      int p = v->def->id;
+      if (L->region[p] >= 0 && (n->op != OP_conv2d || j == 0))
+        L->region[find(L->region, i)] = find(L->region, p);
+    }
+  }
+  for (int i = 0; i < L->n0; i++)
+    if (L->region[i] >= 0)
+      L->region[i] = find(L->region, i);
+}
+
+/* Values of region r read by a node outside it, or graph outputs. */
+static void mark_used_outside(Layout *L) {
+  Graph *g = L->g;
+  for (int i = 0; i < g->noutputs; i++)
+    L->used_outside[g->outputs[i]->id] = true;
+  for (int i = 0; i < L->n0; i++)
+    for (int j = 0; j < g->nodes[i]->nin; j++) {
+      Value *v = g->nodes[i]->in[j];
+      if (v->role == V_TEMP && L->region[v->def->id] >= 0 &&
+          (L->region[i] != L->region[v->def->id] || v->def->op == OP_mean))
+        L->used_outside[v->id] = true;
+    }
+}
+
+static int64_t round_up(int64_t c, int64_t b) { return (c + b - 1) / b * b; }
+
+/* A convolution's extents, at the largest batch. */
+typedef struct ConvDims {
+  double N, C, O, OH, OW, taps, flops;
+  bool pointwise;
+} ConvDims;
+
+static ConvDims conv_dims(const Graph *g, const Node *n) {
+  const Type *x = &n->in[0]->type, *y = &n->out[0]->type;
+  const Attr *a = &n->attr;
+  ConvDims d = {(double)cdim(g, x->dim[0]), (double)cdim(g, x->dim[1]), (double)cdim(g, y->dim[1]),
+                (double)cdim(g, y->dim[2]), (double)cdim(g, y->dim[3]), (double)a->k[0] * a->k[1]};
+  d.flops = 2 * d.N * d.O * d.C * d.taps * d.OH * d.OW;
+  d.pointwise = d.taps == 1 && a->stride[0] == 1 && a->stride[1] == 1 && !a->pad[0] &&
+                !a->pad[1] && !a->pad[2] && !a->pad[3];
+  return d;
+}
+
+/* im2col + GEMM (codegen/kernels.c) */
+static double nchw_conv_cycles(const ConvDims *d) {
+  double col = d->pointwise ? 0 : 2 * 4 * d->N * d->C * d->taps * d->OH * d->OW;
+  return d->flops / layout_cost.nchw_fpc + col / layout_cost.copy_bpc;
+}
+
+/* the direct convolution of codegen/conv_blocked.c */
+static double blocked_conv_cycles(const ConvDims *d, int b) {
+  double pad = (double)round_up((int64_t)d->O, b) * round_up((int64_t)d->C, b) / (d->O * d->C);
+  double whole = (double)((int64_t)d->OW / 6 * 6) / d->OW;
+  return d->flops * pad * (whole / layout_cost.blocked_fpc + (1 - whole) / layout_cost.edge_fpc);
+}
+
+/* Bytes a relayout of v moves (read and written). */
+static double relayout_cycles(const Layout *L, const Value *v) {
+  return 2.0 * (double)ir_bytes_max(L->g, &v->type) / layout_cost.copy_bpc;
+}
+
+/* A convolution joins a region unless it alone costs more blocked than in
+ * NCHW plus the conversion of its output that keeping it out would add
+ * (a first layer of 1 or 3 channels, padded to b, next to a small
+ * output). */
+static bool conv_pays(const Layout *L, const Node *n) {
+  if (forced())
+    return true;
+  ConvDims d = conv_dims(L->g, n);
+  return blocked_conv_cycles(&d, L->b) <= nchw_conv_cycles(&d) + relayout_cycles(L, n->out[0]);
+}
+
+/* Whether region r is cheaper blocked; false if it has no convolution. */
+static bool choose_blocked(Layout *L, int r) {
+  const char *force = forced();
+  Graph *g = L->g;
+  double nchw = 0, blocked = 0;
+  int convs = 0;
+  for (int i = 0; i < L->n0; i++) {
+    Node *n = g->nodes[i];
+    if (L->region[i] != r)
+      continue;
+    if (n->op == OP_conv2d) {
+      ConvDims d = conv_dims(g, n);
+      nchw += nchw_conv_cycles(&d);
+      blocked += blocked_conv_cycles(&d, L->b);
+      convs++;
+    }
+    for (int j = 0; j < n->nin; j++) {      /* activations coming in */
+      Value *v = n->in[j];
+      bool inside = v->role == V_TEMP && L->region[v->def->id] == r && v->def->op != OP_mean;
+      bool param = false;
+      if (!inside && !(n->op == OP_conv2d && j == 1) && is_4d_f32(v) && !known(L, v, &param))
+        blocked += relayout_cycles(L, v);
+    }
+    if (L->used_outside[n->out[0]->id])     /* and going out */
+      blocked += relayout_cycles(L, n->out[0]);
+  }
+  if (force)
+    return convs > 0 && !strcmp(force, "blocked");
+  return convs > 0 && blocked < nchw;
+}
+
+/* ---- the rewrite ---------------------------------------------------------------- */
+
+static Value *reshape(Layout *L, Value *v, int rank, const Size *dims) {
+  Attr a = ir_attr();
+  a.rank = rank;
+  memcpy(a.shape, dims, sizeof(Size) * rank);
+  return ir_op(L->g, OP_reshape, &v, 1, &a, v->loc);
+}
+
+static Value *relayout(Layout *L, Value *v, int rank, const Size *dims) {
+  Attr a = ir_attr();
+  a.rank = rank;
+  memcpy(a.shape, dims, sizeof(Size) * rank);
+  return ir_op(L->g, OP_relayout, &v, 1, &a, v->loc);
+}
+
+/* Blocked data of flat [N, C, S] (N*C*S floats) into [N, C/b, S, b]. */
+static float *block_data(Layout *L, const float *src, int64_t N, int64_t C, int64_t S) {
+  int64_t b = L->b, cb = (C + b - 1) / b;
+  float *dst = calloc((size_t)(N * cb * S * b), sizeof *dst);
+  if (!dst)
+    return NULL;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t s = 0; s < S; s++)
+        dst[((n * cb + c / b) * S + s) * b + c % b] = src[(n * C + c) * S + s];
+  return dst;
+}
+
+/* The blocked form of [d0, C, d2, d3] v: converted now when its data is
+ * known, else by a relayout. */
+static Value *to_blocked(Layout *L, Value *v, const Size *d) {
+  int64_t C = 0, b = L->b, N, S;
+  const_dim(d[1], &C);
+  Size bd[5] = {d[0], sz_const((C + b - 1) / b), d[2], d[3], sz_const(b)};
+  bool param = false;
+  const float *src = known(L, v, &param);
+  if (src && const_dim(d[0], &N) && const_dim(sz_mul(d[2], d[3]), &S)) {
+    float *data = block_data(L, src, N, C, S);
+    if (data) {
+      L->g->weights_baked |= param;
+      Value *k = ir_const(L->g, ir_type(RT_F32, 5, bd), data);
+      free(data);
+      return k;
+    }
+  }
+  if (v->type.rank != 4)
+    v = reshape(L, v, 4, d);
+  return relayout(L, v, 5, bd);
+}
+
+/* Input v of region node n: its blocked form, an operand broadcast along
+ * the channels (of an op whose output has more than one) reshaped to
+ * broadcast over blocks and lanes, or a conversion. */
+static Value *blocked_input(Layout *L, const Node *n, Value *v) {
+  if (v->id < L->v0 && L->blk[v->id])
+    return L->blk[v->id];
+  Size d[4];
+  int pre = 4 - v->type.rank;
+  for (int i = 0; i < 4; i++)
+    d[i] = i < pre ? sz_const(1) : v->type.dim[i - pre];
+  int64_t c, oc;
+  bool wide = const_dim(n->out[0]->type.dim[1], &oc) && oc > 1;
+  if (n->op != OP_conv2d && wide && const_dim(d[1], &c) && c == 1) {
+    Size bd[5] = {d[0], d[1], d[2], d[3], sz_const(1)};
+    return reshape(L, v, 5, bd);
+  }
+  Value *k = to_blocked(L, v, d);
+  if (v->id < L->v0)
+    L->blk[v->id] = k;                /* one conversion for all its readers */
+  return k;
+}
+
+/* conv2d's weight [O, C, KH, KW] as [O/b, C/b, KH, KW, b_in, b_out], zeros
+ * in the padding, a constant. */
+static Value *blocked_weight(Layout *L, const Value *w) {
+  bool param = false;
+  const float *src = known(L, w, &param);
+  int64_t O, C, kh, kw, b = L->b;
+  const_dim(w->type.dim[0], &O);
+  const_dim(w->type.dim[1], &C);
+  const_dim(w->type.dim[2], &kh);
+  const_dim(w->type.dim[3], &kw);
+  int64_t ob = (O + b - 1) / b, cb = (C + b - 1) / b;
+  float *dst = calloc((size_t)(ob * cb * kh * kw * b * b), sizeof *dst);
+  if (!dst)
+    return NULL;
+  for (int64_t o = 0; o < O; o++)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t t = 0; t < kh * kw; t++)
+        dst[(((o / b * cb + c / b) * kh * kw + t) * b + c % b) * b + o % b] = src[(o * C + c) * kh * kw + t];
+  L->g->weights_baked |= param;
+  Size d[6] = {sz_const(ob), sz_const(cb), sz_const(kh), sz_const(kw), sz_const(b), sz_const(b)};
+  Value *k = ir_const(L->g, ir_type(RT_F32, 6, d), dst);
+  free(dst);
+  return k;
+}
+
+/* The blocked node for region node n, its output in L->blk; a mean's
+ * result, and any value read outside, converted back. */
+static bool rewrite_node(Layout *L, Node *n) {
+  Value *in[8];
+  Op op = n->op;
+  for (int j = 0; j < n->nin; j++)
+    in[j] = op == OP_conv2d && j == 1 ? blocked_weight(L, n->in[1]) : blocked_input(L, n, n->in[j]);
+  for (int j = 0; j < n->nin; j++)
+    if (!in[j])
+      return false;
+  if (op == OP_conv2d)
+    op = OP_conv2d_nchwc;
+  Value *y = ir_op(L->g, op, in, n->nin, &n->attr, n->loc), *old = n->out[0];
+  if (y->type.rank < 0)
+    return false;
+  L->blk[old->id] = y;
+  if (L->used_outside[old->id] || n->op == OP_mean)
+    L->back[old->id] = relayout(L, y, old->type.rank, old->type.dim);
+  return true;
+}
+
+/* Node order after the rewrite: each old node, then the new nodes made
+ * while rewriting it (they read values defined before it, or by earlier
+ * new nodes, and its readers come after it). New nodes are in owner order. */
+static bool reorder(Layout *L) {
+  Graph *g = L->g;
+  Node **order = malloc(sizeof(Node *) * (size_t)g->nnodes);
+  if (!order)
+    return false;
+  int k = 0, j = L->n0;
+  for (int i = 0; i < L->n0; i++) {
+    order[k++] = g->nodes[i];
+    for (; j < g->nnodes && L->owner[j - L->n0] == i; j++)
+      order[k++] = g->nodes[j];
+  }
+  for (int i = 0; i < k; i++)
+    (g->nodes[i] = order[i])->id = i;
+  free(order);
+  return true;
+}
+
+static bool note_owner(Layout *L, int owner) {
+  int need = L->g->nnodes - L->n0;
+  if (need > L->capowner) {
+    int cap = need * 2;
+    int *p = realloc(L->owner, sizeof(int) * (size_t)cap);
+    if (!p)
+      return false;
+    L->owner = p, L->capowner = cap;
+  }
+  for (; L->nowner < need; L->nowner++)
+    L->owner[L->nowner] = owner;
+  return true;
+}
+
+/* Rewrites the chosen regions in node order; then the values read outside
+ * their region read the relayouts back (not before: the old nodes of the
+ * region must keep finding their inputs in L->blk). */
+static bool rewrite_regions(Layout *L, const bool *chosen) {
+  Graph *g = L->g;
+  bool changed = false, ok = true;
+  for (int i = 0; ok && i < L->n0; i++) {
+    int r = L->region[i];
+    if (r < 0 || !chosen[r])
+      continue;
+    ok = rewrite_node(L, g->nodes[i]);
+    ok = note_owner(L, i) && ok;
+    changed = true;
+  }
+  for (int i = 0; i < L->v0; i++)
+    if (L->back[i])
+      ir_replace_uses(g, g->vals[i], L->back[i]);
+  return changed && reorder(L);
+}
+
+bool pass_layout(Graph *g, PassCtx *cx, PassStats *st) {
+  if (g->training || g->loss || cx->lanes < 2)
+    return false;
+  Layout L = {.g = g, .cx = cx, .b = cx->lanes, .n0 = g->nnodes, .v0 = g->nvals};
+  L.region = malloc(sizeof(int) * (size_t)(L.n0 + 1));
+  L.used_outside = calloc((size_t)L.v0 + 1, sizeof(bool));
+  L.blk = calloc((size_t)L.v0 + 1, sizeof(Value *));
+  L.back = calloc((size_t)L.v0 + 1, sizeof(Value *));
+  bool *chosen = calloc((size_t)L.n0 + 1, sizeof(bool));
+  bool changed = false;
+  st->bytes_before = pass_temp_bytes(g);
+  if (L.region && L.used_outside && L.blk && L.back && chosen) {
+    build_regions(&L);
+    mark_used_outside(&L);
+    for (int i = 0; i < L.n0; i++)
+      if (L.region[i] == i)
+        chosen[i] = choose_blocked(&L, i);
+    changed = rewrite_regions(&L, chosen);
+  }
+  if (changed) {
+    ir_remove_dead(g, true);
+    ir_count_uses(g);
+  }
+  free(L.region);
+  free(L.used_outside);
+  free(L.blk);
+  free(L.back);
+  free(L.owner);
+  free(chosen);
+  st->bytes_after = pass_temp_bytes(g);
+  return changed;
+}

@@ -1,0 +1,275 @@
+/* The layout pass (passes/layout.c) and the blocked kernels
+ * (codegen/conv_blocked.c). Each case builds a graph twice, compiles one
+ * copy at -O1 (NCHW, no fusion) and the other at -O3 with the weights
+ * visible to the passes, runs both through the JIT on the same inputs and
+ * weights, and compares the outputs within 1e-5 (the direct convolution
+ * sums in another order). KILN_LAYOUT=blocked forces the blocked choice
+ * where a case tests the kernels rather than the cost model.
+ *
+ * Cases: convolutions of odd shapes (channels not multiples of 8, 1x1,
+ * stride 2, asymmetric kernel and padding, dilation) with a bias, relu and
+ * a residual fused; a region with pools, a residual add and the global
+ * average (conversions only at its boundaries, weights and bias converted
+ * at compile time: no relayout reads a constant or a parameter); grouped
+ * convolutions stay NCHW; the cost model's own choice (a ResNet layer
+ * blocked; of LeNet's first two layers, the second); the same results at
+ * 1 and 2 threads. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "opt_harness.h"
+
+#define EPS 1e-5
+
+static Value *op1(Graph *g, Op op, Value *a) { return ir_op1(g, op, a, NOLOC); }
+static Value *op2(Graph *g, Op op, Value *a, Value *b) { return ir_op2(g, op, a, b, NOLOC); }
+
+static Value *param(Graph *g, const char *name, Type t) {
+  return ir_param(g, name, t, (Init){.kind = INIT_UNIFORM, .a = -0.5, .b = 0.5}, NOLOC);
+}
+
+static Value *batch_input(Graph *g, int64_t c, int64_t h, int64_t w) {
+  int N = ir_size_var(g, "N");
+  g->batch_var = N;
+  g->max_batch = 3;
+  Size d[4] = {sz_var(N), sz_const(c), sz_const(h), sz_const(w)};
+  return ir_input(g, "x", ir_type(RT_F32, 4, d), NOLOC);
+}
+
+/* A convolution's geometry: kernel, stride, dilation, pads (t, l, b, r), groups. */
+typedef struct Geo {
+  int64_t c, o, h, w;
+  int kh, kw, stride, dil, pad[4], groups;
+} Geo;
+
+static Value *conv(Graph *g, Value *x, const Geo *q, const char *name) {
+  Attr a = ir_attr();
+  a.k[0] = q->kh, a.k[1] = q->kw;
+  a.stride[0] = a.stride[1] = q->stride;
+  a.dil[0] = a.dil[1] = q->dil;
+  memcpy(a.pad, q->pad, sizeof a.pad);
+  a.groups = q->groups ? q->groups : 1;
+  int64_t c = x->type.dim[1].t[0].coef;
+  Value *w = param(g, name, TY(RT_F32, q->o, c / a.groups, q->kh, q->kw));
+  return ir_op(g, OP_conv2d, (Value *[]){x, w}, 2, &a, NOLOC);
+}
+
+static Value *bias(Graph *g, const char *name, int64_t c) {
+  Attr a = ir_attr();
+  a.rank = 3;
+  a.shape[0] = sz_const(c);
+  a.shape[1] = a.shape[2] = sz_const(1);
+  Value *b = param(g, name, TY(RT_F32, c));
+  return ir_op(g, OP_reshape, &b, 1, &a, NOLOC);
+}
+
+static Value *pool(Graph *g, Op op, Value *x) {
+  Attr a = ir_attr();
+  a.k[0] = a.k[1] = 3;
+  a.stride[0] = a.stride[1] = 2;
+  a.pad[0] = a.pad[1] = a.pad[2] = a.pad[3] = 1;
+  return ir_op(g, op, &x, 1, &a, NOLOC);
+}
+
+/* ---- building, running, comparing ------------------------------------------------ */
+
+typedef struct Pair {
+  OModel ref, got;
+} Pair;
+
+static const Geo *cur_geo;
+
+static void compile_pair(Pair *p, const char *name, void (*build)(Graph *), bool force) {
+  memset(p, 0, sizeof *p);
+  build(model_new(&p->ref.m, name));
+  build(model_new(&p->got.m, name));
+  om_compile(&p->ref, 1, 5);
+  if (force)
+    setenv("KILN_LAYOUT", "blocked", 1);
+  om_compile(&p->got, 3, 5);
+  unsetenv("KILN_LAYOUT");
+  assert_int_equal(ir_verify(p->got.m.g), 0);
+}
+
+static void run_pair(Pair *p, int64_t batch, int threads) {
+  OModel *o[2] = {&p->ref, &p->got};
+  for (int i = 0; i < 2; i++) {
+    om_inputs(o[i], 8);
+    model_run(&o[i]->m, batch, threads);
+  }
+  om_compare_outputs(&p->ref, &p->got, EPS, p->got.m.g->name);
+}
+
+static void free_pair(Pair *p) {
+  model_free(&p->ref.m);
+  model_free(&p->got.m);
+}
+
+/* No relayout reads data known at compile time: weights and biases were
+ * converted then. Returns the number of relayouts. */
+static int relayouts_of_runtime_values(const Graph *g) {
+  int k = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->op == OP_conv2d_nchwc)
+      assert_int_equal(n->in[1]->role, V_CONST);
+    if (n->op != OP_relayout)
+      continue;
+    const Value *v = n->in[0];
+    while (v->role == V_TEMP && v->def->op == OP_reshape)
+      v = v->def->in[0];
+    assert_true(v->role == V_TEMP || v->role == V_INPUT);
+    k++;
+  }
+  return k;
+}
+
+/* ---- odd shapes ------------------------------------------------------------------ */
+
+/* conv + bias + relu, plus the input when the shapes allow a residual */
+static void build_odd(Graph *g) {
+  const Geo *q = cur_geo;
+  Value *x = batch_input(g, q->c, q->h, q->w);
+  Value *y = op1(g, OP_relu, op2(g, OP_add, conv(g, x, q, "conv.weight"), bias(g, "conv.bias", q->o)));
+  if (sz_eq(y->type.dim[1], x->type.dim[1]) && sz_eq(y->type.dim[2], x->type.dim[2]) &&
+      sz_eq(y->type.dim[3], x->type.dim[3]))
+    y = op1(g, OP_relu, op2(g, OP_add, y, x));
+  ir_output(g, y, "y");
+}
+
+static void test_odd_shapes(void **state) {
+  (void)state;
+  static const Geo geos[] = {
+      {.c = 3, .o = 5, .h = 7, .w = 9, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
+      {.c = 10, .o = 10, .h = 6, .w = 13, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
+      {.c = 10, .o = 12, .h = 6, .w = 15, .kh = 3, .kw = 3, .stride = 2, .dil = 1, .pad = {1, 1, 1, 1}},
+      {.c = 9, .o = 17, .h = 5, .w = 8, .kh = 1, .kw = 1, .stride = 1, .dil = 1},
+      {.c = 16, .o = 24, .h = 7, .w = 7, .kh = 1, .kw = 1, .stride = 2, .dil = 1},
+      {.c = 4, .o = 8, .h = 9, .w = 14, .kh = 3, .kw = 3, .stride = 1, .dil = 2, .pad = {2, 2, 2, 2}},
+      {.c = 7, .o = 9, .h = 8, .w = 19, .kh = 2, .kw = 5, .stride = 1, .dil = 1, .pad = {1, 0, 0, 2}},
+      {.c = 1, .o = 8, .h = 12, .w = 12, .kh = 5, .kw = 5, .stride = 1, .dil = 1},
+  };
+  for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++) {
+    Pair p;
+    cur_geo = &geos[i];
+    compile_pair(&p, "odd", build_odd, true);
+    assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
+    assert_int_equal(om_count(p.got.m.g, OP_conv2d), 0);
+    assert_int_equal(relayouts_of_runtime_values(p.got.m.g), 2);   /* x in, y out */
+    run_pair(&p, 3, 2);
+    run_pair(&p, 1, 1);
+    free_pair(&p);
+  }
+}
+
+/* ---- a region -------------------------------------------------------------------- */
+
+/* conv, bias, relu, maxpool, conv, residual, relu, avgpool, global average */
+static void build_region(Graph *g) {
+  Geo a = {.o = 12, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}};
+  Value *x = batch_input(g, 5, 11, 14);
+  Value *h = op1(g, OP_relu, op2(g, OP_add, conv(g, x, &a, "c1.weight"), bias(g, "c1.bias", 12)));
+  h = pool(g, OP_maxpool2d, h);
+  Value *r = conv(g, h, &a, "c2.weight");
+  h = op1(g, OP_relu, op2(g, OP_add, r, h));
+  ir_output(g, h, "mid");               /* read outside: converted back */
+  h = pool(g, OP_avgpool2d, h);
+  Attr m = ir_attr();
+  m.axes = 0xc;
+  ir_output(g, ir_op(g, OP_mean, &h, 1, &m, NOLOC), "y");
+}
+
+static void test_region(void **state) {
+  (void)state;
+  Pair p;
+  compile_pair(&p, "region", build_region, true);
+  const Graph *g = p.got.m.g;
+  assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);
+  assert_int_equal(om_count(g, OP_relayout), 3);            /* x in; mid and y out */
+  assert_int_equal(relayouts_of_runtime_values(g), 3);
+  assert_true(g->weights_baked);
+  assert_int_equal(g->nparams, 0);                          /* all converted */
+  run_pair(&p, 3, 2);
+  run_pair(&p, 2, 1);
+  free_pair(&p);
+}
+
+/* ---- what stays NCHW --------------------------------------------------------------- */
+
+static void build_grouped(Graph *g) {
+  Geo a = {.o = 8, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}, .groups = 2};
+  Value *x = batch_input(g, 8, 6, 6);
+  ir_output(g, op1(g, OP_relu, conv(g, x, &a, "c.weight")), "y");
+}
+
+static void test_grouped_stays(void **state) {
+  (void)state;
+  Pair p;
+  compile_pair(&p, "grouped", build_grouped, true);
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 0);
+  assert_int_equal(om_count(p.got.m.g, OP_relayout), 0);
+  run_pair(&p, 3, 2);
+  free_pair(&p);
+}
+
+/* The cost model alone: a ResNet layer (32 -> 32 channels at 32x32) is
+ * cheaper blocked; of LeNet's first two (1 -> 6 -> 16 channels), the first
+ * is not (1 channel padded to 8), the second is. */
+static void build_resnet_layer(Graph *g) {
+  Geo a = {.o = 32, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}};
+  Value *x = batch_input(g, 32, 32, 32);
+  ir_output(g, op1(g, OP_relu, conv(g, x, &a, "c.weight")), "y");
+}
+
+static void build_lenet(Graph *g) {
+  Geo a = {.o = 6, .kh = 5, .kw = 5, .stride = 1, .dil = 1};
+  Value *x = batch_input(g, 1, 28, 28);
+  Value *h = pool(g, OP_maxpool2d, op1(g, OP_relu, conv(g, x, &a, "c1.weight")));
+  a.o = 16;
+  ir_output(g, pool(g, OP_maxpool2d, op1(g, OP_relu, conv(g, h, &a, "c2.weight"))), "y");
+}
+
+static void test_cost_model(void **state) {
+  (void)state;
+  Pair p;
+  compile_pair(&p, "resnet_layer", build_resnet_layer, false);
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
+  run_pair(&p, 2, 2);
+  free_pair(&p);
+  compile_pair(&p, "lenet", build_lenet, false);
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d), 1);
+  assert_int_equal(p.got.m.g->nodes[0]->op, OP_conv2d);
+  run_pair(&p, 3, 2);
+  free_pair(&p);
+}
+
+/* ---- threads --------------------------------------------------------------------- */
+
+static void test_threads(void **state) {
+  (void)state;
+  Pair p;
+  compile_pair(&p, "region", build_region, true);
+  om_inputs(&p.got, 3);
+  model_run(&p.got.m, 3, 1);
+  Ten one = model_get(&p.got.m, p.got.m.g->outputs[0]);
+  model_run(&p.got.m, 3, 2);
+  Ten two = model_get(&p.got.m, p.got.m.g->outputs[0]);
+  check_ten("1 against 2 threads", two, one, 0);
+  free_pair(&p);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_odd_shapes),
+      cmocka_unit_test(test_region),
+      cmocka_unit_test(test_grouped_stays),
+      cmocka_unit_test(test_cost_model),
+      cmocka_unit_test(test_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
