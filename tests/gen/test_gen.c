@@ -18,26 +18,9 @@
 #include "kiln.h"
 #include "runtime/rt.h"
 #include "reference.h"
+#include "tests/shell.h"
 
 enum { B = 2, T = 6, V = 7, O = 5 };
-
-static char tmp[256];
-static char out[1 << 16];
-
-static const char *in_tmp(const char *name) {
-  static char path[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(path[k], sizeof path[k], "%s/%s", tmp, name);
-  return path[k];
-}
-
-static void write_file(const char *name, const char *text) {
-  FILE *f = fopen(in_tmp(name), "wb");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
 
 static void ok(KilnModel *m, KilnStatus st) {
   if (st != KILN_OK)
@@ -260,21 +243,6 @@ static void test_loss_per_symbol(void **state) {
 
 /* ---- kiln sample ---- */
 
-static int kiln(const char *fmt, ...) {
-  char args[2048], cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
-  va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", tmp, getenv("KILN"), args);
-  FILE *p = popen(cmd, "r");
-  assert_non_null(p);
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static void feed(KilnStep *s, int32_t sym, const float **logits) {
   KilnTensor in = {"ids", KILN_I32, 2, {1, 1}, &sym}, o;
   assert_int_equal(kiln_step_run(s, &in, 1, &o, 1), KILN_OK);
@@ -334,16 +302,12 @@ static void test_sample_cli(void **state) {
 
 static int setup(void **state) {
   (void)state;
-  snprintf(tmp, sizeof tmp, "/tmp/kiln-gen-XXXXXX");
-  assert_non_null(mkdtemp(tmp));
-  return 0;
+  return tmp_make("gen");
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  return system(cmd);
+  return tmp_remove();
 }
 
 int main(void) {
