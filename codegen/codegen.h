@@ -235,6 +235,14 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name);
  * these sizes and nthreads (the same value passed to it). */
 int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthreads);
 
+/* gemv.c: contractions of few rows (M <= CG_GEMV_MAX_M, below the GEMM's
+ * MR) streaming B unpacked; cg_gemv_define has cg_gemm_define's signature
+ * and meaning. cg_call_matmul is cg_call_gemm choosing between them by M. */
+enum { CG_GEMV_MAX_M = 5 };
+LLVMValueRef cg_gemv_define(CgCtx *c, const CgGemmSpec *s, const char *name);
+void cg_call_matmul(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc,
+                    const struct CgEpiPlan *epi, LLVMValueRef *args);
+
 /* expr.c: the EXPR nodes of a contraction's fused group as its GEMM's
  * epilogue. The GEMM sees the output as batch x rows x columns: axes
  * [0, row_axis) are the batch, [row_axis, col_axis) the rows, the rest the
