@@ -24,6 +24,7 @@
 
 enum {
   GEMV_NV = 4,   /* vectors per block when op(B)'s rows are contiguous: 4 FMA chains, 2 lines per k */
+  GEMV_GEMM_KC = 256, /* gemm.c's GEMM_KC: the K blocks whose order of summation is copied */
 };
 /* Flops worth a parallel task (about 50 us of a core, as the GEMM's tiles):
  * a dense layer at batch 1 under this runs on the calling thread alone. */
@@ -32,7 +33,7 @@ enum {
 /* The entry's parameters (gemm.c's order) and the tasks' context: the
  * first 14 parameters, then the blocks per matrix. */
 enum { P_BATCH, P_M, P_N, P_K, P_A, P_LDA, P_SA, P_B, P_LDB, P_SB, P_C, P_LDC, P_SC, P_EPI, P_WORK,
-       P_NTHREADS, P_COUNT, F_NBLOCKS = P_WORK, F_COUNT };
+       P_NTHREADS, P_COUNT, F_NBLOCKS = P_WORK, F_KC, F_NKB, F_COUNT };
 
 typedef struct Gv {
   CgCtx *c;
@@ -163,98 +164,135 @@ static LLVMValueRef a_at(Gv *g, Blk *B, LLVMValueRef m, LLVMValueRef k) {
   return load(g, g->t, elem(g, B->a, i));
 }
 
-/* C[b, m, col .. col+L) = v (+ C), then the epilogue. */
+/* C[b, m, col .. col+L) = the epilogue of v. */
 static void store_out(Gv *g, Blk *B, LLVMValueRef v, LLVMValueRef m, LLVMValueRef col, LLVMValueRef mask) {
   LLVMValueRef p = elem(g, B->cm, add(g, mul(g, m, B->f[P_LDC]), col));
-  if (g->s->accumulate)
-    v = LLVMBuildFAdd(g->b, v, vload(g, p, mask), "");
   if (g->s->epi)
     v = g->s->epi->fn(g->c, g->s->epi->user, v, mask, B->f[P_EPI], B->bi, m, col);
   vstore(g, v, p, mask);
 }
 
-/* Lane r of the result = the sum of acc[r]'s lanes, for L = lanes vectors:
- * each stage adds the even and odd lanes of two neighbours' concatenation,
- * halving the lanes per output. */
-static LLVMValueRef sum_lanes(Gv *g, LLVMValueRef *acc) {
-  int L = g->lanes, even[64], odd[64];
-  for (int j = 0; j < L; j++)
-    even[j] = 2 * j, odd[j] = 2 * j + 1;
-  LLVMValueRef me[64], mo[64];
-  for (int j = 0; j < L; j++) {
-    me[j] = LLVMConstInt(g->c->t_i32, even[j], 0);
-    mo[j] = LLVMConstInt(g->c->t_i32, odd[j], 0);
-  }
-  LLVMValueRef se = LLVMConstVector(me, L), so = LLVMConstVector(mo, L);
-  for (int n = L; n > 1; n /= 2)
-    for (int i = 0; i < n / 2; i++) {
-      LLVMValueRef x = acc[2 * i], y = acc[2 * i + 1];
-      acc[i] = LLVMBuildFAdd(g->b, LLVMBuildShuffleVector(g->b, x, y, se, ""),
-                             LLVMBuildShuffleVector(g->b, x, y, so, ""), "");
+/* x[i][j] <-> x[j][i] for L vectors of L lanes: log2(L) stages that swap
+ * the off-diagonal s x s blocks of each 2s x 2s block. */
+void cg_transpose(CgCtx *c, LLVMValueRef *x, int L) {
+  LLVMValueRef lo[64], hi[64];
+  for (int s = 1; s < L; s *= 2)
+    for (int i = 0; i < L; i++) {
+      if (i & s)
+        continue;
+      for (int j = 0; j < L; j++) {
+        lo[j] = LLVMConstInt(c->t_i32, (j & s) ? L + j - s : j, 0);
+        hi[j] = LLVMConstInt(c->t_i32, (j & s) ? L + j : j + s, 0);
+      }
+      LLVMValueRef a = x[i], b = x[i + s];
+      x[i] = LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(lo, L), "");
+      x[i + s] = LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(hi, L), "");
     }
-  return acc[0];
 }
 
-/* x[m, k .. k+L): a vector load, or L loads when A is transposed. */
-static LLVMValueRef x_at(Gv *g, Blk *B, LLVMValueRef m, LLVMValueRef k, LLVMValueRef mask) {
-  if (!g->s->trans_a)
-    return vload(g, elem(g, B->a, add(g, mul(g, m, B->f[P_LDA]), k)), mask);
-  LLVMValueRef v = LLVMConstNull(g->vt), K = B->f[P_K];
-  for (int j = 0; j < g->lanes; j++) {
-    LLVMValueRef kj = emin(g, add(g, k, k64(g, j)), add(g, K, k64(g, -1)));  /* in bounds; masked below */
-    v = LLVMBuildInsertElement(g->b, v, a_at(g, B, m, kj), LLVMConstInt(g->c->t_i32, j, 0), "");
+/* The GEMM's order of summation, so that both give the same bits (and a
+ * row of a layer's output does not depend on the batch it came in): K in
+ * nkb blocks of kc (F_KC), one FMA chain per output and block in k order,
+ * then C = acc, or C = acc + C when accumulating or past the first block.
+ * A K block's chain is `chain`; `sum` carries the outputs across blocks. */
+typedef void (*Chain)(Gv *g, Blk *B, LLVMValueRef m, LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef *acc, void *u);
+
+static void k_blocks(Gv *g, Blk *B, LLVMValueRef m, Chain chain, void *u, LLVMValueRef *sum, LLVMValueRef *cold, int n) {
+  LLVMValueRef kc = B->f[F_KC], nkb = B->f[F_NKB], zero = k64(g, 0);
+  Loop lb;
+  for (int v = 0; v < n; v++)
+    sum[v] = LLVMConstNull(g->vt);
+  LLVMValueRef kb = loop_open(g, &lb, zero, nkb, sum, n);
+  LLVMValueRef k0 = mul(g, kb, kc), k1 = emin(g, add(g, k0, kc), B->f[P_K]);
+  LLVMValueRef acc[64], first = LLVMBuildICmp(g->b, LLVMIntEQ, kb, zero, "");
+  for (int v = 0; v < n; v++)
+    acc[v] = LLVMConstNull(g->vt);
+  chain(g, B, m, k0, k1, acc, u);
+  LLVMValueRef loadc = g->s->accumulate ? LLVMConstInt(g->c->t_i1, 1, 0) : LLVMBuildNot(g->b, first, "");
+  for (int v = 0; v < n; v++) {
+    LLVMValueRef prev = cold ? LLVMBuildSelect(g->b, first, cold[v], sum[v], "") : sum[v];
+    sum[v] = LLVMBuildSelect(g->b, loadc, LLVMBuildFAdd(g->b, acc[v], prev, ""), acc[v], "");
   }
-  return mask ? LLVMBuildSelect(g->b, mask, v, LLVMConstNull(g->vt), "") : v;
+  loop_close(g, &lb, k64(g, 1));
 }
 
-/* acc[r] += W[row r][k .. k+L) * x[m, k .. k+L) for the block's L rows. */
-static void dot_step(Gv *g, Blk *B, LLVMValueRef *rows, LLVMValueRef m, LLVMValueRef k, LLVMValueRef mask,
-                     LLVMValueRef *acc) {
-  LLVMValueRef x = x_at(g, B, m, k, mask);
-  for (int r = 0; r < g->lanes; r++)
-    acc[r] = vfma(g, vload(g, elem(g, rows[r], k), mask), x, acc[r]);
+/* B^T: the block's L rows of B, row r at rows[r] (rows past N read row
+ * N-1; their outputs are masked off at the store). */
+typedef struct Dots {
+  LLVMValueRef rows[64];
+} Dots;
+
+/* acc += W[rows][k] * x[m, k] for k0 <= k < k1: L k's at a time as L row
+ * loads transposed into L columns, then the rest one gathered column each. */
+static void dots_chain(Gv *g, Blk *B, LLVMValueRef m, LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef *acc, void *u) {
+  Dots *d = u;
+  int L = g->lanes;
+  LLVMValueRef kL = k64(g, L);
+  LLVMValueRef kfull = add(g, k0, mul(g, LLVMBuildSDiv(g->b, LLVMBuildSub(g->b, k1, k0, ""), kL, ""), kL));
+  Loop lk, lt1;
+  LLVMValueRef k = loop_open(g, &lk, k0, kfull, acc, 1), w[64];
+  for (int r = 0; r < L; r++)
+    w[r] = load(g, g->vt, elem(g, d->rows[r], k));
+  cg_transpose(g->c, w, L);
+  for (int j = 0; j < L; j++)
+    acc[0] = vfma(g, w[j], cg_splat(g->c, a_at(g, B, m, add(g, k, k64(g, j))), L), acc[0]);
+  loop_close(g, &lk, kL);
+  k = loop_open(g, &lt1, kfull, k1, acc, 1);
+  LLVMValueRef col = LLVMGetUndef(g->vt);
+  for (int r = 0; r < L; r++)
+    col = LLVMBuildInsertElement(g->b, col, load(g, g->t, elem(g, d->rows[r], k)), LLVMConstInt(g->c->t_i32, r, 0), "");
+  acc[0] = vfma(g, col, cg_splat(g->c, a_at(g, B, m, k), L), acc[0]);
+  loop_close(g, &lt1, k64(g, 1));
 }
 
-/* B^T: for each row m, L dot products over K (full vectors, then a masked
- * tail), summed across lanes into the outputs n0 .. n0+L. Rows past N
- * read row N-1 and are masked off at the store. */
+/* B^T: for each row m, the L outputs n0 .. n0+L as one vector. */
 static void block_dots(Gv *g, Blk *B) {
-  LLVMValueRef K = B->f[P_K], N = B->f[P_N], L = k64(g, g->lanes), rows[64];
+  LLVMValueRef N = B->f[P_N];
+  Dots d;
   for (int r = 0; r < g->lanes; r++) {
     LLVMValueRef n = emin(g, add(g, B->n0, k64(g, r)), add(g, N, k64(g, -1)));
-    rows[r] = elem(g, B->bm, mul(g, n, B->f[P_LDB]));
+    d.rows[r] = elem(g, B->bm, mul(g, n, B->f[P_LDB]));
   }
-  LLVMValueRef kfull = mul(g, LLVMBuildSDiv(g->b, K, L, ""), L);
-  LLVMValueRef tail = lanes_below(g, kfull, K), out = lanes_below(g, B->n0, N);
-  Loop lm, lk;
-  LLVMValueRef m = loop_open(g, &lm, k64(g, 0), B->f[P_M], NULL, 0);
-  LLVMValueRef acc[64];
-  for (int r = 0; r < g->lanes; r++)
-    acc[r] = LLVMConstNull(g->vt);
-  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kfull, acc, g->lanes);
-  dot_step(g, B, rows, m, k, NULL, acc);
-  loop_close(g, &lk, L);
-  dot_step(g, B, rows, m, kfull, tail, acc);   /* all lanes off when L divides K */
-  store_out(g, B, sum_lanes(g, acc), m, B->n0, out);
+  LLVMValueRef out = lanes_below(g, B->n0, N);
+  Loop lm;
+  LLVMValueRef m = loop_open(g, &lm, k64(g, 0), B->f[P_M], NULL, 0), sum, cold;
+  LLVMValueRef p = elem(g, B->cm, add(g, mul(g, m, B->f[P_LDC]), B->n0));
+  if (g->s->accumulate)
+    cold = vload(g, p, out);
+  k_blocks(g, B, m, dots_chain, &d, &sum, g->s->accumulate ? &cold : NULL, 1);
+  store_out(g, B, sum, m, B->n0, out);
   loop_close(g, &lm, k64(g, 1));
 }
 
-/* B: for each row m, NV vectors of outputs, acc[v] += x[m, k] * B[k, cols
- * of v] per k. mask[v]: NULL for a full block. */
-static void block_axpy_rows(Gv *g, Blk *B, LLVMValueRef *mask) {
-  Loop lm, lk;
-  LLVMValueRef m = loop_open(g, &lm, k64(g, 0), B->f[P_M], NULL, 0);
-  LLVMValueRef acc[GEMV_NV];
-  for (int v = 0; v < GEMV_NV; v++)
-    acc[v] = LLVMConstNull(g->vt);
-  LLVMValueRef k = loop_open(g, &lk, k64(g, 0), B->f[P_K], acc, GEMV_NV);
+/* B: NV vectors of columns from n0, their lane masks (NULL: full). */
+typedef struct Axpy {
+  LLVMValueRef *mask;
+} Axpy;
+
+/* acc[v] += B[k, cols of v] * x[m, k] for k0 <= k < k1. */
+static void axpy_chain(Gv *g, Blk *B, LLVMValueRef m, LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef *acc, void *u) {
+  Axpy *a = u;
+  Loop lk;
+  LLVMValueRef k = loop_open(g, &lk, k0, k1, acc, GEMV_NV);
   LLVMValueRef x = cg_splat(g->c, a_at(g, B, m, k), g->lanes);
   LLVMValueRef brow = elem(g, B->bm, add(g, mul(g, k, B->f[P_LDB]), B->n0));
   for (int v = 0; v < GEMV_NV; v++)
-    acc[v] = vfma(g, vload(g, elem(g, brow, k64(g, v * g->lanes)), mask[v]), x, acc[v]);
+    acc[v] = vfma(g, vload(g, elem(g, brow, k64(g, v * g->lanes)), a->mask[v]), x, acc[v]);
   loop_close(g, &lk, k64(g, 1));
+}
+
+static void block_axpy_rows(Gv *g, Blk *B, LLVMValueRef *mask) {
+  Axpy a = {mask};
+  Loop lm;
+  LLVMValueRef m = loop_open(g, &lm, k64(g, 0), B->f[P_M], NULL, 0), sum[GEMV_NV], cold[GEMV_NV], col[GEMV_NV];
+  for (int v = 0; v < GEMV_NV; v++) {
+    col[v] = add(g, B->n0, k64(g, v * g->lanes));
+    if (g->s->accumulate)
+      cold[v] = vload(g, elem(g, B->cm, add(g, mul(g, m, B->f[P_LDC]), col[v])), mask[v]);
+  }
+  k_blocks(g, B, m, axpy_chain, &a, sum, g->s->accumulate ? cold : NULL, GEMV_NV);
   for (int v = 0; v < GEMV_NV; v++)
-    store_out(g, B, acc[v], m, add(g, B->n0, k64(g, v * g->lanes)), mask[v]);
+    store_out(g, B, sum[v], m, col[v], mask[v]);
   loop_close(g, &lm, k64(g, 1));
 }
 
@@ -314,6 +352,14 @@ static LLVMValueRef emit_task(Gv *g) {
   return fn;
 }
 
+/* gemm.c's K blocks: nkb = max(1, ceil(K / 256)) of kc = ceil(K / nkb). */
+static void k_split(Gv *g, LLVMValueRef K, LLVMValueRef *kc, LLVMValueRef *nkb) {
+  LLVMValueRef one = k64(g, 1);
+  *nkb = LLVMBuildSDiv(g->b, add(g, K, k64(g, GEMV_GEMM_KC - 1)), k64(g, GEMV_GEMM_KC), "");
+  *nkb = LLVMBuildSelect(g->b, lt(g, *nkb, one), one, *nkb, "nkb");
+  *kc = LLVMBuildSDiv(g->b, add(g, K, add(g, *nkb, k64(g, -1))), *nkb, "kc");
+}
+
 /* The entry (gemm.c's signature): the context, then the blocks of all
  * batch items through rt_parallel_for, a chunk per GEMV_TASK_FLOPS. */
 static LLVMValueRef emit_entry(Gv *g, LLVMValueRef task) {
@@ -328,6 +374,10 @@ static LLVMValueRef emit_entry(Gv *g, LLVMValueRef task) {
   for (int i = 0; i < P_WORK; i++)
     LLVMBuildStore(g->b, LLVMGetParam(fn, (unsigned)i), LLVMBuildStructGEP2(g->b, g->ctx_t, ctx, (unsigned)i, ""));
   LLVMBuildStore(g->b, nblocks, LLVMBuildStructGEP2(g->b, g->ctx_t, ctx, F_NBLOCKS, ""));
+  LLVMValueRef ks[2];
+  k_split(g, LLVMGetParam(fn, P_K), &ks[0], &ks[1]);
+  for (int i = 0; i < 2; i++)
+    LLVMBuildStore(g->b, ks[i], LLVMBuildStructGEP2(g->b, g->ctx_t, ctx, (unsigned)(F_KC + i), ""));
   /* a block's flops, and blocks per chunk: at least one */
   LLVMValueRef K1 = LLVMBuildSelect(g->b, lt(g, LLVMGetParam(fn, P_K), one), one, LLVMGetParam(fn, P_K), "");
   LLVMValueRef bflops = mul(g, mul(g, LLVMGetParam(fn, P_M), K1), k64(g, 2 * g->cols));
@@ -358,7 +408,7 @@ LLVMValueRef cg_gemv_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   g.vt = LLVMVectorType(g.t, (unsigned)g.lanes);
   g.cols = s->trans_b ? g.lanes : GEMV_NV * g.lanes;
   LLVMTypeRef i64 = c->t_i64, ptr = c->t_ptr;
-  LLVMTypeRef f[F_COUNT] = {i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64};
+  LLVMTypeRef f[F_COUNT] = {i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, i64};
   g.ctx_t = LLVMStructTypeInContext(c->ctx, f, F_COUNT, 0);
   LLVMValueRef task = emit_task(&g);
   LLVMValueRef fn = emit_entry(&g, task);
