@@ -64,6 +64,7 @@ typedef struct CgKernel {
   const struct Node *const *group; /* a fused group's nodes in schedule order, or NULL;
                                       n is among them: its contraction or reduction if any */
   int ngroup;
+  LLVMValueRef grain_cost;  /* i64: the unit cost cg_grain was given, for the cg_parallel using its grain */
 } CgKernel;
 
 typedef struct CgLoop {
@@ -161,6 +162,7 @@ LLVMValueRef cg_vcos(CgCtx *c, LLVMValueRef x);
 /* jit.c */
 typedef struct CgJit CgJit;
 int cg_jit_new(CgJit **out, char *err, int errlen);          /* ORC LLJIT for the host at codegen O3 */
+int cg_jit_new_ex(CgJit **out, bool perf, char *err, int errlen); /* perf: name generated code for `perf` */
 int cg_optimize(CgCtx *c, int level, char *err, int errlen); /* verify, then "default<O<level>>" */
 int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen);   /* takes c's module; c stays disposable */
 /* Optimises c's module at `level`, generates its object for c->tm and

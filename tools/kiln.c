@@ -72,7 +72,8 @@ static const char *usage =
     "environment:\n"
     "  OMP_NUM_THREADS       threads when --threads is not given\n"
     "  KILN_CACHE_DIR        where compiled code is kept (default $XDG_CACHE_HOME/kiln,\n"
-    "                        else ~/.cache/kiln); KILN_CACHE=off compiles every time\n";
+    "                        else ~/.cache/kiln); KILN_CACHE=off compiles every time\n"
+    "  OMP_WAIT_POLICY       kiln sets passive unless it or GOMP_SPINCOUNT is set\n";
 
 typedef struct Cli {
   const char *cmd, *model_path, *weights, *emit, *print_after, *sizes;
@@ -485,6 +486,7 @@ static int cmd_eval(Cli *c) {
 }
 
 int main(int argc, char **argv) {
+  rt_prefer_passive_wait(argv);
   if (argc > 1 && (!strcmp(argv[1], "export") || !strcmp(argv[1], "build")))
     return kiln__export_main(argc, argv);
   Cli c = {0};
