@@ -122,6 +122,7 @@ static void free_case(Case *c) {
 static void setup(Case *c, const Opts *o, double *wall, double *cpu) {
   KilnOptions opt;
   kiln_options_default(&opt);
+  opt.perf = getenv("KILN_PERF") && !strcmp(getenv("KILN_PERF"), "1");   /* for perf record */
   opt.opt_level = c->level;
   opt.threads = o->threads;
   opt.max_batch = o->batch;

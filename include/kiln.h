@@ -74,6 +74,8 @@ typedef struct KilnOptions {
   int threads;                /* 0: OMP_NUM_THREADS or the cores */
   int64_t max_batch;          /* compile for batches up to this (0: the first run's) */
   const char *sizes;          /* bindings of size names, "T=64,H=32" (NULL: none) */
+  int perf;                   /* 1: tell `perf` the names of the generated functions (LLVM's perf
+                                 JIT listener; `kiln` sets it from KILN_PERF=1) */
 } KilnOptions;
 
 /* A loaded model file: its parsed model, compiled code once run, weights,

@@ -73,6 +73,7 @@ static const char *usage =
     "  OMP_NUM_THREADS       threads when --threads is not given\n"
     "  KILN_CACHE_DIR        where compiled code is kept (default $XDG_CACHE_HOME/kiln,\n"
     "                        else ~/.cache/kiln); KILN_CACHE=off compiles every time\n"
+    "  KILN_PERF=1           name generated functions for perf (see bench/NOTES.md)\n"
     "  OMP_WAIT_POLICY       kiln sets passive unless it or GOMP_SPINCOUNT is set\n";
 
 typedef struct Cli {
@@ -179,6 +180,7 @@ static bool parse_train_option(int argc, char **argv, int *i, Cli *c) {
 
 static void parse_args(int argc, char **argv, Cli *c) {
   kiln_options_default(&c->opt);
+  c->opt.perf = getenv("KILN_PERF") && !strcmp(getenv("KILN_PERF"), "1"); /* the library reads no environment */
   kiln_train_options_default(&c->train);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v;
