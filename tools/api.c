@@ -673,6 +673,8 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
   return KILN_OK;
 }
 
+void kiln_prefer_passive_wait(char **argv) { rt_prefer_passive_wait(argv); }
+
 KilnStatus kiln_set_threads(KilnModel *m, int threads) {
   if (!m || threads < 0)
     return KILN_ERR_ARG;
