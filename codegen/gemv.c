@@ -5,16 +5,17 @@
  * from cache while its block is hot. Two shapes of the inner loop, by how
  * B lies in memory:
  *
- *   B^T (x W^T, B's rows are columns of op(B)): a block of L outputs is L
- *     dot products along K, one vector accumulator each, reading x once
- *     per k for all L; the L accumulators are then summed across lanes
- *     into one vector of L outputs (a log2(L) shuffle tree).
+ *   B^T (x W^T, B's rows are columns of op(B)): a block of L outputs, one
+ *     vector accumulator; L rows of B are read L k's at a time and
+ *     transposed in registers into L columns, one FMA each with x[m, k].
  *   B (x W, op(B)'s rows contiguous): a block of NV vectors of outputs,
  *     one broadcast of x[m, k] and NV FMAs per k.
  *
- * Either way the result is a vector of consecutive outputs of one row, so
- * the GEMM's epilogue (bias, activation, residual) applies to it unchanged
- * before the store. Same signature as the GEMM (gemm.c), so a call site
+ * Either way each output is one FMA chain per K block in the GEMM's
+ * blocking and order (k_blocks), so the result is the GEMM's bit for bit
+ * and a row's output does not depend on the batch; and it is a vector of
+ * consecutive outputs of one row, so the GEMM's epilogue (bias,
+ * activation, residual) applies to it unchanged before the store. Same signature as the GEMM (gemm.c), so a call site
  * picks one by M at run time (cg_call_matmul). Blocks of outputs are the
  * parallel tasks, their grain from the problem size: every output is
  * summed in one fixed order at any thread count. */
