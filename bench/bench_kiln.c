@@ -122,6 +122,7 @@ static void free_case(Case *c) {
 static void setup(Case *c, const Opts *o, double *wall, double *cpu) {
   KilnOptions opt;
   kiln_options_default(&opt);
+  opt.perf = getenv("KILN_PERF") && !strcmp(getenv("KILN_PERF"), "1");   /* for perf record */
   opt.opt_level = c->level;
   opt.threads = o->threads;
   opt.max_batch = o->batch;
@@ -286,6 +287,7 @@ static int parse(int argc, char **argv, Opts *o) {
 }
 
 int main(int argc, char **argv) {
+  kiln_prefer_passive_wait(argv);   /* as the kiln tool: see include/kiln.h */
   Opts o = {.name = "model", .batch = 1, .iters = 30, .warmup = 10, .compile_reps = 1, .min_time = 1.0,
             .levels = {3}, .nlevels = 1};
   int i = parse(argc, argv, &o);

@@ -9,12 +9,13 @@ libc, the kernel, and compiling (LLVM), which is left out of the shares.
 
 Generated code is only named in the profile when the JIT told perf about
 it: LLVM's perf listener writes jit-PID.dump files and `perf inject --jit`
-turns them into symbols. kiln's JIT does not register that listener yet;
-without it, generated code shows as one anonymous region. Profile the
-steady state, after compiling, e.g. (bench_kiln with many warm-up calls and
-perf's start delayed past the compile):
+turns them into symbols. KILN_PERF=1 makes kiln's JIT register that
+listener (bench_kiln and the kiln tool read it; through the C API it is
+KilnOptions.perf); without it, generated code shows as one anonymous
+region. Profile the steady state, after compiling, e.g. (bench_kiln with
+many warm-up calls and perf's start delayed past the compile):
 
-  perf record -k 1 -D 10000 -o p.data build/bench/bench_kiln --mode infer \\
+  KILN_PERF=1 perf record -k 1 -D 10000 -o p.data build/bench/bench_kiln --mode infer \\
       --batch 1 --warmup 200000 --iters 100 --min-time 0 bench/models/mlp.kiln
   perf inject --jit -i p.data -o p.jit.data && bench/perf_breakdown.py p.jit.data
 """

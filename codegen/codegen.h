@@ -65,6 +65,7 @@ typedef struct CgKernel {
   const struct Node *const *group; /* a fused group's nodes in schedule order, or NULL;
                                       n is among them: its contraction or reduction if any */
   int ngroup;
+  LLVMValueRef grain_cost;  /* i64: the unit cost cg_grain was given, for the cg_parallel using its grain */
 } CgKernel;
 
 typedef struct CgLoop {
@@ -166,6 +167,7 @@ LLVMValueRef cg_vcos(CgCtx *c, LLVMValueRef x);
 /* jit.c */
 typedef struct CgJit CgJit;
 int cg_jit_new(CgJit **out, char *err, int errlen);          /* ORC LLJIT for the host at codegen O3 */
+int cg_jit_new_ex(CgJit **out, bool perf, char *err, int errlen); /* perf: name generated code for `perf` */
 int cg_optimize(CgCtx *c, int level, char *err, int errlen); /* verify, then "default<O<level>>" */
 int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen);   /* takes c's module; c stays disposable */
 /* Optimises c's module at `level`, generates its object for c->tm and
@@ -259,6 +261,14 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name);
 /* Bytes of `work` (64-byte aligned, caller-owned) the function needs for
  * these sizes and nthreads (the same value passed to it). */
 int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthreads);
+
+/* gemv.c: contractions of few rows (M <= CG_GEMV_MAX_M, below the GEMM's
+ * MR) streaming B unpacked; cg_gemv_define has cg_gemm_define's signature
+ * and meaning. cg_call_matmul is cg_call_gemm choosing between them by M. */
+enum { CG_GEMV_MAX_M = 5 };
+LLVMValueRef cg_gemv_define(CgCtx *c, const CgGemmSpec *s, const char *name);
+void cg_call_matmul(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc,
+                    const struct CgEpiPlan *epi, LLVMValueRef *args);
 
 /* expr.c: the EXPR nodes of a contraction's fused group as its GEMM's
  * epilogue. The GEMM sees the output as batch x rows x columns: axes

@@ -25,7 +25,9 @@
 #include <string.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ExecutionEngine.h>
 #include <llvm-c/LLJIT.h>
+#include <llvm-c/OrcEE.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
 struct CgJit {
@@ -113,7 +115,23 @@ static int add_process_symbols(CgJit *j, LLVMOrcJITDylibRef jd, char *err, int e
   return 0;
 }
 
-int cg_jit_new(CgJit **out, char *err, int errlen) {
+/* For `perf`: an RTDyld object layer (the C API's only one that takes
+ * event listeners) telling LLVM's perf listener about every object it
+ * links, cached ones included; the listener writes jit-<pid>.dump for
+ * `perf inject --jit` (bench/NOTES.md, "Profiling"). Without perf support
+ * in LLVM the listener is NULL and the layer is a plain one. */
+static LLVMOrcObjectLayerRef perf_object_layer(void *ctx, LLVMOrcExecutionSessionRef es, const char *triple) {
+  (void)ctx, (void)triple;
+  LLVMOrcObjectLayerRef layer = LLVMOrcCreateRTDyldObjectLinkingLayerWithSectionMemoryManager(es);
+  LLVMJITEventListenerRef perf = LLVMCreatePerfJITEventListener();
+  if (perf)
+    LLVMOrcRTDyldObjectLinkingLayerRegisterJITEventListener(layer, perf);
+  return layer;
+}
+
+int cg_jit_new(CgJit **out, char *err, int errlen) { return cg_jit_new_ex(out, false, err, errlen); }
+
+int cg_jit_new_ex(CgJit **out, bool perf, char *err, int errlen) {
   *out = NULL;
   cg_init_llvm();
   LLVMTargetMachineRef tm = host_machine(err, errlen);
@@ -128,6 +146,8 @@ int cg_jit_new(CgJit **out, char *err, int errlen) {
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(
       builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+  if (perf)
+    LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(builder, perf_object_layer, NULL);
   if (take_error(LLVMOrcCreateLLJIT(&j->jit, builder), "cannot create the JIT", err, errlen)) {
     free(j);
     return -1;

@@ -80,7 +80,7 @@ int cg_matmul_kernel(CgKernel *k) {
       cg_value_ptr(k, fused ? ep.c : n->out[0]), cg_size(k, N), cg_size(k, sz_mul(M, N)),
       fused ? cg_epi_args(k, &ep, NULL) : LLVMConstNull(c->t_ptr),
       k->work ? k->work : LLVMConstNull(c->t_ptr), k->nthreads};
-  cg_call_gemm(k, o->dt, ta, tb, false, fused ? &ep : NULL, args);
+  cg_call_matmul(k, o->dt, ta, tb, false, fused ? &ep : NULL, args); /* gemv.c: small M */
   if (fused)
     cg_epi_free(&ep);
   return 0;

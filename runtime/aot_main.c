@@ -341,6 +341,7 @@ static int start(Prog *p, KilnAot **m) {
 
 int kiln_aot_main(const KilnAotModel *d, int argc, char **argv) {
   static Prog p;
+  rt_prefer_passive_wait(argv);
   p.d = d;
   p.sig = kiln_aot_sig(d);
   p.prog = argc > 0 && strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argc > 0 ? argv[0] : d->name;

@@ -9,6 +9,8 @@
  * would oversubscribe the cores for no gain. */
 #include "runtime/rt.h"
 #include <omp.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 /* Chunk k is [k*grain, min(n, (k+1)*grain)), computed without overflow. */
 static void run_chunk(RtTask fn, void *ctx, int64_t n, int64_t grain, int64_t k) {
@@ -36,3 +38,11 @@ void rt_parallel_for(RtTask fn, void *ctx, int64_t n, int64_t grain, int32_t nth
 }
 
 int rt_default_threads(void) { return omp_get_max_threads(); }
+
+void rt_prefer_passive_wait(char **argv) {
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
+    return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 1) == 0)
+    execv("/proc/self/exe", argv);
+  unsetenv("OMP_WAIT_POLICY");   /* exec failed: carry on as started */
+}

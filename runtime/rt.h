@@ -128,6 +128,14 @@ typedef void (*RtTask)(void *ctx, int64_t lo, int64_t hi);
  * nothing. */
 void rt_parallel_for(RtTask fn, void *ctx, int64_t n, int64_t grain, int32_t nthreads);
 int rt_default_threads(void);                /* omp_get_max_threads(): honours OMP_NUM_THREADS */
+/* For a program's main, before any OpenMP use: when neither
+ * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets OMP_WAIT_POLICY=passive
+ * and re-executes the program (/proc/self/exe, same argv), since libgomp
+ * reads them once, before main. Returns (doing nothing) when either is set
+ * or the exec fails. Why: libgomp's threads otherwise spin up to ~3 ms at
+ * every barrier, which on a shared machine takes the time slice the other
+ * thread needs (see docs/cli.md, "Threads"). */
+void rt_prefer_passive_wait(char **argv);
 
 /* ===== philox.c: counter-based random numbers ===== */
 

@@ -460,7 +460,7 @@ static int build_module(KilnModel *m, Compiled *cc, CgCtx *c, char *err, int err
   int level = m->opt.opt_level >= 1 ? 3 : 0;
   if (cg_ctx_init_jit(c, cc->g->name, err, errlen) ||
       cg_build_graph(c, cc->g, "kiln_entry", err, errlen) ||
-      (!cc->jit && cg_jit_new(&cc->jit, err, errlen)))
+      (!cc->jit && cg_jit_new_ex(&cc->jit, m->opt.perf != 0, err, errlen)))
     return -1;
   bool show = m->emit_llvm || m->emit_asm;
   if (show && cg_optimize(c, level, err, errlen))
@@ -709,6 +709,8 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
   }
   return KILN_OK;
 }
+
+void kiln_prefer_passive_wait(char **argv) { rt_prefer_passive_wait(argv); }
 
 KilnStatus kiln_set_threads(KilnModel *m, int threads) {
   if (!m || threads < 0)

@@ -81,7 +81,9 @@ static const char *usage =
     "environment:\n"
     "  OMP_NUM_THREADS       threads when --threads is not given\n"
     "  KILN_CACHE_DIR        where compiled code is kept (default $XDG_CACHE_HOME/kiln,\n"
-    "                        else ~/.cache/kiln); KILN_CACHE=off compiles every time\n";
+    "                        else ~/.cache/kiln); KILN_CACHE=off compiles every time\n"
+    "  KILN_PERF=1           name generated functions for perf (see bench/NOTES.md)\n"
+    "  OMP_WAIT_POLICY       kiln sets passive unless it or GOMP_SPINCOUNT is set\n";
 
 typedef struct Cli {
   const char *cmd, *model_path, *weights, *emit, *print_after, *sizes;
@@ -193,6 +195,7 @@ static bool parse_train_option(int argc, char **argv, int *i, Cli *c) {
 
 static void parse_args(int argc, char **argv, Cli *c) {
   kiln_options_default(&c->opt);
+  c->opt.perf = getenv("KILN_PERF") && !strcmp(getenv("KILN_PERF"), "1"); /* the library reads no environment */
   kiln_train_options_default(&c->train);
   c->length = 100;
   c->count = 1;
@@ -618,6 +621,7 @@ static int cmd_sample(Cli *c) {
 }
 
 int main(int argc, char **argv) {
+  rt_prefer_passive_wait(argv);
   if (argc > 1 && (!strcmp(argv[1], "export") || !strcmp(argv[1], "build")))
     return kiln__export_main(argc, argv);
   Cli c = {0};

@@ -48,6 +48,39 @@ static void test_help_and_version(void **state) {
   assert_non_null(strstr(out, "unknown option '--bogus'"));
 }
 
+/* libgomp's settings as the last process of a run printed them
+ * (OMP_DISPLAY_ENV=verbose): kiln re-executes itself once to make idle
+ * threads sleep, unless the user chose a policy. */
+static const char *spincount_after(const char *policy) {
+  const char *saved = getenv("OMP_WAIT_POLICY");
+  char *keep = saved ? strdup(saved) : NULL;
+  unsetenv("GOMP_SPINCOUNT");
+  if (policy)
+    setenv("OMP_WAIT_POLICY", policy, 1);
+  else
+    unsetenv("OMP_WAIT_POLICY");
+  setenv("OMP_DISPLAY_ENV", "verbose", 1);
+  assert_int_equal(kiln("--version"), 0);
+  unsetenv("OMP_DISPLAY_ENV");
+  if (keep)
+    setenv("OMP_WAIT_POLICY", keep, 1);
+  else
+    unsetenv("OMP_WAIT_POLICY");
+  free(keep);
+  const char *last = NULL;
+  for (const char *p = strstr(out, "GOMP_SPINCOUNT = '"); p; p = strstr(p + 1, "GOMP_SPINCOUNT = '"))
+    last = p + strlen("GOMP_SPINCOUNT = '");
+  assert_non_null(last);
+  return last;
+}
+
+static void test_passive_wait_unless_chosen(void **state) {
+  assert_true(!strncmp(spincount_after(NULL), "0'", 2));
+  assert_non_null(strstr(out, "kiln 0."));
+  assert_false(!strncmp(spincount_after("active"), "0'", 2));
+  assert_non_null(strstr(out, "OMP_WAIT_POLICY = 'ACTIVE'"));
+}
+
 static void test_check_prints_ir(void **state) {
   assert_int_equal(kiln("check mlp.kiln"), 0);
   assert_non_null(strstr(out, "graph mlp"));
@@ -171,6 +204,7 @@ static void test_run_bad_weights(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_help_and_version),
+      cmocka_unit_test(test_passive_wait_unless_chosen),
       cmocka_unit_test(test_check_prints_ir),
       cmocka_unit_test(test_check_reports_every_error),
       cmocka_unit_test(test_memplan_of_a_training_step),

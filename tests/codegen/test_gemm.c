@@ -6,7 +6,8 @@
  * at 1, 2, 3 and 7 threads. Leading dimensions are padded, and canaries
  * around C and the work region catch stores outside them. The micro-tile
  * shapes of 128- and 512-bit vectors run too (vbits forced on the host),
- * and objects are emitted for aarch64, AVX-512 and SSE2 targets. */
+ * and objects are emitted for aarch64, AVX-512 and SSE2 targets. The small-M
+ * kernel (gemv.c, same signature) runs the same harness for M = 1 .. 5. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,11 +25,13 @@ typedef void (*GemmFn)(int64_t batch, int64_t M, int64_t N, int64_t K, const voi
 
 enum { ROWTERM_STRIDE = 1024, CANARY = 0x5a };
 
-/* One generated variant per (dtype, trans_a, trans_b, accumulate, epilogue),
- * for the host's vector width and for 128 and 512 bits (index 0, 1, 2). */
-static GemmFn variants_by_width[3][2][2][2][2][2];
+/* One generated variant per (dtype, trans_a, trans_b, accumulate, epilogue)
+ * and set: the GEMM for the host's vector width and for 128 and 512 bits
+ * (index 0, 1, 2), the GEMV for the host's and 128 bits (3, 4). */
+enum { NSETS = 5, SET_GEMV = 3 };
+static GemmFn variants_by_width[NSETS][2][2][2][2][2];
 static CgJit *jit;
-static const int widths[3] = {0, 128, 512};
+static const int widths[NSETS] = {0, 128, 512, 0, 128};
 
 static LLVMValueRef masked_or_plain_load(CgCtx *c, LLVMTypeRef vt, LLVMValueRef p, LLVMValueRef mask) {
   int sz = LLVMGetTypeKind(LLVMGetElementType(vt)) == LLVMFloatTypeKind ? 4 : 8;
@@ -62,14 +65,15 @@ static LLVMValueRef bias_relu_row(CgCtx *c, void *user, LLVMValueRef v, LLVMValu
 static const CgEpilogue epilogue = {bias_relu_row, NULL};
 
 static void variant_name(char *buf, int w, int d, int ta, int tb, int acc, int epi) {
-  sprintf(buf, "gemm%d_%s_ta%d_tb%d_acc%d_epi%d", widths[w], d ? "f64" : "f32", ta, tb, acc, epi);
+  sprintf(buf, "%s%d_%s_ta%d_tb%d_acc%d_epi%d", w >= SET_GEMV ? "gemv" : "gemm", widths[w], d ? "f64" : "f32",
+          ta, tb, acc, epi);
 }
 
 /* Which variants to build for width w: all for the host's; for the other
  * widths (vbits forced: 128-bit code runs on any x86-64 host, 512-bit
  * vectors are split by LLVM) a few, enough to check their MR x NR. */
 static int wanted(int w, int d, int ta, int tb, int acc, int epi) {
-  return w == 0 || (ta == tb && acc == epi);
+  return !widths[w] || (ta == tb && acc == epi);
 }
 
 static void compile_width(int w) {
@@ -86,8 +90,10 @@ static void compile_width(int w) {
           for (int epi = 0; epi < 2; epi++) {
             CgGemmSpec s = {d ? RT_F64 : RT_F32, ta, tb, acc, epi ? &epilogue : NULL};
             variant_name(name, w, d, ta, tb, acc, epi);
-            if (wanted(w, d, ta, tb, acc, epi) && !cg_gemm_define(&c, &s, name))
-              fail_msg("cg_gemm_define %s", name);
+            LLVMValueRef (*define)(CgCtx *, const CgGemmSpec *, const char *) =
+                w >= SET_GEMV ? cg_gemv_define : cg_gemm_define;
+            if (wanted(w, d, ta, tb, acc, epi) && !define(&c, &s, name))
+              fail_msg("define %s", name);
           }
   if (cg_optimize(&c, 3, err, sizeof err) || cg_jit_add(jit, &c, err, sizeof err))
     fail_msg("%s", err);
@@ -110,7 +116,7 @@ static int setup(void **state) {
   char err[1024];
   if (cg_jit_new(&jit, err, sizeof err))
     fail_msg("%s", err);
-  for (int w = 0; w < 3; w++)
+  for (int w = 0; w < NSETS; w++)
     compile_width(w);
   return 0;
 }
@@ -124,7 +130,7 @@ static int teardown(void **state) {
 
 typedef struct Case {
   int d, ta, tb, acc, epi;    /* the variant */
-  int width;                  /* index into widths: 0 the host's */
+  int width;                  /* index into widths: 0 the host's GEMM, SET_GEMV the host's GEMV */
   int64_t batch, M, N, K;
   int bcast_a, bcast_b;       /* stride 0 for that operand */
   int threads;
@@ -406,6 +412,68 @@ static void test_work_bytes(void **state) {
     }
 }
 
+/* ---- the GEMV ---- */
+
+/* Every variant for M = 1 .. 5 (and 6, 7: it stays correct past its
+ * range) against the reference, N and K around the block widths (8 and
+ * 32 columns, vectors of 8 along K, K blocks of 256), K = 0, at both
+ * widths; and bit for bit the GEMM's result on the same case, so that
+ * cg_call_matmul's choice never shows in the output. */
+static void test_gemv_variants(void **state) {
+  static const int64_t nk[] = {0, 1, 3, 7, 8, 13, 33, 100, 257, 300};
+  enum { NNK = sizeof nk / sizeof *nk };
+  for (int w = SET_GEMV; w < NSETS; w++)
+    for (int64_t M = 1; M <= 7; M++)
+      for (int i = 1; i < NNK; i++)
+        for (int j = 0; j < NNK; j++)
+          for (int v = 0; v < 32; v++) {
+            Case k = {.d = v & 1, .ta = v >> 1 & 1, .tb = v >> 2 & 1, .acc = v >> 3 & 1, .epi = v >> 4 & 1,
+                      .width = w, .batch = 1, .M = M, .N = nk[i], .K = nk[j], .threads = 2};
+            if (!wanted(w, k.d, k.ta, k.tb, k.acc, k.epi))
+              continue;
+            Run r;
+            make_run(&k, &r, 3000 + M * 97 + i * 11 + j);
+            void *C = run_kernel(&k, &r);
+            check(&k, &r, C);
+            if (w == SET_GEMV) {   /* the GEMM's bits: the GEMM's order of summation */
+              k.width = 0;
+              void *G = run_kernel(&k, &r);
+              assert_memory_equal(C, G, (size_t)r.sc * (k.d ? 8 : 4));
+              free(G);
+            }
+            free(C);
+            free_run(&r);
+          }
+}
+
+/* Batches with distinct and broadcast operands, and the same bits at any
+ * thread count on shapes of several parallel chunks. */
+static void test_gemv_batch_threads(void **state) {
+  for (int d = 0; d < 2; d++)
+    for (int tb = 0; tb < 2; tb++) {
+      for (int bc = 0; bc < 3; bc++) {
+        Case k = {.d = d, .tb = tb, .acc = bc == 2, .epi = 1, .width = SET_GEMV, .batch = 3, .M = 2, .N = 45,
+                  .K = 70, .bcast_a = bc == 2, .bcast_b = bc == 1, .threads = 2};
+        run_case(&k, 91 + bc);
+      }
+      Case k = {.d = d, .tb = tb, .epi = 1, .width = SET_GEMV, .batch = 2, .M = 3, .N = 2000, .K = 1500,
+                .threads = 1};
+      Run r;
+      make_run(&k, &r, 17);
+      void *one = run_kernel(&k, &r);
+      check(&k, &r, one);
+      static const int threads[] = {2, 3, 7};
+      for (int t = 0; t < 3; t++) {
+        k.threads = threads[t];
+        void *many = run_kernel(&k, &r);
+        assert_memory_equal(one, many, (size_t)(k.batch * r.sc) * (d ? 8 : 4));
+        free(many);
+      }
+      free(one);
+      free_run(&r);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_work_bytes),
@@ -415,6 +483,8 @@ int main(void) {
     cmocka_unit_test(test_thread_invariance),
     cmocka_unit_test(test_other_widths),
     cmocka_unit_test(test_cross_targets),
+    cmocka_unit_test(test_gemv_variants),
+    cmocka_unit_test(test_gemv_batch_threads),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
