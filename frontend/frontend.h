@@ -146,7 +146,7 @@ struct Ast {
   int nitems;
   Ast **body;          /* AST_FOR, AST_SCAN, AST_MODEL, AST_BLOCK, AST_TRAIN: statements */
   int nbody;
-  Ast **ins;           /* AST_MODEL, AST_BLOCK: AST_INPUT */
+  Ast **ins;           /* AST_MODEL, AST_BLOCK: AST_INPUT; AST_SCAN: its options (AST_ARG) */
   int nins;
   Ast **outs;          /* AST_MODEL, AST_BLOCK: AST_OUTPUT */
   int nouts;
