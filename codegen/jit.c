@@ -25,7 +25,9 @@
 #include <string.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ExecutionEngine.h>
 #include <llvm-c/LLJIT.h>
+#include <llvm-c/OrcEE.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
 struct CgJit {
@@ -113,6 +115,21 @@ static int add_process_symbols(CgJit *j, LLVMOrcJITDylibRef jd, char *err, int e
   return 0;
 }
 
+/* KILN_PERF_JIT=1 names generated functions in perf profiles: LLVM's perf
+ * listener writes jit-PID.dump for `perf inject --jit` (bench/
+ * perf_breakdown.py). The listener needs the RTDyld object layer, so this
+ * is opt-in and runs keep LLJIT's default layer. */
+static LLVMOrcObjectLayerRef perf_layer(void *ctx, LLVMOrcExecutionSessionRef es,
+                                        const char *triple) {
+  (void)ctx;
+  (void)triple;
+  LLVMOrcObjectLayerRef l = LLVMOrcCreateRTDyldObjectLinkingLayerWithSectionMemoryManager(es);
+  LLVMJITEventListenerRef perf = LLVMCreatePerfJITEventListener();
+  if (perf)
+    LLVMOrcRTDyldObjectLinkingLayerRegisterJITEventListener(l, perf);
+  return l;
+}
+
 int cg_jit_new(CgJit **out, char *err, int errlen) {
   *out = NULL;
   cg_init_llvm();
@@ -128,6 +145,8 @@ int cg_jit_new(CgJit **out, char *err, int errlen) {
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(
       builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+  if (getenv("KILN_PERF_JIT"))
+    LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(builder, perf_layer, NULL);
   if (take_error(LLVMOrcCreateLLJIT(&j->jit, builder), "cannot create the JIT", err, errlen)) {
     free(j);
     return -1;
