@@ -828,7 +828,7 @@ static Ast *carry(Parser *p) {
 
 static void scan_options(Parser *p, Ast *n) {
   AstVec opts = {0};
-  while (at(p, TK_IDENT)) {
+  while (!p->panic && at(p, TK_IDENT)) {     /* after a bad range, T is not an option */
     Ast *o = declared(p, AST_ARG, "in scan options");
     expect(p, TK_ASSIGN, "after a scan option's name (reverse=true, mask=m)");
     o->lhs = expr(p);
