@@ -631,6 +631,7 @@ typedef struct RedCtx {
   Fused f;
   const Node *n;            /* the reduction */
   int in;                   /* its member index */
+  int cols;                 /* > 1: a unit is this many adjacent outputs (red_cols_loops) */
   int nkeep, nred;
   Size keep_dim[MAXR], red_dim[MAXR];
   Size keep_st[MAXOPS + 1][MAXR], red_st[MAXOPS + 1][MAXR];
@@ -717,6 +718,34 @@ static void red_loops(CgKernel *k, RedCtx *r, int ax, const LLVMValueRef *base, 
   cg_endfor(k, &T);
 }
 
+/* Columns: when the reduced axes are strided and the innermost kept axis
+ * is contiguous (a bias gradient, the sum over the rows of [rows, cols]),
+ * one unit reduces r->cols adjacent outputs, a lane each, so loads are
+ * vectors along the kept axis. Each lane accumulates its column in the
+ * order the one-output path would: the same results. */
+static void red_cols_loops(CgKernel *k, RedCtx *r, int ax, const LLVMValueRef *base,
+                           const LLVMValueRef *ptr, LLVMValueRef accp) {
+  CgCtx *c = k->c;
+  CgLoop L;
+  LLVMValueRef i = cg_for(k, &L, cg_i64(c, 0), cg_size(k, r->red_dim[ax]), cg_i64(c, 1));
+  LLVMValueRef b[MAXOPS + 1];
+  for (int o = 0; o <= IDX(r); o++)
+    b[o] = LLVMBuildAdd(c->b, base[o], LLVMBuildMul(c->b, i, cg_size(k, r->red_st[o][ax]), ""), "");
+  if (ax < r->nred - 1) {
+    red_cols_loops(k, r, ax + 1, b, ptr, accp);
+  } else {
+    Size st[MAXOPS + 1];
+    for (int o = 0; o <= IDX(r); o++)
+      st[o] = r->keep_st[o][r->nkeep - 1];
+    Step s = {.ptr = ptr, .at = b, .st = st, .flat = b[IDX(r)], .w = r->cols};
+    step_eval(k, &r->f, &s, r->n);
+    LLVMValueRef x = step_input(k, &r->f, &s, r->in, 0);
+    LLVMTypeRef vt = vec_type(c, r->n->in[0]->type.dt, r->cols);
+    LLVMBuildStore(c->b, arith(c, red_combine(r->n->op), LLVMBuildLoad2(c->b, vt, accp, ""), x), accp);
+  }
+  cg_endfor(k, &L);
+}
+
 static LLVMValueRef entry_alloca(CgKernel *k, LLVMTypeRef t) {
   CgCtx *c = k->c;
   LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
@@ -748,25 +777,50 @@ static void red_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) 
   for (int o = 0; o <= IDX(r); o++)
     base[o] = cg_i64(c, 0);
   for (int i = r->nkeep - 1; i >= 0; i--) {
+    bool blocks = r->cols > 1 && i == r->nkeep - 1;   /* column mode: blocks of cols */
     LLVMValueRef d = cg_size(k, r->keep_dim[i]);
+    if (blocks)
+      d = LLVMBuildSDiv(c->b, d, cg_i64(c, r->cols), "");
     LLVMValueRef idx = LLVMBuildSRem(c->b, rem, d, "");
     rem = LLVMBuildSDiv(c->b, rem, d, "");
+    if (blocks)
+      idx = LLVMBuildMul(c->b, idx, cg_i64(c, r->cols), "");
     for (int o = 0; o <= IDX(r); o++)
       base[o] = LLVMBuildAdd(c->b, base[o], LLVMBuildMul(c->b, idx, cg_size(k, r->keep_st[o][i]), ""), "");
   }
   LLVMBuildStore(c->b, red_init(c, n, vt), accp);
-  LLVMBuildStore(c->b, red_init(c, n, et), saccp);
-  red_loops(k, r, 0, base, ptr, accp, saccp, w);
-  LLVMValueRef v = red_lanes(c, op, LLVMBuildLoad2(c->b, vt, accp, ""), w);
-  v = arith(c, op, v, LLVMBuildLoad2(c->b, et, saccp, ""));
+  LLVMValueRef v;
+  if (r->cols > 1) {
+    red_cols_loops(k, r, 0, base, ptr, accp);
+    v = LLVMBuildLoad2(c->b, vt, accp, "");
+  } else {
+    LLVMBuildStore(c->b, red_init(c, n, et), saccp);
+    red_loops(k, r, 0, base, ptr, accp, saccp, w);
+    v = red_lanes(c, op, LLVMBuildLoad2(c->b, vt, accp, ""), w);
+    v = arith(c, op, v, LLVMBuildLoad2(c->b, et, saccp, ""));
+  }
   if (n->op == OP_mean) {
     LLVMValueRef cnt = cg_i64(c, 1);
     for (int i = 0; i < r->nred; i++)
       cnt = LLVMBuildMul(c->b, cnt, cg_size(k, r->red_dim[i]), "");
-    v = LLVMBuildFDiv(c->b, v, LLVMBuildSIToFP(c->b, cnt, et, ""), "");
+    LLVMValueRef cf = LLVMBuildSIToFP(c->b, cnt, et, "");
+    v = LLVMBuildFDiv(c->b, v, r->cols > 1 ? cg_splat(c, cf, r->cols) : cf, "");
   }
-  store_w(k, n->out[0]->type.dt, out, u, v);
+  LLVMValueRef at = r->cols > 1 ? LLVMBuildMul(c->b, u, cg_i64(c, r->cols), "") : u;
+  store_w(k, n->out[0]->type.dt, out, at, v);
   cg_endfor(k, &U);
+}
+
+/* Column mode pays when the reduced axes are strided, the innermost kept
+ * axis is contiguous and a whole number of vectors long. */
+static int red_cols(CgKernel *k, const RedCtx *r) {
+  int w = cg_lanes(k->c, rt_dtype_size(r->n->in[0]->type.dt));
+  int64_t last;
+  if (w < 2 || r->nkeep == 0 || r->nred == 0 || is_one(r->red_st[IDX(r)][r->nred - 1]) ||
+      !is_one(r->keep_st[IDX(r)][r->nkeep - 1]) ||
+      !sz_is_const(r->keep_dim[r->nkeep - 1], &last) || last % w)
+    return 1;
+  return w;
 }
 
 /* Axis i of the space into the kept or the reduced axes, with every
@@ -801,9 +855,11 @@ void cg_reduce_kernel(CgKernel *k, const char *name) {
       r->red_st[o][0] = sz_const(0);
     r->nred = 1;
   }
+  r->cols = red_cols(k, r);
   LLVMValueRef units = product(k, r->keep_dim, 0, r->nkeep);
   LLVMValueRef per = product(k, r->red_dim, 0, r->nred);
-  per = LLVMBuildMul(k->c->b, per, cg_i64(k->c, r->f.nmem), "");   /* cost: elements times nodes */
+  per = LLVMBuildMul(k->c->b, per, cg_i64(k->c, r->f.nmem * r->cols), "");   /* cost: elements times nodes */
+  units = LLVMBuildSDiv(k->c->b, units, cg_i64(k->c, r->cols), "");
   cg_parallel(k, name, units, cg_grain(k, per), red_task, r);
   free(r);
 }

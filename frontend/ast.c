@@ -197,6 +197,7 @@ static void print_loop(const Ast *n, FILE *out, int indent) {
   fputc(' ', out);
   print(n->hi, out, indent);
   if (n->kind == AST_SCAN) {
+    print_list(n->ins, n->nins, out, indent);
     fputs(" (carry", out);
     print_list(n->items, n->nitems, out, indent);
     fputc(')', out);

@@ -146,7 +146,7 @@ struct Ast {
   int nitems;
   Ast **body;          /* AST_FOR, AST_SCAN, AST_MODEL, AST_BLOCK, AST_TRAIN: statements */
   int nbody;
-  Ast **ins;           /* AST_MODEL, AST_BLOCK: AST_INPUT */
+  Ast **ins;           /* AST_MODEL, AST_BLOCK: AST_INPUT; AST_SCAN: its options (AST_ARG) */
   int nins;
   Ast **outs;          /* AST_MODEL, AST_BLOCK: AST_OUTPUT */
   int nouts;
@@ -357,14 +357,24 @@ typedef struct FeSchedule {
 
 /* A data set as the train block names it; the driver loads it. */
 typedef struct FeData {
-  const char *kind;            /* "csv", "npy", "idx", "text", or NULL (none given) */
+  const char *kind;            /* "csv", "npy", "idx", "text", "series", or NULL (none given) */
   const char *path;            /* features (csv: features and label) */
   const char *labels;          /* npy/idx: the labels file */
   int64_t label_col;           /* csv: label column (default -1: the last) */
   double scale;                /* features *= scale (default 1) */
   RtTextOptions text;          /* text: lines=, window=, maxlen=, chars= */
+  const char *column;          /* series: the CSV column by header name (NULL: the last) */
+  int64_t window, horizon;     /* series: inputs and targets per sample (default 1 target) */
+  int64_t validate;            /* series: the last this many values validate (the split) */
   SrcLoc loc;
 } FeData;
+
+/* A forecast baseline whose errors kiln train prints beside the model's:
+ * seasonal_naive(period = 11) or persistence() (period 1). */
+typedef struct FeBaseline {
+  const char *name;            /* as written: "seasonal_naive", "persistence" */
+  int64_t period;
+} FeBaseline;
 
 /* Every setting of a train block, defaults filled in (docs/language.md,
  * "Training"). Strings point into the AST or the arena given. */
@@ -385,6 +395,8 @@ typedef struct FeTrain {
   const char *checkpoint;      /* path or NULL; written every checkpoint_every epochs (default 1) */
   int checkpoint_every;
   const Ast *loss;             /* the loss expression */
+  FeBaseline baselines[4];     /* baseline = [persistence(), seasonal_naive(period = 11)] */
+  int nbaselines;
   SrcLoc loc;                  /* the train block */
 } FeTrain;
 

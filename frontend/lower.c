@@ -1758,7 +1758,64 @@ static bool body_outputs(Frame *bf, const Ast *e, ScanCtx *sc) {
   return ok;
 }
 
-static FeVal scan_result(Lower *lw, const Ast *e, ScanCtx *sc, Value **init, Size steps) {
+/* A scan's options: reverse=true runs t from T-1 down to 0; mask=m [N, T]
+ * (1 within a sequence, 0 past its end) runs sequences of different
+ * lengths in one batch, as the recurrent layers' mask= does. */
+typedef struct ScanOpts {
+  bool reverse;
+  Value *mask;
+  SrcLoc mask_at;
+} ScanOpts;
+
+static bool scan_options(Frame *fr, const Ast *e, ScanOpts *o) {
+  Lower *lw = fr->lw;
+  bool ok = true;
+  for (int i = 0; i < e->nins; i++) {
+    const Ast *a = e->ins[i];
+    FeVal v = eval(fr, a->lhs, NULL);
+    if (v.kind == FE_ERROR)
+      ok = false;
+    else if (!strcmp(a->name, "reverse") && v.kind == FE_BOOL)
+      o->reverse = v.b;
+    else if (!strcmp(a->name, "mask") && v.kind == FE_TENSOR)
+      o->mask = v.t, o->mask_at = v.loc;
+    else {
+      fail(lw, a->loc, "a scan takes reverse=true or false and mask=a [N, T] tensor; got %s=%s",
+           a->name, describe(lw, &v));
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+/* mask= becomes one more scanned input, stepped like x[:, t] (its step is
+ * [N]) in the carries' dtype; ir_scan_mask then rewrites the body's
+ * outputs to keep the carries and zero the emits where it is 0. */
+static Value *scan_mask_input(Lower *lw, ScanCtx *sc, const ScanOpts *o, Size steps, RtDType dt) {
+  Value *m = o->mask;
+  int axis = sc->axis < 0 ? 1 : sc->axis;
+  if (m->type.rank != 2 || axis > 1 || !sz_eq(m->type.dim[axis], steps)) {
+    fail(lw, o->mask_at, "mask= is %s; this scan steps along axis %d of its sequences, so its mask "
+         "is [N, T] (or [T, N] along axis 0) with T the scan's length", type_str(lw, &m->type), axis);
+    return NULL;
+  }
+  if (sc->nseq == SCAN_MAX) {
+    fail(lw, o->mask_at, "a scan steps through at most %d sequences", SCAN_MAX);
+    return NULL;
+  }
+  if (m->type.dt != dt) {
+    Attr a = ir_attr();
+    a.dtype = dt;
+    m = ir_op(sc->outer, OP_cast, &m, 1, &a, o->mask_at);
+  }
+  sc->axis = axis;
+  sc->seq_out[sc->nseq] = m;
+  return sc->seq_in[sc->nseq++] = ir_input(sc->body, "mask", ir_type(dt, 1, &m->type.dim[1 - axis]),
+                                           o->mask_at);
+}
+
+static FeVal scan_result(Lower *lw, const Ast *e, ScanCtx *sc, Value **init, Size steps,
+                         bool reverse) {
   int nc = e->nitems, n = 0;
   Value *in[3 * SCAN_MAX];
   for (int i = 0; i < sc->nseq; i++)
@@ -1768,7 +1825,7 @@ static FeVal scan_result(Lower *lw, const Ast *e, ScanCtx *sc, Value **init, Siz
   for (int i = 0; i < sc->ncap; i++)
     in[n++] = sc->cap_out[i];
   Node *s = ir_scan(lw->g, sc->body, in, sc->nseq, nc, sc->ncap, sc->axis < 0 ? 1 : sc->axis,
-                    false, steps, e->loc);
+                    reverse, steps, e->loc);
   int ne = s->nout - nc;
   if (ne == 1)
     return v_tensor(s->out[nc], e->loc);
@@ -1779,14 +1836,16 @@ static FeVal scan_result(Lower *lw, const Ast *e, ScanCtx *sc, Value **init, Siz
   return r;
 }
 
-/* scan t in 0..T carry (h = init, ...) { body; emit ... } */
+/* scan t in 0..T [reverse=b] [mask=m] carry (h = init, ...) { body; emit ... } */
 static FeVal eval_scan(Frame *fr, const Ast *e) {
   Lower *lw = fr->lw;
   Size steps;
-  Value *init[SCAN_MAX], *carry[SCAN_MAX];
+  Value *init[SCAN_MAX], *carry[SCAN_MAX], *mask = NULL;
+  ScanOpts opts = {0};
   if (e->nitems > SCAN_MAX)
     return fail(lw, e->loc, "a scan carries at most %d values", SCAN_MAX);
   bool ok = scan_range(fr, e, &steps);
+  ok &= scan_options(fr, e, &opts);
   for (int i = 0; i < e->nitems; i++) {
     FeVal v = eval(fr, e->items[i]->lhs, NULL);
     if (v.kind != FE_TENSOR && v.kind != FE_ERROR)
@@ -1812,10 +1871,14 @@ static FeVal eval_scan(Frame *fr, const Ast *e) {
   lw->scan = sc.up;
   if (sc.overflow)
     return fail(lw, e->loc, "a scan body reads at most %d values from outside", SCAN_MAX);
+  if (ok && opts.mask)
+    ok = (mask = scan_mask_input(lw, &sc, &opts, steps, init[0]->type.dt)) != NULL;
   if (!ok || lw->diags.nerrors > errors)
     return v_error();
   order_inputs(&sc, carry, e->nitems);
-  return scan_result(lw, e, &sc, init, steps);
+  if (mask)
+    ir_scan_mask(sc.body, mask, sc.nseq, e->nitems);
+  return scan_result(lw, e, &sc, init, steps, opts.reverse);
 }
 
 /* ---- the model ------------------------------------------------------------ */

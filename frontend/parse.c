@@ -815,8 +815,10 @@ static void block_body(Parser *p, StmtFn parse_stmt, Ast *owner) {
     next(p);
 }
 
-/* scan = "scan" IDENT "in" expr ".." expr
- *        "carry" "(" IDENT "=" expr ("," IDENT "=" expr)* ")" "{" stmt* "}" */
+/* scan = "scan" IDENT "in" expr ".." expr (IDENT "=" expr)*
+ *        "carry" "(" IDENT "=" expr ("," IDENT "=" expr)* ")" "{" stmt* "}"
+ * The options between the range and `carry` (reverse=true, mask=m) are
+ * keyword arguments, as a layer call takes them; lowering checks names. */
 static Ast *carry(Parser *p) {
   Ast *n = declared(p, AST_ARG, "in carry");
   expect(p, TK_ASSIGN, "after carried name");
@@ -824,11 +826,24 @@ static Ast *carry(Parser *p) {
   return n;
 }
 
+static void scan_options(Parser *p, Ast *n) {
+  AstVec opts = {0};
+  while (!p->panic && at(p, TK_IDENT)) {     /* after a bad range, T is not an option */
+    Ast *o = declared(p, AST_ARG, "in scan options");
+    expect(p, TK_ASSIGN, "after a scan option's name (reverse=true, mask=m)");
+    o->lhs = expr(p);
+    push(p, &opts, o);
+  }
+  n->ins = opts.v;
+  n->nins = opts.n;
+}
+
 static Ast *scan(Parser *p) {
   next(p);
   Ast *n = declared(p, AST_SCAN, "after 'scan'");
   expect(p, TK_IN, "after scan variable");
   range(p, n);
+  scan_options(p, n);
   expect(p, TK_CARRY, "after scan range");
   expect(p, TK_LPAREN, "after 'carry'");
   AstVec carries = {0};

@@ -309,11 +309,14 @@ static void set_model(Cfg *c, const Ast *s) {
     c->t->model = name;
 }
 
-static const char *const data_kinds[] = {"csv", "npy", "idx", "text", NULL};
+static const char *const data_kinds[] = {"csv", "npy", "idx", "text", "series", NULL};
 static const char *const csv_params[] = {"path", "label", "scale", NULL};
 static const char *const file_params[] = {"path", "labels", "scale", NULL};
 static const char *const text_params[] = {"path", "lines", "window", "maxlen", "chars", NULL};
-enum { DATA_CSV, DATA_NPY, DATA_IDX, DATA_TEXT };   /* data_kinds' order */
+static const char *const series_params[] = {"path", "column", "window", "horizon", "validate", NULL};
+enum { DATA_CSV, DATA_NPY, DATA_IDX, DATA_TEXT, DATA_SERIES };   /* data_kinds' order */
+static const char *const *const data_params[] = {csv_params, file_params, file_params, text_params,
+                                                 series_params};
 
 /* text("words.txt", lines = true, chars = "a-z", maxlen = 64) or
  * text("corpus.txt", window = 64): runtime/text.c reads it. */
@@ -334,6 +337,24 @@ static bool text_options(Cx *c, const Call *call, RtTextOptions *o) {
                 o->lines ? "both" : "neither");
   if (ok && !o->lines && (chars || maxlen))
     return fail(c, call->loc, "text: chars= and maxlen= apply to lines = true");
+  return ok;
+}
+
+static bool int64_arg(Cx *c, const Call *call, const char *name, int64_t lo, int64_t *out) {
+  const Ast *e = arg(call, name);
+  return !e || integer(c, arg_what(c, call, name), e, lo, INT32_MAX, out);
+}
+
+/* series("f.csv", column = "C", window = W, horizon = 1, validate = K):
+ * runtime/series.c makes the windows and the chronological split. */
+static bool read_series(Cx *cx, const Call *call, FeData *d) {
+  const Ast *col = arg(call, "column");
+  bool ok = required(cx, call, "window") && int64_arg(cx, call, "window", 1, &d->window);
+  d->horizon = 1;
+  ok &= int64_arg(cx, call, "horizon", 1, &d->horizon);
+  ok &= int64_arg(cx, call, "validate", 0, &d->validate);
+  if (col)
+    ok &= string(cx, arg_what(cx, call, "column"), col, &d->column);
   return ok;
 }
 
@@ -359,8 +380,7 @@ static void read_data(Cfg *c, const char *what, const Ast *e, FeData *out) {
   Cx *cx = &c->cx;
   Call call;
   int k = kind_of(cx, what, e, data_kinds);
-  const char *const *params = k == DATA_CSV ? csv_params : k == DATA_TEXT ? text_params : file_params;
-  if (k < 0 || !match_call(cx, what, e, params, &call))
+  if (k < 0 || !match_call(cx, what, e, data_params[k], &call))
     return;
   FeData d = {.kind = data_kinds[k], .label_col = -1, .scale = 1, .loc = e->loc};
   bool ok = required(cx, &call, "path") &&
@@ -370,6 +390,8 @@ static void read_data(Cfg *c, const char *what, const Ast *e, FeData *out) {
     ok &= label_column(cx, &call, &d.label_col);
   else if (k == DATA_TEXT)
     ok &= text_options(cx, &call, &d.text);
+  else if (k == DATA_SERIES)
+    ok &= read_series(cx, &call, &d);
   else
     ok &= required(cx, &call, "labels") &&
           string(cx, arg_what(cx, &call, "labels"), arg(&call, "labels"), &d.labels);
@@ -535,6 +557,37 @@ static void set_checkpoint_every(Cfg *c, const Ast *s) {
     c->t->checkpoint_every = (int)v;
 }
 
+/* baseline = seasonal_naive(period = 11) | persistence() | a list of them */
+static const char *const baseline_kinds[] = {"seasonal_naive", "persistence", NULL};
+static const char *const naive_params[] = {"period", NULL};
+static const char *const no_params[] = {NULL};
+
+static void read_baseline(Cfg *c, const Ast *e) {
+  Cx *cx = &c->cx;
+  Call call;
+  int k = kind_of(cx, "baseline", e, baseline_kinds);
+  FeBaseline b = {.period = 1};
+  if (k < 0 || !match_call(cx, "baseline", e, k == 0 ? naive_params : no_params, &call))
+    return;
+  if (k == 0 && !(required(cx, &call, "period") && int64_arg(cx, &call, "period", 1, &b.period)))
+    return;
+  if (c->t->nbaselines == (int)(sizeof c->t->baselines / sizeof *c->t->baselines)) {
+    fail(cx, e->loc, "baseline: at most %d baselines", c->t->nbaselines);
+    return;
+  }
+  b.name = baseline_kinds[k];
+  c->t->baselines[c->t->nbaselines++] = b;
+}
+
+static void set_baseline(Cfg *c, const Ast *s) {
+  if (s->init->kind != AST_LIST) {
+    read_baseline(c, s->init);
+    return;
+  }
+  for (int i = 0; i < s->init->nitems; i++)
+    read_baseline(c, s->init->items[i]);
+}
+
 static const struct Setting {
   const char *name;
   void (*read)(Cfg *c, const Ast *s);
@@ -544,7 +597,7 @@ static const struct Setting {
   {"loss", set_loss}, {"optimizer", set_optimizer}, {"schedule", set_schedule},
   {"l2", set_l2}, {"clip_norm", set_clip_norm}, {"freeze", set_freeze},
   {"init_from", set_init_from}, {"checkpoint", set_checkpoint},
-  {"checkpoint_every", set_checkpoint_every},
+  {"checkpoint_every", set_checkpoint_every}, {"baseline", set_baseline},
 };
 enum { NSETTINGS = sizeof settings / sizeof *settings };
 

@@ -568,4 +568,47 @@ void rt_progress_update(RtProgress *p, int64_t done, double loss, double acc);
 /* The epoch's final line from e (training and validation numbers, lr). */
 void rt_progress_end_epoch(RtProgress *p, const RtEpochStats *e);
 
+/* ===== series.c: a time series as forecasting windows, and baselines ===== */
+
+typedef struct {
+  double *v;                 /* the values in file order */
+  int64_t n;
+} RtSeries;
+
+typedef struct {
+  int64_t window;            /* W inputs per sample */
+  int64_t horizon;           /* H targets per sample, right after the window */
+  int64_t validate;          /* the last this many values are validation targets */
+} RtSeriesSpec;
+
+typedef struct {
+  double mean, std;          /* of the training part v[0 .. n - validate) */
+} RtSeriesNorm;
+
+/* Forecast errors summed in the series' units: MAE and RMSE. */
+typedef struct {
+  double abs, sq;
+  int64_t n;
+} RtErrs;
+
+/* Column `column` (by its header name; NULL: the last column) of a CSV. */
+RtStatus rt_series_read(const char *path, const char *column, RtSeries *s, RtError *err);
+void rt_series_free(RtSeries *s);            /* NULL-safe; zeroes *s */
+/* Windows x [S, W] and targets y [S, H] (f64, normalised by *norm, which
+ * it fits on the training part) split in time: val holds the windows whose
+ * targets are all among the last `validate` values, train those whose
+ * targets all come before them, both in time order. RT_ERR_ARG when
+ * either side would be empty. */
+RtStatus rt_series_windows(const RtSeries *s, const RtSeriesSpec *sp, const char *xname,
+                           const char *yname, RtDataset *train, RtDataset *val,
+                           RtSeriesNorm *norm, RtError *err);
+void rt_errs_add(RtErrs *e, double pred, double target, double scale);  /* error * scale */
+double rt_errs_mae(const RtErrs *e);         /* NaN when empty */
+double rt_errs_rmse(const RtErrs *e);
+/* The seasonal-naive forecast's errors over the validation targets of sp:
+ * each target predicted by the value `period` steps before it (whole
+ * periods before, for targets more than a period ahead of the window's
+ * end); period 1 is persistence. */
+RtErrs rt_series_naive(const RtSeries *s, const RtSeriesSpec *sp, int64_t period);
+
 #endif

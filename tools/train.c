@@ -49,6 +49,7 @@ typedef struct Tally {
   double loss;            /* sum of batch mean loss * batch size */
   int64_t correct, seen;
   bool classify;          /* accuracy is measured */
+  RtErrs errs;            /* a regression's errors (float labels), in the labels' units */
 } Tally;
 
 static double tally_loss(const Tally *t) { return t->seen ? t->loss / t->seen : NAN; }
@@ -345,6 +346,9 @@ static KilnStatus read_files(KilnModel *m, KilnTrainer *tr, const FeData *d, con
   RtStatus rs;
   if (d->kind && !strcmp(d->kind, "text"))
     return read_text(m, tr, d, xname, yname, ds);
+  if (d->kind && !strcmp(d->kind, "series"))
+    return kiln__fail(m, KILN_ERR_ARG, "%s: series(...) is training data that validates on its "
+                      "own last values (validate = K); it cannot be a test set", d->path);
   if (d->kind && !strcmp(d->kind, "csv")) {
     RtCsvOptions co = {.has_label = yname != NULL, .label = (int)d->label_col};
     rs = rt_data_add_csv(ds, d->path, &co, xname, yname, &e);
@@ -575,6 +579,19 @@ static int64_t count_correct(const Compiled *cc, const Value *y, int64_t rows, i
   return correct;
 }
 
+/* A regression's batch: the first model output against labels of as many
+ * values a row (nothing when the shapes differ: the loss is not a plain
+ * prediction of the labels). */
+static void add_errors(const Compiled *cc, const Value *y, int64_t rows, RtErrs *e) {
+  const Value *out = cc->g->outputs[1];
+  int64_t per_y = ir_numel_max(cc->g, &y->type) / cc->max_batch;
+  if (ir_numel_max(cc->g, &out->type) / cc->max_batch != per_y)
+    return;
+  const void *p = kiln__at(cc, out), *q = kiln__at(cc, y);
+  for (int64_t i = 0; i < rows * per_y; i++)
+    rt_errs_add(e, real_at(p, out->type.dt, i), real_at(q, y->type.dt, i), 1);
+}
+
 static const Value *input_named(const Graph *g, const char *name) {
   for (int i = 0; i < g->ninputs; i++)
     if (!strcmp(g->inputs[i]->name, name))
@@ -605,6 +622,8 @@ static void tally(KilnModel *m, KilnTrainer *tr, const Compiled *cc, int64_t row
   t->classify = c > 0 && cc->g->noutputs > 1;
   if (t->classify)
     t->correct += count_correct(cc, input_named(cc->g, y->name), rows, c);
+  else if (y && ir_is_float(y->type.dt) && cc->g->noutputs > 1)
+    add_errors(cc, input_named(cc->g, y->name), rows, &t->errs);
 }
 
 static void set_lr(Compiled *cc, double lr) {
@@ -871,6 +890,8 @@ typedef struct Run {
   KilnTrainer *tr;
   const KilnTrainOptions *o;
   Data train, val, test;
+  RtSeries series;        /* series data: the raw values, for the baselines */
+  RtSeriesNorm norm;      /* and how the windows were normalised */
   int64_t *perm;
   int epochs;             /* the last epoch to train, 1-based */
   RtProgress progress;
@@ -959,6 +980,34 @@ static KilnStatus loop(Run *r, int first) {
   return KILN_OK;
 }
 
+static bool is_series(const FeData *d) { return d->kind && !strcmp(d->kind, "series"); }
+
+/* series(...): windows of one column split in time (runtime/series.c)
+ * into r->train and r->val, shaped and checked like any data. */
+static KilnStatus load_series(Run *r) {
+  KilnModel *m = r->m;
+  const FeData *d = &r->tr->cfg->data;
+  const Value *x = model_input(r->tr), *y = label_input(m, r->tr);
+  RtSeriesSpec sp = {.window = d->window, .horizon = d->horizon, .validate = d->validate};
+  RtError e;
+  RtStatus rs;
+  KilnStatus st;
+  if (m->sig->ninputs != 1 || !y)
+    return kiln__fail(m, KILN_ERR_MODEL, "series data feeds a model of one input and a loss with "
+                      "one target (loss = mse(y, target))");
+  if ((rs = rt_series_read(d->path, d->column, &r->series, &e)) != RT_OK ||
+      (rs = rt_series_windows(&r->series, &sp, x->name, y->name, &r->train.ds, &r->val.ds,
+                              &r->norm, &e)) != RT_OK)
+    return data_fail(m, d->path, rs, &e);
+  r->train.file = r->val.file = d->path;
+  Data *parts[] = {&r->train, &r->val};
+  for (int i = 0; i < 2; i++)
+    if (parts[i]->ds.len && ((st = shape_features(m, d, x, &parts[i]->ds)) ||
+                             (st = shape_labels(m, r->tr, d, &parts[i]->ds))))
+      return st;
+  return KILN_OK;
+}
+
 /* Reads every data source of the run: the training data (split), the test set. */
 static KilnStatus load_run_data(Run *r) {
   KilnModel *m = r->m;
@@ -968,6 +1017,10 @@ static KilnStatus load_run_data(Run *r) {
   if (!t->data.path)
     return kiln__fail(m, KILN_ERR_ARG, "the train block of '%s' names no data (data = csv(...) "
                       "or --data FILE)", m->sig->name);
+  if (t->nbaselines && !is_series(&t->data))
+    return kiln__fail(m, KILN_ERR_ARG, "baseline forecasts need series data (data = series(...))");
+  if (is_series(&t->data))
+    return load_series(r);
   KilnStatus st = load_data(m, r->tr, &t->data, &full);
   if (st != KILN_OK)
     return st;
@@ -981,8 +1034,7 @@ static KilnStatus load_run_data(Run *r) {
     return kiln__fail(m, KILN_ERR_ARG, "%s: %s", t->data.path, e.msg);
   if (t->test.path && (st = load_data(m, r->tr, &t->test, &r->test)))
     return st;
-  r->perm = malloc(sizeof *r->perm * (r->train.ds.len ? r->train.ds.len : 1));
-  return r->perm ? KILN_OK : KILN_ERR_NOMEM;
+  return KILN_OK;
 }
 
 static KilnStatus prepare(Run *r, int *first) {
@@ -995,6 +1047,8 @@ static KilnStatus prepare(Run *r, int *first) {
   tr->steps = 0;
   if ((st = load_run_data(r)))
     return st;
+  if (!(r->perm = malloc(sizeof *r->perm * (r->train.ds.len ? r->train.ds.len : 1))))
+    return KILN_ERR_NOMEM;
   if (r->o->resume && (st = load_checkpoint(m, tr, r->o->resume, &done)))
     return st;
   if (!r->o->resume && t->init_from && m->nw == 0) {
@@ -1025,6 +1079,7 @@ static void finish_run(Run *r) {
   rt_data_free(&r->train.ds);
   rt_data_free(&r->val.ds);
   rt_data_free(&r->test.ds);
+  rt_series_free(&r->series);
   free(r->perm);
 }
 
@@ -1052,6 +1107,41 @@ static KilnStatus report_baselines(Run *r) {
   return KILN_OK;
 }
 
+/* A forecaster's last word: its validation errors and the baselines', in
+ * the series' units, so a reader sees at once whether the model beats
+ * predicting last year's value (persistence) or last cycle's. */
+static void report_forecast(Run *r, const Tally *v) {
+  const FeTrain *t = r->tr->cfg;
+  RtSeriesSpec sp = {.window = t->data.window, .horizon = t->data.horizon,
+                     .validate = t->data.validate};
+  FILE *p = r->o->progress, *j = r->o->json;
+  double sd = r->norm.std;
+  if (p)
+    fprintf(p, "validation forecast errors over the last %lld values (%lld targets), in the "
+            "series' units:\n  %-28s MAE %8.3f  RMSE %8.3f\n", (long long)sp.validate,
+            (long long)v->errs.n, "model", sd * rt_errs_mae(&v->errs), sd * rt_errs_rmse(&v->errs));
+  if (j)
+    fprintf(j, "{\"forecast\": {\"targets\": %lld, \"model\": {\"mae\": %.17g, \"rmse\": %.17g}, "
+            "\"baselines\": [", (long long)v->errs.n, sd * rt_errs_mae(&v->errs),
+            sd * rt_errs_rmse(&v->errs));
+  for (int i = 0; i < t->nbaselines; i++) {
+    const FeBaseline *b = &t->baselines[i];
+    RtErrs e = rt_series_naive(&r->series, &sp, b->period);
+    char name[64];
+    snprintf(name, sizeof name, strcmp(b->name, "persistence") ? "%s(period = %lld)" : "%s()",
+             b->name, (long long)b->period);
+    if (p)
+      fprintf(p, "  %-28s MAE %8.3f  RMSE %8.3f\n", name, rt_errs_mae(&e), rt_errs_rmse(&e));
+    if (j)
+      fprintf(j, "%s{\"baseline\": \"%s\", \"period\": %lld, \"mae\": %.17g, \"rmse\": %.17g}",
+              i ? ", " : "", b->name, (long long)b->period, rt_errs_mae(&e), rt_errs_rmse(&e));
+  }
+  if (j) {
+    fputs("]}}\n", j);
+    fflush(j);
+  }
+}
+
 static KilnStatus conclude(Run *r) {
   char reading[512];
   KilnModel *m = r->m;
@@ -1059,6 +1149,10 @@ static KilnStatus conclude(Run *r) {
   if (r->o->progress)
     fprintf(r->o->progress, "%s\n", reading);
   KilnStatus st = report_baselines(r);
+  Tally v;
+  if (st == KILN_OK && is_series(&r->tr->cfg->data) && r->val.ds.len &&
+      (st = evaluate(m, r->tr, &r->val.ds, &v)) == KILN_OK)
+    report_forecast(r, &v);
   if (st == KILN_OK && r->o->curves)
     st = write_curves(m, r->tr, r->o->curves, reading);
   if (st == KILN_OK && r->o->out)

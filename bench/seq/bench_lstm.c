@@ -1,19 +1,22 @@
 /* The LSTM workload of the sequence-model issue, one training step at a
  * time: embedding of 64 symbols (dim 64), LSTM 128, sequence 64, batch 32,
  * dense to the 64 symbols, cross-entropy, Adam; compiled through the whole
- * pipeline (-O2) and run at 1 and 2 threads. Prints the median of 20 steps
- * after 3 warm-up steps; bench/seq/bench_lstm_torch.py runs the same step
- * in PyTorch. A benchmark, not a test: run it by hand, on a quiet machine.
- *   build/bench/seq/bench_lstm */
+ * pipeline (-O2) and run at each thread count given. bench/seq/
+ * bench_lstm_torch.py runs the same step in PyTorch; bench/run's `seq`
+ * part runs both, in the JSON rows of bench/ref/timing.py (median wall
+ * and process CPU time of a step, after warm-up steps; at least --iters
+ * steps, more until --min-time seconds are timed).
+ *   bench_lstm [--threads 1,2] [--iters 20] [--warmup 3] [--min-time 0] [--json] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench/bench_clock.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "passes/passes.h"
 
-enum { N = 32, T = 64, V = 64, STEPS = 20, WARM = 3 };
+enum { N = 32, T = 64, V = 64, MAXITERS = 2000 };
 
 static const char *src =
     "model lm(ids: i32[32, 64]) -> (logits: f32[32, 64, 64]) {\n"
@@ -21,15 +24,38 @@ static const char *src =
     "  logits = h |> dense(64)\n"
     "}\n";
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+typedef struct Opts {
+  int threads[8], nthreads;
+  int iters, warmup;
+  double min_time;
+  bool json;
+} Opts;
 
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
+static double now(void) { return bench_clock(CLOCK_MONOTONIC); }
+
+static bool parse(int argc, char **argv, Opts *o) {
+  *o = (Opts){.threads = {1, 2}, .nthreads = 2, .iters = 20, .warmup = 3};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--json"))
+      o->json = true;
+    else if (v && !strcmp(a, "--iters"))
+      o->iters = atoi(argv[++i]);
+    else if (v && !strcmp(a, "--warmup"))
+      o->warmup = atoi(argv[++i]);
+    else if (v && !strcmp(a, "--min-time"))
+      o->min_time = atof(argv[++i]);
+    else if (v && !strcmp(a, "--threads")) {
+      o->nthreads = 0;
+      for (char *p = argv[++i]; *p && o->nthreads < 8; p += *p == ',')
+        o->threads[o->nthreads++] = (int)strtol(p, &p, 10);
+    } else {
+      fprintf(stderr, "usage: bench_lstm [--threads 1,2] [--iters N] [--warmup N] "
+              "[--min-time S] [--json]\n");
+      return false;
+    }
+  }
+  return o->iters > 0 && o->iters <= MAXITERS && o->nthreads > 0;
 }
 
 /* mean over the N*T positions of -log softmax(logits)[label] */
@@ -48,7 +74,40 @@ static Value *loss_of(Graph *g, Value *logits, Value *labels) {
   return ir_op2(g, OP_mul, sum, ir_scalar(g, RT_F32, -1.0 / (N * T)), srcloc_none());
 }
 
-int main(void) {
+typedef void (*StepFn)(void **, int64_t, int32_t);
+
+/* Warm-up steps, then at least o->iters timed ones (more until
+ * o->min_time seconds): a row of medians, as bench/ref/timing.py writes. */
+static void time_steps(const Opts *o, int threads, StepFn step, void **regions, const Value *loss) {
+  static double wall[MAXITERS], cpu[MAXITERS];
+  for (int s = 0; s < o->warmup; s++)
+    step(regions, 0, threads);
+  int n = 0;
+  for (double t0 = now(); n < MAXITERS && (n < o->iters || now() - t0 < o->min_time); n++) {
+    double a = now(), c = bench_clock(CLOCK_PROCESS_CPUTIME_ID);
+    step(regions, 0, threads);
+    cpu[n] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - c;
+    wall[n] = now() - a;
+  }
+  double lossv = *(float *)((char *)regions[loss->region] + loss->offset);
+  double cmed = bench_median(cpu, n), wmed = bench_median(wall, n);
+  if (o->json)
+    printf("{\"kind\": \"result\", \"name\": \"lstm_train_step\", \"framework\": \"kiln\", "
+           "\"threads\": %d, \"batch\": %d, \"iters\": %d, \"median_ms\": %.4f, \"min_ms\": %.4f, "
+           "\"max_ms\": %.4f, \"throughput\": %.2f, \"throughput_unit\": \"samples/s\", "
+           "\"gflop_per_iter\": null, \"gflops_at_median\": null, \"cpu_median_ms\": %.4f, "
+           "\"loss\": %.6f}\n", threads, N, n, wmed * 1e3, wall[0] * 1e3, wall[n - 1] * 1e3,
+           N / wmed, cmed * 1e3, lossv);
+  else
+    printf("kiln lstm train step: %d thread%s: median %.2f ms, CPU %.2f ms (loss %.4f)\n", threads,
+           threads > 1 ? "s" : "", wmed * 1e3, cmed * 1e3, lossv);
+  fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+  Opts o;
+  if (!parse(argc, argv, &o))
+    return 2;
   RtArena *arena = rt_arena_new();
   Diags d;
   diag_init(&d, arena);
@@ -79,8 +138,8 @@ int main(void) {
     fprintf(stderr, "compile: %s\n", err);
     return 1;
   }
-  void (*step)(void **, int64_t, int32_t) = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(jit, "step");
-  printf("compiled in %.2f s\n", now() - t0);
+  StepFn step = (StepFn)cg_jit_lookup(jit, "step");
+  fprintf(stderr, "compiled in %.2f s\n", now() - t0);
   void *regions[REGION_COUNT];
   for (int r = 0; r < REGION_COUNT; r++) {
     regions[r] = rt_aligned_alloc(g->region_bytes[r] + 64);
@@ -99,18 +158,7 @@ int main(void) {
     if (v == g->lr)
       *(float *)p = 1e-3f;
   }
-  for (int threads = 1; threads <= 2; threads++) {
-    double t[STEPS];
-    for (int s = 0; s < WARM + STEPS; s++) {
-      double a = now();
-      step(regions, 0, threads);
-      if (s >= WARM)
-        t[s - WARM] = now() - a;
-    }
-    qsort(t, STEPS, sizeof *t, cmp);
-    printf("kiln lstm train step: %d thread%s: median %.2f ms (loss %.4f)\n", threads,
-           threads > 1 ? "s" : "", t[STEPS / 2] * 1e3,
-           *(float *)((char *)regions[g->loss->region] + g->loss->offset));
-  }
+  for (int k = 0; k < o.nthreads; k++)
+    time_steps(&o, o.threads[k], step, regions, g->loss);
   return 0;
 }

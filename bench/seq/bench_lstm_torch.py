@@ -1,11 +1,17 @@
 """The workload of bench_lstm.c in PyTorch: embedding(64, 64), LSTM 128,
-sequence 64, batch 32, dense to 64, cross-entropy, Adam; the median of 20
-training steps after 3 warm-up steps, at 1 and 2 threads.
-  /usr/bin/python3 bench/seq/bench_lstm_torch.py"""
-import time
+sequence 64, batch 32, dense to 64, cross-entropy, Adam; one training step
+timed at a time after warm-up steps (bench/ref/timing.py: at least --iters,
+more until --min-time seconds), at each thread count given.
+  /usr/bin/python3 bench/seq/bench_lstm_torch.py [--threads 1,2] [--json]"""
+import argparse
+import os
+import sys
 
 import torch
 from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
+from timing import emit, measure, result_row  # noqa: E402
 
 N, T, V = 32, 64, 64
 
@@ -22,21 +28,39 @@ class LM(nn.Module):
         return self.out(h)
 
 
-for threads in (1, 2):
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = LM()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    ids = (torch.arange(N * T) * 7 + 3).remainder(V).reshape(N, T)
-    times = []
-    for s in range(23):
-        a = time.perf_counter()
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(ids).reshape(-1, V), ids.reshape(-1))
-        loss.backward()
-        opt.step()
-        if s >= 3:
-            times.append(time.perf_counter() - a)
-    times.sort()
-    print("torch lstm train step: %d thread%s: median %.2f ms (loss %.4f)"
-          % (threads, "s" if threads > 1 else "", times[10] * 1e3, loss.item()))
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--min-time", type=float, default=0)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    for threads in [int(t) for t in a.threads.split(",")]:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = LM()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        ids = (torch.arange(N * T) * 7 + 3).remainder(V).reshape(N, T)
+        last = {}
+
+        def step():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(ids).reshape(-1, V), ids.reshape(-1))
+            loss.backward()
+            opt.step()
+            last["loss"] = loss.item()
+
+        row = result_row("lstm_train_step", "torch-eager", threads, N,
+                         measure(step, a.warmup, a.iters, a.min_time), None)
+        row["loss"] = round(last["loss"], 6)
+        if a.json:
+            emit(row)
+        else:
+            print("torch lstm train step: %d thread%s: median %.2f ms, CPU %.2f ms (loss %.4f)"
+                  % (threads, "s" if threads > 1 else "", row["median_ms"], row["cpu_median_ms"],
+                     row["loss"]))
+
+
+if __name__ == "__main__":
+    main()

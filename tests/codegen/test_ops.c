@@ -766,10 +766,39 @@ static void test_reduce(void **state) {
     reduce_case(dt, 3, (int64_t[]){2, 3, 35}, false);
     reduce_case(dt, 2, (int64_t[]){4, 100}, false);
     reduce_case(dt, 1, (int64_t[]){1000}, false);
+    /* a kept last axis of whole vectors: column mode (one unit, a lane per output) */
+    reduce_case(dt, 3, (int64_t[]){5, 6, 16}, true);
+    reduce_case(dt, 2, (int64_t[]){37, 24}, false);
   }
   reduce_case(RT_F32, 4, (int64_t[]){3, 1, 13, 2}, false);
   reduce_case(RT_I32, 3, (int64_t[]){5, 7, 9}, false);
   reduce_case(RT_I32, 1, (int64_t[]){1000}, false);
+  reduce_case(RT_I32, 2, (int64_t[]){9, 32}, false);
+}
+
+/* A column sum fused with its producer, which is also stored (as a bias
+ * gradient is: the gate gradients feed a GEMM too), in column mode. */
+static void test_reduce_columns_fused(void **state) {
+  (void)state;
+  Model m;
+  Graph *g = model_new(&m, "cols");
+  Value *x = ir_input(g, "x", ir_type_const(RT_F32, 2, (int64_t[]){37, 24}), NOLOC);
+  Value *y = ir_input(g, "y", ir_type_const(RT_F32, 2, (int64_t[]){37, 24}), NOLOC);
+  Value *z = ir_op2(g, OP_add, ir_op2(g, OP_mul, x, y, NOLOC), x, NOLOC);
+  Attr a = ir_attr();
+  a.axes = 1;
+  Value *s = ir_op(g, OP_sum, &z, 1, &a, NOLOC);
+  ir_output(g, z, "z");
+  ir_output(g, s, "s");
+  model_compile(&m);
+  model_fill_all(&m, 5);
+  model_run(&m, 0, HARNESS_THREADS);
+  Ten tx = model_get(&m, x), ty = model_get(&m, y);
+  Ten tz = ref_binary(&m, OP_add, ref_binary(&m, OP_mul, tx, ty, RT_F32), tx, RT_F32);
+  check_ten("x * y + x", model_get(&m, z), tz, EPS32);
+  check_ten("sum over rows of x * y + x", model_get(&m, s), ref_reduce(&m, OP_sum, tz, 1, false),
+            eps_for(RT_F32, 37));
+  model_free(&m);
 }
 
 /* max and min propagate NaN, as torch.amax does. */
@@ -1314,6 +1343,7 @@ int main(void) {
       cmocka_unit_test(test_reshape_view),
       cmocka_unit_test(test_reshape_output),
       cmocka_unit_test(test_reduce),
+      cmocka_unit_test(test_reduce_columns_fused),
       cmocka_unit_test(test_reduce_nan),
       cmocka_unit_test(test_softmax),
       cmocka_unit_test(test_matmul_sizes),

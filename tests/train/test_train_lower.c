@@ -311,7 +311,7 @@ static void schedule_and_data_errors(void **state) {
   expect_error("loss = mse(logits, t)  data = csv(\"x\", label = middle)",
                "data: label of csv must be first, last or a column number, got the name 'middle'");
   expect_error("loss = mse(logits, t)  test = \"x.csv\"",
-               "test must be one of csv, npy, idx, text, as in csv(...); got the string \"x.csv\"");
+               "test must be one of csv, npy, idx, text, series, as in csv(...); got the string \"x.csv\"");
   expect_error("loss = mse(logits, t)  data = csv(\"x\", scale = 0)",
                "data: scale of csv must be above 0, got 0");
   expect_error("loss = mse(logits, t)  data = text(\"w.txt\")",

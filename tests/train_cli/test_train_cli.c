@@ -318,6 +318,40 @@ static void test_json_reports_the_test_set(void **state) {
   assert_null(strstr(out, "test_"));
 }
 
+/* ---- a forecaster on series data ---------------------------------------------------- */
+
+/* examples/sunspots.kiln for 3 epochs: the last JSON line holds the
+ * validation errors. The baselines' are numpy's over the same file; the
+ * model's RMSE is the last epoch's validation loss (an MSE of targets
+ * normalised by the training years' std, 38.3057) in sunspot units. */
+static void test_forecast_reports_baselines(void **state) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s/data' && cp '%s/examples/sunspots.kiln' '%s/' && "
+           "cp '%s/examples/data/sunspots.csv' '%s/data/'", tmp, getenv("KILN_SRC"), tmp,
+           getenv("KILN_SRC"), tmp);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(kiln("train sunspots.kiln --epochs 3 --json -o s.safetensors 2>/dev/null"), 0);
+  char *fc = strstr(out, "{\"forecast\""), *last = strstr(out, "{\"epoch\": 3,");
+  assert_non_null(fc);
+  assert_non_null(last);
+  RtArena *a = rt_arena_new();
+  RtJson *o, *ep;
+  assert_int_equal(rt_json_parse(a, last, strcspn(last, "\n"), "epoch 3", &ep, NULL), RT_OK);
+  assert_int_equal(rt_json_parse(a, fc, strcspn(fc, "\n"), "forecast", &o, NULL), RT_OK);
+  const RtJson *f = rt_json_get(o, "forecast"), *b = rt_json_get(f, "baselines");
+  assert_int_equal((int)num(f, "targets"), 40);
+  assert_float_equal(num(rt_json_get(f, "model"), "rmse"),
+                     38.30567229981651 * sqrt(num(ep, "val_loss")), 1e-3);
+  assert_int_equal(b->kind, RT_JSON_ARR);
+  assert_int_equal(b->n, 2);
+  assert_float_equal(num(&b->items[0], "mae"), 22.745, 1e-4);
+  assert_float_equal(num(&b->items[0], "rmse"), 29.889161915316393, 1e-4);
+  assert_float_equal(num(&b->items[1], "period"), 11, 0);
+  assert_float_equal(num(&b->items[1], "mae"), 25.725, 1e-4);
+  assert_float_equal(num(&b->items[1], "rmse"), 33.96131622890962, 1e-4);
+  rt_arena_free(a);
+}
+
 /* ---- checkpoints that go wrong ---------------------------------------------------- */
 
 static void test_checkpoint_write_failure_keeps_previous(void **state) {
@@ -469,6 +503,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_columns_must_match_the_model, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_divergence_is_reported, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_forecast_reports_baselines, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
