@@ -402,6 +402,21 @@ static int window_check(Graph *g, Node *n, const Type *x, const char *what) {
   return 0;
 }
 
+/* A convolution's output: x's type with O channels (axis 1, plain or
+ * blocked) and each spatial axis (2, 3) through the window of n's attrs. */
+static int conv_out(Graph *g, Node *n, const Type *x, Size o, Type *out) {
+  const Attr *a = &n->attr;
+  Type t = *x;
+  t.dim[1] = o;
+  for (int i = 0; i < 2; i++)
+    t.dim[2 + i] = window_out(x->dim[2 + i], a->k[i], a->stride[i], a->dil[i], a->pad[i],
+                              a->pad[i + 2], false);
+  if (check_dims(g, n, &t) < 0)
+    return -1;
+  *out = t;
+  return 0;
+}
+
 /* The output type of conv2d over x with weight w (the node's attributes). */
 static int conv_type(Graph *g, Node *n, const Type *x, const Type *w, Type *out) {
   const Attr *a = &n->attr;
@@ -418,15 +433,7 @@ static int conv_type(Graph *g, Node *n, const Type *x, const Type *w, Type *out)
   if (a->groups < 1 || !sz_eq(cg, x->dim[1]))
     return fail(g, n, "input %s has %s channels but weight %s expects %d group(s) of %s",
                 TS(x), SZS(x->dim[1]), TS(w), a->groups, SZS(w->dim[1]));
-  Type t = *x;
-  t.dim[1] = w->dim[0];
-  for (int i = 0; i < 2; i++)
-    t.dim[2 + i] = window_out(x->dim[2 + i], a->k[i], a->stride[i], a->dil[i], a->pad[i],
-                              a->pad[i + 2], false);
-  if (check_dims(g, n, &t) < 0)
-    return -1;
-  *out = t;
-  return 0;
+  return conv_out(g, n, x, w->dim[0], out);
 }
 
 static int shape_conv2d(Graph *g, Node *n) {
@@ -452,12 +459,8 @@ static int shape_conv2d_nchwc(Graph *g, Node *n) {
       a->groups != 1)
     return fail(g, n, "weight %s does not fit a blocked input %s and kernel %dx%d", TS(w),
                 TS(x), a->k[0], a->k[1]);
-  Type t = *x;
-  t.dim[1] = w->dim[0];
-  for (int i = 0; i < 2; i++)
-    t.dim[2 + i] = window_out(x->dim[2 + i], a->k[i], a->stride[i], a->dil[i], a->pad[i],
-                              a->pad[i + 2], false);
-  if (check_dims(g, n, &t) < 0)
+  Type t;
+  if (conv_out(g, n, x, w->dim[0], &t) < 0)
     return -1;
   set_out(n, t);
   return 0;
