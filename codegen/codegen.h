@@ -115,6 +115,10 @@ bool cg_conv_pointwise(const Node *n);
 int64_t cg_conv_work_bytes(const Graph *g, const Node *n, int threads);
 void cg_conv_bwd_kernel(CgKernel *k, const char *task_name);
 struct CgEpiPlan;
+/* The name of a contraction variant, "kiln_KIND_DT_TT[_acc]GEO[_EPI]": one
+ * function per distinct variant in a module (kernels.c). */
+void cg_contract_name(char *buf, size_t size, const char *kind, RtDType dt, bool ta, bool tb,
+                      bool acc, const char *geo, const struct CgEpiPlan *epi);
 void cg_call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc,
                   const struct CgEpiPlan *epi, LLVMValueRef *args);
 void cg_pool_kernel(CgKernel *k, const char *task_name);

@@ -434,8 +434,7 @@ void cg_call_matmul(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const C
   CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .accumulate = acc,
                      .epi = epi ? &epi->epi : NULL};
   char name[1100];
-  snprintf(name, sizeof name, "kiln_gemv_%s_%c%c%s%s%s", rt_dtype_name(dt), ta ? 't' : 'n',
-           tb ? 't' : 'n', acc ? "_acc" : "", epi ? "_" : "", epi ? epi->name : "");
+  cg_contract_name(name, sizeof name, "gemv", dt, ta, tb, acc, "", epi);
   LLVMValueRef fn = cg_gemv_define(c, &spec, name);
   if (LLVMIsAConstantInt(M)) {
     LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, 16, "");

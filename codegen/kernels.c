@@ -22,6 +22,12 @@ static Size prod(const Type *t, int from, int to) {
   return s;
 }
 
+void cg_contract_name(char *buf, size_t size, const char *kind, RtDType dt, bool ta, bool tb,
+                      bool acc, const char *geo, const CgEpiPlan *epi) {
+  snprintf(buf, size, "kiln_%s_%s_%c%c%s%s%s%s", kind, rt_dtype_name(dt), ta ? 't' : 'n',
+           tb ? 't' : 'n', acc ? "_acc" : "", geo, epi ? "_" : "", epi ? epi->name : "");
+}
+
 /* Calls the generated GEMM (gemm.c) with its 16 arguments (19 with an
  * implicit B); a module defines one variant per (dtype, transposes,
  * accumulate, implicit B's geometry, epilogue structure), named after them
@@ -36,8 +42,7 @@ static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const
     snprintf(geo, sizeof geo, "_im2col%s%dx%d_s%d.%d_d%d.%d_o%d.%d_q%d.%d", im->taps_on_n ? "t" : "", im->kh,
              im->kw, im->step[0], im->step[1], im->dil[0], im->dil[1], im->off[0], im->off[1], im->div[0],
              im->div[1]);
-  snprintf(name, sizeof name, "kiln_gemm_%s_%c%c%s%s%s%s", rt_dtype_name(dt), ta ? 't' : 'n', tb ? 't' : 'n',
-           acc ? "_acc" : "", geo, epi ? "_" : "", epi ? epi->name : "");
+  cg_contract_name(name, sizeof name, "gemm", dt, ta, tb, acc, geo, epi);
   LLVMValueRef fn = cg_gemm_define(c, &spec, name);
   LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, im ? 19 : 16, "");
 }
