@@ -17,26 +17,57 @@ struct KilnStep {
   int64_t batch;          /* of the last run (max_batch before any) */
 };
 
-/* The size name of the first scan's sequence length, or NULL. */
-static const char *sequence_size(const Graph *g) {
+/* The size name of the first scan's sequence length, or NULL; *reverse
+ * when some scan runs backwards (a bidirectional layer): such a model
+ * reads the whole sequence before its first output, so it has no step. */
+static const char *sequence_size(const Graph *g, bool *reverse) {
+  const char *seq = NULL;
+  bool first = true;
+  *reverse = false;
   for (int i = 0; i < g->nnodes; i++) {
-    Size z = g->nodes[i]->attr.steps;
-    if (g->nodes[i]->op != OP_scan)
+    const Node *n = g->nodes[i];
+    if (n->op != OP_scan)
       continue;
-    return z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1 ? g->svars[z.t[0].v[0]] : NULL;
+    Size z = n->attr.steps;
+    if (first && z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1)
+      seq = g->svars[z.t[0].v[0]];
+    first = false;
+    *reverse |= n->attr.reverse;
   }
-  return NULL;
+  return seq;
+}
+
+/* The sequence's size name as the model file writes it. The signature is
+ * lowered with the sizes the model was loaded with (--size T=64 makes T a
+ * constant there), so the file is lowered again with none bound. */
+static const char *model_sequence_size(KilnModel *m, bool *reverse) {
+  if (!m->nsizes)
+    return sequence_size(m->sig, reverse);
+  FeOptions fo = {.model = m->opt.model};
+  Diags scratch;      /* it lowered bound; unbound it is looked at, not reported */
+  diag_init(&scratch, m->arena);
+  Graph *g = fe_lower(m->ast, &fo, &scratch);
+  *reverse = false;
+  const char *seq = g && !scratch.nerrors ? sequence_size(g, reverse) : NULL;
+  const char *kept = seq ? rt_arena_strdup(m->arena, seq) : NULL;
+  ir_graph_free(g);
+  return kept;
 }
 
 /* The model lowered with the sequence length 1 (and the sizes it was
  * loaded with), its carries made inputs and outputs. */
 static KilnStatus lower_step(KilnModel *m, Graph **out, int *nstate) {
-  const char *seq = sequence_size(m->sig);
+  bool reverse;
+  const char *seq = model_sequence_size(m, &reverse);
   *out = NULL;
   if (!seq)
     return kiln__fail(m, KILN_ERR_MODEL, "model '%s' has no scan over a sequence length that is "
                       "a size name (rnn, lstm, gru or scan over T): it has no step function",
                       m->sig->name);
+  if (reverse)
+    return kiln__fail(m, KILN_ERR_MODEL, "model '%s' has a scan that runs backwards over %s "
+                      "(a bidirectional layer or reverse=true): its outputs need the whole "
+                      "sequence, so it has no step function", m->sig->name, seq);
   FeSize *b = rt_arena_alloc(m->arena, (size_t)(m->nsizes + 1) * sizeof *b);
   int nb = 0;
   if (!b)

@@ -119,6 +119,10 @@ static void test_step_needs_scan(void **state) {
   KilnStep *s;
   assert_error(m, kiln_step_create(m, 1, &s), "has no scan", NULL);
   kiln_free(m);
+  m = load_string("model m(ids: i32[N, T]) -> (y) {\n"
+                  "  y = ids |> embedding(5, 4) |> gru(3, bidirectional=true) |> dense(2)\n}\n", 1);
+  assert_error(m, kiln_step_create(m, 1, &s), "runs backwards over T", "no step function");
+  kiln_free(m);
 }
 
 /* ---- a tiny text model: vocabulary, per-symbol loss, sampling ---- */
@@ -289,6 +293,9 @@ static void test_sample_cli(void **state) {
   assert_int_equal(kiln("sample w.kiln --weights w.safetensors --prime b %s --threads 1", args), 0);
   assert_string_equal(out, want);
   assert_int_equal(kiln("sample w.kiln --weights w.safetensors --prime b %s --threads 2", args), 0);
+  assert_string_equal(out, want);
+  /* a sequence length bound at load is replaced by the step's 1 */
+  assert_int_equal(kiln("sample w.kiln --weights w.safetensors --prime b %s --size T=8", args), 0);
   assert_string_equal(out, want);
   assert_int_equal(kiln("sample w.kiln --weights w.safetensors --prime bx %s", args), 1);
   assert_non_null(strstr(out, "--prime: 'x' is not in the model's vocabulary"));
