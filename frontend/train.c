@@ -699,6 +699,10 @@ FeTrain *fe_train_config(RtArena *a, const AstFile *f, const char *name, Diags *
     fail(&c.cx, model ? model->init->loc : blk->loc,
          "train block '%s' trains model '%s', which the file does not define", blk->name,
          c.t->model);
+  const Ast *split = seen[find(setting_names(), "split")];
+  if (split && c.t->data.kind && !strcmp(c.t->data.kind, "series"))
+    fail(&c.cx, split->loc, "split does not apply to series data, which validates on its last "
+         "values: say how many with series(..., validate = K)");
   if (!seen[find(setting_names(), "loss")])
     fail(&c.cx, blk->loc, "train block '%s' has no loss: add one, as in "
          "loss = cross_entropy(logits, label)", blk->name);

@@ -146,8 +146,8 @@ static const AstFile *with_optimizer(KilnModel *m, RtArena *a, const char *block
 static void override_data(FeData *d, const KilnTrainOptions *o, RtArena *a) {
   if (o->data) {
     const char *kind = strstr(o->data, ".csv") ? "csv" : strstr(o->data, ".npy") ? "npy" : "idx";
-    if (d->kind && !strcmp(d->kind, "text"))
-      kind = "text";          /* another text of the block's layout */
+    if (d->kind && (!strcmp(d->kind, "text") || !strcmp(d->kind, "series")))
+      kind = d->kind;         /* another file of the block's layout: its column, windows */
     if (!d->kind || strcmp(d->kind, kind))
       d->scale = 1;
     d->path = rt_arena_strdup(a, o->data);
@@ -239,6 +239,9 @@ static KilnStatus configure(KilnModel *m, KilnTrainer *tr, const KilnTrainOption
                       "(choose it with --model %s)", tr->cfg->name, tr->cfg->model, m->sig->name,
                       tr->cfg->model);
   resolve_paths(m, tr->cfg, tr->arena);
+  if (o->split >= 0 && tr->cfg->data.kind && !strcmp(tr->cfg->data.kind, "series"))
+    return kiln__fail(m, KILN_ERR_ARG, "--split does not apply to series data, which validates "
+                      "on its last values (series(..., validate = K))");
   apply_overrides(tr->cfg, o, tr->arena);
   if (tr->cfg->batch <= 0 || tr->cfg->batch > RT_MAX_DIM)
     return kiln__fail(m, KILN_ERR_ARG, "the batch size must be positive (set batch = ... or --batch)");

@@ -181,6 +181,8 @@ static void test_settings(void **state) {
   expect_config_error("data = series(\"s.csv\", window = 0)", "window of series must be an int from 1");
   expect_config_error("baseline = seasonal_naive()", "needs its argument 'period'");
   expect_config_error("baseline = naive(period = 2)", "baseline must be one of seasonal_naive");
+  expect_config_error("data = series(\"s.csv\", window = 4)\n  split = 0.3",
+                      "split does not apply to series data");
 }
 
 int main(void) {

@@ -350,6 +350,13 @@ static void test_forecast_reports_baselines(void **state) {
   assert_float_equal(num(&b->items[1], "mae"), 25.725, 1e-4);
   assert_float_equal(num(&b->items[1], "rmse"), 33.96131622890962, 1e-4);
   rt_arena_free(a);
+  /* --data replaces the file, not the kind: the years up to 1899, windowed alike */
+  snprintf(cmd, sizeof cmd, "head -201 '%s/data/sunspots.csv' > '%s/early.csv'", tmp, tmp);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(kiln("train sunspots.kiln --data early.csv --epochs 1 -o s.safetensors"), 0);
+  assert_non_null(strstr(out, "validation forecast errors over the last 40 values"));
+  assert_int_equal(kiln("train sunspots.kiln --split 0.3 --epochs 1 -o s.safetensors"), 1);
+  assert_non_null(strstr(out, "--split does not apply to series data"));
 }
 
 /* ---- checkpoints that go wrong ---------------------------------------------------- */
