@@ -43,10 +43,14 @@ void cg_init_llvm(void) {
 int cg_host_lanes(int bytes) {
   cg_init_llvm();
   char *triple = LLVMGetDefaultTargetTriple(), *features = LLVMGetHostCPUFeatures();
-  int vbits = target_vbits(triple, features);
+  int lanes = cg_target_lanes(triple, features, bytes);
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(features);
-  return vbits / (8 * bytes);
+  return lanes;
+}
+
+int cg_target_lanes(const char *triple, const char *features, int bytes) {
+  return target_vbits(triple, features) / (8 * bytes);
 }
 
 /* triple, cpu, features: NULL means the host. A JIT module lives in a

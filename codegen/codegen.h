@@ -34,6 +34,7 @@ int cg_ctx_init_jit(CgCtx *c, const char *module_name, char *err, int errlen); /
 void cg_ctx_dispose(CgCtx *c);   /* the module too, unless handed to the JIT */
 void cg_init_llvm(void);         /* targets and the fatal error handler, once per process */
 int cg_host_lanes(int bytes);    /* lanes of the host's widest vectors for elements of `bytes` */
+int cg_target_lanes(const char *triple, const char *features, int bytes);  /* ... of a target's */
 LLVMValueRef cg_intrinsic(CgCtx *c, const char *name, LLVMTypeRef *overload,
                           int noverload, LLVMValueRef *args, int nargs);
 LLVMValueRef cg_splat(CgCtx *c, LLVMValueRef scalar, int lanes);

@@ -61,6 +61,7 @@ struct KilnModel {
   struct KilnTrainer *tr; /* training (tools/train.c), or NULL */
   KilnVocab vocab;        /* a text model's symbols, kept in its weights' metadata */
   int threads;
+  int lanes;              /* f32 vector lanes the passes plan for: 0, the host's (kiln export: its target's) */
   /* what the kiln command asks to see while compiling */
   FILE *emit_llvm, *emit_asm;
   bool plan_only;         /* kiln check: passes and memory plan, no code (not runnable) */

@@ -51,7 +51,8 @@ typedef struct Export {
   Buf words, strings, blob;
   Buf inits;                  /* int64 {region, offset, bytes, blob offset} of the graph being described */
   char tmp[256];              /* a folder for the object and the link */
-  char triple[128], cpu[64];
+  char triple[128], cpu[64];  /* empty: the host's, exactly the JIT's */
+  const char *features;
 } Export;
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -248,6 +249,7 @@ static int compile_graphs(Export *e) {
   if (st != KILN_OK)
     ir_graph_free(g);
   unsigned live = e->live ? KILN__LIVE_WEIGHTS : 0;
+  m->lanes = e->triple[0] ? cg_target_lanes(e->triple, e->features, 4) : 0;
   if (st == KILN_OK)
     st = kiln__compile_graph(m, g, batch, maxb, KILN__NO_CODE | live, &e->cc[0]);
   e->ngraphs = 1;
@@ -431,12 +433,13 @@ static bool host_arch(const char *triple) {
   return same;
 }
 
-/* The host exactly (NULLs: the JIT's triple, CPU and features) unless
- * --target or --cpu say otherwise. */
-static int init_module(Export *e, CgCtx *c, char *err, int errlen) {
+/* The target: the host exactly (e->triple empty: the JIT's triple, CPU and
+ * features) unless --target or --cpu say otherwise. Resolved before the
+ * passes run, since layout selection plans for the target's vector width. */
+static void resolve_target(Export *e) {
   const ExportCli *cli = e->cli;
   if (!cli->target && !cli->cpu)
-    return cg_ctx_init(c, e->name, NULL, NULL, NULL, err, errlen);
+    return;
   cg_init_llvm();
   char *host = LLVMGetDefaultTargetTriple();
   if (cli->target)
@@ -445,9 +448,14 @@ static int init_module(Export *e, CgCtx *c, char *err, int errlen) {
     snprintf(e->triple, sizeof e->triple, "%s", host);
   LLVMDisposeMessage(host);
   bool x86 = !strncmp(e->triple, "x86_64", 6);
-  const char *cpu = cli->cpu ? cli->cpu : x86 ? "x86-64" : "generic";
-  snprintf(e->cpu, sizeof e->cpu, "%s", cpu);
-  return cg_ctx_init(c, e->name, e->triple, cpu, x86 ? cpu_features(cpu) : "+neon", err, errlen);
+  snprintf(e->cpu, sizeof e->cpu, "%s", cli->cpu ? cli->cpu : x86 ? "x86-64" : "generic");
+  e->features = x86 ? cpu_features(e->cpu) : "+neon";
+}
+
+static int init_module(Export *e, CgCtx *c, char *err, int errlen) {
+  if (!e->triple[0])
+    return cg_ctx_init(c, e->name, NULL, NULL, NULL, err, errlen);
+  return cg_ctx_init(c, e->name, e->triple, e->cpu, e->features, err, errlen);
 }
 
 /* ---- the module ---------------------------------------------------------------- */
@@ -962,6 +970,7 @@ int kiln__export_main(int argc, char **argv) {
   if (rc)
     return rc;
   artifact_name(&e);
+  resolve_target(&e);
   CgCtx c = {0};
   if (!(rc = load(&e)) && !(rc = compile_graphs(&e)) && !(rc = describe(&e)) &&
       !(rc = cli.weights_file ? write_weights_file(&e) : 0))

@@ -373,6 +373,12 @@ static void test_other_targets(void **state) {
                           getenv("KILN"), mlp, w), 0);
   /* a baseline x86-64 build (SSE only) runs here, within 1e-6 of the JIT */
   against_jit("mlp", "mlpbase", "--cpu x86-64 -O3", "libmlpbase.so", "-L. -lmlpbase", false);
+  /* layout selection plans for the target: blocks of 4 channels on SSE, not the host's */
+  SH_OK("'%s' export '%s' --weights '%s' --infer-only --cpu x86-64 --emit=llvm -o cnnbase.ll", getenv("KILN"),
+        src("examples/cnn.kiln"), src("tests/models/cnn.safetensors"));
+  SH_OK("grep -c conv2d_nchwc cnnbase.ll");
+  assert_int_not_equal(sh("grep -c '<8 x float>' cnnbase.ll"), 0);
+  against_jit("cnn", "cnnbase", "--infer-only --cpu x86-64 -O3", "libcnnbase.so", "-L. -lcnnbase", false);
 }
 
 static int setup(void **state) { return tmp_make("aot"); }
