@@ -8,13 +8,14 @@
  *
  * Cases: convolutions of odd shapes (channels not multiples of 8, 1x1,
  * stride 2, asymmetric kernel and padding, dilation) with a bias, relu and
- * a residual fused, blocked and with the input NHWC; a region with pools, a residual add and the global
- * average (conversions only at its boundaries, weights and bias converted
- * at compile time: no relayout reads a constant or a parameter); grouped
- * convolutions stay NCHW; the same region NHWC (its first convolution
- * reads the input unpadded, the second the blocked values of the region);
- * the cost model's own choice (a ResNet layer blocked; a ResNet stem of 3
- * channels NHWC; LeNet's first two layers NHWC); the same results at 1
+ * a residual fused, blocked and with the input NHWC; a region with pools,
+ * a residual add and the global average (conversions only at its
+ * boundaries, weights and bias converted at compile time: no relayout
+ * reads a constant or a parameter), blocked and NHWC (its first
+ * convolution reads the input unpadded, the second the blocked values of
+ * the region); grouped convolutions stay NCHW; the cost model's own choice
+ * (a ResNet layer blocked; a ResNet stem of 3 channels NHWC; LeNet's first
+ * two layers NHWC; KILN_LAYOUT=nchw overriding it); the same results at 1
  * and 2 threads. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -214,37 +215,25 @@ static void build_region(Graph *g) {
   ir_output(g, ir_op(g, OP_mean, &h, 1, &m, NOLOC), "y");
 }
 
+/* Blocked, then NHWC: x (5 channels) enters the first convolution
+ * unpadded; the second reads the blocked values made in the region. */
 static void test_region(void **state) {
   (void)state;
-  Pair p;
-  compile_pair(&p, "region", build_region, "blocked");
-  const Graph *g = p.got.m.g;
-  assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);
-  assert_int_equal(om_count(g, OP_relayout), 3);            /* x in; mid and y out */
-  assert_int_equal(relayouts_of_runtime_values(g), 3);
-  assert_true(g->weights_baked);
-  assert_int_equal(g->nparams, 0);                          /* all converted */
-  run_pair(&p, 3, 2);
-  run_pair(&p, 2, 1);
-  free_pair(&p);
-}
-
-/* The same region NHWC: x (5 channels) enters the first convolution
- * unpadded; the second reads the blocked values made in the region. */
-static void test_region_nhwc(void **state) {
-  (void)state;
-  Pair p;
-  compile_pair(&p, "region", build_region, "nhwc");
-  const Graph *g = p.got.m.g;
-  assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);
-  assert_int_equal(input_lanes(g, 0), 5);
-  assert_int_equal(input_lanes(g, 1), output_lanes(g));
-  assert_int_equal(om_count(g, OP_relayout), 3);            /* x in; mid and y out */
-  assert_int_equal(relayouts_of_runtime_values(g), 3);
-  assert_int_equal(g->nparams, 0);
-  run_pair(&p, 3, 2);
-  run_pair(&p, 2, 1);
-  free_pair(&p);
+  for (int nhwc = 0; nhwc < 2; nhwc++) {
+    Pair p;
+    compile_pair(&p, "region", build_region, nhwc ? "nhwc" : "blocked");
+    const Graph *g = p.got.m.g;
+    assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);
+    assert_int_equal(input_lanes(g, 0), nhwc ? 5 : output_lanes(g));
+    assert_int_equal(input_lanes(g, 1), output_lanes(g));
+    assert_int_equal(om_count(g, OP_relayout), 3);            /* x in; mid and y out */
+    assert_int_equal(relayouts_of_runtime_values(g), 3);
+    assert_true(g->weights_baked);
+    assert_int_equal(g->nparams, 0);                          /* all converted */
+    run_pair(&p, 3, 2);
+    run_pair(&p, 2, 1);
+    free_pair(&p);
+  }
 }
 
 /* ---- what stays NCHW --------------------------------------------------------------- */
@@ -337,7 +326,6 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_odd_shapes),
       cmocka_unit_test(test_region),
-      cmocka_unit_test(test_region_nhwc),
       cmocka_unit_test(test_grouped_stays),
       cmocka_unit_test(test_cost_model),
       cmocka_unit_test(test_threads),
