@@ -1,17 +1,21 @@
 /* The blocked layout's kernels (ops.def's BLOCKED rows, chosen by
- * passes/layout.c): a blocked tensor of b lanes is [N, C/b, S..., b].
+ * passes/layout.c): a blocked tensor of b lanes is [N, C/b, S..., b]. With
+ * one block of all C channels, [N, 1, H, W, C], it is NHWC.
  *
  * relayout copies between NCHW and blocked, a unit per (image, channel
  * block), writing zeros into the channels past C.
  *
  * conv2d_nchwc is a direct convolution in the manner of TVM's
  * conv2d_NCHWc: no im2col and no packing, since the blocked input is
- * already what a micro-kernel wants. A register tile holds RO output
+ * already what a micro-kernel wants. Its input may have bi lanes other
+ * than the output's b: an NHWC input (bi = C, one block) reads a first
+ * layer of 1 or 3 channels unpadded, the one place NHWC saves FLOPs. A
+ * register tile holds RO output
  * channel blocks x RW output columns of one output row, RO * RW vectors of
  * b lanes (2 x 6 = 12 accumulators of 8 floats on AVX2, as the GEMM's
  * 6x16). For each input channel block, kernel tap (i, j) and input lane l,
  * it loads RO weight vectors w[ob, cb, i, j, l, 0..b) and broadcasts RW
- * input values x[n, cb, ih, iw, l]: RO + RW loads for RO * RW FMAs.
+ * input values x[n, cb, ih, iw, l], l < bi: RO + RW loads for RO * RW FMAs.
  * Columns whose window leaves the input take a checked copy of the tile
  * (a zero where iw is out of range); rows out of range are skipped. The
  * finished vectors go through the fused group's epilogue (bias,
@@ -104,7 +108,7 @@ static void relayout_kernel(CgKernel *k, const char *name) {
 typedef struct ConvB {
   const Node *n;
   RtDType dt;
-  int b;                     /* lanes */
+  int b, bi;                 /* lanes of the output, of the input */
   int64_t Ob, Cb;            /* output and input channel blocks */
   CgEpiPlan *ep;             /* the fused group, or NULL */
   /* per task, at run time */
@@ -119,7 +123,7 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
   CgCtx *c = k->c;
   const Attr *a = &cv->n->attr;
   LLVMTypeRef et = cg_elem_type(c, cv->dt), vt = LLVMVectorType(et, (unsigned)cv->b);
-  int b = cv->b, kh = a->k[0], kw = a->k[1];
+  int b = cv->b, bi = cv->bi, kh = a->k[0], kw = a->k[1];
   LLVMValueRef acc[TILE_RO * TILE_RW];
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(k->fn), here = LLVMGetInsertBlock(c->b);
   LLVMPositionBuilder(c->b, entry, LLVMGetFirstInstruction(entry));
@@ -138,11 +142,11 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
   LLVMBuildCondBr(c->b, in_range(c, ih, cv->H), row, next);
   LLVMPositionBuilderAtEnd(c->b, row);
   LLVMValueRef xrow = mul(c, mul(c, add(c, mul(c, add(c, mul(c, cv->img, imm(c, cv->Cb)), cb), cv->H), ih),
-                                 cv->W), imm(c, b));
+                                 cv->W), imm(c, bi));
   LLVMValueRef j = cg_for(k, &J, imm(c, 0), imm(c, kw), imm(c, 1));
-  /* w[ob0 + r, cb, i, j, l, 0..b): blocks of b*b, one per tap */
-  LLVMValueRef tap = mul(c, add(c, mul(c, add(c, mul(c, cb, imm(c, kh)), i), imm(c, kw)), j), imm(c, (int64_t)b * b));
-  LLVMValueRef wblk = imm(c, cv->Cb * kh * kw * b * b);
+  /* w[ob0 + r, cb, i, j, l, 0..b): blocks of bi*b, one per tap */
+  LLVMValueRef tap = mul(c, add(c, mul(c, add(c, mul(c, cb, imm(c, kh)), i), imm(c, kw)), j), imm(c, (int64_t)bi * b));
+  LLVMValueRef wblk = imm(c, cv->Cb * kh * kw * bi * b);
   LLVMValueRef wbase[TILE_RO], xat[TILE_RW], xok[TILE_RW];
   for (int r = 0; r < ro; r++)
     wbase[r] = add(c, mul(c, add(c, ob0, imm(c, r)), wblk), tap);
@@ -151,9 +155,9 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
                                              mul(c, j, imm(c, a->dil[1]))), imm(c, a->pad[1]), "");
     xok[q] = checked ? in_range(c, iw, cv->W) : NULL;
     /* outside the input: address the row's first element, use a zero */
-    xat[q] = add(c, xrow, mul(c, checked ? LLVMBuildSelect(c->b, xok[q], iw, imm(c, 0), "") : iw, imm(c, b)));
+    xat[q] = add(c, xrow, mul(c, checked ? LLVMBuildSelect(c->b, xok[q], iw, imm(c, 0), "") : iw, imm(c, bi)));
   }
-  for (int l = 0; l < b; l++) {
+  for (int l = 0; l < bi; l++) {
     LLVMValueRef wv[TILE_RO];
     for (int r = 0; r < ro; r++) {
       wv[r] = LLVMBuildLoad2(c->b, vt, cg_gep(k, cv->dt, cv->w, add(c, wbase[r], imm(c, (int64_t)l * b))), "");
@@ -269,18 +273,19 @@ static void conv_kernel(CgKernel *k, const char *name) {
   CgCtx *c = k->c;
   const Node *n = k->n;
   const Type *w = &n->in[1]->type, *y = &n->out[0]->type;
-  int64_t b = 0;
+  int64_t b = 0, bi = 0;
   ConvB cv = {.n = n, .dt = y->dt};
-  sz_is_const(w->dim[4], &b);
+  sz_is_const(w->dim[4], &bi);
+  sz_is_const(w->dim[5], &b);
   sz_is_const(w->dim[0], &cv.Ob);
   sz_is_const(w->dim[1], &cv.Cb);
-  cv.b = (int)b;
+  cv.b = (int)b, cv.bi = (int)bi;
   CgEpiPlan ep;
   if (cg_epi_plan_lanes(k, 1, 2, &ep))
     cv.ep = &ep;
   int64_t pairs = (cv.Ob + TILE_RO - 1) / TILE_RO;
   LLVMValueRef units = mul(c, cg_size(k, y->dim[0]), mul(c, imm(c, pairs), cg_size(k, y->dim[2])));
-  Size cost = sz_mul(y->dim[3], sz_const(cv.Cb * n->attr.k[0] * n->attr.k[1] * b * b * TILE_RO));
+  Size cost = sz_mul(y->dim[3], sz_const(cv.Cb * n->attr.k[0] * n->attr.k[1] * bi * b * TILE_RO));
   cg_parallel(k, name, units, cg_grain(k, cg_size(k, cost)), conv_task, &cv);
   if (cv.ep)
     cg_epi_free(&ep);

@@ -444,7 +444,7 @@ static int shape_conv2d(Graph *g, Node *n) {
   return 0;
 }
 
-/* conv2d_nchwc(x [N, C/b, H, W, b], w [O/b, C/b, KH, KW, b, b]) ->
+/* conv2d_nchwc(x [N, C/bi, H, W, bi], w [O/b, C/bi, KH, KW, bi, b]) ->
  * [N, O/b, OH, OW, b] (ops.def). */
 static int shape_conv2d_nchwc(Graph *g, Node *n) {
   const Attr *a = &n->attr;
@@ -455,13 +455,14 @@ static int shape_conv2d_nchwc(Graph *g, Node *n) {
   if (w->rank != 6 || w->dt != x->dt || !sz_is_const(w->dim[2], &kh) ||
       !sz_is_const(w->dim[3], &kw) || kh != a->k[0] || kw != a->k[1] ||
       !sz_is_const(w->dim[4], &bi) || !sz_is_const(w->dim[5], &bo) ||
-      !sz_is_const(x->dim[4], &b) || bi != b || bo != b || !sz_eq(w->dim[1], x->dim[1]) ||
+      !sz_is_const(x->dim[4], &b) || bi != b || bo < 1 || !sz_eq(w->dim[1], x->dim[1]) ||
       a->groups != 1)
     return fail(g, n, "weight %s does not fit a blocked input %s and kernel %dx%d", TS(w),
                 TS(x), a->k[0], a->k[1]);
   Type t;
   if (conv_out(g, n, x, w->dim[0], &t) < 0)
     return -1;
+  t.dim[4] = w->dim[5];
   set_out(n, t);
   return 0;
 }

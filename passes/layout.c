@@ -1,5 +1,5 @@
-/* Layout selection, for inference: NCHW or blocked NCHW{b}c per region of
- * convolutions (TVM's conv2d_NCHWc with layout_transform).
+/* Layout selection, for inference: NCHW, blocked NCHW{b}c or NHWC per
+ * region of convolutions (TVM's conv2d_NCHWc with layout_transform).
  *
  * A region is a connected set of nodes that can work on a blocked tensor
  * [N, C/b, H, W, b] (ops.def's relayout): conv2d (groups 1, f32, weight
@@ -12,14 +12,24 @@
  * weights of a padding input channel are zeros, so the padding never
  * reaches a real channel.
  *
+ * NHWC is the blocked layout with one block of all C channels, [N, 1, H,
+ * W, C], and needs no padding. It pays where a convolution reads a value
+ * from outside its region with C not a multiple of b (a first layer of 3
+ * channels does 8/3 of its FLOPs blocked, 8 for 1 channel): an NHWC
+ * region is a blocked region whose convolutions read such entering
+ * values as NHWC (conv2d_nchwc with bi = C input lanes), unpadded. Inside
+ * a region the two would differ only in strides, and the blocked layout
+ * keeps the fused epilogue's whole vectors, so values made in the region
+ * stay blocked.
+ *
  * For each region with a convolution, the cost model (below) estimates
- * the cycles of its convolutions as im2col + GEMM in NCHW against the
- * blocked direct convolution plus the conversions at its boundaries, and
- * the cheaper wins. A convolution that alone costs more blocked than in
- * NCHW plus the conversion of its output (a first layer of 1 or 3
- * channels) stays out of any region. A blocked region is rewritten: conv2d becomes
- * conv2d_nchwc with its weight converted now, a constant [O/b, C/b, KH, KW,
- * b, b]; the other ops are rebuilt on the blocked values (the pools and
+ * the cycles of its convolutions as an implicit GEMM in NCHW against the
+ * direct convolution, blocked or with NHWC entries, plus the conversions
+ * at its boundaries, and the cheapest wins. A convolution that alone
+ * costs more in the cheaper of those than in NCHW plus the conversion of
+ * its output stays out of any region. A region is rewritten: conv2d becomes
+ * conv2d_nchwc with its weight converted now, a constant [O/b, C/bi, KH,
+ * KW, bi, b]; the other ops are rebuilt on the blocked values (the pools and
  * mean take the 5-D tensor as it is); broadcast operands known at compile
  * time (a bias [C, 1, 1]) are converted now, others by a relayout or a
  * reshape; values read outside the region get a relayout back, placed
@@ -32,32 +42,47 @@
 
 /* ---- the cost model --------------------------------------------------------------
  *
- * Cycles of one core (the kernels parallelise alike). NCHW: the GEMM runs
- * at nchw_fpc FLOP per cycle and im2col moves its column matrix (written,
- * then packed) at copy_bpc bytes per cycle. Blocked: the direct
- * convolution runs at blocked_fpc on whole 6-column tiles and edge_fpc on
- * the single columns of a row's tail, on channels padded to b. A relayout
- * moves its bytes at copy_bpc. nchw_conv_cycles is the one place to
- * recalibrate when the NCHW convolution changes (implicit GEMM).
+ * Cycles of one core (the kernels parallelise alike). NCHW: the implicit
+ * GEMM runs at nchw_fpc FLOP per cycle and gathers its column panels (C *
+ * KH * KW by OH * OW floats per image, packed once, never stored whole) at
+ * pack_bpc bytes per cycle. Direct (blocked or NHWC input): blocked_fpc on
+ * whole 6-column tiles and edge_fpc on the single columns of a row's tail,
+ * on channels padded to b (an NHWC input's are not). A relayout moves its
+ * bytes (read and written) at copy_bpc.
  *
- * Calibrated on this project's AVX2 machine (znver3, 1 thread, load
- * average 8-10, CPU-time medians of bench/bench_kiln -O3 with the choice
- * forced by KILN_LAYOUT): the ResNet of bench/models at batch 32 (2.47
- * GFLOP) took 111 ms NCHW and 38 ms blocked, about 7 and 20 FLOP per cycle
- * at 3.2 GHz; with copy_bpc 4 (a scalar copy: a float read and written a
- * cycle) the 7 fits nchw_fpc 10. LeNet-5 at batch 64 took 2.19 ms NCHW and
- * 3.46 ms blocked (1 and 6 channels padded to 8, 8-wide rows): the model
- * gives NCHW there too. edge_fpc: a one-column tile does 2 FMAs per 3 loads. */
+ * Calibrated on this project's AVX2 machine (znver3 at 3.2 GHz, 1 thread,
+ * load average 9-10, CPU-time medians of bench/bench_kiln -O3 with the
+ * choice forced by KILN_LAYOUT) on one convolution + ReLU per model, its
+ * conversions included; the constants minimise the squared log ratio of
+ * model to measurement (a grid search; rms log error 0.16):
+ *
+ *   ms measured (model)     nchw           blocked        nhwc
+ *   32->32 3x3 32x32, b32   16.02 (18.20)  12.64 (12.16)  11.74 (12.16)
+ *   3->32 3x3 32x32, b32     2.01 (1.71)    3.81 (3.82)    3.17 (2.33)
+ *   1->6 5x5 28x28, b64      0.70 (0.71)    2.34 (2.18)    0.34 (0.51)
+ *   6->16 5x5 12x12, b64     0.71 (0.75)    0.61 (0.58)    0.42 (0.47)
+ *
+ * The implicit GEMM halved the NCHW ResNet of bench/models at batch 32
+ * (2.47 GFLOP: 111 ms with im2col, 52 ms now; blocked 35 ms): no column
+ * matrix is written, what remains besides the FLOPs is the packing, large
+ * against them where O is small (2 * O FLOP per float packed: LeNet's
+ * first layer, O = 6). Whole models then (ms): LeNet-5 at batch 64 1.44
+ * NCHW, 3.01 blocked, 0.87 NHWC, the model's choice (NHWC) 0.86; the
+ * ResNet at batch 1 2.05, 1.03, 1.01, chosen (NHWC) 0.98. */
 typedef struct LayoutCost {
-  double nchw_fpc;         /* FLOP per cycle of the NCHW GEMM */
-  double blocked_fpc;      /* FLOP per cycle of the blocked direct convolution, whole tiles */
+  double nchw_fpc;         /* FLOP per cycle of the NCHW implicit GEMM */
+  double pack_bpc;         /* bytes per cycle of its column panels, gathered */
+  double blocked_fpc;      /* FLOP per cycle of the direct convolution, whole tiles */
   double edge_fpc;         /* ... on a row's last OW % 6 columns */
-  double copy_bpc;         /* bytes per cycle of a strided copy (im2col, relayout) */
+  double copy_bpc;         /* bytes per cycle of a relayout */
 } LayoutCost;
 
 static const LayoutCost layout_cost = {
-    .nchw_fpc = 10.0, .blocked_fpc = 20.0, .edge_fpc = 8.0, .copy_bpc = 4.0,
+    .nchw_fpc = 14.0, .pack_bpc = 2.5, .blocked_fpc = 20.0, .edge_fpc = 17.0, .copy_bpc = 2.0,
 };
+
+/* A region's layout (LAY_NCHW: left as it is). */
+typedef enum { LAY_NCHW, LAY_BLOCKED, LAY_NHWC } Lay;
 
 typedef struct Layout {
   Graph *g;
@@ -68,6 +93,7 @@ typedef struct Layout {
   Value **blk;             /* [nvals at start]: a value's blocked form: made by the region,
                               or converted for it (once) */
   Value **back;            /* [nvals at start]: its relayout back, for readers outside */
+  Value **nhwc;            /* [nvals at start]: its NHWC form, for convolutions it enters */
   int *owner;              /* per new node: the old node it follows */
   int nowner, capowner;
   int n0, v0;              /* nodes and values before the rewrite */
@@ -126,11 +152,11 @@ static int64_t cdim(const Graph *g, Size s) {
 /* groups 1, channels known, extents bound (the cost model needs them) */
 static bool conv_pays(const Layout *L, const Node *n);
 
-/* KILN_LAYOUT=nchw or =blocked overrides the cost model (calibration,
- * tests): "nchw", "blocked" or NULL. */
+/* KILN_LAYOUT=nchw, =blocked or =nhwc overrides the cost model
+ * (calibration, tests): "nchw", "blocked", "nhwc" or NULL. */
 static const char *forced(void) {
   const char *f = getenv("KILN_LAYOUT");
-  return f && (!strcmp(f, "nchw") || !strcmp(f, "blocked")) ? f : NULL;
+  return f && (!strcmp(f, "nchw") || !strcmp(f, "blocked") || !strcmp(f, "nhwc")) ? f : NULL;
 }
 
 static bool conv_ok(Layout *L, const Node *n) {
@@ -214,10 +240,20 @@ static void mark_used_outside(Layout *L) {
 
 static int64_t round_up(int64_t c, int64_t b) { return (c + b - 1) / b * b; }
 
+/* Whether v is made in region r (a blocked value there). */
+static bool made_in(const Layout *L, const Value *v, int r) {
+  return v->role == V_TEMP && L->region[v->def->id] == r && v->def->op != OP_mean;
+}
+
+/* Whether convolution n of an NHWC region reads its input as NHWC: the
+ * input enters the region. */
+static bool reads_nhwc(const Layout *L, const Node *n) {
+  return n->op == OP_conv2d && !made_in(L, n->in[0], L->region[n->id]);
+}
+
 /* A convolution's extents, at the largest batch. */
 typedef struct ConvDims {
   double N, C, O, OH, OW, taps, flops;
-  bool pointwise;
 } ConvDims;
 
 static ConvDims conv_dims(const Graph *g, const Node *n) {
@@ -226,20 +262,21 @@ static ConvDims conv_dims(const Graph *g, const Node *n) {
   ConvDims d = {(double)cdim(g, x->dim[0]), (double)cdim(g, x->dim[1]), (double)cdim(g, y->dim[1]),
                 (double)cdim(g, y->dim[2]), (double)cdim(g, y->dim[3]), (double)a->k[0] * a->k[1]};
   d.flops = 2 * d.N * d.O * d.C * d.taps * d.OH * d.OW;
-  d.pointwise = d.taps == 1 && a->stride[0] == 1 && a->stride[1] == 1 && !a->pad[0] &&
-                !a->pad[1] && !a->pad[2] && !a->pad[3];
   return d;
 }
 
-/* im2col + GEMM (codegen/kernels.c) */
+/* the implicit GEMM (codegen/kernels.c and gemm.c): its FLOPs, and its
+ * column panels gathered from the image */
 static double nchw_conv_cycles(const ConvDims *d) {
-  double col = d->pointwise ? 0 : 2 * 4 * d->N * d->C * d->taps * d->OH * d->OW;
-  return d->flops / layout_cost.nchw_fpc + col / layout_cost.copy_bpc;
+  double col = 4 * d->N * d->C * d->taps * d->OH * d->OW;
+  return d->flops / layout_cost.nchw_fpc + col / layout_cost.pack_bpc;
 }
 
-/* the direct convolution of codegen/conv_blocked.c */
-static double blocked_conv_cycles(const ConvDims *d, int b) {
-  double pad = (double)round_up((int64_t)d->O, b) * round_up((int64_t)d->C, b) / (d->O * d->C);
+/* the direct convolution of codegen/conv_blocked.c, its input blocked
+ * (channels padded to b) or NHWC (not) */
+static double blocked_conv_cycles(const ConvDims *d, int b, bool nhwc) {
+  double cin = nhwc ? d->C : (double)round_up((int64_t)d->C, b);
+  double pad = (double)round_up((int64_t)d->O, b) * cin / (d->O * d->C);
   double whole = (double)((int64_t)d->OW / 6 * 6) / d->OW;
   return d->flops * pad * (whole / layout_cost.blocked_fpc + (1 - whole) / layout_cost.edge_fpc);
 }
@@ -249,46 +286,59 @@ static double relayout_cycles(const Layout *L, const Value *v) {
   return 2.0 * (double)ir_bytes_max(L->g, &v->type) / layout_cost.copy_bpc;
 }
 
-/* A convolution joins a region unless it alone costs more blocked than in
- * NCHW plus the conversion of its output that keeping it out would add
- * (a first layer of 1 or 3 channels, padded to b, next to a small
- * output). */
+/* A convolution joins a region unless it alone costs more in the direct
+ * convolution (with its input NHWC, the cheaper when it enters a region)
+ * than in NCHW plus the conversion of its output that keeping it out
+ * would add. */
 static bool conv_pays(const Layout *L, const Node *n) {
   if (forced())
     return true;
   ConvDims d = conv_dims(L->g, n);
-  return blocked_conv_cycles(&d, L->b) <= nchw_conv_cycles(&d) + relayout_cycles(L, n->out[0]);
+  return blocked_conv_cycles(&d, L->b, true) <= nchw_conv_cycles(&d) + relayout_cycles(L, n->out[0]);
 }
 
-/* Whether region r is cheaper blocked; false if it has no convolution. */
-static bool choose_blocked(Layout *L, int r) {
+/* The cheapest layout of region r: NCHW if it has no convolution. The
+ * conversions in and out cost the same blocked or NHWC, but a value of
+ * one channel enters a convolution as NHWC by a reshape. */
+static Lay choose_layout(Layout *L, int r) {
   const char *force = forced();
   Graph *g = L->g;
-  double nchw = 0, blocked = 0;
+  double nchw = 0, blocked = 0, nhwc = 0;
   int convs = 0;
   for (int i = 0; i < L->n0; i++) {
     Node *n = g->nodes[i];
     if (L->region[i] != r)
       continue;
+    bool entry = reads_nhwc(L, n);
     if (n->op == OP_conv2d) {
       ConvDims d = conv_dims(g, n);
       nchw += nchw_conv_cycles(&d);
-      blocked += blocked_conv_cycles(&d, L->b);
+      blocked += blocked_conv_cycles(&d, L->b, false);
+      nhwc += blocked_conv_cycles(&d, L->b, entry);
       convs++;
     }
     for (int j = 0; j < n->nin; j++) {      /* activations coming in */
       Value *v = n->in[j];
-      bool inside = v->role == V_TEMP && L->region[v->def->id] == r && v->def->op != OP_mean;
       bool param = false;
-      if (!inside && !(n->op == OP_conv2d && j == 1) && is_4d_f32(v) && !known(L, v, &param))
-        blocked += relayout_cycles(L, v);
+      if (made_in(L, v, r) || (n->op == OP_conv2d && j == 1) || !is_4d_f32(v) || known(L, v, &param))
+        continue;
+      blocked += relayout_cycles(L, v);
+      int64_t c = 0;
+      if (!(entry && j == 0 && const_dim(v->type.dim[1], &c) && c == 1))
+        nhwc += relayout_cycles(L, v);
     }
-    if (L->used_outside[n->out[0]->id])     /* and going out */
+    if (L->used_outside[n->out[0]->id]) {   /* and going out */
       blocked += relayout_cycles(L, n->out[0]);
+      nhwc += relayout_cycles(L, n->out[0]);
+    }
   }
+  if (!convs)
+    return LAY_NCHW;
   if (force)
-    return convs > 0 && !strcmp(force, "blocked");
-  return convs > 0 && blocked < nchw;
+    return !strcmp(force, "blocked") ? LAY_BLOCKED : !strcmp(force, "nhwc") ? LAY_NHWC : LAY_NCHW;
+  if (nhwc < blocked && nhwc < nchw)
+    return LAY_NHWC;
+  return blocked < nchw ? LAY_BLOCKED : LAY_NCHW;
 }
 
 /* ---- the rewrite ---------------------------------------------------------------- */
@@ -308,8 +358,8 @@ static Value *relayout(Layout *L, Value *v, int rank, const Size *dims) {
 }
 
 /* Blocked data of flat [N, C, S] (N*C*S floats) into [N, C/b, S, b]. */
-static float *block_data(Layout *L, const float *src, int64_t N, int64_t C, int64_t S) {
-  int64_t b = L->b, cb = (C + b - 1) / b;
+static float *block_data(const float *src, int64_t N, int64_t C, int64_t S, int64_t b) {
+  int64_t cb = (C + b - 1) / b;
   float *dst = calloc((size_t)(N * cb * S * b), sizeof *dst);
   if (!dst)
     return NULL;
@@ -320,16 +370,17 @@ static float *block_data(Layout *L, const float *src, int64_t N, int64_t C, int6
   return dst;
 }
 
-/* The blocked form of [d0, C, d2, d3] v: converted now when its data is
- * known, else by a relayout. */
-static Value *to_blocked(Layout *L, Value *v, const Size *d) {
-  int64_t C = 0, b = L->b, N, S;
+/* The form of [d0, C, d2, d3] v in blocks of b lanes (L->b: blocked; C:
+ * NHWC): converted now when its data is known, else by a relayout (a
+ * reshape for one channel in one lane: the same floats). */
+static Value *to_blocked(Layout *L, Value *v, const Size *d, int64_t b) {
+  int64_t C = 0, N, S;
   const_dim(d[1], &C);
   Size bd[5] = {d[0], sz_const((C + b - 1) / b), d[2], d[3], sz_const(b)};
   bool param = false;
   const float *src = known(L, v, &param);
   if (src && const_dim(d[0], &N) && const_dim(sz_mul(d[2], d[3]), &S)) {
-    float *data = block_data(L, src, N, C, S);
+    float *data = block_data(src, N, C, S, b);
     if (data) {
       L->g->weights_baked |= param;
       Value *k = ir_const(L->g, ir_type(RT_F32, 5, bd), data);
@@ -339,7 +390,7 @@ static Value *to_blocked(Layout *L, Value *v, const Size *d) {
   }
   if (v->type.rank != 4)
     v = reshape(L, v, 4, d);
-  return relayout(L, v, 5, bd);
+  return C == 1 && b == 1 ? reshape(L, v, 5, bd) : relayout(L, v, 5, bd);
 }
 
 /* Input v of region node n: its blocked form, an operand broadcast along
@@ -358,15 +409,28 @@ static Value *blocked_input(Layout *L, const Node *n, Value *v) {
     Size bd[5] = {d[0], d[1], d[2], d[3], sz_const(1)};
     return reshape(L, v, 5, bd);
   }
-  Value *k = to_blocked(L, v, d);
+  Value *k = to_blocked(L, v, d, L->b);
   if (v->id < L->v0)
     L->blk[v->id] = k;                /* one conversion for all its readers */
   return k;
 }
 
-/* conv2d's weight [O, C, KH, KW] as [O/b, C/b, KH, KW, b_in, b_out], zeros
- * in the padding, a constant. */
-static Value *blocked_weight(Layout *L, const Value *w) {
+/* Input v [N, C, H, W] of a convolution of an NHWC region that it enters:
+ * [N, 1, H, W, C], converted once for all such readers. */
+static Value *nhwc_input(Layout *L, Value *v) {
+  if (v->id < L->v0 && L->nhwc[v->id])
+    return L->nhwc[v->id];
+  int64_t C = 0;
+  const_dim(v->type.dim[1], &C);
+  Value *k = to_blocked(L, v, v->type.dim, C);
+  if (v->id < L->v0)
+    L->nhwc[v->id] = k;
+  return k;
+}
+
+/* conv2d's weight [O, C, KH, KW] as [O/b, C/bi, KH, KW, bi, b] for an
+ * input of bi lanes, zeros in the padding, a constant. */
+static Value *blocked_weight(Layout *L, const Value *w, int64_t bi) {
   bool param = false;
   const float *src = known(L, w, &param);
   int64_t O, C, kh, kw, b = L->b;
@@ -374,28 +438,34 @@ static Value *blocked_weight(Layout *L, const Value *w) {
   const_dim(w->type.dim[1], &C);
   const_dim(w->type.dim[2], &kh);
   const_dim(w->type.dim[3], &kw);
-  int64_t ob = (O + b - 1) / b, cb = (C + b - 1) / b;
-  float *dst = calloc((size_t)(ob * cb * kh * kw * b * b), sizeof *dst);
+  int64_t ob = (O + b - 1) / b, cb = (C + bi - 1) / bi;
+  float *dst = calloc((size_t)(ob * cb * kh * kw * bi * b), sizeof *dst);
   if (!dst)
     return NULL;
   for (int64_t o = 0; o < O; o++)
     for (int64_t c = 0; c < C; c++)
       for (int64_t t = 0; t < kh * kw; t++)
-        dst[(((o / b * cb + c / b) * kh * kw + t) * b + c % b) * b + o % b] = src[(o * C + c) * kh * kw + t];
+        dst[(((o / b * cb + c / bi) * kh * kw + t) * bi + c % bi) * b + o % b] = src[(o * C + c) * kh * kw + t];
   L->g->weights_baked |= param;
-  Size d[6] = {sz_const(ob), sz_const(cb), sz_const(kh), sz_const(kw), sz_const(b), sz_const(b)};
+  Size d[6] = {sz_const(ob), sz_const(cb), sz_const(kh), sz_const(kw), sz_const(bi), sz_const(b)};
   Value *k = ir_const(L->g, ir_type(RT_F32, 6, d), dst);
   free(dst);
   return k;
 }
 
 /* The blocked node for region node n, its output in L->blk; a mean's
- * result, and any value read outside, converted back. */
-static bool rewrite_node(Layout *L, Node *n) {
+ * result, and any value read outside, converted back. nhwc: n's region is
+ * NHWC (a convolution reads an entering input as NHWC). */
+static bool rewrite_node(Layout *L, Node *n, bool nhwc) {
   Value *in[8];
   Op op = n->op;
+  int64_t bi = L->b;
+  if (nhwc && reads_nhwc(L, n))
+    const_dim(n->in[0]->type.dim[1], &bi);
   for (int j = 0; j < n->nin; j++)
-    in[j] = op == OP_conv2d && j == 1 ? blocked_weight(L, n->in[1]) : blocked_input(L, n, n->in[j]);
+    in[j] = op == OP_conv2d && j == 1    ? blocked_weight(L, n->in[1], bi)
+            : op == OP_conv2d && bi != L->b ? nhwc_input(L, n->in[0])
+                                           : blocked_input(L, n, n->in[j]);
   for (int j = 0; j < n->nin; j++)
     if (!in[j])
       return false;
@@ -447,14 +517,14 @@ static bool note_owner(Layout *L, int owner) {
 /* Rewrites the chosen regions in node order; then the values read outside
  * their region read the relayouts back (not before: the old nodes of the
  * region must keep finding their inputs in L->blk). */
-static bool rewrite_regions(Layout *L, const bool *chosen) {
+static bool rewrite_regions(Layout *L, const Lay *chosen) {
   Graph *g = L->g;
   bool changed = false, ok = true;
   for (int i = 0; ok && i < L->n0; i++) {
     int r = L->region[i];
-    if (r < 0 || !chosen[r])
+    if (r < 0 || chosen[r] == LAY_NCHW)
       continue;
-    ok = rewrite_node(L, g->nodes[i]);
+    ok = rewrite_node(L, g->nodes[i], chosen[r] == LAY_NHWC);
     ok = note_owner(L, i) && ok;
     changed = true;
   }
@@ -472,15 +542,16 @@ bool pass_layout(Graph *g, PassCtx *cx, PassStats *st) {
   L.used_outside = calloc((size_t)L.v0 + 1, sizeof(bool));
   L.blk = calloc((size_t)L.v0 + 1, sizeof(Value *));
   L.back = calloc((size_t)L.v0 + 1, sizeof(Value *));
-  bool *chosen = calloc((size_t)L.n0 + 1, sizeof(bool));
+  L.nhwc = calloc((size_t)L.v0 + 1, sizeof(Value *));
+  Lay *chosen = calloc((size_t)L.n0 + 1, sizeof(Lay));
   bool changed = false;
   st->bytes_before = pass_temp_bytes(g);
-  if (L.region && L.used_outside && L.blk && L.back && chosen) {
+  if (L.region && L.used_outside && L.blk && L.back && L.nhwc && chosen) {
     build_regions(&L);
     mark_used_outside(&L);
     for (int i = 0; i < L.n0; i++)
       if (L.region[i] == i)
-        chosen[i] = choose_blocked(&L, i);
+        chosen[i] = choose_layout(&L, i);
     changed = rewrite_regions(&L, chosen);
   }
   if (changed) {
@@ -491,6 +562,7 @@ bool pass_layout(Graph *g, PassCtx *cx, PassStats *st) {
   free(L.used_outside);
   free(L.blk);
   free(L.back);
+  free(L.nhwc);
   free(L.owner);
   free(chosen);
   st->bytes_after = pass_temp_bytes(g);

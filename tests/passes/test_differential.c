@@ -16,7 +16,10 @@
  * rounding difference may flip a gradient. The generator's conv stacks are
  * too small for the layout pass's cost model to block them, so every
  * third inference model compiles with the blocked layout forced
- * (KILN_LAYOUT=blocked); the totals count the models that got blocked.
+ * (KILN_LAYOUT=blocked) and every sixth, from the second, with NHWC
+ * (KILN_LAYOUT=nhwc: convolutions read values entering a region as NHWC);
+ * the totals count the models that got blocked and those with an NHWC
+ * input.
  *
  * A failure names its seed; KILN_DIFF_SEED=<seed> runs that model alone
  * and prints its graph at both levels; KILN_DIFF_OPT=<level> compares -O0
@@ -405,7 +408,17 @@ typedef struct Totals {
   int models, training;
   int nodes0, nodes3, kernels0, kernels3, bn0, bn3;
   int blocked;            /* models with a conv2d_nchwc at -O3 */
+  int nhwc;               /* ... one of whose inputs is NHWC (lanes not the output's) */
 } Totals;
+
+static bool has_nhwc_input(const Graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->op == OP_conv2d_nchwc && !sz_eq(n->in[0]->type.dim[4], n->out[0]->type.dim[4]))
+      return true;
+  }
+  return false;
+}
 
 static void build(OModel *o, uint64_t seed, bool training) {
   char name[64];
@@ -451,6 +464,8 @@ static void one(uint64_t seed, bool verbose, Totals *t) {
   const char *level = getenv("KILN_DIFF_OPT");
   if (seed % 3 == 0)
     setenv("KILN_LAYOUT", "blocked", 1);
+  else if (seed % 6 == 1)
+    setenv("KILN_LAYOUT", "nhwc", 1);
   om_compile(&got, level ? atoi(level) : 3, seed);
   unsetenv("KILN_LAYOUT");
   if (verbose) {
@@ -477,6 +492,7 @@ static void one(uint64_t seed, bool verbose, Totals *t) {
   t->bn0 += om_count(ref.m.g, OP_batchnorm);
   t->bn3 += om_count(got.m.g, OP_batchnorm);
   t->blocked += om_count(got.m.g, OP_conv2d_nchwc) > 0;
+  t->nhwc += has_nhwc_input(got.m.g);
   model_free(&ref.m);
   model_free(&got.m);
 }
@@ -492,10 +508,10 @@ static void test_random_models(void **state) {
   for (int i = 0; i < n; i++)
     one(1000 + (uint64_t)i, false, &t);
   printf("%d models (%d training steps): nodes %d -> %d, kernels %d -> %d, batchnorms %d -> %d "
-         "from -O0 to -O3, %d blocked\n", t.models, t.training, t.nodes0, t.nodes3, t.kernels0,
-         t.kernels3, t.bn0, t.bn3, t.blocked);
+         "from -O0 to -O3, %d blocked, %d with an NHWC input\n", t.models, t.training, t.nodes0,
+         t.nodes3, t.kernels0, t.kernels3, t.bn0, t.bn3, t.blocked, t.nhwc);
   assert_true(t.nodes3 < t.nodes0 && t.bn3 < t.bn0);   /* the passes did something */
-  assert_true(n < 30 || t.blocked > 0);
+  assert_true(n < 30 || (t.blocked > 0 && t.nhwc > 0));
 }
 
 int main(void) {

@@ -3,17 +3,20 @@
  * copy at -O1 (NCHW, no fusion) and the other at -O3 with the weights
  * visible to the passes, runs both through the JIT on the same inputs and
  * weights, and compares the outputs within 1e-5 (the direct convolution
- * sums in another order). KILN_LAYOUT=blocked forces the blocked choice
+ * sums in another order). KILN_LAYOUT=blocked or =nhwc forces that choice
  * where a case tests the kernels rather than the cost model.
  *
  * Cases: convolutions of odd shapes (channels not multiples of 8, 1x1,
  * stride 2, asymmetric kernel and padding, dilation) with a bias, relu and
- * a residual fused; a region with pools, a residual add and the global
- * average (conversions only at its boundaries, weights and bias converted
- * at compile time: no relayout reads a constant or a parameter); grouped
- * convolutions stay NCHW; the cost model's own choice (a ResNet layer
- * blocked; of LeNet's first two layers, the second); the same results at
- * 1 and 2 threads. */
+ * a residual fused, blocked and with the input NHWC; a region with pools,
+ * a residual add and the global average (conversions only at its
+ * boundaries, weights and bias converted at compile time: no relayout
+ * reads a constant or a parameter), blocked and NHWC (its first
+ * convolution reads the input unpadded, the second the blocked values of
+ * the region); grouped convolutions stay NCHW; the cost model's own choice
+ * (a ResNet layer blocked; a ResNet stem of 3 channels NHWC; LeNet's first
+ * two layers NHWC; KILN_LAYOUT=nchw overriding it); the same results at 1
+ * and 2 threads. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -83,13 +86,14 @@ typedef struct Pair {
 
 static const Geo *cur_geo;
 
-static void compile_pair(Pair *p, const char *name, void (*build)(Graph *), bool force) {
+/* force: KILN_LAYOUT's value, or NULL for the cost model's choice */
+static void compile_pair(Pair *p, const char *name, void (*build)(Graph *), const char *force) {
   memset(p, 0, sizeof *p);
   build(model_new(&p->ref.m, name));
   build(model_new(&p->got.m, name));
   om_compile(&p->ref, 1, 5);
   if (force)
-    setenv("KILN_LAYOUT", "blocked", 1);
+    setenv("KILN_LAYOUT", force, 1);
   om_compile(&p->got, 3, 5);
   unsetenv("KILN_LAYOUT");
   assert_int_equal(ir_verify(p->got.m.g), 0);
@@ -128,6 +132,29 @@ static int relayouts_of_runtime_values(const Graph *g) {
   return k;
 }
 
+/* The input lanes of the k-th conv2d_nchwc: b blocked, C when it reads NHWC. */
+static int64_t input_lanes(const Graph *g, int k) {
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    int64_t lanes = -1;
+    if (n->op == OP_conv2d_nchwc && k-- == 0) {
+      assert_true(sz_is_const(n->in[0]->type.dim[4], &lanes));
+      return lanes;
+    }
+  }
+  fail_msg("no conv2d_nchwc %d", k);
+  return -1;
+}
+
+/* The output lanes of conv2d_nchwc: the target's b. */
+static int64_t output_lanes(const Graph *g) {
+  int64_t lanes = -1;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == OP_conv2d_nchwc)
+      sz_is_const(g->nodes[i]->out[0]->type.dim[4], &lanes);
+  return lanes;
+}
+
 /* ---- odd shapes ------------------------------------------------------------------ */
 
 /* conv + bias + relu, plus the input when the shapes allow a residual */
@@ -153,13 +180,18 @@ static void test_odd_shapes(void **state) {
       {.c = 7, .o = 9, .h = 8, .w = 19, .kh = 2, .kw = 5, .stride = 1, .dil = 1, .pad = {1, 0, 0, 2}},
       {.c = 1, .o = 8, .h = 12, .w = 12, .kh = 5, .kw = 5, .stride = 1, .dil = 1},
   };
-  for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++) {
+  for (size_t i = 0; i < 2 * sizeof geos / sizeof geos[0]; i++) {
     Pair p;
-    cur_geo = &geos[i];
-    compile_pair(&p, "odd", build_odd, true);
-    assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
-    assert_int_equal(om_count(p.got.m.g, OP_conv2d), 0);
-    assert_int_equal(relayouts_of_runtime_values(p.got.m.g), 2);   /* x in, y out */
+    bool nhwc = i % 2;
+    cur_geo = &geos[i / 2];
+    compile_pair(&p, "odd", build_odd, nhwc ? "nhwc" : "blocked");
+    const Graph *g = p.got.m.g;
+    assert_int_equal(om_count(g, OP_conv2d_nchwc), 1);
+    assert_int_equal(om_count(g, OP_conv2d), 0);
+    assert_int_equal(input_lanes(g, 0), nhwc ? cur_geo->c : output_lanes(g));
+    /* x in (one channel enters NHWC by a reshape), y out; a residual reads x blocked */
+    int in = nhwc && cur_geo->c == 1 ? 0 : 1, res = nhwc && cur_geo->c == cur_geo->o;
+    assert_int_equal(relayouts_of_runtime_values(g), in + res + 1);
     run_pair(&p, 3, 2);
     run_pair(&p, 1, 1);
     free_pair(&p);
@@ -183,19 +215,25 @@ static void build_region(Graph *g) {
   ir_output(g, ir_op(g, OP_mean, &h, 1, &m, NOLOC), "y");
 }
 
+/* Blocked, then NHWC: x (5 channels) enters the first convolution
+ * unpadded; the second reads the blocked values made in the region. */
 static void test_region(void **state) {
   (void)state;
-  Pair p;
-  compile_pair(&p, "region", build_region, true);
-  const Graph *g = p.got.m.g;
-  assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);
-  assert_int_equal(om_count(g, OP_relayout), 3);            /* x in; mid and y out */
-  assert_int_equal(relayouts_of_runtime_values(g), 3);
-  assert_true(g->weights_baked);
-  assert_int_equal(g->nparams, 0);                          /* all converted */
-  run_pair(&p, 3, 2);
-  run_pair(&p, 2, 1);
-  free_pair(&p);
+  for (int nhwc = 0; nhwc < 2; nhwc++) {
+    Pair p;
+    compile_pair(&p, "region", build_region, nhwc ? "nhwc" : "blocked");
+    const Graph *g = p.got.m.g;
+    assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);
+    assert_int_equal(input_lanes(g, 0), nhwc ? 5 : output_lanes(g));
+    assert_int_equal(input_lanes(g, 1), output_lanes(g));
+    assert_int_equal(om_count(g, OP_relayout), 3);            /* x in; mid and y out */
+    assert_int_equal(relayouts_of_runtime_values(g), 3);
+    assert_true(g->weights_baked);
+    assert_int_equal(g->nparams, 0);                          /* all converted */
+    run_pair(&p, 3, 2);
+    run_pair(&p, 2, 1);
+    free_pair(&p);
+  }
 }
 
 /* ---- what stays NCHW --------------------------------------------------------------- */
@@ -209,7 +247,7 @@ static void build_grouped(Graph *g) {
 static void test_grouped_stays(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "grouped", build_grouped, true);
+  compile_pair(&p, "grouped", build_grouped, "blocked");
   assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 0);
   assert_int_equal(om_count(p.got.m.g, OP_relayout), 0);
   run_pair(&p, 3, 2);
@@ -217,12 +255,22 @@ static void test_grouped_stays(void **state) {
 }
 
 /* The cost model alone: a ResNet layer (32 -> 32 channels at 32x32) is
- * cheaper blocked; of LeNet's first two (1 -> 6 -> 16 channels), the first
- * is not (1 channel padded to 8), the second is. */
+ * cheaper blocked (NHWC would be the same: 32 channels need no padding);
+ * a ResNet stem (3 -> 32 -> 32) NHWC, its first convolution reading the 3
+ * channels unpadded; LeNet's first two layers (1 -> 6 -> 16 channels)
+ * NHWC, the one channel entering by a reshape, where blocked they cost
+ * more than NCHW (1 channel padded to 8). */
 static void build_resnet_layer(Graph *g) {
   Geo a = {.o = 32, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}};
   Value *x = batch_input(g, 32, 32, 32);
   ir_output(g, op1(g, OP_relu, conv(g, x, &a, "c.weight")), "y");
+}
+
+static void build_resnet_stem(Graph *g) {
+  Geo a = {.o = 32, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}};
+  Value *x = batch_input(g, 3, 32, 32);
+  Value *h = op1(g, OP_relu, conv(g, x, &a, "c1.weight"));
+  ir_output(g, op1(g, OP_relu, conv(g, h, &a, "c2.weight")), "y");
 }
 
 static void build_lenet(Graph *g) {
@@ -236,15 +284,26 @@ static void build_lenet(Graph *g) {
 static void test_cost_model(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "resnet_layer", build_resnet_layer, false);
+  compile_pair(&p, "resnet_layer", build_resnet_layer, NULL);
   assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
+  assert_int_equal(input_lanes(p.got.m.g, 0), output_lanes(p.got.m.g));
   run_pair(&p, 2, 2);
   free_pair(&p);
-  compile_pair(&p, "lenet", build_lenet, false);
-  assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
-  assert_int_equal(om_count(p.got.m.g, OP_conv2d), 1);
-  assert_int_equal(p.got.m.g->nodes[0]->op, OP_conv2d);
+  compile_pair(&p, "resnet_stem", build_resnet_stem, NULL);
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 2);
+  assert_int_equal(input_lanes(p.got.m.g, 0), 3);
+  assert_int_equal(input_lanes(p.got.m.g, 1), output_lanes(p.got.m.g));
+  run_pair(&p, 2, 2);
+  free_pair(&p);
+  compile_pair(&p, "lenet", build_lenet, NULL);
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 2);
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d), 0);
+  assert_int_equal(input_lanes(p.got.m.g, 0), 1);
+  assert_int_equal(om_count(p.got.m.g, OP_relayout), 1);    /* only out: x enters by a reshape */
   run_pair(&p, 3, 2);
+  free_pair(&p);
+  compile_pair(&p, "lenet", build_lenet, "nchw");           /* KILN_LAYOUT=nchw overrides it */
+  assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 0);
   free_pair(&p);
 }
 
@@ -253,7 +312,7 @@ static void test_cost_model(void **state) {
 static void test_threads(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "region", build_region, true);
+  compile_pair(&p, "region", build_region, "nhwc");
   om_inputs(&p.got, 3);
   model_run(&p.got.m, 3, 1);
   Ten one = model_get(&p.got.m, p.got.m.g->outputs[0]);
