@@ -256,15 +256,40 @@ static void build_unfoldable(Graph *g) {
   ir_output(g, add(g, matmul(g, s, w2, true), b2), "bias_only");
 }
 
+/* A weight as drawn: the parameter, or the constant W^T of a dense
+ * layer's (the pretranspose pass after fold-bn), not scaled by a fold. */
+static bool unscaled(const OModel *o, const Value *w) {
+  if (w->role == V_PARAM)
+    return true;
+  int64_t in, out;
+  if (w->role != V_CONST || w->type.rank != 2 || !sz_is_const(w->type.dim[0], &in) ||
+      !sz_is_const(w->type.dim[1], &out))
+    return false;
+  for (int i = 0; i < o->nparams; i++) {
+    const Value *p = o->param[i];
+    int64_t po, pi;
+    if (p->type.rank != 2 || !sz_is_const(p->type.dim[0], &po) || !sz_is_const(p->type.dim[1], &pi) ||
+        po != out || pi != in)
+      continue;
+    const float *d = o->data[i], *t = w->data;
+    bool same = true;
+    for (int64_t r = 0; r < out && same; r++)
+      for (int64_t c = 0; c < in && same; c++)
+        same = t[c * out + r] == d[r * in + c];
+    if (same)
+      return true;
+  }
+  return false;
+}
+
 static void test_unfoldable(void **state) {
   OModel ref, got;
   both("unfoldable", build_unfoldable, false, &ref, &got);
   Graph *g = got.m.g;
   assert_int_equal(om_count(g, OP_batchnorm), 3);
-  assert_false(g->weights_baked);
   for (int i = 0; i < g->nnodes; i++)
     if (g->nodes[i]->op == OP_conv2d || g->nodes[i]->op == OP_matmul)
-      assert_int_equal(g->nodes[i]->in[1]->role, V_PARAM);
+      assert_true(unscaled(&ref, g->nodes[i]->in[1]));
   free_both(&ref, &got);
 }
 
