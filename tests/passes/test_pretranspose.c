@@ -194,13 +194,7 @@ static void test_needs_weights_and_inference(void **state) {
       assert_true(g->nodes[i]->attr.trans_b && g->nodes[i]->in[1]->role == V_PARAM);
   free_three(&t);
   OModel o;
-  memset(&o, 0, sizeof o);
-  Graph *tg = model_new(&o.m, "training");
-  build_mlp(tg);
-  Attr all = ir_attr();
-  all.axes = 3;
-  tg->loss = ir_op(tg, OP_sum, &tg->outputs[0], 1, &all, NOLOC);
-  om_compile(&o, 3, 1);
+  Graph *tg = om_compile_training(&o, "training", build_mlp);
   assert_false(tg->weights_baked);
   assert_non_null(ir_find_param(tg, "fc1.weight"));
   model_free(&o.m);
