@@ -146,6 +146,15 @@ static inline void om_compare_outputs(OModel *a, OModel *b, double eps, const ch
   }
 }
 
+/* The weights drawn for the parameter named name, else a failure. */
+static inline const void *om_drawn(const OModel *o, const char *name) {
+  for (int i = 0; i < o->nparams; i++)
+    if (!strcmp(o->param[i]->name, name))
+      return o->data[i];
+  fail_msg("no parameter %s", name);
+  return NULL;
+}
+
 /* The model `build` makes as a training graph (its first output summed
  * into the loss), compiled at -O3: what the inference passes must leave. */
 static inline Graph *om_compile_training(OModel *o, const char *name, void (*build)(Graph *g)) {

@@ -100,13 +100,7 @@ static void free_both(OModel *a, OModel *b) {
 }
 
 /* The weights ref was given for the parameter named name, as floats. */
-static const float *weights(const OModel *o, const char *name) {
-  for (int i = 0; i < o->nparams; i++)
-    if (!strcmp(o->param[i]->name, name))
-      return o->data[i];
-  fail_msg("no parameter %s", name);
-  return NULL;
-}
+static const float *weights(const OModel *o, const char *name) { return om_drawn(o, name); }
 
 /* The one node with op, else a failure. */
 static Node *only(const Graph *g, Op op) {

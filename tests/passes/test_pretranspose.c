@@ -102,20 +102,11 @@ static void free_three(Three *t) {
   model_free(&t->got.m);
 }
 
-/* The weights drawn for the parameter named name. */
-static const void *drawn(const OModel *o, const char *name) {
-  for (int i = 0; i < o->nparams; i++)
-    if (!strcmp(o->param[i]->name, name))
-      return o->data[i];
-  fail_msg("no parameter %s", name);
-  return NULL;
-}
-
 /* Every matmul of g reads a constant [in, out], no trans_b; the one whose
  * K is in and N out reads W^T of the weights drawn for wname. */
 static void assert_reads_wt(const OModel *o, const char *wname, int64_t out, int64_t in) {
   const Graph *g = o->m.g;
-  const void *w = drawn(o, wname);
+  const void *w = om_drawn(o, wname);
   RtDType dt = RT_F32;
   int found = 0;
   for (int i = 0; i < g->nnodes; i++) {
