@@ -9,7 +9,9 @@
  *     vector accumulator; L rows of B are read L k's at a time and
  *     transposed in registers into L columns, one FMA each with x[m, k].
  *   B (x W, op(B)'s rows contiguous): a block of NV vectors of outputs,
- *     one broadcast of x[m, k] and NV FMAs per k.
+ *     one broadcast of x[m, k] and NV FMAs per k. The faster of the two
+ *     (no shuffles): an inference graph's dense layers get it, their
+ *     weights stored as W^T when the model compiles (passes/pretranspose.c).
  *
  * Either way each output is one FMA chain per K block in the GEMM's
  * blocking and order (k_blocks), so the result is the GEMM's bit for bit

@@ -372,33 +372,37 @@ void cg_conv_bwd_kernel(CgKernel *k, const char *name) {
 
 typedef struct PoolCtx {
   const Node *n;
+  int vl;                /* lanes pooled as one vector: a blocked input's b, else 1 */
 } PoolCtx;
 
 /* Unit u = one output row (image, channel, oh); the window is scanned with
  * bounds checks; avg divides by the window's size inside the padded input
  * (count_include_pad) or by the valid elements. A blocked input [N, C/b, H,
- * W, b] (passes/layout.c) pools each of its b lanes alike: L = b, else 1. */
+ * W, b] (passes/layout.c) pools its b lanes alike, as one vector of b
+ * (b known: the loads of a window are whole lines), else one at a time. */
 static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
-  const Node *n = ((PoolCtx *)user)->n;
+  const PoolCtx *p = user;
+  const Node *n = p->n;
   CgCtx *c = k->c;
   const Attr *a = &n->attr;
   const Type *x = &n->in[0]->type, *y = &n->out[0]->type;
   RtDType dt = x->dt;
-  LLVMTypeRef et = cg_elem_type(c, dt);
+  LLVMTypeRef et = cg_elem_type(c, dt), vt = p->vl > 1 ? LLVMVectorType(et, (unsigned)p->vl) : et;
   bool isMax = n->op == OP_maxpool2d;
   LLVMValueRef in = cg_value_ptr(k, n->in[0]), out = cg_value_ptr(k, n->out[0]);
   LLVMValueRef H = cg_size(k, x->dim[2]), W = cg_size(k, x->dim[3]);
   LLVMValueRef OH = cg_size(k, y->dim[2]), OW = cg_size(k, y->dim[3]);
   LLVMValueRef L = x->rank == 5 ? cg_size(k, x->dim[4]) : cg_i64(c, 1);
-  LLVMValueRef accp = LLVMBuildAlloca(c->b, et, ""), cntp = LLVMBuildAlloca(c->b, c->t_i64, "");
+  LLVMValueRef accp = LLVMBuildAlloca(c->b, vt, ""), cntp = LLVMBuildAlloca(c->b, c->t_i64, "");
   CgLoop U, Q, Ln, I, J;
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   LLVMValueRef plane = LLVMBuildSDiv(c->b, u, OH, ""), oh = LLVMBuildSRem(c->b, u, OH, "");
   LLVMValueRef ih0 = LLVMBuildSub(c->b, mul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]), "");
   LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
   LLVMValueRef iw0 = LLVMBuildSub(c->b, mul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]), "");
-  LLVMValueRef lane = cg_for(k, &Ln, cg_i64(c, 0), L, cg_i64(c, 1));
-  LLVMBuildStore(c->b, LLVMConstReal(et, isMax ? -INFINITY : 0.0), accp);
+  LLVMValueRef lane = cg_for(k, &Ln, cg_i64(c, 0), L, cg_i64(c, p->vl));
+  LLVMValueRef init = LLVMConstReal(et, isMax ? -INFINITY : 0.0);
+  LLVMBuildStore(c->b, p->vl > 1 ? cg_splat(c, init, p->vl) : init, accp);
   LLVMBuildStore(c->b, cg_i64(c, 0), cntp);
   LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
   LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
@@ -409,12 +413,12 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   LLVMValueRef src = LLVMBuildSelect(c->b, ok, add(c, mul(c, add(c, mul(c, plane, H), ih), W), iw),
                                      cg_i64(c, 0), "");
   src = add(c, mul(c, src, L), lane);
-  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, in, src), "");
-  LLVMValueRef acc = LLVMBuildLoad2(c->b, et, accp, "");
+  LLVMValueRef v = LLVMBuildLoad2(c->b, vt, cg_gep(k, dt, in, src), "");
+  LLVMSetAlignment(v, (unsigned)rt_dtype_size(dt));
+  LLVMValueRef acc = LLVMBuildLoad2(c->b, vt, accp, "");
   LLVMValueRef nv;
   if (isMax) {
-    LLVMTypeRef t = et;
-    nv = cg_intrinsic(c, "llvm.maximum", &t, 1, (LLVMValueRef[]){acc, v}, 2);
+    nv = cg_intrinsic(c, "llvm.maximum", &vt, 1, (LLVMValueRef[]){acc, v}, 2);
   } else {
     nv = LLVMBuildFAdd(c->b, acc, v, "");
   }
@@ -423,7 +427,7 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   LLVMBuildStore(c->b, add(c, cnt, LLVMBuildZExt(c->b, ok, c->t_i64, "")), cntp);
   cg_endfor(k, &J);
   cg_endfor(k, &I);
-  LLVMValueRef r = LLVMBuildLoad2(c->b, et, accp, "");
+  LLVMValueRef r = LLVMBuildLoad2(c->b, vt, accp, "");
   if (!isMax) {
     LLVMValueRef cntv = LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
     if (a->count_include_pad) {       /* the window clipped to the padded input */
@@ -435,9 +439,11 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
       wend = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, wend, wmax, ""), wend, wmax, "");
       cntv = mul(c, LLVMBuildSub(c->b, hend, ih0, ""), LLVMBuildSub(c->b, wend, iw0, ""));
     }
-    r = LLVMBuildFDiv(c->b, r, LLVMBuildSIToFP(c->b, cntv, et, ""), "");
+    LLVMValueRef div = LLVMBuildSIToFP(c->b, cntv, et, "");
+    r = LLVMBuildFDiv(c->b, r, p->vl > 1 ? cg_splat(c, div, p->vl) : div, "");
   }
-  LLVMBuildStore(c->b, r, cg_gep(k, dt, out, add(c, mul(c, add(c, mul(c, u, OW), ow), L), lane)));
+  LLVMValueRef st = LLVMBuildStore(c->b, r, cg_gep(k, dt, out, add(c, mul(c, add(c, mul(c, u, OW), ow), L), lane)));
+  LLVMSetAlignment(st, (unsigned)rt_dtype_size(dt));
   cg_endfor(k, &Ln);
   cg_endfor(k, &Q);
   cg_endfor(k, &U);
@@ -445,7 +451,8 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
 
 void cg_pool_kernel(CgKernel *k, const char *name) {
   const Type *y = &k->n->out[0]->type;
-  PoolCtx p = {k->n};
+  int64_t b;
+  PoolCtx p = {k->n, y->rank == 5 && sz_is_const(y->dim[4], &b) && b <= 64 ? (int)b : 1};
   LLVMValueRef rows = cg_size(k, sz_mul(sz_mul(y->dim[0], y->dim[1]), y->dim[2]));
   int64_t win = (int64_t)k->n->attr.k[0] * k->n->attr.k[1];
   Size lanes = y->rank == 5 ? y->dim[4] : sz_const(1);

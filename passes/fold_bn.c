@@ -40,15 +40,7 @@ typedef struct Affine {
 /* The data of v when the compile knows it: a constant, a parameter or
  * state through the driver, or a reshape of one (same order). */
 static const void *known(Fold *f, const Value *v) {
-  if (v->role == V_CONST)
-    return v->data;
-  if ((v->role == V_PARAM || v->role == V_STATE) && f->cx->param_data) {
-    f->read_params = true;
-    return f->cx->param_data(f->g, v, f->cx->param_user);
-  }
-  if (v->role == V_TEMP && v->def->op == OP_reshape)
-    return known(f, v->def->in[0]);
-  return NULL;
+  return pass_known_data(f->g, f->cx, v, &f->read_params);
 }
 
 static bool extent(const Graph *g, Size s, int64_t *n) {

@@ -152,6 +152,14 @@ bool *pass_fused_internal(const Graph *g);
  * NCHW{cx->lanes}c by a cost model (its head comment) */
 bool pass_layout(Graph *g, PassCtx *cx, PassStats *st);
 
+/* pretranspose.c: for inference, a matmul x W^T whose W's data is known
+ * reads a constant W^T instead (its head comment says why), */
+bool pass_pretranspose(Graph *g, PassCtx *cx, PassStats *st);
+/* and the data of v known when the model compiles: a constant, a
+ * parameter or state through cx->param_data (then *param = true), or a
+ * reshape of one (same order); NULL if unknown. */
+const void *pass_known_data(Graph *g, PassCtx *cx, const Value *v, bool *param);
+
 /* memplan.c */
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st);
 void pass_print_memplan(const Graph *g, FILE *out);

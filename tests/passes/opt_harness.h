@@ -146,6 +146,28 @@ static inline void om_compare_outputs(OModel *a, OModel *b, double eps, const ch
   }
 }
 
+/* The weights drawn for the parameter named name, else a failure. */
+static inline const void *om_drawn(const OModel *o, const char *name) {
+  for (int i = 0; i < o->nparams; i++)
+    if (!strcmp(o->param[i]->name, name))
+      return o->data[i];
+  fail_msg("no parameter %s", name);
+  return NULL;
+}
+
+/* The model `build` makes as a training graph (its first output summed
+ * into the loss), compiled at -O3: what the inference passes must leave. */
+static inline Graph *om_compile_training(OModel *o, const char *name, void (*build)(Graph *g)) {
+  memset(o, 0, sizeof *o);
+  Graph *g = model_new(&o->m, name);
+  build(g);
+  Attr all = ir_attr();
+  all.axes = (1 << g->outputs[0]->type.rank) - 1;
+  g->loss = ir_op(g, OP_sum, &g->outputs[0], 1, &all, NOLOC);
+  om_compile(o, 3, 1);
+  return g;
+}
+
 static inline int om_count(const Graph *g, Op op) {
   int k = 0;
   for (int i = 0; i < g->nnodes; i++)

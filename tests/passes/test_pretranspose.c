@@ -1,0 +1,202 @@
+/* The pretranspose pass: a dense layer's x W^T with known W reads a
+ * constant W^T instead. Each case builds a model three times and compiles
+ * it at -O0, at -O2 with the weights hidden from the passes (the pass
+ * cannot run) and at -O2 with them; at batches 1, 3 and 8 (the GEMV, and
+ * the GEMM above its rows) and 1 and 2 threads, the -O2 builds must give
+ * the same bits (the GEMV and the GEMM sum each output in one order, W
+ * transposed or not), and both match -O0. Then the graph it leaves: the
+ * matmuls read constants that are W^T of the weights drawn, one per
+ * weight; a weight read otherwise too stays; unknown weights and a
+ * training graph are left alone. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include "opt_harness.h"
+
+enum { MAX_BATCH = 8 };
+
+static Value *param(Graph *g, const char *name, Type t) {
+  return ir_param(g, name, t, (Init){.kind = INIT_ZEROS}, NOLOC);
+}
+
+static Value *matmul(Graph *g, Value *a, Value *b, bool tb) {
+  Attr at = ir_attr();
+  at.trans_b = tb;
+  return ir_op(g, OP_matmul, (Value *[]){a, b}, 2, &at, NOLOC);
+}
+
+static Value *batch_input(Graph *g, RtDType dt, int64_t width) {
+  int N = ir_size_var(g, "N");
+  g->batch_var = N;
+  g->max_batch = MAX_BATCH;
+  return ir_input(g, "x", ir_type(dt, 2, (Size[]){sz_var(N), sz_const(width)}), NOLOC);
+}
+
+/* dense(x, out): x W^T + b, W a parameter [out, in] named prefix.weight */
+static Value *dense(Graph *g, Value *x, int64_t out, const char *prefix) {
+  char wn[64], bn[64];
+  RtDType dt = x->type.dt;
+  snprintf(wn, sizeof wn, "%s.weight", prefix);
+  snprintf(bn, sizeof bn, "%s.bias", prefix);
+  int64_t in = x->type.dim[1].t[0].coef;
+  Value *w = param(g, wn, ir_type_const(dt, 2, (int64_t[]){out, in}));
+  return ir_op2(g, OP_add, matmul(g, x, w, true), param(g, bn, ir_type_const(dt, 1, &out)), NOLOC);
+}
+
+/* an MLP: 20 -> 37 (relu) -> 11, and one with K over the GEMM's K block
+ * (600 > 256: two blocks) in f64 */
+static void build_mlp(Graph *g) {
+  Value *h = ir_op1(g, OP_relu, dense(g, batch_input(g, RT_F32, 20), 37, "fc1"), NOLOC);
+  ir_output(g, dense(g, h, 11, "fc2"), "logits");
+}
+
+static void build_wide_f64(Graph *g) {
+  ir_output(g, dense(g, batch_input(g, RT_F64, 600), 19, "fc"), "y");
+}
+
+/* one weight, read as W^T twice and as W once (a square layer) */
+static void build_shared(Graph *g) {
+  Value *x = batch_input(g, RT_F32, 24);
+  Value *w = param(g, "w", TY(RT_F32, 24, 24));
+  Value *a = matmul(g, x, w, true);
+  ir_output(g, ir_op2(g, OP_add, matmul(g, a, w, true), matmul(g, x, w, false), NOLOC), "y");
+}
+
+typedef void (*Build)(Graph *g);
+
+typedef struct Three {
+  OModel ref, hidden, got;     /* -O0, -O2 without the weights, -O2 */
+} Three;
+
+static void compile(OModel *o, const char *name, Build build, int opt, bool hide) {
+  memset(o, 0, sizeof *o);
+  build(model_new(&o->m, name));
+  o->hide_weights = hide;
+  om_compile(o, opt, 5);
+  om_inputs(o, 9);
+  assert_int_equal(ir_verify(o->m.g), 0);
+}
+
+static void three(Three *t, const char *name, Build build) {
+  compile(&t->ref, name, build, 0, false);
+  compile(&t->hidden, name, build, 2, true);
+  compile(&t->got, name, build, 2, false);
+  for (int64_t batch = 1; batch <= MAX_BATCH; batch += batch == 1 ? 2 : 5)
+    for (int threads = 1; threads <= 2; threads++) {
+      char what[128];
+      snprintf(what, sizeof what, "%s at batch %lld, %d threads", name, (long long)batch, threads);
+      model_run(&t->ref.m, batch, threads);
+      model_run(&t->hidden.m, batch, threads);
+      model_run(&t->got.m, batch, threads);
+      om_compare_outputs(&t->hidden, &t->got, 0, what);
+      om_compare_outputs(&t->ref, &t->got, 1e-5, what);
+    }
+}
+
+static void free_three(Three *t) {
+  model_free(&t->ref.m);
+  model_free(&t->hidden.m);
+  model_free(&t->got.m);
+}
+
+/* Every matmul of g reads a constant [in, out], no trans_b; the one whose
+ * K is in and N out reads W^T of the weights drawn for wname. */
+static void assert_reads_wt(const OModel *o, const char *wname, int64_t out, int64_t in) {
+  const Graph *g = o->m.g;
+  const void *w = om_drawn(o, wname);
+  RtDType dt = RT_F32;
+  int found = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->op != OP_matmul)
+      continue;
+    const Value *b = n->in[1];
+    int64_t k, c;
+    assert_false(n->attr.trans_b);
+    assert_int_equal(b->role, V_CONST);
+    assert_true(sz_is_const(b->type.dim[0], &k) && sz_is_const(b->type.dim[1], &c));
+    if (k != in || c != out)
+      continue;
+    dt = b->type.dt;
+    for (int64_t r = 0; r < out; r++)
+      for (int64_t j = 0; j < in; j++)
+        assert_true(pass_load(b->data, dt, j * out + r) == pass_load(w, dt, r * in + j));
+    found++;
+  }
+  assert_int_equal(found, 1);
+}
+
+static void test_mlp(void **state) {
+  Three t;
+  three(&t, "mlp", build_mlp);
+  const Graph *g = t.got.m.g;
+  assert_true(g->weights_baked);
+  assert_null(ir_find_param(g, "fc1.weight"));
+  assert_null(ir_find_param(g, "fc2.weight"));
+  assert_non_null(ir_find_param(g, "fc1.bias"));
+  assert_reads_wt(&t.got, "fc1.weight", 37, 20);
+  assert_reads_wt(&t.got, "fc2.weight", 11, 37);
+  free_three(&t);
+}
+
+static void test_wide_f64(void **state) {
+  Three t;
+  three(&t, "wide_f64", build_wide_f64);
+  assert_reads_wt(&t.got, "fc.weight", 19, 600);
+  free_three(&t);
+}
+
+/* Both W^T readers share one constant; W stays for the plain reader. */
+static void test_shared(void **state) {
+  Three t;
+  three(&t, "shared", build_shared);
+  const Graph *g = t.got.m.g;
+  const Value *wt = NULL, *w = ir_find_param(g, "w");
+  int nconst = 0;
+  assert_non_null(w);
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->op != OP_matmul)
+      continue;
+    assert_false(n->attr.trans_b);
+    if (n->in[1] == w)
+      continue;
+    assert_true(!wt || wt == n->in[1]);
+    nconst += !wt;
+    wt = n->in[1];
+  }
+  assert_int_equal(nconst, 1);
+  assert_int_equal(wt->role, V_CONST);
+  free_three(&t);
+}
+
+/* Hidden weights: the matmuls keep reading their parameters as W^T; a
+ * training graph too. */
+static void test_needs_weights_and_inference(void **state) {
+  Three t;
+  three(&t, "hidden", build_mlp);
+  const Graph *g = t.hidden.m.g;
+  assert_false(g->weights_baked);
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == OP_matmul)
+      assert_true(g->nodes[i]->attr.trans_b && g->nodes[i]->in[1]->role == V_PARAM);
+  free_three(&t);
+  OModel o;
+  Graph *tg = om_compile_training(&o, "training", build_mlp);
+  assert_false(tg->weights_baked);
+  assert_non_null(ir_find_param(tg, "fc1.weight"));
+  model_free(&o.m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_mlp),
+      cmocka_unit_test(test_wide_f64),
+      cmocka_unit_test(test_shared),
+      cmocka_unit_test(test_needs_weights_and_inference),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
