@@ -363,6 +363,22 @@ static LLVMValueRef onehot_at(CgCtx *c, const Node *n, LLVMValueRef label, LLVMV
   return from_bool(c, hit, LLVMConstNull(t));
 }
 
+/* iota: start + the index along attr.axis, (idx / stride) % extent; the
+ * extents after the axis, and the axis's own unless it is the first, are
+ * constants (shape_iota). */
+static LLVMValueRef iota_at(CgCtx *c, const Node *n, LLVMValueRef start, LLVMValueRef idx, int w) {
+  const Type *t = &n->out[0]->type;
+  int ax = n->attr.axis;
+  int64_t stride = 1, d = 1;
+  for (int i = ax + 1; i < t->rank; i++)
+    if (sz_is_const(t->dim[i], &d))
+      stride *= d;
+  LLVMValueRef i = LLVMBuildSDiv(c->b, idx, cg_splat(c, cg_i64(c, stride), w), "");
+  if (ax > 0 && sz_is_const(t->dim[ax], &d))
+    i = LLVMBuildSRem(c->b, i, cg_splat(c, cg_i64(c, d), w), "");
+  return arith(c, OP_add, start, cast_to(c, i, RT_I64, t->dt, w));
+}
+
 /* a op b as a bool (0 or 1 in a byte) of w lanes: ordered float
  * comparisons but for ne (NaN != NaN, as PyTorch); integers signed, bytes
  * (u8, bool) unsigned. */
@@ -446,6 +462,7 @@ static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, LLVMValue
   case OP_sign: return sign_of(c, x);
   case OP_expand: return x;
   case OP_onehot: return onehot_at(c, n, x, idx, w);
+  case OP_iota: return iota_at(c, n, x, idx, w);
   case OP_erf: case OP_leaky_relu: case OP_elu: case OP_softplus: case OP_gelu: case OP_gelu_tanh:
   case OP_silu:
     return activation(c, n, x);

@@ -340,7 +340,7 @@ static bool reads_ok(const Fuse *F, const int *m, int nm, const Node *n) {
 static bool epilogue_member_ok(const Fuse *F, const Node *head, const Node *n) {
   if (n == head)
     return true;
-  if (n->op == OP_transpose || n->op == OP_onehot || n->out[0]->updates ||
+  if (n->op == OP_transpose || n->op == OP_onehot || n->op == OP_iota || n->out[0]->updates ||
       n->out[0]->type.dt != head->out[0]->type.dt)
     return false;
   for (int j = 0; j < n->nin; j++)
