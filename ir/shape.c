@@ -552,10 +552,6 @@ static int shape_iota(Graph *g, Node *n) {
     return -1;
   if (n->attr.axis < 0 || n->attr.axis >= t.rank)
     return fail(g, n, "axis %d is out of range for %s", n->attr.axis, TS(&t));
-  for (int i = n->attr.axis ? n->attr.axis : 1; i < t.rank; i++)
-    if (!sz_is_const(t.dim[i], &(int64_t){0}))
-      return fail(g, n, "the sizes of %s from axis %d on must be known at compile time "
-                  "(only the first axis may be the batch)", TS(&t), n->attr.axis);
   set_out(n, t);
   return 0;
 }
