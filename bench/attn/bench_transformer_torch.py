@@ -6,7 +6,6 @@ layer's fused fast path), and forward + backward of y against a fixed
 gradient in train mode (no optimizer step). One row each, per thread count
 given, in bench/ref/timing.py's schema.
   /usr/bin/python3 bench/attn/bench_transformer_torch.py [--threads 1,2] [--json]"""
-import argparse
 import os
 import sys
 
@@ -14,7 +13,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import models as M  # noqa: E402
-from timing import emit, measure, result_row  # noqa: E402
+from timing import emit, measure, parse_args, result_row  # noqa: E402
 
 N, T = 16, 64
 
@@ -45,14 +44,8 @@ def rows(threads, a):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--min-time", type=float, default=1.0)
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args()
-    for threads in [int(t) for t in a.threads.split(",")]:
+    a = parse_args(__doc__)
+    for threads in a.threads:
         for row in rows(threads, a):
             if a.json:
                 emit(row)

@@ -19,39 +19,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <stdio.h>
-#include "../passes/adharness.h"
-#include "frontend/frontend.h"
+#include "../fixtures.h"
 
 #define TORCH_EPS 1e-4
-
-static RtSafetensors fixture(const char *name) {
-  char path[512];
-  RtSafetensors st;
-  RtError err;
-  snprintf(path, sizeof path, "%s/tests/attn/%s.safetensors", getenv("KILN_SRC"), name);
-  if (rt_st_read(path, &st, &err) != RT_OK)
-    fail_msg("%s", err.msg);
-  return st;
-}
-
-static Ten from_fixture(Model *m, const RtSafetensors *st, const char *name) {
-  const RtTensor *t = rt_st_find(st, name);
-  if (!t)
-    fail_msg("the fixture lacks %s", name);
-  Ten r = ten_new(m, t->rank, t->shape);
-  for (int64_t i = 0; i < r.n; i++)
-    r.d[i] = ((const float *)t->data)[i];
-  return r;
-}
-
-static void lower(Model *m, const char *src) {
-  model_new(m, "attn");
-  ir_graph_free(m->g);
-  AstFile *f = fe_parse(m->arena, "t.kiln", src, strlen(src), &m->diags);
-  m->g = f ? fe_lower(f, NULL, &m->diags) : NULL;
-  if (m->diags.nerrors)
-    model_fail_diags(m, "lowering");
-}
 
 /* loss = sum(y * r), r a new input; gradients for every parameter and
  * every floating-point input. Returns r. */
@@ -69,27 +39,27 @@ static void check_grad(Model *m, const RtSafetensors *st, const char *file, Valu
   char ref[160], what[200];
   snprintf(ref, sizeof ref, "ref.grad.%s", v->name);
   snprintf(what, sizeof what, "%s -O%d: d loss / d %s", file, m->opt, v->name);
-  check_ten(what, model_get(m, v->grad), from_fixture(m, st, ref), TORCH_EPS);
+  check_ten(what, model_get(m, v->grad), fixture_ten(m, st, ref), TORCH_EPS);
 }
 
 /* The model src (inputs named as the fixture's) at -O`opt` against the
  * fixture `file`: the output and every gradient. */
 static void check_torch(const char *file, const char *src, int opt) {
-  RtSafetensors st = fixture(file);
+  RtSafetensors st = fixture_read("attn", file);
   Model m;
-  lower(&m, src);
+  fixture_lower(&m, src);
   m.opt = opt;
   Graph *g = m.g;
   weighted_loss(g);      /* r is an input: the fixture's */
   ad_compile(&m);
   for (int i = 0; i < g->nparams; i++)
-    model_set(&m, g->params[i], from_fixture(&m, &st, g->params[i]->name));
+    model_set(&m, g->params[i], fixture_ten(&m, &st, g->params[i]->name));
   for (int i = 0; i < g->ninputs; i++)
-    model_set(&m, g->inputs[i], from_fixture(&m, &st, g->inputs[i]->name));
+    model_set(&m, g->inputs[i], fixture_ten(&m, &st, g->inputs[i]->name));
   model_run(&m, 0, HARNESS_THREADS);
   char what[64];
   snprintf(what, sizeof what, "%s -O%d: y", file, opt);
-  check_ten(what, model_get(&m, g->outputs[0]), from_fixture(&m, &st, "ref.y"), TORCH_EPS);
+  check_ten(what, model_get(&m, g->outputs[0]), fixture_ten(&m, &st, "ref.y"), TORCH_EPS);
   for (int i = 0; i < g->nparams; i++)
     check_grad(&m, &st, file, g->params[i]);
   for (int i = 0; i < g->ninputs; i++)
@@ -139,7 +109,7 @@ static void test_encoder(void **state) {
 static void test_finite_differences(void **state) {
   (void)state;
   Model m;
-  lower(&m, "model m(x: f64[2, 3, 4], kv: f64[2, 3, 4], pad: bool[2, 3]) -> (y) {\n"
+  fixture_lower(&m, "model m(x: f64[2, 3, 4], kv: f64[2, 3, 4], pad: bool[2, 3]) -> (y) {\n"
             "  y = attention(x, 2, kv=kv, causal=true, key_padding_mask=pad)\n}");
   Graph *g = m.g;
   Value *r = weighted_loss(g);
@@ -214,7 +184,7 @@ static void test_iota(void **state) {
 static void test_iota_mask(void **state) {
   (void)state;
   Model m;
-  lower(&m, "model m(x: f32[1]) -> (mask) {\n"
+  fixture_lower(&m, "model m(x: f32[1]) -> (mask) {\n"
             "  mask = iota([3, 4], axis=1) > iota([3, 4], axis=0)\n}");
   ad_compile(&m);
   model_run(&m, 0, HARNESS_THREADS);

@@ -64,6 +64,21 @@ static void run_steps(KilnStep *s, const int32_t *ids, float *y) {
   }
 }
 
+/* m, weights drawn from seed 3, on test ids [B, T]: the full model's
+ * outputs into want, the step function's (for B sequences) into got. */
+static KilnStep *full_and_steps(KilnModel *m, int32_t *ids, float *want, float *got) {
+  ok(m, kiln_init_weights(m, 3));
+  for (int i = 0; i < B * T; i++)
+    ids[i] = (i * 5 + 2) % V;
+  KilnTensor in = {"ids", KILN_I32, 2, {B, T}, ids}, full;
+  ok(m, kiln_run(m, &in, 1, &full, 1));
+  memcpy(want, full.data, B * T * O * sizeof(float));
+  KilnStep *s;
+  ok(m, kiln_step_create(m, B, &s));
+  run_steps(s, ids, got);
+  return s;
+}
+
 static void check_step(const char *cell, int nstate) {
   char src[512];
   snprintf(src, sizeof src,
@@ -71,18 +86,10 @@ static void check_step(const char *cell, int nstate) {
            "  y = ids |> embedding(%d, 4) |> %s(6, layers=2) |> dense(%d)\n"
            "}\n", O, V, cell, O);
   KilnModel *m = load_string(src, 2);
-  ok(m, kiln_init_weights(m, 3));
   int32_t ids[B * T];
-  for (int i = 0; i < B * T; i++)
-    ids[i] = (i * 5 + 2) % V;
-  KilnTensor in = {"ids", KILN_I32, 2, {B, T}, ids}, full;
-  ok(m, kiln_run(m, &in, 1, &full, 1));
   float want[B * T * O], got2[B * T * O], got1[B * T * O];
-  memcpy(want, full.data, sizeof want);
-  KilnStep *s;
-  ok(m, kiln_step_create(m, B, &s));
+  KilnStep *s = full_and_steps(m, ids, want, got2);
   assert_int_equal(kiln_step_state_count(s), nstate);
-  run_steps(s, ids, got2);
   for (int i = 0; i < B * T * O; i++)
     if (fabsf(got2[i] - want[i]) > 1e-5f)
       fail_msg("%s: step output %d is %g, the full model's %g", cell, i, got2[i], want[i]);
@@ -141,18 +148,10 @@ static void test_step_window(void **state) {
   o.sizes = "T=6";
   KilnStatus st = kiln_load_string("t.kiln", src, strlen(src), &o, &m);
   ok(m, st);
-  ok(m, kiln_init_weights(m, 3));
   int32_t ids[B * T];
-  for (int i = 0; i < B * T; i++)
-    ids[i] = (i * 5 + 2) % V;
-  KilnTensor in = {"ids", KILN_I32, 2, {B, T}, ids}, full;
-  ok(m, kiln_run(m, &in, 1, &full, 1));
   float want[B * T * O], got2[B * T * O], got1[B * T * O];
-  memcpy(want, full.data, sizeof want);
-  KilnStep *s;
-  ok(m, kiln_step_create(m, B, &s));
+  KilnStep *s = full_and_steps(m, ids, want, got2);
   assert_int_equal(kiln_step_state_count(s), 0);
-  run_steps(s, ids, got2);
   for (int i = 0; i < B * T * O; i++)
     if (fabsf(got2[i] - want[i]) > 1e-5f * (1 + fabsf(want[i])))
       fail_msg("window step output %d is %g, the full model's %g", i, got2[i], want[i]);
