@@ -336,7 +336,8 @@ static bool reads_ok(const Fuse *F, const int *m, int nm, const Node *n) {
   return true;
 }
 
-/* The epilogue rules for member n of head's group. */
+/* The epilogue rules for member n of head's group. onehot and iota compute
+ * from the output's flat index, which an epilogue's tile does not have. */
 static bool epilogue_member_ok(const Fuse *F, const Node *head, const Node *n) {
   if (n == head)
     return true;
