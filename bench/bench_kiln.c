@@ -6,10 +6,11 @@
  *
  *   bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N]
  *              [--levels 3] [--iters 30] [--warmup 10] [--min-time 1.0]
- *              [--flop F] [--compile-reps 1] M.kiln
+ *              [--flop F] [--compile-reps 1] [--target NAME] M.kiln
  *
  * Per level, a fresh model is loaded, given weights (kiln_init_weights) and
- * inputs uniform in [0, 1) (labels in [0, 10) for a training step), and run
+ * inputs uniform in [0, 1) (labels in [0, 10) for a training step, or with
+ * --target NAME f32 targets shaped as the first output), and run
  * twice: the first call compiles. Its compile time is the load plus the
  * first call less the second call, on the wall clock (compile_ms) and in
  * the thread's CPU time (compile_cpu_ms, which a busy machine does not
@@ -37,6 +38,7 @@ enum { MAXLEVELS = 4, MAXIN = 8, MAXOUT = 8, MAXITERS = 2000 };
 typedef struct Opts {
   const char *path, *name;
   bool train;
+  const char *target;   /* train: f32 labels of this name shaped as the output, not i64 ones */
   int64_t batch;
   int threads, iters, warmup, compile_reps;
   double min_time, flop;
@@ -69,11 +71,8 @@ static uint64_t lcg(uint64_t *s) {
   return *s >> 33;
 }
 
-/* Input i of m at the batch: f32 uniform in [0, 1). */
-static KilnStatus make_input(KilnModel *m, int i, int64_t batch, KilnTensor *t, uint64_t *seed) {
-  KilnStatus st = kiln_input_info(m, i, t);
-  if (st != KILN_OK)
-    return st;
+/* t (its shape from an info call, -1 the batch) filled: f32 uniform in [0, 1). */
+static KilnStatus fill_uniform(KilnTensor *t, int64_t batch, uint64_t *seed) {
   int64_t n = 1;
   for (int d = 0; d < t->rank; d++)
     n *= t->shape[d] = t->shape[d] < 0 ? batch : t->shape[d];
@@ -84,6 +83,21 @@ static KilnStatus make_input(KilnModel *m, int i, int64_t batch, KilnTensor *t, 
     p[k] = (float)(lcg(seed) % 1000000) / 1e6f;
   t->data = p;
   return KILN_OK;
+}
+
+/* Input i of m at the batch: f32 uniform in [0, 1). */
+static KilnStatus make_input(KilnModel *m, int i, int64_t batch, KilnTensor *t, uint64_t *seed) {
+  KilnStatus st = kiln_input_info(m, i, t);
+  return st == KILN_OK ? fill_uniform(t, batch, seed) : st;
+}
+
+/* The targets of a regression loss (--target NAME): f32 shaped as the
+ * first output, uniform in [0, 1). */
+static KilnStatus make_target(KilnModel *m, const char *name, int64_t batch, KilnTensor *t,
+                              uint64_t *seed) {
+  KilnStatus st = kiln_output_info(m, 0, t);
+  t->name = name;
+  return st == KILN_OK ? fill_uniform(t, batch, seed) : st;
 }
 
 /* The labels of a training step: i64 [batch] in [0, 10). */
@@ -133,7 +147,10 @@ static void setup(Case *c, const Opts *o, double *wall, double *cpu) {
     c->st = kiln_init_weights(c->m, 0);
   for (; c->st == KILN_OK && c->nin < kiln_input_count(c->m) && c->nin < MAXIN; c->nin++)
     c->st = make_input(c->m, c->nin, o->batch, &c->in[c->nin], &seed);
-  if (c->st == KILN_OK && o->train && (c->st = make_labels(o->batch, &c->in[c->nin], &seed)) == KILN_OK)
+  if (c->st == KILN_OK && o->train)
+    c->st = o->target ? make_target(c->m, o->target, o->batch, &c->in[c->nin], &seed)
+                      : make_labels(o->batch, &c->in[c->nin], &seed);
+  if (c->st == KILN_OK && o->train)
     c->nin++;
   if (c->st == KILN_OK)
     run_once(c, o);
@@ -250,7 +267,7 @@ static int bench(const Opts *o) {
 static int usage(void) {
   fprintf(stderr, "usage: bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N] "
                   "[--levels 0,3] [--iters N] [--warmup N] [--min-time S] [--flop F] "
-                  "[--compile-reps R] M.kiln\n");
+                  "[--compile-reps R] [--target NAME] M.kiln\n");
   return 2;
 }
 
@@ -275,6 +292,8 @@ static int parse(int argc, char **argv, Opts *o) {
       o->min_time = atof(v);
     else if (!strcmp(a, "--flop"))
       o->flop = atof(v);
+    else if (!strcmp(a, "--target"))
+      o->target = v;
     else if (!strcmp(a, "--compile-reps"))
       o->compile_reps = atoi(v);
     else if (!strcmp(a, "--levels"))

@@ -446,6 +446,7 @@ static LLVMValueRef value_at(CgCtx *c, const Node *n, LLVMValueRef *a, LLVMValue
   case OP_sign: return sign_of(c, x);
   case OP_expand: return x;
   case OP_onehot: return onehot_at(c, n, x, idx, w);
+  case OP_iota: return arith(c, OP_add, x, cast_to(c, idx, RT_I64, n->out[0]->type.dt, w));
   case OP_erf: case OP_leaky_relu: case OP_elu: case OP_softplus: case OP_gelu: case OP_gelu_tanh:
   case OP_silu:
     return activation(c, n, x);
@@ -520,17 +521,33 @@ static LLVMValueRef step_input(CgKernel *k, const Fused *f, Step *s, int i, int 
   return s->loaded[o];
 }
 
+/* iota's index along attr.axis from the flat index idx of its output:
+ * (idx / stride) % extent, with the sizes of this run. */
+static LLVMValueRef iota_index(CgKernel *k, const Node *n, LLVMValueRef idx, int w) {
+  CgCtx *c = k->c;
+  const Type *t = &n->out[0]->type;
+  int ax = n->attr.axis;
+  Size stride = sz_const(1);
+  for (int i = ax + 1; i < t->rank; i++)
+    stride = sz_mul(stride, t->dim[i]);
+  LLVMValueRef i = LLVMBuildSDiv(c->b, idx, cg_splat(c, cg_size(k, stride), w), "");
+  return ax ? LLVMBuildSRem(c->b, i, cg_splat(c, cg_size(k, t->dim[ax]), w), "") : i;
+}
+
 /* Every member but `tail` in order, then the stores: after all the loads,
- * so a value written in place over an operand is read first. */
+ * so a value written in place over an operand is read first. Index rules
+ * see the flat index, iota its index along its axis. */
 static void step_eval(CgKernel *k, const Fused *f, Step *s, const Node *tail) {
   LLVMValueRef idx = lane_index(k->c, s->flat, s->w);
   for (int i = 0; i < f->nmem; i++) {
     LLVMValueRef args[MAXIN];
-    if (f->mem[i] == tail)
+    const Node *n = f->mem[i];
+    if (n == tail)
       continue;
-    for (int a = 0; a < f->mem[i]->nin; a++)
+    for (int a = 0; a < n->nin; a++)
       args[a] = step_input(k, f, s, i, a);
-    s->val[i] = value_at(k->c, f->mem[i], args, idx, s->w);
+    LLVMValueRef at = n->op == OP_iota ? iota_index(k, n, idx, s->w) : idx;
+    s->val[i] = value_at(k->c, n, args, at, s->w);
   }
   for (int i = 0; i < f->nmem; i++)
     if (f->dst[i] >= 0)

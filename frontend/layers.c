@@ -1278,6 +1278,161 @@ static FeVal build_embedding(FeCall *c) {
   return result(c, ir_op(c->g, OP_gather, (Value *[]){w, idx}, 2, NULL, c->loc));
 }
 
+/* ---- positions and attention --------------------------------------------- */
+
+/* iota(shape, axis=0, start=0): start + the index along axis, of that
+ * shape (torch.arange laid along one axis). start is a number (an int
+ * gives i64, a float f32) or a scalar tensor (its dtype). A causal mask is
+ * iota([T, S], axis=1) > iota([T, S], axis=0). */
+static FeVal build_iota(FeCall *c) {
+  FeVal *sh = arg(c, "shape"), *st = arg(c, "start");
+  Attr a = ir_attr();
+  if (sh->nitems < 1 || sh->nitems > IR_MAX_RANK)
+    return lfail(c, sh->loc, "shape must list 1 to %d sizes, got %d", IR_MAX_RANK, sh->nitems);
+  a.rank = sh->nitems;
+  for (int i = 0; i < a.rank; i++)
+    a.shape[i] = sh->items[i].i;
+  int64_t ax = int_value(arg(c, "axis"));
+  if (ax < -a.rank || ax >= a.rank)
+    return lfail(c, arg(c, "axis")->loc, "axis %lld is out of range for %d axes", (long long)ax,
+                 a.rank);
+  a.axis = ir_norm_axis((int)ax, a.rank);
+  Value *start = operand(c, st, st->kind == FE_FLOAT ? RT_F32 : RT_I64);
+  return result(c, ir_op(c->g, OP_iota, &start, 1, &a, c->loc));
+}
+
+/* x [N, L, E] as heads [N, H, L, E/H]. */
+static Value *split_heads(FeCall *c, Value *x, int64_t heads) {
+  const Type *t = &x->type;
+  Size d = sz_floordiv_const(t->dim[2], heads);
+  x = reshape(c, x, 4, (Size[]){t->dim[0], t->dim[1], sz_const(heads), d});
+  Attr a = ir_attr();
+  memcpy(a.perm, (int[]){0, 2, 1, 3}, 4 * sizeof(int));
+  return ir_op(c->g, OP_transpose, &x, 1, &a, c->loc);
+}
+
+/* heads [N, H, L, D] back to rows [N*L, H*D]. */
+static Value *merge_heads(FeCall *c, Value *h) {
+  Attr a = ir_attr();
+  memcpy(a.perm, (int[]){0, 2, 1, 3}, 4 * sizeof(int));
+  h = ir_op(c->g, OP_transpose, &h, 1, &a, c->loc);
+  const Type *t = &h->type;
+  return reshape(c, h, 2, (Size[]){sz_mul(t->dim[0], t->dim[1]), sz_mul(t->dim[2], t->dim[3])});
+}
+
+/* x [N, L, E] @ w^T + b with w [E, E] and b [E] rows part*E .. of the
+ * packed in_proj_weight [3E, E] and in_proj_bias [3E] (q, k, v in that
+ * order, as PyTorch packs them), in heads [N, H, L, E/H]. */
+static Value *project_heads(FeCall *c, Value *x, Value *w, Value *b, int part, int64_t heads) {
+  const Type *t = &x->type;
+  int64_t e = 0;
+  sz_is_const(t->dim[2], &e);
+  Value *rows = reshape(c, x, 2, (Size[]){sz_mul(t->dim[0], t->dim[1]), t->dim[2]});
+  Value *y = mm_t(c, c->g, rows, take(c, w, 0, part * e, e, 1));
+  if (b)
+    y = ir_op2(c->g, OP_add, y, take(c, b, 0, part * e, e, 1), c->loc);
+  return split_heads(c, reshape(c, y, 3, t->dim), heads);
+}
+
+/* scores [N, H, T, S] with -inf where mask (bool, broadcast) is true. */
+static Value *mask_out(FeCall *c, Value *scores, Value *mask) {
+  Value *inf = ir_scalar(c->g, scores->type.dt, -INFINITY);
+  return ir_op(c->g, OP_where, (Value *[]){mask, inf, scores}, 3, NULL, c->loc);
+}
+
+/* The causal mask [T, S]: key j is hidden from query i when j > i. */
+static Value *causal_mask(FeCall *c, Size T, Size S) {
+  Attr a = ir_attr();
+  a.rank = 2, a.shape[0] = T, a.shape[1] = S;
+  Value *zero = ir_scalar(c->g, RT_I64, 0);
+  Value *i = ir_op(c->g, OP_iota, &zero, 1, &a, c->loc);
+  a.axis = 1;
+  Value *j = ir_op(c->g, OP_iota, &zero, 1, &a, c->loc);
+  return ir_op2(c->g, OP_gt, j, i, c->loc);
+}
+
+/* key_padding_mask [N, S] (bool, true: a padding key, ignored) as
+ * [N, 1, 1, S], to broadcast over heads and queries. */
+static Value *padding_mask(FeCall *c, Value *m, const Type *kvt) {
+  Type want = ir_type(RT_BOOL, 2, (Size[]){kvt->dim[0], kvt->dim[1]});
+  if (!ir_type_eq(&m->type, &want)) {
+    lfail(c, arg(c, "key_padding_mask")->loc, "key_padding_mask must be %s, got %s",
+          TS(c, &want), TS(c, &m->type));
+    return NULL;
+  }
+  return reshape(c, m, 4, (Size[]){want.dim[0], sz_const(1), sz_const(1), want.dim[1]});
+}
+
+/* Checks x [N, T, E] and kv [N, S, E] (E known, a multiple of heads). */
+static bool attention_inputs(FeCall *c, const Type *xt, const Type *kvt, int heads) {
+  int64_t e;
+  if (xt->rank != 3 || !ir_is_float(xt->dt) || !sz_is_const(xt->dim[2], &e)) {
+    lfail(c, c->loc, "expects x as f32[N, T, E] (batch first, E known), got %s", TS(c, xt));
+    return false;
+  }
+  if (kvt->rank != 3 || kvt->dt != xt->dt || !sz_eq(kvt->dim[0], xt->dim[0]) ||
+      !sz_eq(kvt->dim[2], xt->dim[2])) {
+    lfail(c, arg(c, "kv")->loc, "kv must be %s[N, S, E] with x's N and E, got %s for x %s",
+          rt_dtype_name(xt->dt), TS(c, kvt), TS(c, xt));
+    return false;
+  }
+  if (e % heads) {
+    lfail(c, arg(c, "heads")->loc, "the embedding size %lld must be a multiple of heads (%d)",
+          (long long)e, heads);
+    return false;
+  }
+  return true;
+}
+
+/* attention(x, heads, kv=, causal=, key_padding_mask=, bias=):
+ * torch.nn.MultiheadAttention(E, heads, batch_first=True) with its
+ * parameters: in_proj_weight [3E, E] (Xavier), in_proj_bias [3E] (zeros),
+ * out_proj.weight [E, E] (uniform +-1/sqrt(E)), out_proj.bias [E]. Queries
+ * from x [N, T, E], keys and values from kv [N, S, E] (x itself when not
+ * given: self-attention). Per head, softmax(q k^T / sqrt(E/H)) v, built of
+ * matmul, transpose, softmax and where so that fusion and autodiff see
+ * ordinary ops; masked scores are -inf before the softmax, as PyTorch's. */
+static FeVal build_attention(FeCall *c) {
+  Value *x = input(c), *kv = given(c, "kv") ? arg(c, "kv")->t : x;
+  const Type *xt = &x->type, *kvt = &kv->type;
+  int heads;
+  if (!int_at_least(c, "heads", arg(c, "heads"), 1, &heads) ||
+      !attention_inputs(c, xt, kvt, heads))
+    return fail_quiet();
+  Size E = xt->dim[2], E3 = sz_mul(sz_const(3), E);
+  bool bias = arg(c, "bias")->b;
+  int64_t e = 0;
+  sz_is_const(E, &e);
+  Value *w = fe_param(c, "in_proj_weight", ir_type(xt->dt, 2, (Size[]){E3, E}),
+                      init_of(INIT_XAVIER_UNIFORM));
+  Value *b = bias ? vector(c, "in_proj_bias", E3, xt->dt, INIT_ZEROS, V_PARAM) : NULL;
+  Value *q = project_heads(c, x, w, b, 0, heads);
+  Value *k = project_heads(c, kv, w, b, 1, heads), *v = project_heads(c, kv, w, b, 2, heads);
+  q = scale(c, q, 1 / sqrt((double)(e / heads)));
+  Attr at = ir_attr();
+  at.trans_b = true;
+  Value *s = ir_op(c->g, OP_matmul, (Value *[]){q, k}, 2, &at, c->loc);   /* [N, H, T, S] */
+  if (arg(c, "causal")->b)
+    s = mask_out(c, s, causal_mask(c, xt->dim[1], kvt->dim[1]));
+  if (given(c, "key_padding_mask")) {
+    Value *m = padding_mask(c, arg(c, "key_padding_mask")->t, kvt);
+    if (!m)
+      return fail_quiet();
+    s = mask_out(c, s, m);
+  }
+  Attr sm = ir_attr();
+  sm.axis = 3;
+  s = ir_op(c->g, OP_softmax, &s, 1, &sm, c->loc);
+  Value *ctx = merge_heads(c, ir_op2(c->g, OP_matmul, s, v, c->loc));
+  double bound = 1 / sqrt((double)e);
+  Value *wo = fe_param(c, "out_proj.weight", ir_type(xt->dt, 2, (Size[]){E, E}),
+                       (Init){.kind = INIT_UNIFORM, .a = -bound, .b = bound});
+  Value *y = mm_t(c, c->g, ctx, wo);
+  if (bias)
+    y = ir_op2(c->g, OP_add, y, vector(c, "out_proj.bias", E, xt->dt, INIT_ZEROS, V_PARAM), c->loc);
+  return result(c, reshape(c, y, 3, xt->dim));
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 #define X {"x", FA_TENSOR, NULL}
@@ -1313,6 +1468,12 @@ static FeVal build_embedding(FeCall *c) {
    {X, {"hidden", FA_SIZE, NULL}, {"layers", FA_INT, "1"}, {"last", FA_BOOL, "false"}, \
     {"h0", FA_TENSOR, ""}, {"c0", FA_TENSOR, ""}, {"mask", FA_TENSOR, ""}, \
     {"bidirectional", FA_BOOL, "false"}}}
+
+/* attention and multihead_attention: one layer, PyTorch's name the alias. */
+#define ATTENTION(name) \
+  {#name, build_attention, OP_softmax, \
+   {X, {"heads", FA_INT, NULL, "num_heads"}, {"kv", FA_TENSOR, ""}, {"causal", FA_BOOL, "false"}, \
+    {"key_padding_mask", FA_TENSOR, ""}, {"bias", FA_BOOL, "true"}}}
 
 const FeLayer fe_layers[] = {
   {"dense", build_dense, OP_matmul,
@@ -1366,6 +1527,9 @@ const FeLayer fe_layers[] = {
   RECURRENT(rnn), RECURRENT(lstm), RECURRENT(gru),
   {"embedding", build_embedding, OP_gather,
    {X, {"num", FA_SIZE, NULL}, {"dim", FA_SIZE, NULL}, INIT}},
+  {"iota", build_iota, OP_iota,
+   {{"shape", FA_SIZES, NULL}, {"axis", FA_INT, "0"}, {"start", FA_OPERAND, "0"}}},
+  ATTENTION(attention), ATTENTION(multihead_attention),
 };
 
 const int fe_nlayers = (int)(sizeof fe_layers / sizeof *fe_layers);

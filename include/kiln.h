@@ -268,7 +268,13 @@ typedef struct KilnStep KilnStep;
 
 /* Compiles the step function of m (weights: loaded, trained, or drawn from
  * the seed) for batches of up to max_batch sequences (0: 1). KILN_ERR_MODEL
- * when the model has no scan or its sequence length is not a size name. */
+ * when the model's scan does not run over a sequence length that is a size
+ * name. A model with no scan (a causal transformer) steps as a window over
+ * its first input's sequence axis (dim 1), whose size T must be bound when
+ * m is loaded (KilnOptions.sizes, "T=23"): it has no states, each step
+ * writes its inputs at the next position, runs the whole model and gives
+ * its outputs at that position (what the full model gives there when the
+ * model is causal), and a sequence ends after T steps. */
 KILN_API KilnStatus kiln_step_create(KilnModel *m, int64_t max_batch, KilnStep **out);
 KILN_API int kiln_step_state_count(const KilnStep *s);
 /* State i: name ("state.0", ...), dtype, shape at the batch of the last

@@ -543,6 +543,19 @@ static int shape_expand(Graph *g, Node *n) {
   return 0;
 }
 
+/* iota(start): attr.shape of start's dtype, start a numeric scalar. */
+static int shape_iota(Graph *g, Node *n) {
+  Type *x = in_t(n, 0), t;
+  if (x->rank != 0 || x->dt == RT_BOOL)
+    return fail(g, n, "expects a numeric scalar start, got %s", TS(x));
+  if (attr_type(g, n, x->dt, &t) < 0)
+    return -1;
+  if (n->attr.axis < 0 || n->attr.axis >= t.rank)
+    return fail(g, n, "axis %d is out of range for %s", n->attr.axis, TS(&t));
+  set_out(n, t);
+  return 0;
+}
+
 /* onehot(labels): [..., classes] of attr.dtype, 1 where the class is the
  * label; a label outside [0, classes) gives a row of zeros. */
 static int shape_onehot(Graph *g, Node *n) {

@@ -336,11 +336,12 @@ static bool reads_ok(const Fuse *F, const int *m, int nm, const Node *n) {
   return true;
 }
 
-/* The epilogue rules for member n of head's group. */
+/* The epilogue rules for member n of head's group. onehot and iota compute
+ * from the output's flat index, which an epilogue's tile does not have. */
 static bool epilogue_member_ok(const Fuse *F, const Node *head, const Node *n) {
   if (n == head)
     return true;
-  if (n->op == OP_transpose || n->op == OP_onehot || n->out[0]->updates ||
+  if (n->op == OP_transpose || n->op == OP_onehot || n->op == OP_iota || n->out[0]->updates ||
       n->out[0]->type.dt != head->out[0]->type.dt)
     return false;
   for (int j = 0; j < n->nin; j++)

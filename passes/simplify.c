@@ -182,9 +182,11 @@ static double binary(Op op, double a, double b, bool ints) {
   }
 }
 
-/* Elementwise, broadcast and movement ops: out[i] = op(inputs read at i). */
+/* Elementwise, broadcast and movement ops: out[i] = op(inputs read at i);
+ * iota adds the index along its axis (an offset with stride 1 there). */
 static void eval_map(const Graph *g, const Node *n, const Dims *od, const Dims *id, double *r) {
-  int64_t st[2][IR_MAX_RANK];
+  int64_t st[2][IR_MAX_RANK], along[IR_MAX_RANK] = {0};
+  along[n->attr.axis >= 0 && n->attr.axis < od->rank ? n->attr.axis : 0] = n->op == OP_iota;
   const int *perm = n->op == OP_transpose ? n->attr.perm : NULL;
   bool flat = n->op == OP_reshape || op_is(n->op, CAT_ELEMWISE);
   bool ints = !ir_is_float(n->out[0]->type.dt);
@@ -194,7 +196,8 @@ static void eval_map(const Graph *g, const Node *n, const Dims *od, const Dims *
     double x[2];
     for (int k = 0; k < n->nin; k++)
       x[k] = pass_load(n->in[k]->data, n->in[k]->type.dt, flat ? i : offset_of(i, od, st[k]));
-    r[i] = n->nin == 2 ? binary(n->op, x[0], x[1], ints) : unary(n, x[0]);
+    r[i] = n->nin == 2 ? binary(n->op, x[0], x[1], ints)
+                       : unary(n, x[0]) + (double)offset_of(i, od, along);
   }
 }
 
@@ -225,7 +228,7 @@ static bool eval_reduce(const Node *n, const Dims *od, const Dims *x, double *r)
 
 static bool foldable_op(Op op) {
   return op_is(op, CAT_ELEMWISE | CAT_REDUCE) || op == OP_add || op == OP_sub || op == OP_mul ||
-         op == OP_div || op == OP_maximum || op == OP_minimum || op == OP_expand ||
+         op == OP_div || op == OP_maximum || op == OP_minimum || op == OP_expand || op == OP_iota ||
          op == OP_transpose || op == OP_reshape;
 }
 

@@ -4,7 +4,14 @@
  * like any graph. The state lives in the step's own input region: after a
  * call each "state.k.next" output is copied onto the "state.k" input, so the
  * next call starts where this one stopped and a caller can read or set the
- * state in place between calls. */
+ * state in place between calls.
+ *
+ * A model with no scan (a causal transformer) steps as a window: compiled
+ * whole at its sequence length T, it keeps the symbols fed so far in its
+ * input, each call writes the new one at the next position, runs the model
+ * and returns its outputs at that position. For a causal model those are
+ * what a run over the whole sequence gives there; it costs a run of T
+ * positions per step, and a sequence ends at T. */
 #include "tools/api.h"
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +22,9 @@ struct KilnStep {
   int nin, nout;          /* the model's own inputs and outputs (first in cc->g's lists) */
   int nstate;             /* then the states: inputs nin + k, outputs nout + k */
   int64_t batch;          /* of the last run (max_batch before any) */
+  int64_t window;         /* a window step: the sequence length T; 0: a scan step */
+  int64_t pos;            /* a window step: the position the next call writes */
+  void **at_pos;          /* a window step: each output at one position, [batch, 1, ...] */
 };
 
 /* The size name of the first scan's sequence length, or NULL; *reverse
@@ -54,12 +64,40 @@ static const char *model_sequence_size(KilnModel *m, bool *reverse) {
   return kept;
 }
 
+/* A model with no scan, lowered with the sizes it was loaded with, which
+ * must fix its first input's sequence axis (dim 1): the window T. */
+static KilnStatus lower_window(KilnModel *m, Graph **out, int64_t *window) {
+  const Graph *sig = m->sig;
+  if (!sig->ninputs || sig->inputs[0]->type.rank < 2 ||
+      !sz_is_const(sig->inputs[0]->type.dim[1], window) || *window < 1)
+    return kiln__fail(m, KILN_ERR_MODEL, "model '%s' has no scan; it steps as a window over "
+                      "its first input's sequence axis (dim 1), whose size must be bound when "
+                      "the model is loaded (--size T=...)", sig->name);
+  FeOptions fo = {.model = m->opt.model, .sizes = m->sizes, .nsizes = m->nsizes};
+  Graph *g = fe_lower(m->ast, &fo, &m->diags);
+  if (!g || m->diags.nerrors) {
+    ir_graph_free(g);
+    return g ? KILN_ERR_MODEL : KILN_ERR_NOMEM;
+  }
+  *out = g;
+  return KILN_OK;
+}
+
+static bool graph_has_scan(const Graph *g) {
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == OP_scan)
+      return true;
+  return false;
+}
+
 /* The model lowered with the sequence length 1 (and the sizes it was
  * loaded with), its carries made inputs and outputs. */
-static KilnStatus lower_step(KilnModel *m, Graph **out, int *nstate) {
+static KilnStatus lower_step(KilnModel *m, Graph **out, int *nstate, int64_t *window) {
   bool reverse;
   const char *seq = model_sequence_size(m, &reverse);
   *out = NULL;
+  if (!seq && !graph_has_scan(m->sig))
+    return lower_window(m, out, window);
   if (!seq)
     return kiln__fail(m, KILN_ERR_MODEL, "model '%s' has no scan over a sequence length that is "
                       "a size name (rnn, lstm, gru or scan over T): it has no step function",
@@ -87,6 +125,20 @@ static KilnStatus lower_step(KilnModel *m, Graph **out, int *nstate) {
   return KILN_OK;
 }
 
+static int64_t as_tensor(const KilnStep *s, const Value *v, int64_t batch, KilnTensor *t);
+
+/* A window step's buffers for its outputs at one position. */
+static KilnStatus window_outputs(KilnStep *s) {
+  s->at_pos = calloc((size_t)s->nout + 1, sizeof *s->at_pos);
+  for (int i = 0; s->at_pos && i < s->nout; i++) {
+    KilnTensor t;
+    int64_t bytes = as_tensor(s, s->cc->g->outputs[i], s->cc->max_batch, &t);
+    if (!(s->at_pos[i] = malloc((size_t)(bytes > 0 ? bytes : 1))))
+      return KILN_ERR_NOMEM;
+  }
+  return s->at_pos ? KILN_OK : KILN_ERR_NOMEM;
+}
+
 KilnStatus kiln_step_create(KilnModel *m, int64_t max_batch, KilnStep **out) {
   if (!m || !out || max_batch < 0)
     return KILN_ERR_ARG;
@@ -100,11 +152,13 @@ KilnStatus kiln_step_create(KilnModel *m, int64_t max_batch, KilnStep **out) {
   *s = (KilnStep){.m = m, .nin = m->sig->ninputs, .nout = m->sig->noutputs,
                   .batch = max_batch ? max_batch : 1};
   Graph *g;
-  KilnStatus st = lower_step(m, &g, &s->nstate);
+  KilnStatus st = lower_step(m, &g, &s->nstate, &s->window);
   if (st == KILN_OK)
     st = kiln__compile_graph(m, g, kiln__batch_name(m), s->batch, 0, &s->cc);
+  if (st == KILN_OK && s->window)
+    st = window_outputs(s);
   if (st != KILN_OK) {
-    free(s);
+    kiln_step_free(s);
     return st;
   }
   kiln_step_reset(s);
@@ -137,12 +191,44 @@ KilnStatus kiln_step_state(KilnStep *s, int i, KilnTensor *state) {
   return KILN_OK;
 }
 
+/* Zeroes the states, or a window step's inputs (the symbols fed). */
 void kiln_step_reset(KilnStep *s) {
-  for (int k = 0; s && k < s->nstate; k++) {
+  int from = s && s->window ? 0 : s ? s->nin : 0, to = s ? s->nin + s->nstate : 0;
+  for (int k = from; k < to; k++) {
     KilnTensor t;
-    int64_t bytes = as_tensor(s, s->cc->g->inputs[s->nin + k], s->cc->max_batch, &t);
+    int64_t bytes = as_tensor(s, s->cc->g->inputs[k], s->cc->max_batch, &t);
     memset(t.data, 0, bytes > 0 ? (size_t)bytes : 0);
   }
+  if (s)
+    s->pos = 0;
+}
+
+/* Position pos of each of the batch's rows: between `full`, a dense
+ * [batch, T, ...] tensor of `bytes` bytes, and `one`, [batch, 1, ...]. */
+static void window_copy(char *full, char *one, int64_t bytes, int64_t batch, int64_t T,
+                        int64_t pos, bool into_full) {
+  int64_t row = bytes / batch, part = row / T;
+  for (int64_t n = 0; n < batch; n++) {
+    char *f = full + n * row + pos * part, *o = one + n * part;
+    memcpy(into_full ? f : o, into_full ? o : f, (size_t)part);
+  }
+}
+
+/* A window step's input i, [batch, 1, ...], written at position pos of the
+ * compiled input [batch, T, ...]. */
+static KilnStatus window_input(KilnStep *s, int i, const KilnTensor *t, int64_t batch) {
+  KilnTensor want;
+  int64_t bytes = as_tensor(s, s->cc->g->inputs[i], batch, &want);
+  bool same = bytes >= 0 && t->data && t->dtype == want.dtype && t->rank == want.rank &&
+              t->rank >= 2 && t->shape[1] == 1;
+  for (int d = 0; same && d < t->rank; d++)
+    same = d == 1 || t->shape[d] == want.shape[d];
+  if (!same)
+    return kiln__fail(s->m, KILN_ERR_INPUT, "step input '%s' must be %s with %lld sequence(s) "
+                      "of one position each", want.name, rt_dtype_name((RtDType)want.dtype),
+                      (long long)batch);
+  window_copy(want.data, t->data, bytes, batch, s->window, s->pos, true);
+  return KILN_OK;
 }
 
 /* The step input i fed by t: same dtype and rank, dims as compiled with
@@ -188,13 +274,29 @@ static KilnStatus feed(KilnStep *s, const KilnTensor *in, int n, int64_t *batch)
                       (long long)s->cc->max_batch);
   for (int i = 0; i < s->nin; i++) {
     const KilnTensor *t = given(s, in, n, i);
-    KilnStatus st = t ? take_input(s, i, t, *batch)
-                      : kiln__fail(s->m, KILN_ERR_INPUT, "no step input named '%s' was given",
-                                   g->inputs[i]->name);
+    if (!t)
+      return kiln__fail(s->m, KILN_ERR_INPUT, "no step input named '%s' was given",
+                        g->inputs[i]->name);
+    KilnStatus st = s->window ? window_input(s, i, t, *batch) : take_input(s, i, t, *batch);
     if (st != KILN_OK)
       return st;
   }
   return KILN_OK;
+}
+
+/* A window step's outputs at the position just written; an output without
+ * the sequence axis as it is. */
+static void window_results(KilnStep *s, int64_t batch, KilnTensor *outputs, int noutputs) {
+  for (int i = 0; i < noutputs; i++) {
+    KilnTensor *t = &outputs[i];
+    int64_t bytes = as_tensor(s, s->cc->g->outputs[i], batch, t);
+    t->name = s->m->sig->outputs[i]->name;
+    if (t->rank < 2 || t->shape[1] != s->window)
+      continue;
+    window_copy(t->data, s->at_pos[i], bytes, batch, s->window, s->pos, false);
+    t->shape[1] = 1;
+    t->data = s->at_pos[i];
+  }
 }
 
 KilnStatus kiln_step_run(KilnStep *s, const KilnTensor *inputs, int ninputs, KilnTensor *outputs,
@@ -205,12 +307,20 @@ KilnStatus kiln_step_run(KilnStep *s, const KilnTensor *inputs, int ninputs, Kil
   if (noutputs > s->nout)
     return kiln__fail(s->m, KILN_ERR_ARG, "the model has %d output(s), %d asked", s->nout,
                       noutputs);
+  if (s->window && s->pos >= s->window)
+    return kiln__fail(s->m, KILN_ERR_INPUT, "the window of %lld positions is full; "
+                      "kiln_step_reset starts a new sequence", (long long)s->window);
   int64_t batch = 0;
   KilnStatus st = feed(s, inputs, ninputs, &batch);
   if (st != KILN_OK)
     return st;
   kiln__call(s->m, s->cc, batch);
   s->batch = batch;
+  if (s->window) {
+    window_results(s, batch, outputs, noutputs);
+    s->pos++;
+    return KILN_OK;
+  }
   for (int k = 0; k < s->nstate; k++) {   /* the carries move on */
     KilnTensor next, cur;
     int64_t bytes = as_tensor(s, s->cc->g->outputs[s->nout + k], batch, &next);
@@ -230,5 +340,8 @@ void kiln_step_free(KilnStep *s) {
   if (s->m->newest == s->cc)
     s->m->newest = NULL;
   kiln__free_compiled(s->cc);
+  for (int i = 0; s->at_pos && i < s->nout; i++)
+    free(s->at_pos[i]);
+  free(s->at_pos);
   free(s);
 }

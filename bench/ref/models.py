@@ -117,3 +117,17 @@ WORKLOADS = {
     "resnet": dict(make=ResNetish, input=(3, 32, 32), infer_batches=(1, 32), train_batch=32,
                    fwd_flop=resnet_fwd_flop, train_flop=lambda b: 3 * resnet_fwd_flop(b)),
 }
+
+
+# The transformer encoder block of the shared reference kit, timed on its
+# own (bench/attn): inference, and forward + backward.
+def transformer_block(d_model=128, nhead=4, ffn=512):
+    """One post-norm encoder layer, ReLU FFN, dropout disabled (0.0) so the
+    work is deterministic and matches what a compiler would be given."""
+    return nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=ffn, dropout=0.0,
+                                      batch_first=True)
+
+
+def transformer_fwd_flop(batch, seq, d=128, ffn=512):
+    per_token = 4 * d * d + 2 * d * ffn + 2 * seq * d  # QKV+out proj, FFN, QK^T and AV
+    return 2 * batch * seq * per_token

@@ -60,3 +60,18 @@ def threads_env(n):
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
         env[k] = str(n)
     return env
+
+
+def parse_args(doc, iters=30, warmup=10, min_time=1.0):
+    """The options of a reference script: --threads 1,2 (a list of ints),
+    the timing (--iters, --warmup, --min-time) and --json (rows, not text)."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--iters", type=int, default=iters)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--min-time", type=float, default=min_time)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    a.threads = [int(t) for t in a.threads.split(",")]
+    return a

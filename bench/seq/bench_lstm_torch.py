@@ -3,7 +3,6 @@ sequence 64, batch 32, dense to 64, cross-entropy, Adam; one training step
 timed at a time after warm-up steps (bench/ref/timing.py: at least --iters,
 more until --min-time seconds), at each thread count given.
   /usr/bin/python3 bench/seq/bench_lstm_torch.py [--threads 1,2] [--json]"""
-import argparse
 import os
 import sys
 
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
-from timing import emit, measure, result_row  # noqa: E402
+from timing import emit, measure, parse_args, result_row  # noqa: E402
 
 N, T, V = 32, 64, 64
 
@@ -29,14 +28,8 @@ class LM(nn.Module):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--min-time", type=float, default=0)
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args()
-    for threads in [int(t) for t in a.threads.split(",")]:
+    a = parse_args(__doc__, iters=20, warmup=3, min_time=0)
+    for threads in a.threads:
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         model = LM()

@@ -1,6 +1,7 @@
 /* Generation through the C API and the kiln command: the step function
  * reproduces the full model's outputs step by step (LSTM and GRU, two
- * layers, the same bits at 1 and 2 threads); a model trained on text()
+ * layers, and a causal attention model stepped as a window; the same bits
+ * at 1 and 2 threads); a model trained on text()
  * keeps its vocabulary in its weights and checkpoints, evaluates in nats
  * per symbol, and refuses data of another vocabulary; kiln sample prints
  * what a reference sampler over the step's logits draws. */
@@ -63,6 +64,21 @@ static void run_steps(KilnStep *s, const int32_t *ids, float *y) {
   }
 }
 
+/* m, weights drawn from seed 3, on test ids [B, T]: the full model's
+ * outputs into want, the step function's (for B sequences) into got. */
+static KilnStep *full_and_steps(KilnModel *m, int32_t *ids, float *want, float *got) {
+  ok(m, kiln_init_weights(m, 3));
+  for (int i = 0; i < B * T; i++)
+    ids[i] = (i * 5 + 2) % V;
+  KilnTensor in = {"ids", KILN_I32, 2, {B, T}, ids}, full;
+  ok(m, kiln_run(m, &in, 1, &full, 1));
+  memcpy(want, full.data, B * T * O * sizeof(float));
+  KilnStep *s;
+  ok(m, kiln_step_create(m, B, &s));
+  run_steps(s, ids, got);
+  return s;
+}
+
 static void check_step(const char *cell, int nstate) {
   char src[512];
   snprintf(src, sizeof src,
@@ -70,18 +86,10 @@ static void check_step(const char *cell, int nstate) {
            "  y = ids |> embedding(%d, 4) |> %s(6, layers=2) |> dense(%d)\n"
            "}\n", O, V, cell, O);
   KilnModel *m = load_string(src, 2);
-  ok(m, kiln_init_weights(m, 3));
   int32_t ids[B * T];
-  for (int i = 0; i < B * T; i++)
-    ids[i] = (i * 5 + 2) % V;
-  KilnTensor in = {"ids", KILN_I32, 2, {B, T}, ids}, full;
-  ok(m, kiln_run(m, &in, 1, &full, 1));
   float want[B * T * O], got2[B * T * O], got1[B * T * O];
-  memcpy(want, full.data, sizeof want);
-  KilnStep *s;
-  ok(m, kiln_step_create(m, B, &s));
+  KilnStep *s = full_and_steps(m, ids, want, got2);
   assert_int_equal(kiln_step_state_count(s), nstate);
-  run_steps(s, ids, got2);
   for (int i = 0; i < B * T * O; i++)
     if (fabsf(got2[i] - want[i]) > 1e-5f)
       fail_msg("%s: step output %d is %g, the full model's %g", cell, i, got2[i], want[i]);
@@ -113,15 +121,51 @@ static void test_step_gru(void **state) {
   check_step("gru", 2);
 }
 
-static void test_step_needs_scan(void **state) {
+/* No step: a model with no scan and no sequence axis; a scan that runs
+ * backwards. */
+static void test_step_refused(void **state) {
   (void)state;
-  KilnModel *m = load_string("model m(x: f32[N, 3]) -> (y) {\n  y = dense(x, 2)\n}\n", 1);
+  KilnModel *m = load_string("model m(x: f32[N]) -> (y) {\n  y = x * 2\n}\n", 1);
   KilnStep *s;
-  assert_error(m, kiln_step_create(m, 1, &s), "has no scan", NULL);
+  assert_error(m, kiln_step_create(m, 1, &s), "has no scan", "sequence axis (dim 1)");
   kiln_free(m);
   m = load_string("model m(ids: i32[N, T]) -> (y) {\n"
                   "  y = ids |> embedding(5, 4) |> gru(3, bidirectional=true) |> dense(2)\n}\n", 1);
   assert_error(m, kiln_step_create(m, 1, &s), "runs backwards over T", "no step function");
+  kiln_free(m);
+}
+
+/* A causal transformer (no scan) steps as a window: its outputs at each
+ * position are the full model's there, the same bits at 1 and 2 threads,
+ * and a sequence ends at T (bound when the model is loaded). */
+static void test_step_window(void **state) {
+  (void)state;
+  static const char src[] =
+      "model m(ids: i32[N, T]) -> (y: f32[N, T, 5]) {\n"
+      "  param pos: f32[T, 8] = normal(0, 1)\n"
+      "  h = (ids |> embedding(7, 8)) + pos\n"
+      "  y = h |> attention(2, causal=true) |> dense(5)\n"
+      "}\n";
+  KilnModel *m;
+  KilnOptions o;
+  kiln_options_default(&o);
+  o.threads = 2;
+  o.sizes = "T=6";
+  KilnStatus st = kiln_load_string("t.kiln", src, strlen(src), &o, &m);
+  ok(m, st);
+  int32_t ids[B * T];
+  float want[B * T * O], got2[B * T * O], got1[B * T * O];
+  KilnStep *s = full_and_steps(m, ids, want, got2);
+  assert_int_equal(kiln_step_state_count(s), 0);
+  for (int i = 0; i < B * T * O; i++)
+    if (fabsf(got2[i] - want[i]) > 1e-5f * (1 + fabsf(want[i])))
+      fail_msg("window step output %d is %g, the full model's %g", i, got2[i], want[i]);
+  ok(m, kiln_set_threads(m, 1));
+  run_steps(s, ids, got1);
+  assert_memory_equal(got1, got2, sizeof got1);
+  KilnTensor one = {"ids", KILN_I32, 2, {B, 1}, ids}, out;
+  assert_error(m, kiln_step_run(s, &one, 1, &out, 1), "window of 6 positions is full", NULL);
+  kiln_step_free(s);
   kiln_free(m);
 }
 
@@ -320,7 +364,8 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_step_lstm),        cmocka_unit_test(test_step_gru),
-      cmocka_unit_test(test_step_needs_scan),  cmocka_unit_test(test_vocab_in_weights),
+      cmocka_unit_test(test_step_refused), cmocka_unit_test(test_step_window),
+      cmocka_unit_test(test_vocab_in_weights),
       cmocka_unit_test(test_loss_per_symbol),  cmocka_unit_test(test_sample_cli),
       cmocka_unit_test(test_window_vocab),
   };

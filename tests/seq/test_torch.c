@@ -12,49 +12,19 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <stdio.h>
-#include "../passes/adharness.h"
-#include "frontend/frontend.h"
-
-static RtSafetensors fixture(const char *kind) {
-  char path[512];
-  RtSafetensors st;
-  RtError err;
-  snprintf(path, sizeof path, "%s/tests/seq/%s.safetensors", getenv("KILN_SRC"), kind);
-  if (rt_st_read(path, &st, &err) != RT_OK)
-    fail_msg("%s", err.msg);
-  return st;
-}
-
-static Ten from_fixture(Model *m, const RtSafetensors *st, const char *name) {
-  const RtTensor *t = rt_st_find(st, name);
-  if (!t)
-    fail_msg("the fixture lacks %s", name);
-  Ten r = ten_new(m, t->rank, t->shape);
-  for (int64_t i = 0; i < r.n; i++)
-    r.d[i] = ((const float *)t->data)[i];
-  return r;
-}
-
-static void lower(Model *m, const char *src) {
-  model_new(m, "torch");
-  ir_graph_free(m->g);
-  AstFile *f = fe_parse(m->arena, "t.kiln", src, strlen(src), &m->diags);
-  m->g = f ? fe_lower(f, NULL, &m->diags) : NULL;
-  if (m->diags.nerrors)
-    model_fail_diags(m, "lowering");
-}
+#include "../fixtures.h"
 
 /* Every parameter from the fixture, by its name. */
 static void load_params(Model *m, const RtSafetensors *st) {
   for (int i = 0; i < m->g->nparams; i++)
-    model_set(m, m->g->params[i], from_fixture(m, st, m->g->params[i]->name));
+    model_set(m, m->g->params[i], fixture_ten(m, st, m->g->params[i]->name));
 }
 
 /* The fixture of kind, bidirectional or not, and the layer's arguments. */
 static RtSafetensors fixture_of(const char *kind, bool bi) {
   char name[32];
   snprintf(name, sizeof name, "%s%s", kind, bi ? "_bi" : "");
-  return fixture(name);
+  return fixture_read("seq", name);
 }
 
 static void check_steps(const char *kind, bool bi) {
@@ -65,7 +35,7 @@ static void check_steps(const char *kind, bool bi) {
            "  hs = %s(x, 6, layers=2, bidirectional=%s)\n}", bi ? 12 : 6, kind,
            bi ? "true" : "false");
   Model m;
-  lower(&m, src);
+  fixture_lower(&m, src);
   Graph *g = m.g;
   Value *r = ir_input(g, "r", g->outputs[0]->type, NOLOC);
   Attr all = ir_attr();
@@ -77,17 +47,17 @@ static void check_steps(const char *kind, bool bi) {
   assert_int_equal(g->nparams, bi ? 16 : 8);
   ad_compile(&m);
   load_params(&m, &st);
-  model_set(&m, g->inputs[0], from_fixture(&m, &st, "x"));
-  model_set(&m, r, from_fixture(&m, &st, "r"));
+  model_set(&m, g->inputs[0], fixture_ten(&m, &st, "x"));
+  model_set(&m, r, fixture_ten(&m, &st, "r"));
   model_run(&m, 0, 2);
   char what[128];
   snprintf(what, sizeof what, "%s hs", kind);
-  check_ten(what, model_get(&m, g->outputs[0]), from_fixture(&m, &st, "ref.hs"), 1e-4);
+  check_ten(what, model_get(&m, g->outputs[0]), fixture_ten(&m, &st, "ref.hs"), 1e-4);
   for (int i = 0; i < g->nparams; i++) {
     char ref[128];
     snprintf(ref, sizeof ref, "ref.grad.%s", g->params[i]->name);
     snprintf(what, sizeof what, "%s d loss / d %s", kind, g->params[i]->name);
-    check_ten(what, model_get(&m, g->params[i]->grad), from_fixture(&m, &st, ref), 1e-4);
+    check_ten(what, model_get(&m, g->params[i]->grad), fixture_ten(&m, &st, ref), 1e-4);
   }
   model_free(&m);
   rt_st_free(&st);
@@ -101,15 +71,15 @@ static void check_packed(const char *kind, bool bi) {
            "  hs = %s(x, 6, layers=2, mask=mask, last=true, bidirectional=%s)\n}", bi ? 12 : 6,
            kind, bi ? "true" : "false");
   Model m;
-  lower(&m, src);
+  fixture_lower(&m, src);
   ad_compile(&m);
   load_params(&m, &st);
-  model_set(&m, m.g->inputs[0], from_fixture(&m, &st, "x"));
-  model_set(&m, m.g->inputs[1], from_fixture(&m, &st, "mask"));
+  model_set(&m, m.g->inputs[0], fixture_ten(&m, &st, "x"));
+  model_set(&m, m.g->inputs[1], fixture_ten(&m, &st, "mask"));
   model_run(&m, 0, 2);
   char what[64];
   snprintf(what, sizeof what, "%s last state, packed", kind);
-  check_ten(what, model_get(&m, m.g->outputs[0]), from_fixture(&m, &st, "ref.last_packed"), 1e-4);
+  check_ten(what, model_get(&m, m.g->outputs[0]), fixture_ten(&m, &st, "ref.last_packed"), 1e-4);
   model_free(&m);
   rt_st_free(&st);
 }
@@ -130,7 +100,7 @@ static void check_fd(const char *kind) {
            "model m(x: f64[2, 3, 2], mask: f64[2, 3]) -> (hs: f64[2, 3, 3]) {\n"
            "  hs = %s(x, 3, layers=2, mask=mask)\n}", kind);
   Model m;
-  lower(&m, src);
+  fixture_lower(&m, src);
   Graph *g = m.g;
   Value *r = ir_input(g, "r", g->outputs[0]->type, NOLOC);
   g->loss = sum_all(g, ir_op2(g, OP_mul, g->outputs[0], r, NOLOC));
