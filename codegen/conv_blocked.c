@@ -287,7 +287,9 @@ static void conv_kernel(CgKernel *k, const char *name) {
 }
 
 void cg_blocked_kernel(CgKernel *k, const char *name) {
-  if (k->n->op == OP_conv2d_nchwc)
+  if (k->n->op == OP_block_weight || k->n->op == OP_conv2d_nchwc_bwd_filter)
+    cg_blocked_grad_kernel(k, name);
+  else if (k->n->op == OP_conv2d_nchwc)
     conv_kernel(k, name);
   else
     relayout_kernel(k, name);
