@@ -291,6 +291,6 @@ void cg_blocked_kernel(CgKernel *k, const char *name) {
     cg_blocked_grad_kernel(k, name);
   else if (k->n->op == OP_conv2d_nchwc)
     conv_kernel(k, name);
-  else
+  else if (!cg_relayout_squares(k, name))
     relayout_kernel(k, name);
 }
