@@ -9,17 +9,17 @@
  *
  * conv2d_nchwc_bwd_filter sums dw[o, c, i, j] = dy[n, o, oh, ow] *
  * x[n, c, oh*s + i*d - pad, ow*s + j*d - pad] over n, oh and ow. A unit
- * owns the dw of RO output blocks and one input block, every tap: it keeps
- * that tile on its stack as vectors over the o lanes, [tap][r][c lane],
- * and walks the images, and in each image bands of BAND output rows (the
- * band's dy and x stay in L1 while every tap reads them). Per band, tap
- * and group of LQ input lanes, RO x LQ accumulators come from the tile;
- * at each output position whose tap falls inside x (the range is computed
- * per tap, so the inner loop has no checks) RO dy vectors are loaded and
- * LQ x values broadcast: RO + LQ loads for RO * LQ FMAs. At the end the
- * tile goes to dw in OIHW, real channels only. Each dw element is summed
- * by one unit in one fixed order: the same result at any thread count,
- * no atomics. */
+ * owns the dw of RO output blocks (one when their number is odd) and one
+ * input block, every tap: it keeps that tile on its stack as vectors over
+ * the o lanes, [tap][r][c lane], and walks the images, and in each image
+ * bands of BAND output rows (the band's dy and x stay in L1 while every
+ * tap reads them). Per band, tap and group of LQ input lanes, RO x LQ
+ * accumulators come from the tile; at each output position whose tap
+ * falls inside x (the range is computed per tap, so the inner loop has no
+ * checks) RO dy vectors are loaded and LQ x values broadcast: RO + LQ
+ * loads for RO * LQ FMAs. At the end the tile goes to dw in OIHW, real
+ * channels only. Each dw element is summed by one unit in one fixed
+ * order: the same result at any thread count, no atomics. */
 #include "codegen/codegen.h"
 
 enum { TILE_RO = 2, TILE_LQ = 4, BAND = 4 };
@@ -109,7 +109,8 @@ static void block_weight_kernel(CgKernel *k, const char *name) {
 typedef struct BwdF {
   const Node *n;
   RtDType dt;
-  int b, lq;                 /* lanes; input lanes per accumulator group */
+  int b, lq, ro;             /* lanes; input lanes per accumulator group; output blocks
+                                per unit (TILE_RO, or 1 for an odd number of blocks) */
   int64_t Ob, Cb, O, C, taps;
   /* per task, at run time */
   LLVMValueRef dy, x, dw, tile;
@@ -236,8 +237,7 @@ static void bwdf_unit(CgKernel *k, BwdF *f, int ro) {
   bwdf_store(k, f, ro);
 }
 
-/* Unit u = (pair of output blocks, input block); an odd last block takes a
- * tile of one. */
+/* Unit u = (group of ro output blocks, input block). */
 static void bwdf_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
   BwdF *f = user;
   CgCtx *c = k->c;
@@ -255,24 +255,9 @@ static void bwdf_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   f->OW = cg_size(k, n->in[0]->type.dim[3]);
   CgLoop U;
   LLVMValueRef u = cg_for(k, &U, lo, hi, imm(c, 1));
-  f->ob0 = mul(c, LLVMBuildSDiv(c->b, u, imm(c, f->Cb), ""), imm(c, TILE_RO));
+  f->ob0 = mul(c, LLVMBuildSDiv(c->b, u, imm(c, f->Cb), ""), imm(c, f->ro));
   f->cb = LLVMBuildSRem(c->b, u, imm(c, f->Cb), "");
-  if (f->Ob % TILE_RO == 0) {
-    bwdf_unit(k, f, TILE_RO);
-  } else {
-    LLVMBasicBlockRef pair = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "pair");
-    LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "one");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "unitdone");
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLE, add(c, f->ob0, imm(c, TILE_RO)), imm(c, f->Ob), ""),
-                    pair, one);
-    LLVMPositionBuilderAtEnd(c->b, pair);
-    bwdf_unit(k, f, TILE_RO);
-    LLVMBuildBr(c->b, done);
-    LLVMPositionBuilderAtEnd(c->b, one);
-    bwdf_unit(k, f, 1);
-    LLVMBuildBr(c->b, done);
-    LLVMPositionBuilderAtEnd(c->b, done);
-  }
+  bwdf_unit(k, f, f->ro);
   cg_endfor(k, &U);
 }
 
@@ -289,9 +274,9 @@ static void bwdf_kernel(CgKernel *k, const char *name) {
   sz_is_const(w->dim[1], &f.C);
   f.b = (int)b;
   f.lq = f.b < TILE_LQ ? f.b : TILE_LQ;
-  int64_t pairs = (f.Ob + TILE_RO - 1) / TILE_RO;
-  Size cost = sz_mul(sz_mul(dy->dim[0], sz_mul(dy->dim[2], dy->dim[3])), sz_const(f.taps * b * b * TILE_RO));
-  cg_parallel(k, name, imm(c, pairs * f.Cb), cg_grain(k, cg_size(k, cost)), bwdf_task, &f);
+  f.ro = f.Ob % TILE_RO ? 1 : TILE_RO;
+  Size cost = sz_mul(sz_mul(dy->dim[0], sz_mul(dy->dim[2], dy->dim[3])), sz_const(f.taps * b * b * f.ro));
+  cg_parallel(k, name, imm(c, f.Ob / f.ro * f.Cb), cg_grain(k, cg_size(k, cost)), bwdf_task, &f);
 }
 
 void cg_blocked_grad_kernel(CgKernel *k, const char *name) {

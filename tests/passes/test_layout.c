@@ -146,21 +146,25 @@ static void build_odd(Graph *g) {
   ir_output(g, y, "y");
 }
 
+/* Odd shapes: channels not multiples of 8, 1x1, stride 2, asymmetric
+ * kernel and padding, dilation. */
+static const Geo odd_geos[] = {
+    {.c = 3, .o = 5, .h = 7, .w = 9, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
+    {.c = 10, .o = 10, .h = 6, .w = 13, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
+    {.c = 10, .o = 12, .h = 6, .w = 15, .kh = 3, .kw = 3, .stride = 2, .dil = 1, .pad = {1, 1, 1, 1}},
+    {.c = 9, .o = 17, .h = 5, .w = 8, .kh = 1, .kw = 1, .stride = 1, .dil = 1},
+    {.c = 16, .o = 24, .h = 7, .w = 7, .kh = 1, .kw = 1, .stride = 2, .dil = 1},
+    {.c = 4, .o = 8, .h = 9, .w = 14, .kh = 3, .kw = 3, .stride = 1, .dil = 2, .pad = {2, 2, 2, 2}},
+    {.c = 7, .o = 9, .h = 8, .w = 19, .kh = 2, .kw = 5, .stride = 1, .dil = 1, .pad = {1, 0, 0, 2}},
+    {.c = 1, .o = 8, .h = 12, .w = 12, .kh = 5, .kw = 5, .stride = 1, .dil = 1},
+};
+enum { NODD = sizeof odd_geos / sizeof odd_geos[0] };
+
 static void test_odd_shapes(void **state) {
   (void)state;
-  static const Geo geos[] = {
-      {.c = 3, .o = 5, .h = 7, .w = 9, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 10, .o = 10, .h = 6, .w = 13, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 10, .o = 12, .h = 6, .w = 15, .kh = 3, .kw = 3, .stride = 2, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 9, .o = 17, .h = 5, .w = 8, .kh = 1, .kw = 1, .stride = 1, .dil = 1},
-      {.c = 16, .o = 24, .h = 7, .w = 7, .kh = 1, .kw = 1, .stride = 2, .dil = 1},
-      {.c = 4, .o = 8, .h = 9, .w = 14, .kh = 3, .kw = 3, .stride = 1, .dil = 2, .pad = {2, 2, 2, 2}},
-      {.c = 7, .o = 9, .h = 8, .w = 19, .kh = 2, .kw = 5, .stride = 1, .dil = 1, .pad = {1, 0, 0, 2}},
-      {.c = 1, .o = 8, .h = 12, .w = 12, .kh = 5, .kw = 5, .stride = 1, .dil = 1},
-  };
-  for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++) {
+  for (size_t i = 0; i < NODD; i++) {
     Pair p;
-    cur_geo = &geos[i];
+    cur_geo = &odd_geos[i];
     compile_pair(&p, "odd", build_odd, true);
     assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
     assert_int_equal(om_count(p.got.m.g, OP_conv2d), 0);
@@ -309,21 +313,12 @@ static void check_step(Pair *p, int64_t batch) {
 
 static void test_train_odd_shapes(void **state) {
   (void)state;
-  static const Geo geos[] = {
-      {.c = 3, .o = 5, .h = 7, .w = 9, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 10, .o = 10, .h = 6, .w = 13, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 10, .o = 12, .h = 9, .w = 15, .kh = 3, .kw = 3, .stride = 2, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 9, .o = 17, .h = 5, .w = 8, .kh = 1, .kw = 1, .stride = 1, .dil = 1},
-      {.c = 4, .o = 8, .h = 9, .w = 14, .kh = 3, .kw = 3, .stride = 1, .dil = 2, .pad = {2, 2, 2, 2}},
-      {.c = 7, .o = 9, .h = 8, .w = 19, .kh = 2, .kw = 5, .stride = 1, .dil = 1, .pad = {1, 0, 0, 2}},
-      {.c = 16, .o = 16, .h = 12, .w = 12, .kh = 5, .kw = 5, .stride = 1, .dil = 1},
-  };
-  for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++) {
+  for (size_t i = 0; i < NODD; i++) {
     Pair p;
-    cur_geo = &geos[i];
+    cur_geo = &odd_geos[i];
     compile_pair(&p, "step", build_step, true);
     const Graph *g = p.got.m.g;
-    bool s1 = geos[i].stride == 1;
+    bool s1 = odd_geos[i].stride == 1;
     assert_int_equal(om_count(g, OP_conv2d), 0);
     assert_int_equal(om_count(g, OP_conv2d_bwd_filter), 0);
     assert_int_equal(om_count(g, OP_conv2d_nchwc_bwd_filter), 2);
