@@ -149,6 +149,14 @@ void cg_gather_kernel(CgKernel *k);
  * over output width and output-channel blocks, its fused group (bias,
  * activation, residual) applied in registers through cg_epi_plan_lanes. */
 void cg_blocked_kernel(CgKernel *k, const char *task_name);
+/* conv_blocked_grad.c: the blocked layout in training graphs: block_weight
+ * (an OIHW weight blocked each step) and conv2d_nchwc_bwd_filter (dw summed
+ * per unit in a fixed order); called by cg_blocked_kernel. */
+void cg_blocked_grad_kernel(CgKernel *k, const char *task_name);
+/* relayout_squares.c: relayout by b x b squares transposed in registers,
+ * when C and the spatial extent are multiples of b; false (nothing
+ * emitted) otherwise. */
+bool cg_relayout_squares(CgKernel *k, const char *task_name);
 
 /* module.c */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);

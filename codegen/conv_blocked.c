@@ -292,8 +292,10 @@ static void conv_kernel(CgKernel *k, const char *name) {
 }
 
 void cg_blocked_kernel(CgKernel *k, const char *name) {
-  if (k->n->op == OP_conv2d_nchwc)
+  if (k->n->op == OP_block_weight || k->n->op == OP_conv2d_nchwc_bwd_filter)
+    cg_blocked_grad_kernel(k, name);
+  else if (k->n->op == OP_conv2d_nchwc)
     conv_kernel(k, name);
-  else
+  else if (!cg_relayout_squares(k, name))
     relayout_kernel(k, name);
 }

@@ -380,7 +380,7 @@ static Size window_out(Size in, int k, int s, int d, int p0, int p1, bool ceil_m
 /* Windows over a blocked tensor [N, C/b, H, W, b] (ops.def): the blocked
  * convolution, and the forward pools when their input has the lane axis. */
 static bool blocked_window(const Node *n) {
-  return n->op == OP_conv2d_nchwc ||
+  return n->op == OP_conv2d_nchwc || n->op == OP_conv2d_nchwc_bwd_filter ||
          ((n->op == OP_maxpool2d || n->op == OP_avgpool2d) && n->in[0]->type.rank == 5);
 }
 
@@ -614,6 +614,48 @@ static int shape_conv2d_bwd_filter(Graph *g, Node *n) {
   Type w = ir_type(x->dt, 4, (Size[]){dy->dim[1], cg, sz_const(n->attr.k[0]),
                                       sz_const(n->attr.k[1])});
   if (conv_type(g, n, x, &w, &y) < 0 || check_dy(g, n, dy, &y, x) < 0)
+    return -1;
+  set_out(n, w);
+  return 0;
+}
+
+/* Whether c channels make nb blocks of b lanes. */
+static bool blocks_of(Size nb, int64_t c, int64_t b) {
+  int64_t k;
+  return sz_is_const(nb, &k) && b > 0 && k == (c + b - 1) / b;
+}
+
+/* block_weight(w [O, C, KH, KW]) to attr.shape [O/b, C/b, KH, KW, b, b],
+ * or with trans_a [C/b, O/b, KH, KW, b, b] (ops.def). */
+static int shape_block_weight(Graph *g, Node *n) {
+  Type *w = in_t(n, 0), t;
+  if (attr_type(g, n, w->dt, &t) < 0)
+    return -1;
+  int64_t O, C, b, b2;
+  bool ok = w->rank == 4 && t.rank == 6 && sz_is_const(w->dim[0], &O) &&
+            sz_is_const(w->dim[1], &C) && sz_is_const(t.dim[4], &b) &&
+            sz_is_const(t.dim[5], &b2) && b == b2 && sz_eq(t.dim[2], w->dim[2]) &&
+            sz_eq(t.dim[3], w->dim[3]);
+  bool tr = n->attr.trans_a;
+  if (!ok || !blocks_of(t.dim[tr ? 1 : 0], O, b) || !blocks_of(t.dim[tr ? 0 : 1], C, b))
+    return fail(g, n, "cannot block the weight %s as %s", TS(w), TS(&t));
+  set_out(n, t);
+  return 0;
+}
+
+/* conv2d_nchwc_bwd_filter(dy [N, O/b, OH, OW, b], x [N, C/b, H, W, b]) ->
+ * attr.shape [O, C, KH, KW] (ops.def). */
+static int shape_conv2d_nchwc_bwd_filter(Graph *g, Node *n) {
+  Type *dy = in_t(n, 0), *x = in_t(n, 1), w, y;
+  if (window_check(g, n, x, "f32") < 0 || attr_type(g, n, x->dt, &w) < 0)
+    return -1;
+  int64_t O, C, b;
+  if (w.rank != 4 || !sz_is_const(w.dim[0], &O) || !sz_is_const(w.dim[1], &C) ||
+      !sz_is_const(x->dim[4], &b) || !blocks_of(dy->dim[1], O, b) ||
+      !blocks_of(x->dim[1], C, b) || !sz_eq(w.dim[2], sz_const(n->attr.k[0])) ||
+      !sz_eq(w.dim[3], sz_const(n->attr.k[1])) || n->attr.groups != 1)
+    return fail(g, n, "weight %s does not fit blocked dy %s and x %s", TS(&w), TS(dy), TS(x));
+  if (conv_out(g, n, x, dy->dim[1], &y) < 0 || check_dy(g, n, dy, &y, x) < 0)
     return -1;
   set_out(n, w);
   return 0;

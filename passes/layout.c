@@ -34,8 +34,8 @@
  * time (a bias [C, 1, 1]) are converted now, others by a relayout or a
  * reshape; values read outside the region get a relayout back, placed
  * after their producer. Weights read from parameters are baked
- * (g->weights_baked). Training graphs keep NCHW: their weights are not
- * constants. */
+ * (g->weights_baked). Training graphs have their own entry (below,
+ * layout_training): their weights are parameters the step updates. */
 #include "passes/passes.h"
 #include <stdlib.h>
 #include <string.h>
@@ -256,13 +256,15 @@ typedef struct ConvDims {
   double N, C, O, OH, OW, taps, flops;
 } ConvDims;
 
-static ConvDims conv_dims(const Graph *g, const Node *n) {
-  const Type *x = &n->in[0]->type, *y = &n->out[0]->type;
-  const Attr *a = &n->attr;
+static ConvDims conv_dims_of(const Graph *g, const Type *x, const Type *y, const Attr *a) {
   ConvDims d = {(double)cdim(g, x->dim[0]), (double)cdim(g, x->dim[1]), (double)cdim(g, y->dim[1]),
                 (double)cdim(g, y->dim[2]), (double)cdim(g, y->dim[3]), (double)a->k[0] * a->k[1]};
   d.flops = 2 * d.N * d.O * d.C * d.taps * d.OH * d.OW;
   return d;
+}
+
+static ConvDims conv_dims(const Graph *g, const Node *n) {
+  return conv_dims_of(g, &n->in[0]->type, &n->out[0]->type, &n->attr);
 }
 
 /* the implicit GEMM (codegen/kernels.c and gemm.c): its FLOPs, and its
@@ -534,7 +536,153 @@ static bool rewrite_regions(Layout *L, const Lay *chosen) {
   return changed && reorder(L);
 }
 
+/* ---- training graphs -------------------------------------------------------------
+ *
+ * The weights are parameters the optimizer updates in OIHW (checkpoints
+ * and the user see them so), so the step blocks them itself (block_weight,
+ * a small copy) and returns dw in OIHW. Each convolution of the step is
+ * chosen alone, by the cost model above with the conversions it adds:
+ *
+ *   conv2d(x, w)             conv2d_nchwc(x_b, block_weight(w)), converted back
+ *   conv2d_bwd_data(dy, w)   at stride 1, the convolution of dy with w
+ *                            flipped and transposed, padding (k-1)*dil - pad:
+ *                            conv2d_nchwc(dy_b, block_weight(w, trans_a)),
+ *                            converted back; other strides stay NCHW
+ *   conv2d_bwd_filter(dy, x) conv2d_nchwc_bwd_filter(dy_b, x_b), dw in OIHW
+ *
+ * A value's blocked form is made once and shared (x by conv2d and its
+ * filter gradient, dy by both gradients; a blocked convolution's output
+ * is its own). The ops between convolutions (batchnorm, relu, the residual
+ * add) stay NCHW, so each blocked convolution pays its conversions. */
+
+/* The sides of n's forward convolution: x the input, y the output. */
+static void conv_sides(const Node *n, const Type **x, const Type **y) {
+  *x = &(n->op == OP_conv2d_bwd_data ? n->out[0] : n->in[n->op == OP_conv2d_bwd_filter])->type;
+  *y = &(n->op == OP_conv2d ? n->out[0] : n->in[0])->type;
+}
+
+/* groups 1, f32, channels known, extents bound; bwd_data at stride 1 with
+ * a padding its flipped convolution can mirror. */
+static bool train_conv_ok(const Layout *L, const Node *n) {
+  const Type *x, *y;
+  const Attr *a = &n->attr;
+  int64_t c, o;
+  if (n->op != OP_conv2d && n->op != OP_conv2d_bwd_data && n->op != OP_conv2d_bwd_filter)
+    return false;
+  conv_sides(n, &x, &y);
+  bool ok = a->groups == 1 && x->rank == 4 && x->dt == RT_F32 && y->rank == 4 &&
+            const_dim(x->dim[1], &c) && const_dim(y->dim[1], &o) && cdim(L->g, y->dim[0]) > 0;
+  for (int i = 2; ok && i < 4; i++)
+    ok = cdim(L->g, x->dim[i]) > 0 && cdim(L->g, y->dim[i]) > 0;
+  for (int i = 0; ok && n->op == OP_conv2d_bwd_data && i < 4; i++)
+    ok = a->stride[i % 2] == 1 && a->pad[i] >= 0 && a->pad[i] <= (a->k[i % 2] - 1) * a->dil[i % 2];
+  return ok;
+}
+
+/* The blocked form of activation v, made once. */
+static Value *train_blocked(Layout *L, Value *v) {
+  if (v->id < L->v0 && L->blk[v->id])
+    return L->blk[v->id];
+  Value *k = to_blocked(L, v, v->type.dim, L->b);
+  if (v->id < L->v0)
+    L->blk[v->id] = k;
+  return k;
+}
+
+/* Cycles of n blocked (with the conversions it would add) below NCHW's. */
+static bool train_conv_pays(const Layout *L, const Node *n) {
+  const char *force = forced();
+  if (force)
+    return !strcmp(force, "blocked");
+  const Type *x, *y;
+  conv_sides(n, &x, &y);
+  ConvDims d = conv_dims_of(L->g, x, y, &n->attr);
+  double blocked = blocked_conv_cycles(&d, L->b, false);
+  int acts = n->op == OP_conv2d_bwd_filter ? 2 : 1;   /* x or dy; dy and x */
+  for (int j = 0; j < acts; j++) {
+    Value *v = n->in[j];
+    if (v->type.rank == 4 && !(v->id < L->v0 && L->blk[v->id]))
+      blocked += relayout_cycles(L, v);
+  }
+  if (n->op != OP_conv2d_bwd_filter)
+    blocked += relayout_cycles(L, n->out[0]);
+  return blocked < nchw_conv_cycles(&d);
+}
+
+/* w [O, C, KH, KW] blocked for conv2d_nchwc, or flipped for bwd_data. */
+static Value *train_weight(Layout *L, Value *w, bool flip) {
+  int64_t O, C, b = L->b;
+  const_dim(w->type.dim[0], &O);
+  const_dim(w->type.dim[1], &C);
+  Attr a = ir_attr();
+  a.rank = 6;
+  a.trans_a = flip;
+  a.shape[flip ? 1 : 0] = sz_const((O + b - 1) / b);
+  a.shape[flip ? 0 : 1] = sz_const((C + b - 1) / b);
+  a.shape[2] = w->type.dim[2];
+  a.shape[3] = w->type.dim[3];
+  a.shape[4] = a.shape[5] = sz_const(b);
+  return ir_op(L->g, OP_block_weight, &w, 1, &a, w->loc);
+}
+
+/* The blocked node for n; L->back[n's output] is what its readers get. */
+static bool train_rewrite(Layout *L, Node *n) {
+  Value *old = n->out[0], *in[2], *y;
+  Attr a = n->attr;
+  if (n->op == OP_conv2d_bwd_filter) {
+    in[0] = train_blocked(L, n->in[0]);
+    in[1] = train_blocked(L, n->in[1]);
+    a.rank = 4;
+    memcpy(a.shape, old->type.dim, sizeof(Size) * 4);
+    y = L->back[old->id] = ir_op(L->g, OP_conv2d_nchwc_bwd_filter, in, 2, &a, n->loc);
+    return y->type.rank == 4;
+  }
+  bool data = n->op == OP_conv2d_bwd_data;
+  for (int i = 0; data && i < 4; i++)
+    a.pad[i] = (a.k[i % 2] - 1) * a.dil[i % 2] - n->attr.pad[i];
+  in[0] = train_blocked(L, n->in[0]);
+  in[1] = train_weight(L, n->in[1], data);
+  y = ir_op(L->g, OP_conv2d_nchwc, in, 2, &a, n->loc);
+  if (y->type.rank != 5)
+    return false;
+  L->blk[old->id] = y;
+  L->back[old->id] = relayout(L, y, 4, old->type.dim);
+  return true;
+}
+
+static bool layout_training(Graph *g, PassCtx *cx, PassStats *st) {
+  PassCtx tcx = *cx;
+  tcx.param_data = NULL;               /* parameters change every step: none is known */
+  Layout L = {.g = g, .cx = &tcx, .b = cx->lanes, .n0 = g->nnodes, .v0 = g->nvals};
+  L.blk = calloc((size_t)L.v0 + 1, sizeof(Value *));
+  L.back = calloc((size_t)L.v0 + 1, sizeof(Value *));
+  bool changed = false, ok = L.blk && L.back;
+  st->bytes_before = pass_temp_bytes(g);
+  for (int i = 0; ok && i < L.n0; i++) {
+    Node *n = g->nodes[i];
+    if (!train_conv_ok(&L, n) || !train_conv_pays(&L, n))
+      continue;
+    ok = train_rewrite(&L, n) && note_owner(&L, i);
+    changed = true;
+  }
+  if (changed) {
+    for (int i = 0; i < L.v0; i++)
+      if (L.back[i])
+        ir_replace_uses(g, g->vals[i], L.back[i]);
+    changed = reorder(&L);
+    ir_remove_dead(g, false);
+    ir_count_uses(g);
+  }
+  free(L.blk);
+  free(L.back);
+  free(L.owner);
+  st->bytes_after = pass_temp_bytes(g);
+  return changed;
+}
+
 bool pass_layout(Graph *g, PassCtx *cx, PassStats *st) {
+  if ((g->training || g->loss) && cx->lanes >= 2)
+    return layout_training(g, cx, st);
   if (g->training || g->loss || cx->lanes < 2)
     return false;
   Layout L = {.g = g, .cx = cx, .b = cx->lanes, .n0 = g->nnodes, .v0 = g->nvals};

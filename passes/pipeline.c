@@ -17,7 +17,7 @@ static const Pass pipeline[] = {
     {"autodiff", pass_autodiff, 0},
     {"optimizer", pass_optimizer, 0},
     {"simplify", pass_simplify, 1},
-    {"layout", pass_layout, 2, PASS_USES | PASS_INFERENCE},
+    {"layout", pass_layout, 2, PASS_USES},
     {"fusion", pass_fusion, 2},
     {"memplan", pass_memplan, 0},
 };

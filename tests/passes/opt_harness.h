@@ -168,6 +168,22 @@ static inline Graph *om_compile_training(OModel *o, const char *name, void (*bui
   return g;
 }
 
+/* A training step's gradients and updated parameters, by name, within eps. */
+static inline void om_compare_step(OModel *ref, OModel *got, double eps, const char *what) {
+  const Graph *g = got->m.g;
+  for (int i = 0; i < g->nparams; i++) {
+    Value *p = g->params[i], *q = ir_find_param(ref->m.g, p->name);
+    char buf[256];
+    assert_non_null(q);
+    if (p->role != V_PARAM)
+      continue;
+    snprintf(buf, sizeof buf, "%s: d loss / d %s", what, p->name);
+    check_ten(buf, model_get(&got->m, p->grad), model_get(&ref->m, q->grad), eps);
+    snprintf(buf, sizeof buf, "%s: %s after the step", what, p->name);
+    check_ten(buf, model_get(&got->m, p), model_get(&ref->m, q), eps);
+  }
+}
+
 static inline int om_count(const Graph *g, Op op) {
   int k = 0;
   for (int i = 0; i < g->nnodes; i++)

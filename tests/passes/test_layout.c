@@ -16,7 +16,12 @@
  * the region); grouped convolutions stay NCHW; the cost model's own choice
  * (a ResNet layer blocked; a ResNet stem of 3 channels NHWC; LeNet's first
  * two layers NHWC; KILN_LAYOUT=nchw overriding it); the same results at 1
- * and 2 threads. */
+ * and 2 threads. Training steps (layout_training): two convolutions of
+ * each odd shape with their gradients (dw by conv2d_nchwc_bwd_filter, dx
+ * at stride 1 by conv2d_nchwc on a flipped weight) and an SGD update,
+ * loss, gradients and updated weights against -O1; the cost model's
+ * choice on a ResNet-like pair (3 -> 32 -> 32 channels: the first layer
+ * stays NCHW); the same step, bit for bit, at 1 and 2 threads. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -168,22 +173,26 @@ static void build_odd(Graph *g) {
   ir_output(g, y, "y");
 }
 
+/* Odd shapes: channels not multiples of 8, 1x1, stride 2, asymmetric
+ * kernel and padding, dilation. */
+static const Geo odd_geos[] = {
+    {.c = 3, .o = 5, .h = 7, .w = 9, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
+    {.c = 10, .o = 10, .h = 6, .w = 13, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
+    {.c = 10, .o = 12, .h = 6, .w = 15, .kh = 3, .kw = 3, .stride = 2, .dil = 1, .pad = {1, 1, 1, 1}},
+    {.c = 9, .o = 17, .h = 5, .w = 8, .kh = 1, .kw = 1, .stride = 1, .dil = 1},
+    {.c = 16, .o = 24, .h = 7, .w = 7, .kh = 1, .kw = 1, .stride = 2, .dil = 1},
+    {.c = 4, .o = 8, .h = 9, .w = 14, .kh = 3, .kw = 3, .stride = 1, .dil = 2, .pad = {2, 2, 2, 2}},
+    {.c = 7, .o = 9, .h = 8, .w = 19, .kh = 2, .kw = 5, .stride = 1, .dil = 1, .pad = {1, 0, 0, 2}},
+    {.c = 1, .o = 8, .h = 12, .w = 12, .kh = 5, .kw = 5, .stride = 1, .dil = 1},
+};
+enum { NODD = sizeof odd_geos / sizeof odd_geos[0] };
+
 static void test_odd_shapes(void **state) {
   (void)state;
-  static const Geo geos[] = {
-      {.c = 3, .o = 5, .h = 7, .w = 9, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 10, .o = 10, .h = 6, .w = 13, .kh = 3, .kw = 3, .stride = 1, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 10, .o = 12, .h = 6, .w = 15, .kh = 3, .kw = 3, .stride = 2, .dil = 1, .pad = {1, 1, 1, 1}},
-      {.c = 9, .o = 17, .h = 5, .w = 8, .kh = 1, .kw = 1, .stride = 1, .dil = 1},
-      {.c = 16, .o = 24, .h = 7, .w = 7, .kh = 1, .kw = 1, .stride = 2, .dil = 1},
-      {.c = 4, .o = 8, .h = 9, .w = 14, .kh = 3, .kw = 3, .stride = 1, .dil = 2, .pad = {2, 2, 2, 2}},
-      {.c = 7, .o = 9, .h = 8, .w = 19, .kh = 2, .kw = 5, .stride = 1, .dil = 1, .pad = {1, 0, 0, 2}},
-      {.c = 1, .o = 8, .h = 12, .w = 12, .kh = 5, .kw = 5, .stride = 1, .dil = 1},
-  };
-  for (size_t i = 0; i < 2 * sizeof geos / sizeof geos[0]; i++) {
+  for (size_t i = 0; i < 2 * NODD; i++) {
     Pair p;
     bool nhwc = i % 2;
-    cur_geo = &geos[i / 2];
+    cur_geo = &odd_geos[i / 2];
     compile_pair(&p, "odd", build_odd, nhwc ? "nhwc" : "blocked");
     const Graph *g = p.got.m.g;
     assert_int_equal(om_count(g, OP_conv2d_nchwc), 1);
@@ -322,6 +331,117 @@ static void test_threads(void **state) {
   free_pair(&p);
 }
 
+/* ---- training steps ---------------------------------------------------------------- */
+
+/* conv, bias, tanh, conv (the same geometry), loss sum(y * target), SGD:
+ * smooth, so that no rounding difference flips a gradient. */
+static void build_step(Graph *g) {
+  const Geo *q = cur_geo;
+  Value *x = batch_input(g, q->c, q->h, q->w);
+  Value *h = op1(g, OP_tanh, op2(g, OP_add, conv(g, x, q, "c1.weight"), bias(g, "c1.bias", q->o)));
+  Value *y = conv(g, h, q, "c2.weight");
+  Value *t = ir_input(g, "target", y->type, NOLOC);
+  Attr a = ir_attr();
+  a.axes = 0xf;
+  ir_output(g, y, "y");
+  g->loss = ir_op(g, OP_sum, (Value *[]){op2(g, OP_mul, y, t)}, 1, &a, NOLOC);
+  ir_output(g, g->loss, "loss");
+  for (int i = 0; i < g->nparams; i++)
+    g->params[i]->wrt = true;
+  g->lr = ir_input(g, "lr", ir_type_const(RT_F32, 0, NULL), NOLOC);
+  OptSpec *o = rt_arena_alloc(g->arena, sizeof *o);
+  memset(o, 0, sizeof *o);
+  o->kind = OPT_SGD;
+  g->opt = o;
+}
+
+/* One step of o from its initial weights on inputs of seed 8. */
+static void run_step(OModel *o, int64_t batch, int threads) {
+  om_place(o);
+  om_inputs(o, 8);
+  *(float *)model_ptr(&o->m, o->m.g->lr) = 0.05f;
+  model_run(&o->m, batch, threads);
+}
+
+static void check_step(Pair *p, int64_t batch) {
+  run_step(&p->ref, batch, 2);
+  run_step(&p->got, batch, 2);
+  om_compare_outputs(&p->ref, &p->got, 1e-4, p->got.m.g->name);
+  om_compare_step(&p->ref, &p->got, 1e-4, p->got.m.g->name);
+}
+
+static void test_train_odd_shapes(void **state) {
+  (void)state;
+  for (size_t i = 0; i < NODD; i++) {
+    Pair p;
+    cur_geo = &odd_geos[i];
+    compile_pair(&p, "step", build_step, "blocked");
+    const Graph *g = p.got.m.g;
+    bool s1 = odd_geos[i].stride == 1;
+    assert_int_equal(om_count(g, OP_conv2d), 0);
+    assert_int_equal(om_count(g, OP_conv2d_bwd_filter), 0);
+    assert_int_equal(om_count(g, OP_conv2d_nchwc_bwd_filter), 2);
+    assert_int_equal(om_count(g, OP_conv2d_bwd_data), s1 ? 0 : 1);   /* stride 2 stays */
+    assert_int_equal(om_count(g, OP_conv2d_nchwc), s1 ? 3 : 2);
+    assert_int_equal(om_count(g, OP_block_weight), s1 ? 3 : 2);
+    check_step(&p, 3);
+    check_step(&p, 1);
+    free_pair(&p);
+  }
+}
+
+/* The cost model on a training step: 3 -> 32 -> 32 channels at 32x32. The
+ * first layer stays NCHW (3 channels padded to 8, next to an output
+ * conversion), the second goes blocked with its gradients. */
+static void build_step_resnet(Graph *g) {
+  static const Geo a = {.c = 3, .o = 32, .h = 32, .w = 32, .kh = 3, .kw = 3, .stride = 1,
+                        .dil = 1, .pad = {1, 1, 1, 1}};
+  cur_geo = &a;
+  build_step(g);
+}
+
+static void test_train_cost_model(void **state) {
+  (void)state;
+  Pair p;
+  compile_pair(&p, "step_resnet", build_step_resnet, NULL);
+  const Graph *g = p.got.m.g;
+  assert_int_equal(om_count(g, OP_conv2d), 1);
+  assert_int_equal(om_count(g, OP_conv2d_bwd_filter), 1);
+  assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);            /* c2 and its dx */
+  assert_int_equal(om_count(g, OP_conv2d_nchwc_bwd_filter), 1);
+  check_step(&p, 2);
+  free_pair(&p);
+  compile_pair(&p, "step_resnet", build_step_resnet, "nchw");
+  assert_int_equal(om_count(p.got.m.g, OP_relayout), 0);
+  free_pair(&p);
+}
+
+/* The filter gradient sums in one fixed order per unit: the same bits at
+ * any thread count. */
+static void test_train_threads(void **state) {
+  (void)state;
+  static const Geo a = {.c = 10, .o = 12, .h = 9, .w = 11, .kh = 3, .kw = 3, .stride = 1,
+                        .dil = 1, .pad = {1, 1, 1, 1}};
+  Pair p;
+  cur_geo = &a;
+  compile_pair(&p, "step_threads", build_step, "blocked");
+  Graph *g = p.got.m.g;
+  Ten one[8], two[8];
+  int k = 0;
+  run_step(&p.got, 3, 1);
+  for (int i = 0; i < g->nparams; i++)
+    if (g->params[i]->grad)
+      one[k++] = model_get(&p.got.m, g->params[i]->grad);
+  run_step(&p.got, 3, 2);
+  for (int i = 0, j = 0; i < g->nparams; i++)
+    if (g->params[i]->grad)
+      two[j++] = model_get(&p.got.m, g->params[i]->grad);
+  assert_true(k >= 3);
+  for (int i = 0; i < k; i++)
+    check_ten("1 against 2 threads", two[i], one[i], 0);
+  free_pair(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_odd_shapes),
@@ -329,6 +449,9 @@ int main(void) {
       cmocka_unit_test(test_grouped_stays),
       cmocka_unit_test(test_cost_model),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_train_odd_shapes),
+      cmocka_unit_test(test_train_cost_model),
+      cmocka_unit_test(test_train_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
