@@ -4,7 +4,7 @@
  *   for each tile of C (batch item, <= MC rows, <= NC columns)  parallel tasks
  *     for each K block of KC                                     in K order
  *       pack op(B)'s block into NR-column panels            (or use a shared packing)
- *       pack op(A)'s block into MR-row panels
+ *       pack op(A)'s block into MR-row panels               (or read A in place: narrow N)
  *       for each NR panel of B, for each MR panel of A:
  *         micro-kernel: MR x NR accumulators in vector registers, one FMA
  *         per accumulator per k, then C (+)= and, on the last K block,
@@ -34,8 +34,14 @@
  * of `work` (its A block and private B block), claimed from a bit mask with
  * an atomic, so nothing depends on OpenMP thread numbers.
  *
+ * A narrow B (N <= NARROW_N) changes two things, never the order of
+ * summation: the micro-kernel reads a non-transposed A in place, and a
+ * shared B is packed whole (all K blocks, K <= WHOLE_K) before a single
+ * launch of the tiles, each of which then runs all its K blocks.
+ *
  * Work layout (cg_gemm_work_bytes mirrors it):
- *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: min(K, KC) x ceil64(N)][slots: MC x KC of A + KC x NTMAX of B]
+ *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: the larger of min(K, KC) x ceil64(N)
+ *    and min(all K blocks, WHOLE_K) x 64][slots: MC x KC of A + KC x NTMAX of B]
  */
 #include "codegen/codegen.h"
 #include <assert.h>
