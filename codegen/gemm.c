@@ -4,7 +4,7 @@
  *   for each tile of C (batch item, <= MC rows, <= NC columns)  parallel tasks
  *     for each K block of KC                                     in K order
  *       pack op(B)'s block into NR-column panels            (or use a shared packing)
- *       pack op(A)'s block into MR-row panels
+ *       pack op(A)'s block into MR-row panels               (or read A in place: narrow N)
  *       for each NR panel of B, for each MR panel of A:
  *         micro-kernel: MR x NR accumulators in vector registers, one FMA
  *         per accumulator per k, then C (+)= and, on the last K block,
@@ -34,8 +34,14 @@
  * of `work` (its A block and private B block), claimed from a bit mask with
  * an atomic, so nothing depends on OpenMP thread numbers.
  *
+ * A narrow B (N <= NARROW_N) changes two things, never the order of
+ * summation: the micro-kernel reads a non-transposed A in place, and a
+ * shared B is packed whole (all K blocks, K <= WHOLE_K) before a single
+ * launch of the tiles, each of which then runs all its K blocks.
+ *
  * Work layout (cg_gemm_work_bytes mirrors it):
- *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: min(K, KC) x ceil64(N)][slots: MC x KC of A + KC x NTMAX of B]
+ *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: the larger of min(K, KC) x ceil64(N)
+ *    and min(all K blocks, WHOLE_K) x 64][slots: MC x KC of A + KC x NTMAX of B]
  */
 #include "codegen/codegen.h"
 #include <assert.h>
@@ -60,6 +66,8 @@ enum {
   GEMM_MAX_SLOTS = 64,    /* bits of the slot mask: threads per call */
   GEMM_HEADER = 64,
   GEMM_PACK_GRAIN = 1 << 18, /* elements of B packed per chunk: a smaller B is packed by the caller alone */
+  GEMM_NARROW_N = 32,       /* N up to this is narrow: A read in place, all of B packed at once (plan) */
+  GEMM_WHOLE_K = 4 * GEMM_KC, /* ... the latter up to this K */
 };
 /* A chunk worth a parallel task (about 50 us of a core); smaller problems stay on one thread. */
 #define GEMM_TILE_FLOPS 4194304.0
@@ -86,8 +94,10 @@ int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthr
     N = 1;
   if (K < 0)
     K = 0;
-  int64_t kc = K < GEMM_KC ? K : GEMM_KC;   /* the longest K block */
-  int64_t shared_b = M > GEMM_MIN_ROWS ? round_up(round_up(N, GEMM_NR_MAX) * kc * sz, 64) : 0;
+  int64_t nkb = K > GEMM_KC ? (K + GEMM_KC - 1) / GEMM_KC : 1, kc = (K + nkb - 1) / nkb;
+  int64_t one_block = round_up(N, GEMM_NR_MAX) * (K < GEMM_KC ? K : GEMM_KC);
+  int64_t whole = round_up(GEMM_NARROW_N, GEMM_NR_MAX) * (nkb * kc < GEMM_WHOLE_K ? nkb * kc : GEMM_WHOLE_K);
+  int64_t shared_b = M > GEMM_MIN_ROWS ? round_up((one_block > whole ? one_block : whole) * sz, 64) : 0;
   int64_t slot = round_up((GEMM_MC + tile_width_max(N)) * GEMM_KC * sz, 64);
   return GEMM_HEADER + shared_b + slots_for(nthreads) * slot;
 }
@@ -236,8 +246,11 @@ static LLVMValueRef call(Gen *g, LLVMValueRef fn, LLVMValueRef *args, int n) {
 enum {
   F_A, F_LDA, F_SA, F_B, F_LDB, F_SB, F_C, F_LDC, F_SC, F_EPI,
   F_M, F_N, F_K, F_KC, F_NKB, F_MTILES, F_NTILES, F_MPANELS, F_NPANELS,
-  F_B0, F_KB0, F_KB1, F_PRIVATE, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
+  F_B0, F_KB0, F_KB1, F_KBP, F_BSTRIDE, F_PRIVATE, F_DIRECT_LDA, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
   F_IH, F_IW, F_PW,          /* an implicit B's image height, width, positions per row */
+  /* F_KBP: the K block bpack packs; F_BSTRIDE: elements from one K block of
+   * the shared packing to the next (0: it holds one); F_DIRECT_LDA: lda
+   * where the micro-kernel reads A in place, else 0 (packed) */
   F_COUNT
 };
 
@@ -412,7 +425,8 @@ static LLVMValueRef emit_pack(Gen *g, const char *part, int R, bool contig_r) {
 
 /* ---- the micro-kernel ---- */
 
-enum { MK_AP, MK_BP, MK_KC, MK_CP, MK_LDC, MK_MR, MK_NR, MK_LOADC, MK_LAST, MK_EPI, MK_B, MK_ROW, MK_COL, MK_COUNT };
+enum { MK_AP, MK_BP, MK_KC, MK_CP, MK_LDC, MK_MR, MK_NR, MK_LOADC, MK_LAST, MK_EPI, MK_B, MK_ROW, MK_COL, MK_LDA,
+       MK_COUNT };
 
 /* Lanes v*lanes .. of a micro-tile row that are below nr. */
 static LLVMValueRef lane_mask(Gen *g, LLVMValueRef nr, int v) {
@@ -486,14 +500,14 @@ static void prefetch_c(Gen *g, LLVMValueRef fn) {
   }
 }
 
-/* One k step: acc[i][v] += ap[i] * bp[v*lanes ..], as 2 vector loads of B,
- * MR broadcasts of A and MR*nv FMAs. */
-static void fma_step(Gen *g, LLVMValueRef arow, LLVMValueRef brow, LLVMValueRef *acc, LLVMValueRef *next) {
+/* One k step: acc[i][v] += a[i] * bp[v*lanes ..], as nv vector loads of
+ * B, MR broadcasts of A (a[i] at arow[i]) and MR*nv FMAs. */
+static void fma_step(Gen *g, LLVMValueRef *arow, LLVMValueRef brow, LLVMValueRef *acc, LLVMValueRef *next) {
   LLVMValueRef bv[8];
   for (int v = 0; v < g->nv; v++)
     bv[v] = load(g, g->vt, elem(g, brow, k64(g, v * g->lanes)));
   for (int i = 0; i < g->mr; i++) {
-    LLVMValueRef a = cg_splat(g->c, load(g, g->t, elem(g, arow, k64(g, i))), g->lanes);
+    LLVMValueRef a = cg_splat(g->c, load(g, g->t, arow[i]), g->lanes);
     for (int v = 0; v < g->nv; v++) {
       LLVMValueRef args[] = {a, bv[v], acc[i * g->nv + v]};
       next[i * g->nv + v] = cg_intrinsic(g->c, "llvm.fma", &g->vt, 1, args, 3);
@@ -501,17 +515,18 @@ static void fma_step(Gen *g, LLVMValueRef arow, LLVMValueRef brow, LLVMValueRef 
   }
 }
 
-/* The k loop with the accumulators as phis (they must stay in registers);
- * leaves the builder after the loop and the final sums in acc. */
-static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
+/* The k loop with the accumulators as phis (they must stay in registers):
+ * A's element (i, k) at rows[i] + k*ks, B's row k at bp + k*NR. Leaves
+ * the builder after the loop and the final sums in acc. */
+static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc) {
   CgCtx *c = g->c;
-  LLVMValueRef ap = LLVMGetParam(fn, MK_AP), bp = LLVMGetParam(fn, MK_BP), kc = LLVMGetParam(fn, MK_KC);
-  LLVMValueRef next[GEMM_MR * 8], zero = LLVMConstNull(g->vt), k0 = k64(g, 0);
+  LLVMValueRef bp = LLVMGetParam(fn, MK_BP), kc = LLVMGetParam(fn, MK_KC);
+  LLVMValueRef next[GEMM_MR * 8], arow[GEMM_MR], zero = LLVMConstNull(g->vt), k0 = k64(g, 0);
   int nacc = g->mr * g->nv;
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(g->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, fn, "k");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, fn, "fma");
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, fn, "store");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, fn, "summed");
   LLVMBuildBr(g->b, head);
   LLVMPositionBuilderAtEnd(g->b, head);
   LLVMValueRef k = LLVMBuildPhi(g->b, c->t_i64, "k");
@@ -522,7 +537,9 @@ static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
   }
   LLVMBuildCondBr(g->b, lt(g, k, kc), body, done);
   LLVMPositionBuilderAtEnd(g->b, body);
-  fma_step(g, elem(g, ap, mul(g, k, k64(g, g->mr))), elem(g, bp, mul(g, k, k64(g, g->nr))), acc, next);
+  for (int i = 0; i < g->mr; i++)
+    arow[i] = elem(g, rows[i], mul(g, k, ks));
+  fma_step(g, arow, elem(g, bp, mul(g, k, k64(g, g->nr))), acc, next);
   LLVMValueRef k1 = add(g, k, k64(g, 1));
   LLVMAddIncoming(k, &k1, &body, 1);
   for (int j = 0; j < nacc; j++)
@@ -533,18 +550,59 @@ static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
   LLVMPositionBuilderAtEnd(g->b, done);
 }
 
-/* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col):
- * acc[i][j] = sum_k ap[k*MR + i] * bp[k*NR + j], kept in MR x NR/lanes
+/* The sums of the micro-tile into acc. A packed panel (lda == 0) holds
+ * element (i, k) at ap[k*MR + i]. Otherwise ap is op(A) itself, rows lda
+ * apart and k contiguous (A not transposed): read in place, without
+ * packing, where N is too narrow for a packed A to pay (see plan); rows
+ * past mr read row mr-1, in bounds, and their sums are never stored. One
+ * k loop per layout, so that each keeps its constant strides. */
+static void micro_sums(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
+  CgCtx *c = g->c;
+  LLVMValueRef ap = LLVMGetParam(fn, MK_AP), rows[GEMM_MR];
+  for (int i = 0; i < g->mr; i++)
+    rows[i] = elem(g, ap, k64(g, i));
+  if (g->s->trans_a) {   /* A is always packed */
+    fma_loop(g, fn, rows, k64(g, g->mr), acc);
+    return;
+  }
+  LLVMValueRef lda = LLVMGetParam(fn, MK_LDA), packed_acc[GEMM_MR * 8], direct_acc[GEMM_MR * 8];
+  LLVMBasicBlockRef pack_bb = LLVMAppendBasicBlockInContext(c->ctx, fn, "packed");
+  LLVMBasicBlockRef direct_bb = LLVMAppendBasicBlockInContext(c->ctx, fn, "direct");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, fn, "sums");
+  LLVMBuildCondBr(g->b, eq(g, lda, k64(g, 0)), pack_bb, direct_bb);
+  LLVMPositionBuilderAtEnd(g->b, pack_bb);
+  fma_loop(g, fn, rows, k64(g, g->mr), packed_acc);
+  LLVMBasicBlockRef from_packed = LLVMGetInsertBlock(g->b);
+  LLVMBuildBr(g->b, join);
+  LLVMPositionBuilderAtEnd(g->b, direct_bb);
+  LLVMValueRef last_row = sub(g, LLVMGetParam(fn, MK_MR), k64(g, 1));
+  for (int i = 0; i < g->mr; i++)
+    rows[i] = elem(g, ap, mul(g, emin(g, k64(g, i), last_row), lda));
+  fma_loop(g, fn, rows, k64(g, 1), direct_acc);
+  LLVMBasicBlockRef from_direct = LLVMGetInsertBlock(g->b);
+  LLVMBuildBr(g->b, join);
+  LLVMPositionBuilderAtEnd(g->b, join);
+  for (int j = 0; j < g->mr * g->nv; j++) {
+    acc[j] = LLVMBuildPhi(g->b, g->vt, "sum");
+    LLVMValueRef in[] = {packed_acc[j], direct_acc[j]};
+    LLVMBasicBlockRef from[] = {from_packed, from_direct};
+    LLVMAddIncoming(acc[j], in, from, 2);
+  }
+}
+
+/* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col, lda):
+ * acc[i][j] = sum_k a(i, k) * bp[k*NR + j] (a packed or in place: see
+ * micro_sums), kept in MR x NR/lanes
  * vector registers, then stored by one of up to four variants: full tile
  * or edge, and with the epilogue (last K block) or without. */
 static LLVMValueRef emit_micro(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef p[MK_COUNT] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_ptr, c->t_i64, c->t_i64, c->t_i64,
-                             c->t_i1, c->t_i1, c->t_ptr, c->t_i64, c->t_i64, c->t_i64};
+                             c->t_i1, c->t_i1, c->t_ptr, c->t_i64, c->t_i64, c->t_i64, c->t_i64};
   LLVMValueRef fn = new_part(g, "micro", c->t_void, p, MK_COUNT);
   LLVMValueRef acc[GEMM_MR * 8];
   prefetch_c(g, fn);
-  fma_loop(g, fn, acc);
+  micro_sums(g, fn, acc);
   LLVMValueRef full = LLVMBuildAnd(g->b, eq(g, LLVMGetParam(fn, MK_MR), k64(g, g->mr)),
                                    eq(g, LLVMGetParam(fn, MK_NR), k64(g, g->nr)), "");
   LLVMValueRef sel = LLVMBuildZExt(g->b, full, c->t_i32, "");
@@ -935,23 +993,31 @@ static void pack_a_block(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef k0, LL
 
 /* The macro-kernel: every MR x NR micro-tile of the tile for one K block;
  * B panels outside, so each B sliver is reused from L1 by all row panels. */
-static void macro_kernel(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef bbase, LLVMValueRef kc,
-                         LLVMValueRef loadc, LLVMValueRef last) {
+static void macro_kernel(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef bbase, LLVMValueRef k0,
+                         LLVMValueRef kc, LLVMValueRef loadc, LLVMValueRef last) {
   LLVMValueRef kMR = k64(g, g->mr), kNR = k64(g, g->nr), one = k64(g, 1), ldc = get(g, T->ctx, F_LDC);
   Loop lj, li;
   LLVMValueRef jp = loop_open(g, &lj, k64(g, 0), cdiv(g, T->nc, kNR));
   LLVMValueRef n = add(g, T->n0, mul(g, jp, kNR));
   LLVMValueRef bp = elem(g, bbase, mul(g, jp, mul(g, kc, kNR))), nr = emin(g, kNR, sub(g, T->N, n));
   LLVMValueRef ip = loop_open(g, &li, k64(g, 0), cdiv(g, T->mc, kMR));
-  LLVMValueRef m = add(g, T->m0, mul(g, ip, kMR));
+  LLVMValueRef m = add(g, T->m0, mul(g, ip, kMR)), lda = get(g, T->ctx, F_DIRECT_LDA);
+  LLVMValueRef in_place = elem(g, T->A, add(g, mul(g, m, lda), k0));
+  LLVMValueRef ap = LLVMBuildSelect(g->b, eq(g, lda, k64(g, 0)), elem(g, abuf, mul(g, ip, mul(g, kc, kMR))),
+                                    in_place, "");
   LLVMValueRef args[MK_COUNT] = {
-    [MK_AP] = elem(g, abuf, mul(g, ip, mul(g, kc, kMR))), [MK_BP] = bp, [MK_KC] = kc,
+    [MK_AP] = ap, [MK_LDA] = lda, [MK_BP] = bp, [MK_KC] = kc,
     [MK_CP] = elem(g, T->C, add(g, mul(g, m, ldc), n)), [MK_LDC] = ldc,
     [MK_MR] = emin(g, kMR, sub(g, T->M, m)), [MK_NR] = nr, [MK_LOADC] = loadc, [MK_LAST] = last,
     [MK_EPI] = get(g, T->ctx, F_EPI), [MK_B] = T->b, [MK_ROW] = m, [MK_COL] = n};
   call(g, g->micro, args, MK_COUNT);
   loop_close(g, &li, one);
   loop_close(g, &lj, one);
+}
+
+/* K block kb of the shared packing of B. */
+static LLVMValueRef shared_block(Gen *g, LLVMValueRef ctx, LLVMValueRef kb) {
+  return elem(g, get(g, ctx, F_PACKED), mul(g, kb, get(g, ctx, F_BSTRIDE)));
 }
 
 /* tile(ctx, t, slot): tile t of the region, K blocks KB0 .. KB1 in order
@@ -974,10 +1040,13 @@ static LLVMValueRef emit_tile(Gen *g) {
   if_open(g, &fp, priv);
   pack_b_block(g, ctx, T.B, bbuf, k0, kc, T.n0, T.nc);
   if_close(g, &fp);
-  LLVMValueRef shared = elem(g, get(g, ctx, F_PACKED), mul(g, T.n0, kc));
+  LLVMValueRef shared = elem(g, shared_block(g, ctx, kb), mul(g, T.n0, kc));
+  If fa;
+  if_open(g, &fa, eq(g, get(g, ctx, F_DIRECT_LDA), k64(g, 0)));
   pack_a_block(g, &T, abuf, k0, kc);
+  if_close(g, &fa);
   LLVMValueRef loadc = g->s->accumulate ? LLVMConstInt(c->t_i1, 1, 0) : LLVMBuildICmp(g->b, LLVMIntSGT, kb, k64(g, 0), "");
-  macro_kernel(g, &T, abuf, LLVMBuildSelect(g->b, priv, bbuf, shared, ""), kc, loadc, eq(g, kb, sub(g, nkb, one)));
+  macro_kernel(g, &T, abuf, LLVMBuildSelect(g->b, priv, bbuf, shared, ""), k0, kc, loadc, eq(g, kb, sub(g, nkb, one)));
   loop_close(g, &lk, one);
   LLVMBuildRetVoid(g->b);
   return fn;
@@ -1017,20 +1086,21 @@ static LLVMValueRef emit_task(Gen *g) {
   return fn;
 }
 
-/* bpack(ctx, lo, hi): NR panels lo .. hi of K block KB0 of op(B_b0) into
- * the shared packed region, panel p at p*kc*NR. One K block at a time, as
- * BLIS does: the block the tiles are about to read is the one most
- * recently packed (1 MiB at N = 1024, in L3), where packing all of K first
- * made every block come from memory and cost 10-15% beyond N*K = 1M. */
+/* bpack(ctx, lo, hi): NR panels lo .. hi of K block KBP of op(B_b0) into
+ * the shared packed region, panel p at p*kc*NR of the block. One K block
+ * at a time, as BLIS does: the block the tiles are about to read is the
+ * one most recently packed (1 MiB at N = 1024, in L3), where packing all
+ * of K first made every block come from memory and cost 10-15% beyond
+ * N*K = 1M. A narrow B is the exception (plan). */
 static LLVMValueRef emit_bpack(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i64};
   LLVMValueRef fn = new_part(g, "bpack", c->t_void, p, 3);
   LLVMValueRef ctx = LLVMGetParam(fn, 0), K = get(g, ctx, F_K), N = get(g, ctx, F_N), kNR = k64(g, g->nr);
   LLVMValueRef Bb = elem(g, get(g, ctx, F_B), mul(g, get(g, ctx, F_B0), get(g, ctx, F_SB)));
-  LLVMValueRef kcb = get(g, ctx, F_KC), k0 = mul(g, get(g, ctx, F_KB0), kcb), kc = emin(g, kcb, sub(g, K, k0));
+  LLVMValueRef kb = get(g, ctx, F_KBP), kcb = get(g, ctx, F_KC), k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
   LLVMValueRef n0 = mul(g, LLVMGetParam(fn, 1), kNR), n1 = emin(g, mul(g, LLVMGetParam(fn, 2), kNR), N);
-  pack_b_block(g, ctx, Bb, elem(g, get(g, ctx, F_PACKED), mul(g, n0, kc)), k0, kc, n0, sub(g, n1, n0));
+  pack_b_block(g, ctx, Bb, elem(g, shared_block(g, ctx, kb), mul(g, n0, kc)), k0, kc, n0, sub(g, n1, n0));
   LLVMBuildRetVoid(g->b);
   return fn;
 }
@@ -1079,20 +1149,39 @@ static LLVMValueRef f64c(Gen *g, double v) { return LLVMConstReal(g->c->t_f64, v
 
 static LLVMValueRef to_i64(Gen *g, LLVMValueRef v) { return LLVMBuildFPToSI(g->b, v, g->c->t_i64, ""); }
 
-/* The layout of `work` (cg_gemm_work_bytes computes the same in C). */
-static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef M, LLVMValueRef N, LLVMValueRef K) {
+static LLVMValueRef narrow(Gen *g, LLVMValueRef N) {
+  return LLVMBuildICmp(g->b, LLVMIntSLE, N, k64(g, GEMM_NARROW_N), "narrow");
+}
+
+/* The layout of `work` (cg_gemm_work_bytes computes the same in C). The
+ * shared packing holds one K block or, for a narrow B, all its K rows
+ * (whole_rows); sized for the larger of both, so that the size grows with
+ * M, N and K and work planned for a shape serves every smaller one. */
+static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef M, LLVMValueRef N,
+                      LLVMValueRef whole_rows) {
   LLVMValueRef work = LLVMGetParam(fn, P_WORK), sz = k64(g, g->sz), c64 = k64(g, 64);
-  LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX));
+  LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX)), K = get(g, ctx, F_K);
   LLVMValueRef packed = byte(g, work, k64(g, GEMM_HEADER));
+  LLVMValueRef one_block = mul(g, npad, emin(g, K, k64(g, GEMM_KC)));
+  LLVMValueRef whole = mul(g, k64(g, round_up(GEMM_NARROW_N, GEMM_NR_MAX)), emin(g, whole_rows, k64(g, GEMM_WHOLE_K)));
   LLVMValueRef shared_bytes = LLVMBuildSelect(g->b, lt(g, k64(g, GEMM_MIN_ROWS), M),
-                                              rup(g, mul(g, mul(g, npad, emin(g, K, k64(g, GEMM_KC))), sz), c64),
-                                              k64(g, 0), "");
+                                              rup(g, mul(g, emax(g, one_block, whole), sz), c64), k64(g, 0), "");
   LLVMValueRef ntmax = emin(g, npad, k64(g, GEMM_NC));
   LLVMValueRef slot_bytes = rup(g, mul(g, mul(g, add(g, k64(g, GEMM_MC), ntmax), k64(g, GEMM_KC)), sz), c64);
   set(g, ctx, F_PACKED, packed);
   set(g, ctx, F_MASK, work);
   set(g, ctx, F_SLOTS, byte(g, packed, shared_bytes));
   set(g, ctx, F_SLOT_BYTES, slot_bytes);
+}
+
+/* A is read in place (not packed) when it is not transposed and N is
+ * narrow: each element of a packed A would serve only N multiply-adds, so
+ * packing it cost as much as the micro-kernel (lenet's 4096 x 16 x 150);
+ * the few B panels keep the A rows in L1/L2 between their passes. */
+static LLVMValueRef direct_lda(Gen *g, LLVMValueRef fn) {
+  if (g->s->trans_a)
+    return k64(g, 0);
+  return LLVMBuildSelect(g->b, narrow(g, LLVMGetParam(fn, P_N)), LLVMGetParam(fn, P_LDA), k64(g, 0), "");
 }
 
 /* The tile grid, the packing mode and the work layout, all from the sizes
@@ -1135,16 +1224,25 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregio
     set(g, ctx, args[i][0], LLVMGetParam(fn, args[i][1]));
   for (int i = 0; i < 3; i++)
     set(g, ctx, F_IH + i, g->s->im2col ? LLVMGetParam(fn, P_IH + i) : k64(g, 0));
-  LLVMValueRef nkb = emax(g, cdiv(g, K, k64(g, GEMM_KC)), one);
+  LLVMValueRef nkb = emax(g, cdiv(g, K, k64(g, GEMM_KC)), one), kcb = cdiv(g, K, nkb);
   set(g, ctx, F_K, K);
-  set(g, ctx, F_KC, cdiv(g, K, nkb));
+  set(g, ctx, F_KC, kcb);
   set(g, ctx, F_NKB, nkb);
   set(g, ctx, F_MTILES, mt);
   set(g, ctx, F_NTILES, nt);
   set(g, ctx, F_MPANELS, pm);
   set(g, ctx, F_NPANELS, pn);
   set(g, ctx, F_PRIVATE, LLVMBuildZExt(g->b, priv, g->c->t_i64, ""));
-  plan_work(g, fn, ctx, M, N, K);
+  set(g, ctx, F_DIRECT_LDA, direct_lda(g, fn));
+  /* A narrow B (at most NARROW_N columns, WHOLE_K rows) is packed whole before the tiles
+   * run, which then take all K blocks in turn: their C rows stay in cache
+   * from one block to the next, where a pass of all the tiles per block
+   * brought C from memory nkb times (32768 x 32 x 288). */
+  LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX)), whole_rows = mul(g, nkb, kcb);
+  LLVMValueRef whole = LLVMBuildAnd(g->b, narrow(g, N), LLVMBuildICmp(g->b, LLVMIntSLE, whole_rows,
+                                                                      k64(g, GEMM_WHOLE_K), ""), "");
+  set(g, ctx, F_BSTRIDE, LLVMBuildSelect(g->b, whole, mul(g, npad, kcb), k64(g, 0), ""));
+  plan_work(g, fn, ctx, M, N, whole_rows);
 }
 
 static void parallel_for(Gen *g, LLVMValueRef task, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef grain,
@@ -1195,10 +1293,12 @@ static LLVMValueRef emit_entry(Gen *g) {
   LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), zero, "");
 
   /* private: one launch of the tiles for all K blocks; shared: per K
-   * block, pack it, then run the tiles on it */
+   * block, pack it, then run the tiles on it; shared whole (a narrow B):
+   * pack every K block, then one launch */
   LLVMValueRef one = k64(g, 1), nkb = get(g, ctx, F_NKB);
-  LLVMValueRef nlaunch = LLVMBuildSelect(g->b, priv, one, nkb, ""), kbs = LLVMBuildSelect(g->b, priv, nkb, one, "");
-  Loop lr, lk;
+  LLVMValueRef once = LLVMBuildOr(g->b, priv, LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_BSTRIDE), zero, ""), "");
+  LLVMValueRef nlaunch = LLVMBuildSelect(g->b, once, one, nkb, ""), kbs = LLVMBuildSelect(g->b, once, nkb, one, "");
+  Loop lr, lk, lp;
   LLVMValueRef r = loop_open(g, &lr, zero, nregions);
   set(g, ctx, F_B0, r);
   LLVMValueRef kb = loop_open(g, &lk, zero, nlaunch);
@@ -1206,7 +1306,9 @@ static LLVMValueRef emit_entry(Gen *g) {
   set(g, ctx, F_KB1, mul(g, add(g, kb, one), kbs));
   If pack;
   if_open(g, &pack, LLVMBuildNot(g->b, priv, ""));
+  set(g, ctx, F_KBP, loop_open(g, &lp, get(g, ctx, F_KB0), get(g, ctx, F_KB1)));
   parallel_for(g, g->bpack, ctx, bpanels, bgrain, thr);
+  loop_close(g, &lp, one);
   if_close(g, &pack);
   LLVMBuildStore(g->b, zero, get(g, ctx, F_MASK));
   parallel_for(g, g->task, ctx, ntiles, grain, thr);

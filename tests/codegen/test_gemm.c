@@ -353,6 +353,42 @@ static void test_thread_invariance(void **state) {
     }
 }
 
+/* A narrow op(B) (N <= 32): A read in place instead of packed, and B
+ * packed whole (K <= 1024) or per K block when the rows are split over
+ * tiles. Its bits must be those of the packed path, i.e. of the leading
+ * columns of a wider product with the same operands, at any thread count;
+ * columns past N stay untouched. */
+static void test_narrow(void **state) {
+  static const int64_t shapes[][4] = {{1, 1000, 16, 600}, {1, 1000, 32, 1100}, {3, 700, 9, 300}, {2, 301, 32, 40}};
+  static const int threads[] = {1, 2, 3, 7};
+  for (int d = 0; d < 2; d++)
+    for (int t = 0; t < 4; t++)
+      for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        Case wide = {.d = d, .ta = t & 1, .tb = t >> 1, .acc = (int)s & 1, .epi = 1, .batch = shapes[s][0],
+                     .M = shapes[s][1], .N = shapes[s][2] + 40, .K = shapes[s][3], .threads = 2};
+        Run r;
+        make_run(&wide, &r, 900 + s);
+        void *all = run_kernel(&wide, &r);
+        check(&wide, &r, all);
+        Case narrow = wide;
+        narrow.N = shapes[s][2];
+        size_t esz = d ? 8 : 4;
+        for (int i = 0; i < 4; i++) {
+          narrow.threads = threads[i];
+          unsigned char *part = run_kernel(&narrow, &r);
+          for (int64_t row = 0; row < wide.batch * (wide.M + 1); row++) {
+            size_t at = (size_t)(row * r.ldc) * esz, n = (size_t)narrow.N * esz, pad = (size_t)r.ldc * esz - n;
+            if (row % (wide.M + 1) < wide.M)
+              assert_memory_equal(part + at, (unsigned char *)all + at, n);
+            assert_memory_equal(part + at + n, (unsigned char *)r.tC + at + n, pad);
+          }
+          free(part);
+        }
+        free(all);
+        free_run(&r);
+      }
+}
+
 /* The micro-kernel shapes of 128-bit (6x8 f32, 6x4 f64) and 512-bit (6x32,
  * 6x16) targets, on the same edges and K blocks. */
 static void test_other_widths(void **state) {
@@ -481,6 +517,7 @@ int main(void) {
     cmocka_unit_test(test_variants),
     cmocka_unit_test(test_batch),
     cmocka_unit_test(test_thread_invariance),
+    cmocka_unit_test(test_narrow),
     cmocka_unit_test(test_other_widths),
     cmocka_unit_test(test_cross_targets),
     cmocka_unit_test(test_gemv_variants),
