@@ -106,15 +106,7 @@ static bool const_dim(Size s, int64_t *n) { return sz_is_const(s, n); }
 /* The data of v known now: a constant, a parameter or state through the
  * driver, or a reshape of one (same order). */
 static const void *known(Layout *L, const Value *v, bool *param) {
-  if (v->role == V_CONST)
-    return v->data;
-  if ((v->role == V_PARAM || v->role == V_STATE) && L->cx->param_data) {
-    *param = true;
-    return L->cx->param_data(L->g, v, L->cx->param_user);
-  }
-  if (v->role == V_TEMP && v->def->op == OP_reshape)
-    return known(L, v->def->in[0], param);
-  return NULL;
+  return pass_known_data(L->g, L->cx, v, param);
 }
 
 /* Elementwise and broadcast ops that work unchanged on a blocked tensor
