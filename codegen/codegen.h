@@ -78,6 +78,16 @@ typedef void (*CgTaskBody)(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *
 
 LLVMTypeRef cg_elem_type(CgCtx *c, RtDType dt);
 LLVMValueRef cg_i64(CgCtx *c, int64_t v);
+/* i64 arithmetic at the builder (sizes and indices); min and max signed */
+static inline LLVMValueRef cg_iadd(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(c->b, a, b, ""); }
+static inline LLVMValueRef cg_isub(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSub(c->b, a, b, ""); }
+static inline LLVMValueRef cg_imul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildMul(c->b, a, b, ""); }
+static inline LLVMValueRef cg_imin(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
+}
+static inline LLVMValueRef cg_imax(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, a, b, ""), a, b, "");
+}
 LLVMValueRef cg_size(CgKernel *k, Size s);                     /* a dim at run time */
 LLVMValueRef cg_value_ptr(CgKernel *k, const struct Value *v);  /* where v lives */
 LLVMValueRef cg_gep(CgKernel *k, RtDType dt, LLVMValueRef base, LLVMValueRef idx);

@@ -26,13 +26,6 @@
 
 enum { TILE_RO = 2, TILE_RW = 6 };
 
-static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildMul(c->b, a, b, "");
-}
-static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildAdd(c->b, a, b, "");
-}
-static LLVMValueRef imm(CgCtx *c, int64_t v) { return cg_i64(c, v); }
 
 /* lo <= v < hi, unsigned trick: v - lo < hi - lo */
 static LLVMValueRef in_range(CgCtx *c, LLVMValueRef v, LLVMValueRef hi) {
@@ -57,19 +50,19 @@ static void relayout_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *u
   Size S = sz_const(1);
   for (int i = 2; i < r->flat->type.rank; i++)
     S = sz_mul(S, r->flat->type.dim[i]);
-  LLVMValueRef s_n = cg_size(k, S), cb_n = imm(c, (r->C + r->b - 1) / r->b);
+  LLVMValueRef s_n = cg_size(k, S), cb_n = cg_i64(c, (r->C + r->b - 1) / r->b);
   LLVMValueRef flat = cg_value_ptr(k, r->flat), blk = cg_value_ptr(k, r->blk);
   CgLoop U, L, P;
-  LLVMValueRef u = cg_for(k, &U, lo, hi, imm(c, 1));
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   LLVMValueRef img = LLVMBuildSDiv(c->b, u, cb_n, ""), cb = LLVMBuildSRem(c->b, u, cb_n, "");
-  LLVMValueRef l = cg_for(k, &L, imm(c, 0), imm(c, r->b), imm(c, 1));
-  LLVMValueRef ch = add(c, mul(c, cb, imm(c, r->b)), l);
-  LLVMValueRef real = LLVMBuildICmp(c->b, LLVMIntSLT, ch, imm(c, r->C), "");
+  LLVMValueRef l = cg_for(k, &L, cg_i64(c, 0), cg_i64(c, r->b), cg_i64(c, 1));
+  LLVMValueRef ch = cg_iadd(c, cg_imul(c, cb, cg_i64(c, r->b)), l);
+  LLVMValueRef real = LLVMBuildICmp(c->b, LLVMIntSLT, ch, cg_i64(c, r->C), "");
   /* a padding channel reads channel 0 and stores a zero */
-  LLVMValueRef fbase = mul(c, add(c, mul(c, img, imm(c, r->C)),
-                                  LLVMBuildSelect(c->b, real, ch, imm(c, 0), "")), s_n);
-  LLVMValueRef p = cg_for(k, &P, imm(c, 0), s_n, imm(c, 1));
-  LLVMValueRef fat = add(c, fbase, p), bat = add(c, mul(c, add(c, mul(c, u, s_n), p), imm(c, r->b)), l);
+  LLVMValueRef fbase = cg_imul(c, cg_iadd(c, cg_imul(c, img, cg_i64(c, r->C)),
+                                  LLVMBuildSelect(c->b, real, ch, cg_i64(c, 0), "")), s_n);
+  LLVMValueRef p = cg_for(k, &P, cg_i64(c, 0), s_n, cg_i64(c, 1));
+  LLVMValueRef fat = cg_iadd(c, fbase, p), bat = cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, u, s_n), p), cg_i64(c, r->b)), l);
   if (r->to_blocked) {
     LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, flat, fat), "");
     LLVMBuildStore(c->b, LLVMBuildSelect(c->b, real, v, LLVMConstNull(et), ""), cg_gep(k, dt, blk, bat));
@@ -133,38 +126,38 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
   for (int t = 0; t < ro * rw; t++)
     LLVMBuildStore(c->b, LLVMConstNull(vt), acc[t]);
   CgLoop CB, I, J;
-  LLVMValueRef cb = cg_for(k, &CB, imm(c, 0), imm(c, cv->Cb), imm(c, 1));
-  LLVMValueRef i = cg_for(k, &I, imm(c, 0), imm(c, kh), imm(c, 1));
-  LLVMValueRef ih = LLVMBuildSub(c->b, add(c, mul(c, cv->oh, imm(c, a->stride[0])), mul(c, i, imm(c, a->dil[0]))),
-                                 imm(c, a->pad[0]), "");
+  LLVMValueRef cb = cg_for(k, &CB, cg_i64(c, 0), cg_i64(c, cv->Cb), cg_i64(c, 1));
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, kh), cg_i64(c, 1));
+  LLVMValueRef ih = LLVMBuildSub(c->b, cg_iadd(c, cg_imul(c, cv->oh, cg_i64(c, a->stride[0])), cg_imul(c, i, cg_i64(c, a->dil[0]))),
+                                 cg_i64(c, a->pad[0]), "");
   LLVMBasicBlockRef row = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "row");
   LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "next_i");
   LLVMBuildCondBr(c->b, in_range(c, ih, cv->H), row, next);
   LLVMPositionBuilderAtEnd(c->b, row);
-  LLVMValueRef xrow = mul(c, mul(c, add(c, mul(c, add(c, mul(c, cv->img, imm(c, cv->Cb)), cb), cv->H), ih),
-                                 cv->W), imm(c, bi));
-  LLVMValueRef j = cg_for(k, &J, imm(c, 0), imm(c, kw), imm(c, 1));
+  LLVMValueRef xrow = cg_imul(c, cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, cv->img, cg_i64(c, cv->Cb)), cb), cv->H), ih),
+                                 cv->W), cg_i64(c, bi));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, kw), cg_i64(c, 1));
   /* w[ob0 + r, cb, i, j, l, 0..b): blocks of bi*b, one per tap */
-  LLVMValueRef tap = mul(c, add(c, mul(c, add(c, mul(c, cb, imm(c, kh)), i), imm(c, kw)), j), imm(c, (int64_t)bi * b));
-  LLVMValueRef wblk = imm(c, cv->Cb * kh * kw * bi * b);
+  LLVMValueRef tap = cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, cb, cg_i64(c, kh)), i), cg_i64(c, kw)), j), cg_i64(c, (int64_t)bi * b));
+  LLVMValueRef wblk = cg_i64(c, cv->Cb * kh * kw * bi * b);
   LLVMValueRef wbase[TILE_RO], xat[TILE_RW], xok[TILE_RW];
   for (int r = 0; r < ro; r++)
-    wbase[r] = add(c, mul(c, add(c, ob0, imm(c, r)), wblk), tap);
+    wbase[r] = cg_iadd(c, cg_imul(c, cg_iadd(c, ob0, cg_i64(c, r)), wblk), tap);
   for (int q = 0; q < rw; q++) {
-    LLVMValueRef iw = LLVMBuildSub(c->b, add(c, mul(c, add(c, ow0, imm(c, q)), imm(c, a->stride[1])),
-                                             mul(c, j, imm(c, a->dil[1]))), imm(c, a->pad[1]), "");
+    LLVMValueRef iw = LLVMBuildSub(c->b, cg_iadd(c, cg_imul(c, cg_iadd(c, ow0, cg_i64(c, q)), cg_i64(c, a->stride[1])),
+                                             cg_imul(c, j, cg_i64(c, a->dil[1]))), cg_i64(c, a->pad[1]), "");
     xok[q] = checked ? in_range(c, iw, cv->W) : NULL;
     /* outside the input: address the row's first element, use a zero */
-    xat[q] = add(c, xrow, mul(c, checked ? LLVMBuildSelect(c->b, xok[q], iw, imm(c, 0), "") : iw, imm(c, bi)));
+    xat[q] = cg_iadd(c, xrow, cg_imul(c, checked ? LLVMBuildSelect(c->b, xok[q], iw, cg_i64(c, 0), "") : iw, cg_i64(c, bi)));
   }
   for (int l = 0; l < bi; l++) {
     LLVMValueRef wv[TILE_RO];
     for (int r = 0; r < ro; r++) {
-      wv[r] = LLVMBuildLoad2(c->b, vt, cg_gep(k, cv->dt, cv->w, add(c, wbase[r], imm(c, (int64_t)l * b))), "");
+      wv[r] = LLVMBuildLoad2(c->b, vt, cg_gep(k, cv->dt, cv->w, cg_iadd(c, wbase[r], cg_i64(c, (int64_t)l * b))), "");
       LLVMSetAlignment(wv[r], rt_dtype_size(cv->dt));
     }
     for (int q = 0; q < rw; q++) {
-      LLVMValueRef xs = LLVMBuildLoad2(c->b, et, cg_gep(k, cv->dt, cv->x, add(c, xat[q], imm(c, l))), "");
+      LLVMValueRef xs = LLVMBuildLoad2(c->b, et, cg_gep(k, cv->dt, cv->x, cg_iadd(c, xat[q], cg_i64(c, l))), "");
       if (checked)
         xs = LLVMBuildSelect(c->b, xok[q], xs, LLVMConstNull(et), "");
       LLVMValueRef xv = cg_splat(c, xs, b);
@@ -180,14 +173,14 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
   LLVMPositionBuilderAtEnd(c->b, next);
   cg_endfor(k, &I);
   cg_endfor(k, &CB);
-  LLVMValueRef OHW = mul(c, cv->OH, cv->OW);
+  LLVMValueRef OHW = cg_imul(c, cv->OH, cv->OW);
   for (int r = 0; r < ro; r++)
     for (int q = 0; q < rw; q++) {
-      LLVMValueRef ob = add(c, ob0, imm(c, r)), pos = add(c, mul(c, cv->oh, cv->OW), add(c, ow0, imm(c, q)));
+      LLVMValueRef ob = cg_iadd(c, ob0, cg_i64(c, r)), pos = cg_iadd(c, cg_imul(c, cv->oh, cv->OW), cg_iadd(c, ow0, cg_i64(c, q)));
       LLVMValueRef v = LLVMBuildLoad2(c->b, vt, acc[r * rw + q], "");
       if (cv->ep)
         v = cv->ep->epi.fn(c, cv->ep->epi.user, v, NULL, cv->epi, cv->img, ob, pos);
-      LLVMValueRef at = mul(c, add(c, mul(c, add(c, mul(c, cv->img, imm(c, cv->Ob)), ob), OHW), pos), imm(c, b));
+      LLVMValueRef at = cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, cv->img, cg_i64(c, cv->Ob)), ob), OHW), pos), cg_i64(c, b));
       LLVMSetAlignment(LLVMBuildStore(c->b, v, cg_gep(k, cv->dt, cv->out, at)), rt_dtype_size(cv->dt));
     }
 }
@@ -215,15 +208,15 @@ static void conv_row(CgKernel *k, ConvB *cv, int ro, LLVMValueRef ob0) {
   CgCtx *c = k->c;
   const Attr *a = &cv->n->attr;
   CgLoop Q, T;
-  LLVMValueRef whole = mul(c, LLVMBuildSDiv(c->b, cv->OW, imm(c, TILE_RW), ""), imm(c, TILE_RW));
-  LLVMValueRef ow0 = cg_for(k, &Q, imm(c, 0), whole, imm(c, TILE_RW));
-  LLVMValueRef first = LLVMBuildSub(c->b, mul(c, ow0, imm(c, a->stride[1])), imm(c, a->pad[1]), "");
-  LLVMValueRef last = add(c, first, imm(c, (int64_t)(TILE_RW - 1) * a->stride[1] + (int64_t)(a->k[1] - 1) * a->dil[1]));
-  LLVMValueRef inside = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, first, imm(c, 0), ""),
+  LLVMValueRef whole = cg_imul(c, LLVMBuildSDiv(c->b, cv->OW, cg_i64(c, TILE_RW), ""), cg_i64(c, TILE_RW));
+  LLVMValueRef ow0 = cg_for(k, &Q, cg_i64(c, 0), whole, cg_i64(c, TILE_RW));
+  LLVMValueRef first = LLVMBuildSub(c->b, cg_imul(c, ow0, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]), "");
+  LLVMValueRef last = cg_iadd(c, first, cg_i64(c, (int64_t)(TILE_RW - 1) * a->stride[1] + (int64_t)(a->k[1] - 1) * a->dil[1]));
+  LLVMValueRef inside = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, first, cg_i64(c, 0), ""),
                                      LLVMBuildICmp(c->b, LLVMIntSLT, last, cv->W, ""), "");
   tile_if(k, cv, inside, ro, TILE_RW, ob0, ow0);
   cg_endfor(k, &Q);
-  LLVMValueRef ow = cg_for(k, &T, whole, cv->OW, imm(c, 1));
+  LLVMValueRef ow = cg_for(k, &T, whole, cv->OW, cg_i64(c, 1));
   conv_tile(k, cv, ro, 1, true, ob0, ow);
   cg_endfor(k, &T);
 }
@@ -242,13 +235,13 @@ static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   cv->W = cg_size(k, n->in[0]->type.dim[3]);
   cv->OH = cg_size(k, n->out[0]->type.dim[2]);
   cv->OW = cg_size(k, n->out[0]->type.dim[3]);
-  LLVMValueRef pairs = imm(c, (cv->Ob + TILE_RO - 1) / TILE_RO);
-  LLVMValueRef per_img = mul(c, pairs, cv->OH);
+  LLVMValueRef pairs = cg_i64(c, (cv->Ob + TILE_RO - 1) / TILE_RO);
+  LLVMValueRef per_img = cg_imul(c, pairs, cv->OH);
   CgLoop U;
-  LLVMValueRef u = cg_for(k, &U, lo, hi, imm(c, 1));
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   cv->img = LLVMBuildSDiv(c->b, u, per_img, "");
   LLVMValueRef rest = LLVMBuildSRem(c->b, u, per_img, "");
-  LLVMValueRef ob0 = mul(c, LLVMBuildSDiv(c->b, rest, cv->OH, ""), imm(c, TILE_RO));
+  LLVMValueRef ob0 = cg_imul(c, LLVMBuildSDiv(c->b, rest, cv->OH, ""), cg_i64(c, TILE_RO));
   cv->oh = LLVMBuildSRem(c->b, rest, cv->OH, "");
   if (cv->Ob % TILE_RO == 0) {
     conv_row(k, cv, TILE_RO, ob0);
@@ -256,7 +249,7 @@ static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
     LLVMBasicBlockRef pair = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "pair");
     LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "one");
     LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "rowdone");
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLE, add(c, ob0, imm(c, TILE_RO)), imm(c, cv->Ob), ""),
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLE, cg_iadd(c, ob0, cg_i64(c, TILE_RO)), cg_i64(c, cv->Ob), ""),
                     pair, one);
     LLVMPositionBuilderAtEnd(c->b, pair);
     conv_row(k, cv, TILE_RO, ob0);
@@ -284,7 +277,7 @@ static void conv_kernel(CgKernel *k, const char *name) {
   if (cg_epi_plan_lanes(k, 1, 2, &ep))
     cv.ep = &ep;
   int64_t pairs = (cv.Ob + TILE_RO - 1) / TILE_RO;
-  LLVMValueRef units = mul(c, cg_size(k, y->dim[0]), mul(c, imm(c, pairs), cg_size(k, y->dim[2])));
+  LLVMValueRef units = cg_imul(c, cg_size(k, y->dim[0]), cg_imul(c, cg_i64(c, pairs), cg_size(k, y->dim[2])));
   Size cost = sz_mul(y->dim[3], sz_const(cv.Cb * n->attr.k[0] * n->attr.k[1] * bi * b * TILE_RO));
   cg_parallel(k, name, units, cg_grain(k, cg_size(k, cost)), conv_task, &cv);
   if (cv.ep)

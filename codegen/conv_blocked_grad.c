@@ -24,19 +24,6 @@
 
 enum { TILE_RO = 2, TILE_LQ = 4, BAND = 4 };
 
-static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildMul(c->b, a, b, "");
-}
-static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildAdd(c->b, a, b, "");
-}
-static LLVMValueRef imm(CgCtx *c, int64_t v) { return cg_i64(c, v); }
-static LLVMValueRef smax(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, a, b, ""), a, b, "");
-}
-static LLVMValueRef smin(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
-}
 
 static LLVMValueRef entry_alloca(CgKernel *k, LLVMTypeRef t, const char *name) {
   CgCtx *c = k->c;
@@ -65,21 +52,21 @@ static void block_weight_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, voi
   LLVMTypeRef et = cg_elem_type(c, dt);
   LLVMValueRef src = cg_value_ptr(k, bw->n->in[0]), dst = cg_value_ptr(k, bw->n->out[0]);
   CgLoop U, T, I, L;
-  LLVMValueRef u = cg_for(k, &U, lo, hi, imm(c, 1));
-  LLVMValueRef d0 = LLVMBuildSDiv(c->b, u, imm(c, bw->D1), ""), d1 = LLVMBuildSRem(c->b, u, imm(c, bw->D1), "");
-  LLVMValueRef t = cg_for(k, &T, imm(c, 0), imm(c, bw->taps), imm(c, 1));
-  LLVMValueRef li = cg_for(k, &I, imm(c, 0), imm(c, bw->b), imm(c, 1));
-  LLVMValueRef lo_ = cg_for(k, &L, imm(c, 0), imm(c, bw->b), imm(c, 1));
-  LLVMValueRef a = add(c, mul(c, d0, imm(c, bw->b)), lo_), z = add(c, mul(c, d1, imm(c, bw->b)), li);
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  LLVMValueRef d0 = LLVMBuildSDiv(c->b, u, cg_i64(c, bw->D1), ""), d1 = LLVMBuildSRem(c->b, u, cg_i64(c, bw->D1), "");
+  LLVMValueRef t = cg_for(k, &T, cg_i64(c, 0), cg_i64(c, bw->taps), cg_i64(c, 1));
+  LLVMValueRef li = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, bw->b), cg_i64(c, 1));
+  LLVMValueRef lo_ = cg_for(k, &L, cg_i64(c, 0), cg_i64(c, bw->b), cg_i64(c, 1));
+  LLVMValueRef a = cg_iadd(c, cg_imul(c, d0, cg_i64(c, bw->b)), lo_), z = cg_iadd(c, cg_imul(c, d1, cg_i64(c, bw->b)), li);
   LLVMValueRef o = tr ? z : a, ch = tr ? a : z;
-  LLVMValueRef st = tr ? LLVMBuildSub(c->b, imm(c, bw->taps - 1), t, "") : t;
-  LLVMValueRef real = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, o, imm(c, bw->O), ""),
-                                   LLVMBuildICmp(c->b, LLVMIntSLT, ch, imm(c, bw->C), ""), "");
-  LLVMValueRef from = add(c, mul(c, add(c, mul(c, o, imm(c, bw->C)), ch), imm(c, bw->taps)), st);
-  from = LLVMBuildSelect(c->b, real, from, imm(c, 0), "");   /* padding: read w[0], store 0 */
+  LLVMValueRef st = tr ? LLVMBuildSub(c->b, cg_i64(c, bw->taps - 1), t, "") : t;
+  LLVMValueRef real = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, o, cg_i64(c, bw->O), ""),
+                                   LLVMBuildICmp(c->b, LLVMIntSLT, ch, cg_i64(c, bw->C), ""), "");
+  LLVMValueRef from = cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, o, cg_i64(c, bw->C)), ch), cg_i64(c, bw->taps)), st);
+  from = LLVMBuildSelect(c->b, real, from, cg_i64(c, 0), "");   /* padding: read w[0], store 0 */
   LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, dt, src, from), "");
-  LLVMValueRef to = add(c, mul(c, add(c, mul(c, add(c, mul(c, u, imm(c, bw->taps)), t), imm(c, bw->b)), li),
-                               imm(c, bw->b)), lo_);
+  LLVMValueRef to = cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, u, cg_i64(c, bw->taps)), t), cg_i64(c, bw->b)), li),
+                               cg_i64(c, bw->b)), lo_);
   LLVMBuildStore(c->b, LLVMBuildSelect(c->b, real, v, LLVMConstNull(et), ""), cg_gep(k, dt, dst, to));
   cg_endfor(k, &L);
   cg_endfor(k, &I);
@@ -100,7 +87,7 @@ static void block_weight_kernel(CgKernel *k, const char *name) {
   sz_is_const(y->dim[4], &bw.b);
   bw.taps = kh * kw;
   CgCtx *c = k->c;
-  cg_parallel(k, name, imm(c, d0 * bw.D1), cg_grain(k, imm(c, bw.taps * bw.b * bw.b)),
+  cg_parallel(k, name, cg_i64(c, d0 * bw.D1), cg_grain(k, cg_i64(c, bw.taps * bw.b * bw.b)),
               block_weight_task, &bw);
 }
 
@@ -120,17 +107,17 @@ typedef struct BwdF {
 /* Outputs o in [0, n) whose input o*s + off lies in [0, len). */
 static void tap_range(CgCtx *c, int s, LLVMValueRef off, LLVMValueRef len, LLVMValueRef n,
                       LLVMValueRef *lo, LLVMValueRef *hi) {
-  LLVMValueRef neg = smax(c, LLVMBuildNeg(c->b, off, ""), imm(c, 0));
-  *lo = LLVMBuildSDiv(c->b, add(c, neg, imm(c, s - 1)), imm(c, s), "");
-  LLVMValueRef last = LLVMBuildSub(c->b, LLVMBuildSub(c->b, len, imm(c, 1), ""), off, "");
-  LLVMValueRef h = add(c, LLVMBuildSDiv(c->b, last, imm(c, s), ""), imm(c, 1));
-  *hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, last, imm(c, 0), ""), imm(c, 0),
-                        smin(c, h, n), "");
+  LLVMValueRef neg = cg_imax(c, LLVMBuildNeg(c->b, off, ""), cg_i64(c, 0));
+  *lo = LLVMBuildSDiv(c->b, cg_iadd(c, neg, cg_i64(c, s - 1)), cg_i64(c, s), "");
+  LLVMValueRef last = LLVMBuildSub(c->b, LLVMBuildSub(c->b, len, cg_i64(c, 1), ""), off, "");
+  LLVMValueRef h = cg_iadd(c, LLVMBuildSDiv(c->b, last, cg_i64(c, s), ""), cg_i64(c, 1));
+  *hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, last, cg_i64(c, 0), ""), cg_i64(c, 0),
+                        cg_imin(c, h, n), "");
 }
 
 /* Index of vector (tap t, block r, input lane l) in the unit's tile. */
 static LLVMValueRef tile_at(BwdF *f, CgCtx *c, LLVMValueRef t, int r, LLVMValueRef l) {
-  return add(c, mul(c, add(c, mul(c, t, imm(c, TILE_RO)), imm(c, r)), imm(c, f->b)), l);
+  return cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, t, cg_i64(c, TILE_RO)), cg_i64(c, r)), cg_i64(c, f->b)), l);
 }
 
 /* The accumulators of (tap t, lanes lg .. lg + lq) over output rows
@@ -144,35 +131,35 @@ static void bwdf_tap(CgKernel *k, BwdF *f, int ro, LLVMValueRef n, LLVMValueRef 
   LLVMValueRef acc[TILE_RO * TILE_LQ];
   for (int q = 0; q < ro * lq; q++)
     acc[q] = entry_alloca(k, vt, "acc");
-  LLVMValueRef offh = LLVMBuildSub(c->b, mul(c, i, imm(c, a->dil[0])), imm(c, a->pad[0]), "");
-  LLVMValueRef offw = LLVMBuildSub(c->b, mul(c, j, imm(c, a->dil[1])), imm(c, a->pad[1]), "");
+  LLVMValueRef offh = LLVMBuildSub(c->b, cg_imul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0]), "");
+  LLVMValueRef offw = LLVMBuildSub(c->b, cg_imul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1]), "");
   LLVMValueRef rlo, rhi, clo, chi;
   tap_range(c, a->stride[0], offh, f->H, f->OH, &rlo, &rhi);
   tap_range(c, a->stride[1], offw, f->W, f->OW, &clo, &chi);
-  rlo = smax(c, rlo, oh_lo);
-  rhi = smin(c, rhi, oh_hi);
+  rlo = cg_imax(c, rlo, oh_lo);
+  rhi = cg_imin(c, rhi, oh_hi);
   CgLoop G, R, Q;
-  LLVMValueRef lg = cg_for(k, &G, imm(c, 0), imm(c, b), imm(c, lq));
+  LLVMValueRef lg = cg_for(k, &G, cg_i64(c, 0), cg_i64(c, b), cg_i64(c, lq));
   for (int r = 0; r < ro; r++)
     for (int q = 0; q < lq; q++) {
-      LLVMValueRef at = cg_gep(k, f->dt, f->tile, mul(c, tile_at(f, c, t, r, add(c, lg, imm(c, q))), imm(c, b)));
+      LLVMValueRef at = cg_gep(k, f->dt, f->tile, cg_imul(c, tile_at(f, c, t, r, cg_iadd(c, lg, cg_i64(c, q))), cg_i64(c, b)));
       LLVMBuildStore(c->b, LLVMBuildLoad2(c->b, vt, at, ""), acc[r * lq + q]);
     }
-  LLVMValueRef oh = cg_for(k, &R, rlo, rhi, imm(c, 1));
-  LLVMValueRef ih = add(c, mul(c, oh, imm(c, a->stride[0])), offh);
-  LLVMValueRef xrow = mul(c, add(c, mul(c, add(c, mul(c, n, imm(c, f->Cb)), f->cb), f->H), ih), f->W);
-  LLVMValueRef ow = cg_for(k, &Q, clo, chi, imm(c, 1));
-  LLVMValueRef iw = add(c, mul(c, ow, imm(c, a->stride[1])), offw);
-  LLVMValueRef xat = add(c, mul(c, add(c, xrow, iw), imm(c, b)), lg);
+  LLVMValueRef oh = cg_for(k, &R, rlo, rhi, cg_i64(c, 1));
+  LLVMValueRef ih = cg_iadd(c, cg_imul(c, oh, cg_i64(c, a->stride[0])), offh);
+  LLVMValueRef xrow = cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, n, cg_i64(c, f->Cb)), f->cb), f->H), ih), f->W);
+  LLVMValueRef ow = cg_for(k, &Q, clo, chi, cg_i64(c, 1));
+  LLVMValueRef iw = cg_iadd(c, cg_imul(c, ow, cg_i64(c, a->stride[1])), offw);
+  LLVMValueRef xat = cg_iadd(c, cg_imul(c, cg_iadd(c, xrow, iw), cg_i64(c, b)), lg);
   LLVMValueRef dv[TILE_RO];
   for (int r = 0; r < ro; r++) {
-    LLVMValueRef blk = add(c, mul(c, n, imm(c, f->Ob)), add(c, f->ob0, imm(c, r)));
-    LLVMValueRef at = mul(c, add(c, mul(c, add(c, mul(c, blk, f->OH), oh), f->OW), ow), imm(c, b));
+    LLVMValueRef blk = cg_iadd(c, cg_imul(c, n, cg_i64(c, f->Ob)), cg_iadd(c, f->ob0, cg_i64(c, r)));
+    LLVMValueRef at = cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, blk, f->OH), oh), f->OW), ow), cg_i64(c, b));
     dv[r] = LLVMBuildLoad2(c->b, vt, cg_gep(k, f->dt, f->dy, at), "");
     LLVMSetAlignment(dv[r], rt_dtype_size(f->dt));
   }
   for (int q = 0; q < lq; q++) {
-    LLVMValueRef xs = LLVMBuildLoad2(c->b, et, cg_gep(k, f->dt, f->x, add(c, xat, imm(c, q))), "");
+    LLVMValueRef xs = LLVMBuildLoad2(c->b, et, cg_gep(k, f->dt, f->x, cg_iadd(c, xat, cg_i64(c, q))), "");
     LLVMValueRef xv = cg_splat(c, xs, b);
     for (int r = 0; r < ro; r++) {
       LLVMValueRef args[] = {dv[r], xv, LLVMBuildLoad2(c->b, vt, acc[r * lq + q], "")};
@@ -183,7 +170,7 @@ static void bwdf_tap(CgKernel *k, BwdF *f, int ro, LLVMValueRef n, LLVMValueRef 
   cg_endfor(k, &R);
   for (int r = 0; r < ro; r++)
     for (int q = 0; q < lq; q++) {
-      LLVMValueRef at = cg_gep(k, f->dt, f->tile, mul(c, tile_at(f, c, t, r, add(c, lg, imm(c, q))), imm(c, b)));
+      LLVMValueRef at = cg_gep(k, f->dt, f->tile, cg_imul(c, tile_at(f, c, t, r, cg_iadd(c, lg, cg_i64(c, q))), cg_i64(c, b)));
       LLVMBuildStore(c->b, LLVMBuildLoad2(c->b, vt, acc[r * lq + q], ""), at);
     }
   cg_endfor(k, &G);
@@ -194,21 +181,21 @@ static void bwdf_store(CgKernel *k, BwdF *f, int ro) {
   CgCtx *c = k->c;
   LLVMTypeRef et = cg_elem_type(c, f->dt);
   CgLoop T, L, P;
-  LLVMValueRef t = cg_for(k, &T, imm(c, 0), imm(c, f->taps), imm(c, 1));
-  LLVMValueRef l = cg_for(k, &L, imm(c, 0), imm(c, f->b), imm(c, 1));
-  LLVMValueRef p = cg_for(k, &P, imm(c, 0), imm(c, f->b), imm(c, 1));
-  LLVMValueRef ch = add(c, mul(c, f->cb, imm(c, f->b)), l);
+  LLVMValueRef t = cg_for(k, &T, cg_i64(c, 0), cg_i64(c, f->taps), cg_i64(c, 1));
+  LLVMValueRef l = cg_for(k, &L, cg_i64(c, 0), cg_i64(c, f->b), cg_i64(c, 1));
+  LLVMValueRef p = cg_for(k, &P, cg_i64(c, 0), cg_i64(c, f->b), cg_i64(c, 1));
+  LLVMValueRef ch = cg_iadd(c, cg_imul(c, f->cb, cg_i64(c, f->b)), l);
   for (int r = 0; r < ro; r++) {
-    LLVMValueRef o = add(c, mul(c, add(c, f->ob0, imm(c, r)), imm(c, f->b)), p);
-    LLVMValueRef real = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, o, imm(c, f->O), ""),
-                                     LLVMBuildICmp(c->b, LLVMIntSLT, ch, imm(c, f->C), ""), "");
+    LLVMValueRef o = cg_iadd(c, cg_imul(c, cg_iadd(c, f->ob0, cg_i64(c, r)), cg_i64(c, f->b)), p);
+    LLVMValueRef real = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, o, cg_i64(c, f->O), ""),
+                                     LLVMBuildICmp(c->b, LLVMIntSLT, ch, cg_i64(c, f->C), ""), "");
     LLVMBasicBlockRef st = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "real");
     LLVMBasicBlockRef skip = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "pad");
     LLVMBuildCondBr(c->b, real, st, skip);
     LLVMPositionBuilderAtEnd(c->b, st);
-    LLVMValueRef from = add(c, mul(c, tile_at(f, c, t, r, l), imm(c, f->b)), p);
+    LLVMValueRef from = cg_iadd(c, cg_imul(c, tile_at(f, c, t, r, l), cg_i64(c, f->b)), p);
     LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, f->dt, f->tile, from), "");
-    LLVMValueRef to = add(c, mul(c, add(c, mul(c, o, imm(c, f->C)), ch), imm(c, f->taps)), t);
+    LLVMValueRef to = cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, o, cg_i64(c, f->C)), ch), cg_i64(c, f->taps)), t);
     LLVMBuildStore(c->b, v, cg_gep(k, f->dt, f->dw, to));
     LLVMBuildBr(c->b, skip);
     LLVMPositionBuilderAtEnd(c->b, skip);
@@ -222,14 +209,14 @@ static void bwdf_store(CgKernel *k, BwdF *f, int ro) {
 static void bwdf_unit(CgKernel *k, BwdF *f, int ro) {
   CgCtx *c = k->c;
   const Attr *a = &f->n->attr;
-  cg_zero(k, f->dt, f->tile, imm(c, 0), imm(c, f->taps * TILE_RO * f->b * f->b));
+  cg_zero(k, f->dt, f->tile, cg_i64(c, 0), cg_i64(c, f->taps * TILE_RO * f->b * f->b));
   CgLoop Nl, B, I, J;
-  LLVMValueRef n = cg_for(k, &Nl, imm(c, 0), f->N, imm(c, 1));
-  LLVMValueRef oh0 = cg_for(k, &B, imm(c, 0), f->OH, imm(c, BAND));
-  LLVMValueRef oh1 = smin(c, add(c, oh0, imm(c, BAND)), f->OH);
-  LLVMValueRef i = cg_for(k, &I, imm(c, 0), imm(c, a->k[0]), imm(c, 1));
-  LLVMValueRef j = cg_for(k, &J, imm(c, 0), imm(c, a->k[1]), imm(c, 1));
-  bwdf_tap(k, f, ro, n, oh0, oh1, add(c, mul(c, i, imm(c, a->k[1])), j), i, j);
+  LLVMValueRef n = cg_for(k, &Nl, cg_i64(c, 0), f->N, cg_i64(c, 1));
+  LLVMValueRef oh0 = cg_for(k, &B, cg_i64(c, 0), f->OH, cg_i64(c, BAND));
+  LLVMValueRef oh1 = cg_imin(c, cg_iadd(c, oh0, cg_i64(c, BAND)), f->OH);
+  LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
+  LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
+  bwdf_tap(k, f, ro, n, oh0, oh1, cg_iadd(c, cg_imul(c, i, cg_i64(c, a->k[1])), j), i, j);
   cg_endfor(k, &J);
   cg_endfor(k, &I);
   cg_endfor(k, &B);
@@ -254,9 +241,9 @@ static void bwdf_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   f->OH = cg_size(k, n->in[0]->type.dim[2]);
   f->OW = cg_size(k, n->in[0]->type.dim[3]);
   CgLoop U;
-  LLVMValueRef u = cg_for(k, &U, lo, hi, imm(c, 1));
-  f->ob0 = mul(c, LLVMBuildSDiv(c->b, u, imm(c, f->Cb), ""), imm(c, f->ro));
-  f->cb = LLVMBuildSRem(c->b, u, imm(c, f->Cb), "");
+  LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
+  f->ob0 = cg_imul(c, LLVMBuildSDiv(c->b, u, cg_i64(c, f->Cb), ""), cg_i64(c, f->ro));
+  f->cb = LLVMBuildSRem(c->b, u, cg_i64(c, f->Cb), "");
   bwdf_unit(k, f, f->ro);
   cg_endfor(k, &U);
 }
@@ -276,7 +263,7 @@ static void bwdf_kernel(CgKernel *k, const char *name) {
   f.lq = f.b < TILE_LQ ? f.b : TILE_LQ;
   f.ro = f.Ob % TILE_RO ? 1 : TILE_RO;
   Size cost = sz_mul(sz_mul(dy->dim[0], sz_mul(dy->dim[2], dy->dim[3])), sz_const(f.taps * b * b * f.ro));
-  cg_parallel(k, name, imm(c, f.Ob / f.ro * f.Cb), cg_grain(k, cg_size(k, cost)), bwdf_task, &f);
+  cg_parallel(k, name, cg_i64(c, f.Ob / f.ro * f.Cb), cg_grain(k, cg_size(k, cost)), bwdf_task, &f);
 }
 
 void cg_blocked_grad_kernel(CgKernel *k, const char *name) {

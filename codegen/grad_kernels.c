@@ -16,14 +16,8 @@
 #include "codegen/codegen.h"
 #include <math.h>
 
-static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildMul(c->b, a, b, ""); }
-static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(c->b, a, b, ""); }
-static LLVMValueRef sub(CgCtx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSub(c->b, a, b, ""); }
 static LLVMValueRef slt(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildICmp(c->b, LLVMIntSLT, a, b, "");
-}
-static LLVMValueRef smin(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildSelect(c->b, slt(c, a, b), a, b, "");
 }
 
 /* 0 <= i < n, one unsigned compare. */
@@ -47,10 +41,10 @@ static LLVMValueRef tap(CgKernel *k, const PoolWin *p, LLVMValueRef i, LLVMValue
                         LLVMValueRef *ok) {
   CgCtx *c = k->c;
   const Attr *a = &k->n->attr;
-  LLVMValueRef ih = add(c, p->ih0, mul(c, i, cg_i64(c, a->dil[0])));
-  LLVMValueRef iw = add(c, p->iw0, mul(c, j, cg_i64(c, a->dil[1])));
+  LLVMValueRef ih = cg_iadd(c, p->ih0, cg_imul(c, i, cg_i64(c, a->dil[0])));
+  LLVMValueRef iw = cg_iadd(c, p->iw0, cg_imul(c, j, cg_i64(c, a->dil[1])));
   *ok = LLVMBuildAnd(c->b, inside(c, ih, p->H), inside(c, iw, p->W), "");
-  return LLVMBuildSelect(c->b, *ok, add(c, mul(c, ih, p->W), iw), cg_i64(c, 0), "");
+  return LLVMBuildSelect(c->b, *ok, cg_iadd(c, cg_imul(c, ih, p->W), iw), cg_i64(c, 0), "");
 }
 
 /* The first maximum of the window (a NaN wins, as PyTorch), -1 if the window
@@ -89,9 +83,9 @@ static LLVMValueRef avg_divisor(CgKernel *k, const PoolWin *p, LLVMValueRef cntp
   CgCtx *c = k->c;
   const Attr *a = &k->n->attr;
   if (a->count_include_pad) {
-    LLVMValueRef hend = smin(c, add(c, p->ih0, cg_i64(c, a->k[0])), add(c, p->H, cg_i64(c, a->pad[2])));
-    LLVMValueRef wend = smin(c, add(c, p->iw0, cg_i64(c, a->k[1])), add(c, p->W, cg_i64(c, a->pad[3])));
-    return mul(c, sub(c, hend, p->ih0), sub(c, wend, p->iw0));
+    LLVMValueRef hend = cg_imin(c, cg_iadd(c, p->ih0, cg_i64(c, a->k[0])), cg_iadd(c, p->H, cg_i64(c, a->pad[2])));
+    LLVMValueRef wend = cg_imin(c, cg_iadd(c, p->iw0, cg_i64(c, a->k[1])), cg_iadd(c, p->W, cg_i64(c, a->pad[3])));
+    return cg_imul(c, cg_isub(c, hend, p->ih0), cg_isub(c, wend, p->iw0));
   }
   LLVMBuildStore(c->b, cg_i64(c, 0), cntp);
   CgLoop I, J;
@@ -100,7 +94,7 @@ static LLVMValueRef avg_divisor(CgKernel *k, const PoolWin *p, LLVMValueRef cntp
   LLVMValueRef ok;
   tap(k, p, i, j, &ok);
   LLVMValueRef n = LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
-  LLVMBuildStore(c->b, add(c, n, LLVMBuildZExt(c->b, ok, c->t_i64, "")), cntp);
+  LLVMBuildStore(c->b, cg_iadd(c, n, LLVMBuildZExt(c->b, ok, c->t_i64, "")), cntp);
   cg_endfor(k, &J);
   cg_endfor(k, &I);
   return LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
@@ -138,17 +132,17 @@ static void pool_bwd_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *u
   LLVMValueRef bestp = LLVMBuildAlloca(c->b, cg_elem_type(c, dt), "");
   LLVMValueRef idxp = LLVMBuildAlloca(c->b, c->t_i64, "");
   PoolWin p = {.H = cg_size(k, x->dim[2]), .W = cg_size(k, x->dim[3])};
-  LLVMValueRef OH = cg_size(k, y->dim[2]), OW = cg_size(k, y->dim[3]), HW = mul(c, p.H, p.W);
+  LLVMValueRef OH = cg_size(k, y->dim[2]), OW = cg_size(k, y->dim[3]), HW = cg_imul(c, p.H, p.W);
   CgLoop U, R, Q;
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
-  LLVMValueRef plane = mul(c, u, HW);
+  LLVMValueRef plane = cg_imul(c, u, HW);
   cg_zero(k, dt, dx, plane, HW);
   LLVMValueRef dxp = cg_gep(k, dt, dx, plane), xp = is_max ? cg_gep(k, dt, xin, plane) : NULL;
   LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
-  p.ih0 = sub(c, mul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]));
+  p.ih0 = cg_isub(c, cg_imul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]));
   LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
-  p.iw0 = sub(c, mul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]));
-  LLVMValueRef gy = load(k, dt, dy, add(c, mul(c, add(c, mul(c, u, OH), oh), OW), ow));
+  p.iw0 = cg_isub(c, cg_imul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]));
+  LLVMValueRef gy = load(k, dt, dy, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, u, OH), oh), OW), ow));
   if (is_max)
     maxpool_window(k, &p, xp, dxp, gy, bestp, idxp);
   else
@@ -320,17 +314,17 @@ static void dropout_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *us
   LLVMValueRef ne = cg_size(k, elements(t)), ctr = cg_value_ptr(k, n->in[1]);
   LLVMValueRef step = LLVMBuildLoad2(c->b, cg_elem_type(c, n->in[1]->type.dt), ctr, "");
   step = LLVMBuildIntCast2(c->b, step, c->t_i32, 0, "");
-  LLVMValueRef whole = smin(c, hi, LLVMBuildSDiv(c->b, ne, cg_i64(c, 4), ""));
-  LLVMValueRef vend = sub(c, whole, cg_i64(c, w - 1));
+  LLVMValueRef whole = cg_imin(c, hi, LLVMBuildSDiv(c->b, ne, cg_i64(c, 4), ""));
+  LLVMValueRef vend = cg_isub(c, whole, cg_i64(c, w - 1));
   CgLoop V, T;
   LLVMValueRef b = cg_for(k, &V, lo, vend, cg_i64(c, w));
   dropout_vector(k, x, y, b, step, w);
   cg_endfor(k, &V);
   /* the blocks the vectors did: lo + w * ceil(max(vend - lo, 0) / w) */
-  LLVMValueRef span = sub(c, LLVMBuildSelect(c->b, slt(c, lo, vend), vend, lo, ""), lo);
-  LLVMValueRef iters = LLVMBuildSDiv(c->b, add(c, span, cg_i64(c, w - 1)), cg_i64(c, w), "");
-  LLVMValueRef done = add(c, lo, mul(c, iters, cg_i64(c, w)));
-  LLVMValueRef i = cg_for(k, &T, mul(c, done, cg_i64(c, 4)), smin(c, mul(c, hi, cg_i64(c, 4)), ne),
+  LLVMValueRef span = cg_isub(c, LLVMBuildSelect(c->b, slt(c, lo, vend), vend, lo, ""), lo);
+  LLVMValueRef iters = LLVMBuildSDiv(c->b, cg_iadd(c, span, cg_i64(c, w - 1)), cg_i64(c, w), "");
+  LLVMValueRef done = cg_iadd(c, lo, cg_imul(c, iters, cg_i64(c, w)));
+  LLVMValueRef i = cg_for(k, &T, cg_imul(c, done, cg_i64(c, 4)), cg_imin(c, cg_imul(c, hi, cg_i64(c, 4)), ne),
                           cg_i64(c, 1));
   dropout_scalar(k, x, y, i, step);
   cg_endfor(k, &T);
@@ -339,6 +333,6 @@ static void dropout_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *us
 void cg_dropout_kernel(CgKernel *k, const char *name) {
   CgCtx *c = k->c;
   LLVMValueRef ne = cg_size(k, elements(&k->n->out[0]->type));
-  LLVMValueRef blocks = LLVMBuildSDiv(c->b, add(c, ne, cg_i64(c, 3)), cg_i64(c, 4), "");
+  LLVMValueRef blocks = LLVMBuildSDiv(c->b, cg_iadd(c, ne, cg_i64(c, 3)), cg_i64(c, 4), "");
   cg_parallel(k, name, blocks, cg_grain(k, cg_i64(c, 64)), dropout_task, NULL);
 }

@@ -8,12 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildMul(c->b, a, b, "");
-}
-static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildAdd(c->b, a, b, "");
-}
 
 static Size prod(const Type *t, int from, int to) {
   Size s = sz_const(1);
@@ -211,10 +205,10 @@ static void conv_gemm(CgKernel *k, const CgConvGeo *g, const ConvGemm *q) {
     LLVMValueRef G = cg_i64(c, gi);
     LLVMValueRef args[19] = {
         q->batch, q->M, q->N, q->K,
-        cg_gep(k, g->dt, q->A, mul(c, G, q->gA)), q->lda, q->sa,
-        cg_gep(k, g->dt, q->B, mul(c, G, q->gB)), q->ldb, q->sb,
-        cg_gep(k, g->dt, q->C, mul(c, G, q->gC)), q->ldc, q->sc,
-        q->epi ? cg_epi_args(k, q->epi, mul(c, G, q->M)) : LLVMConstNull(c->t_ptr),
+        cg_gep(k, g->dt, q->A, cg_imul(c, G, q->gA)), q->lda, q->sa,
+        cg_gep(k, g->dt, q->B, cg_imul(c, G, q->gB)), q->ldb, q->sb,
+        cg_gep(k, g->dt, q->C, cg_imul(c, G, q->gC)), q->ldc, q->sc,
+        q->epi ? cg_epi_args(k, q->epi, cg_imul(c, G, q->M)) : LLVMConstNull(c->t_ptr),
         q->work ? q->work : LLVMConstNull(c->t_ptr), k->nthreads, q->ih, q->iw, q->pw};
     call_gemm(k, g->dt, q->ta, q->tb, q->acc, q->epi, q->im, args);
   }
@@ -229,14 +223,14 @@ int cg_conv_kernel(CgKernel *k, const char *name) {
   CgIm2col im = conv_im2col(n);
   LLVMValueRef Kc = cg_size(k, g.Kc), P = cg_size(k, g.P), O = cg_size(k, g.O), G = cg_i64(c, g.G);
   LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), HW = cg_size(k, sz_mul(g.H, g.W));
-  LLVMValueRef CHW = mul(c, cg_size(k, g.C), HW), CgHW = LLVMBuildSDiv(c->b, CHW, G, "");
+  LLVMValueRef CHW = cg_imul(c, cg_size(k, g.C), HW), CgHW = LLVMBuildSDiv(c->b, CHW, G, "");
   CgEpiPlan ep;
   bool fused = cg_epi_plan(k, 1, 2, &ep);
   ConvGemm q = {.im = pw ? NULL : &im, .epi = fused ? &ep : NULL,
                 .batch = cg_size(k, g.N), .M = Og, .N = P, .K = Kc,
-                .A = cg_value_ptr(k, g.w), .lda = Kc, .sa = cg_i64(c, 0), .gA = mul(c, Og, Kc),
+                .A = cg_value_ptr(k, g.w), .lda = Kc, .sa = cg_i64(c, 0), .gA = cg_imul(c, Og, Kc),
                 .B = cg_value_ptr(k, g.x), .ldb = P, .sb = CHW, .gB = CgHW,
-                .C = cg_value_ptr(k, fused ? ep.c : g.y), .ldc = P, .sc = mul(c, O, P), .gC = mul(c, Og, P),
+                .C = cg_value_ptr(k, fused ? ep.c : g.y), .ldc = P, .sc = cg_imul(c, O, P), .gC = cg_imul(c, Og, P),
                 .ih = cg_size(k, g.H), .iw = cg_size(k, g.W), .pw = cg_size(k, g.OW), .work = k->work};
   conv_gemm(k, &g, &q);
   if (fused)
@@ -252,11 +246,11 @@ static void swap_w_channels(CgKernel *k, const CgConvGeo *g, LLVMValueRef dst) {
   LLVMValueRef O = cg_size(k, g->O), Cg = cg_size(k, g->w->type.dim[1]), G = cg_i64(c, g->G);
   LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), w = cg_value_ptr(k, g->w);
   CgLoop U;
-  LLVMValueRef u = cg_for(k, &U, cg_i64(c, 0), mul(c, O, Cg), cg_i64(c, 1));
+  LLVMValueRef u = cg_for(k, &U, cg_i64(c, 0), cg_imul(c, O, Cg), cg_i64(c, 1));
   LLVMValueRef of = LLVMBuildSDiv(c->b, u, Cg, ""), ch = LLVMBuildSRem(c->b, u, Cg, "");
   LLVMValueRef gi = LLVMBuildSDiv(c->b, of, Og, ""), o = LLVMBuildSRem(c->b, of, Og, "");
-  LLVMValueRef at = mul(c, add(c, mul(c, add(c, mul(c, gi, Cg), ch), Og), o), cg_i64(c, T));
-  LLVMBuildMemCpy(c->b, cg_gep(k, g->dt, dst, at), (unsigned)sz, cg_gep(k, g->dt, w, mul(c, u, cg_i64(c, T))),
+  LLVMValueRef at = cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, gi, Cg), ch), Og), o), cg_i64(c, T));
+  LLVMBuildMemCpy(c->b, cg_gep(k, g->dt, dst, at), (unsigned)sz, cg_gep(k, g->dt, w, cg_imul(c, u, cg_i64(c, T))),
                   (unsigned)sz, cg_i64(c, T * sz));
   cg_endfor(k, &U);
 }
@@ -272,25 +266,25 @@ static void col2im_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *use
   LLVMValueRef img = LLVMBuildLoad2(c->b, c->t_i64, k->work, "");
   LLVMValueRef x = cg_value_ptr(k, g->x), col = LLVMBuildGEP2(c->b, c->t_i8, k->work, (LLVMValueRef[]){cg_i64(c, 64)}, 1, "");
   LLVMValueRef H = cg_size(k, g->H), W = cg_size(k, g->W), OH = cg_size(k, g->OH);
-  LLVMValueRef OW = cg_size(k, g->OW), P = cg_size(k, g->P), HW = mul(c, H, W);
+  LLVMValueRef OW = cg_size(k, g->OW), P = cg_size(k, g->P), HW = cg_imul(c, H, W);
   CgLoop U, I, J, R, Q;
   LLVMValueRef ch = cg_for(k, &U, lo, hi, cg_i64(c, 1));
-  LLVMValueRef xbase = mul(c, add(c, mul(c, img, cg_size(k, g->C)), ch), HW);
-  LLVMValueRef cbase = mul(c, mul(c, ch, cg_i64(c, (int64_t)g->kh * g->kw)), P);
+  LLVMValueRef xbase = cg_imul(c, cg_iadd(c, cg_imul(c, img, cg_size(k, g->C)), ch), HW);
+  LLVMValueRef cbase = cg_imul(c, cg_imul(c, ch, cg_i64(c, (int64_t)g->kh * g->kw)), P);
   cg_zero(k, g->dt, x, xbase, HW);
   LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, g->kh), cg_i64(c, 1));
   LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, g->kw), cg_i64(c, 1));
-  LLVMValueRef rowbase = add(c, cbase, mul(c, add(c, mul(c, i, cg_i64(c, g->kw)), j), P));
+  LLVMValueRef rowbase = cg_iadd(c, cbase, cg_imul(c, cg_iadd(c, cg_imul(c, i, cg_i64(c, g->kw)), j), P));
   LLVMValueRef oh = cg_for(k, &R, cg_i64(c, 0), OH, cg_i64(c, 1));
-  LLVMValueRef ih = add(c, mul(c, oh, cg_i64(c, a->stride[0])),
-                        LLVMBuildSub(c->b, mul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0]), ""));
+  LLVMValueRef ih = cg_iadd(c, cg_imul(c, oh, cg_i64(c, a->stride[0])),
+                        LLVMBuildSub(c->b, cg_imul(c, i, cg_i64(c, a->dil[0])), cg_i64(c, a->pad[0]), ""));
   LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
-  LLVMValueRef iw = add(c, mul(c, ow, cg_i64(c, a->stride[1])),
-                        LLVMBuildSub(c->b, mul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1]), ""));
+  LLVMValueRef iw = cg_iadd(c, cg_imul(c, ow, cg_i64(c, a->stride[1])),
+                        LLVMBuildSub(c->b, cg_imul(c, j, cg_i64(c, a->dil[1])), cg_i64(c, a->pad[1]), ""));
   LLVMValueRef ok = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntULT, ih, H, ""),
                                  LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
-  LLVMValueRef at = add(c, xbase, LLVMBuildSelect(c->b, ok, add(c, mul(c, ih, W), iw), cg_i64(c, 0), ""));
-  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, col, add(c, rowbase, add(c, mul(c, oh, OW), ow))), "");
+  LLVMValueRef at = cg_iadd(c, xbase, LLVMBuildSelect(c->b, ok, cg_iadd(c, cg_imul(c, ih, W), iw), cg_i64(c, 0), ""));
+  LLVMValueRef v = LLVMBuildLoad2(c->b, et, cg_gep(k, g->dt, col, cg_iadd(c, rowbase, cg_iadd(c, cg_imul(c, oh, OW), ow))), "");
   cg_add_to(k, g->dt, x, at, LLVMBuildSelect(c->b, ok, v, LLVMConstNull(et), ""));
   cg_endfor(k, &Q);
   cg_endfor(k, &R);
@@ -310,16 +304,16 @@ static void conv_bwd_data(CgKernel *k, CgConvGeo *g, const CgIm2col *im, const c
   LLVMValueRef work = k->work ? k->work : LLVMConstNull(c->t_ptr);
   LLVMValueRef gemm_work = LLVMBuildGEP2(c->b, c->t_i8, work, (LLVMValueRef[]){cg_i64(c, bwd_data_bytes(k->g, g->n))}, 1, "");
   ConvGemm q = {.ta = true, .batch = cg_size(k, g->N), .M = Kc, .N = P, .K = Og,
-                .A = cg_value_ptr(k, g->w), .lda = Kc, .sa = zero, .gA = mul(c, Og, Kc),
-                .B = cg_value_ptr(k, g->y), .ldb = P, .sb = mul(c, O, P), .gB = mul(c, Og, P),
-                .C = cg_value_ptr(k, g->x), .ldc = P, .sc = mul(c, mul(c, Kc, G), P), .gC = mul(c, Kc, P),
+                .A = cg_value_ptr(k, g->w), .lda = Kc, .sa = zero, .gA = cg_imul(c, Og, Kc),
+                .B = cg_value_ptr(k, g->y), .ldb = P, .sb = cg_imul(c, O, P), .gB = cg_imul(c, Og, P),
+                .C = cg_value_ptr(k, g->x), .ldc = P, .sc = cg_imul(c, cg_imul(c, Kc, G), P), .gC = cg_imul(c, Kc, P),
                 .ih = cg_size(k, g->OH), .iw = cg_size(k, g->OW), .pw = cg_size(k, g->W), .work = gemm_work};
   if (way == BWD_TRANSPOSED) {
     swap_w_channels(k, g, work);
-    q = (ConvGemm){.im = im, .batch = q.batch, .M = Cg, .N = HW, .K = mul(c, Og, T),
-                   .A = work, .lda = mul(c, Og, T), .sa = zero, .gA = mul(c, Cg, mul(c, Og, T)),
+    q = (ConvGemm){.im = im, .batch = q.batch, .M = Cg, .N = HW, .K = cg_imul(c, Og, T),
+                   .A = work, .lda = cg_imul(c, Og, T), .sa = zero, .gA = cg_imul(c, Cg, cg_imul(c, Og, T)),
                    .B = q.B, .ldb = P, .sb = q.sb, .gB = q.gB,
-                   .C = q.C, .ldc = HW, .sc = mul(c, mul(c, Cg, G), HW), .gC = mul(c, Cg, HW),
+                   .C = q.C, .ldc = HW, .sc = cg_imul(c, cg_imul(c, Cg, G), HW), .gC = cg_imul(c, Cg, HW),
                    .ih = q.ih, .iw = q.iw, .pw = q.pw, .work = gemm_work};
   }
   if (way != BWD_COL2IM) {
@@ -330,7 +324,7 @@ static void conv_bwd_data(CgKernel *k, CgConvGeo *g, const CgIm2col *im, const c
   LLVMValueRef img = cg_for(k, &L, zero, cg_size(k, g->N), cg_i64(c, 1));
   LLVMBuildStore(c->b, img, work);
   q.batch = cg_i64(c, 1);
-  q.B = cg_gep(k, g->dt, q.B, mul(c, img, q.sb));
+  q.B = cg_gep(k, g->dt, q.B, cg_imul(c, img, q.sb));
   q.C = LLVMBuildGEP2(c->b, c->t_i8, work, (LLVMValueRef[]){cg_i64(c, 64)}, 1, "");
   conv_gemm(k, g, &q);
   LLVMValueRef cost = cg_size(k, sz_mul(g->P, sz_const((int64_t)g->kh * g->kw)));
@@ -344,16 +338,16 @@ static void conv_bwd_filter(CgKernel *k, const CgConvGeo *g, const CgIm2col *im)
   bool pw = cg_conv_pointwise(g->n);
   LLVMValueRef G = cg_i64(c, g->G), zero = cg_i64(c, 0), O = cg_size(k, g->O), P = cg_size(k, g->P);
   LLVMValueRef Og = LLVMBuildSDiv(c->b, O, G, ""), Kc = cg_size(k, g->Kc), dw = cg_value_ptr(k, g->w);
-  LLVMValueRef CHW = mul(c, cg_size(k, g->C), cg_size(k, sz_mul(g->H, g->W)));
-  cg_zero(k, g->dt, dw, zero, mul(c, O, Kc));
+  LLVMValueRef CHW = cg_imul(c, cg_size(k, g->C), cg_size(k, sz_mul(g->H, g->W)));
+  cg_zero(k, g->dt, dw, zero, cg_imul(c, O, Kc));
   CgLoop L;
   LLVMValueRef img = cg_for(k, &L, zero, cg_size(k, g->N), cg_i64(c, 1));
   ConvGemm q = {.tb = pw, .acc = true, .im = pw ? NULL : im, .batch = cg_i64(c, 1), .M = Og, .N = Kc, .K = P,
-                .A = cg_gep(k, g->dt, cg_value_ptr(k, g->y), mul(c, img, mul(c, O, P))), .lda = P, .sa = zero,
-                .gA = mul(c, Og, P),
-                .B = cg_gep(k, g->dt, cg_value_ptr(k, g->x), mul(c, img, CHW)), .ldb = P, .sb = zero,
+                .A = cg_gep(k, g->dt, cg_value_ptr(k, g->y), cg_imul(c, img, cg_imul(c, O, P))), .lda = P, .sa = zero,
+                .gA = cg_imul(c, Og, P),
+                .B = cg_gep(k, g->dt, cg_value_ptr(k, g->x), cg_imul(c, img, CHW)), .ldb = P, .sb = zero,
                 .gB = LLVMBuildSDiv(c->b, CHW, G, ""),
-                .C = dw, .ldc = Kc, .sc = zero, .gC = mul(c, Og, Kc),
+                .C = dw, .ldc = Kc, .sc = zero, .gC = cg_imul(c, Og, Kc),
                 .ih = cg_size(k, g->H), .iw = cg_size(k, g->W), .pw = cg_size(k, g->OW), .work = k->work};
   conv_gemm(k, g, &q);
   cg_endfor(k, &L);
@@ -397,22 +391,22 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   CgLoop U, Q, Ln, I, J;
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   LLVMValueRef plane = LLVMBuildSDiv(c->b, u, OH, ""), oh = LLVMBuildSRem(c->b, u, OH, "");
-  LLVMValueRef ih0 = LLVMBuildSub(c->b, mul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]), "");
+  LLVMValueRef ih0 = LLVMBuildSub(c->b, cg_imul(c, oh, cg_i64(c, a->stride[0])), cg_i64(c, a->pad[0]), "");
   LLVMValueRef ow = cg_for(k, &Q, cg_i64(c, 0), OW, cg_i64(c, 1));
-  LLVMValueRef iw0 = LLVMBuildSub(c->b, mul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]), "");
+  LLVMValueRef iw0 = LLVMBuildSub(c->b, cg_imul(c, ow, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]), "");
   LLVMValueRef lane = cg_for(k, &Ln, cg_i64(c, 0), L, cg_i64(c, p->vl));
   LLVMValueRef init = LLVMConstReal(et, isMax ? -INFINITY : 0.0);
   LLVMBuildStore(c->b, p->vl > 1 ? cg_splat(c, init, p->vl) : init, accp);
   LLVMBuildStore(c->b, cg_i64(c, 0), cntp);
   LLVMValueRef i = cg_for(k, &I, cg_i64(c, 0), cg_i64(c, a->k[0]), cg_i64(c, 1));
   LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, a->k[1]), cg_i64(c, 1));
-  LLVMValueRef ih = add(c, ih0, mul(c, i, cg_i64(c, a->dil[0])));
-  LLVMValueRef iw = add(c, iw0, mul(c, j, cg_i64(c, a->dil[1])));
+  LLVMValueRef ih = cg_iadd(c, ih0, cg_imul(c, i, cg_i64(c, a->dil[0])));
+  LLVMValueRef iw = cg_iadd(c, iw0, cg_imul(c, j, cg_i64(c, a->dil[1])));
   LLVMValueRef ok = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntULT, ih, H, ""),
                                  LLVMBuildICmp(c->b, LLVMIntULT, iw, W, ""), "");
-  LLVMValueRef src = LLVMBuildSelect(c->b, ok, add(c, mul(c, add(c, mul(c, plane, H), ih), W), iw),
+  LLVMValueRef src = LLVMBuildSelect(c->b, ok, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, plane, H), ih), W), iw),
                                      cg_i64(c, 0), "");
-  src = add(c, mul(c, src, L), lane);
+  src = cg_iadd(c, cg_imul(c, src, L), lane);
   LLVMValueRef v = LLVMBuildLoad2(c->b, vt, cg_gep(k, dt, in, src), "");
   LLVMSetAlignment(v, (unsigned)rt_dtype_size(dt));
   LLVMValueRef acc = LLVMBuildLoad2(c->b, vt, accp, "");
@@ -424,25 +418,25 @@ static void pool_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   }
   LLVMBuildStore(c->b, LLVMBuildSelect(c->b, ok, nv, acc, ""), accp);
   LLVMValueRef cnt = LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
-  LLVMBuildStore(c->b, add(c, cnt, LLVMBuildZExt(c->b, ok, c->t_i64, "")), cntp);
+  LLVMBuildStore(c->b, cg_iadd(c, cnt, LLVMBuildZExt(c->b, ok, c->t_i64, "")), cntp);
   cg_endfor(k, &J);
   cg_endfor(k, &I);
   LLVMValueRef r = LLVMBuildLoad2(c->b, vt, accp, "");
   if (!isMax) {
     LLVMValueRef cntv = LLVMBuildLoad2(c->b, c->t_i64, cntp, "");
     if (a->count_include_pad) {       /* the window clipped to the padded input */
-      LLVMValueRef hend = add(c, ih0, cg_i64(c, a->k[0]));
-      LLVMValueRef hmax = add(c, H, cg_i64(c, a->pad[2]));
+      LLVMValueRef hend = cg_iadd(c, ih0, cg_i64(c, a->k[0]));
+      LLVMValueRef hmax = cg_iadd(c, H, cg_i64(c, a->pad[2]));
       hend = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hend, hmax, ""), hend, hmax, "");
-      LLVMValueRef wend = add(c, iw0, cg_i64(c, a->k[1]));
-      LLVMValueRef wmax = add(c, W, cg_i64(c, a->pad[3]));
+      LLVMValueRef wend = cg_iadd(c, iw0, cg_i64(c, a->k[1]));
+      LLVMValueRef wmax = cg_iadd(c, W, cg_i64(c, a->pad[3]));
       wend = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, wend, wmax, ""), wend, wmax, "");
-      cntv = mul(c, LLVMBuildSub(c->b, hend, ih0, ""), LLVMBuildSub(c->b, wend, iw0, ""));
+      cntv = cg_imul(c, LLVMBuildSub(c->b, hend, ih0, ""), LLVMBuildSub(c->b, wend, iw0, ""));
     }
     LLVMValueRef div = LLVMBuildSIToFP(c->b, cntv, et, "");
     r = LLVMBuildFDiv(c->b, r, p->vl > 1 ? cg_splat(c, div, p->vl) : div, "");
   }
-  LLVMValueRef st = LLVMBuildStore(c->b, r, cg_gep(k, dt, out, add(c, mul(c, add(c, mul(c, u, OW), ow), L), lane)));
+  LLVMValueRef st = LLVMBuildStore(c->b, r, cg_gep(k, dt, out, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, u, OW), ow), L), lane)));
   LLVMSetAlignment(st, (unsigned)rt_dtype_size(dt));
   cg_endfor(k, &Ln);
   cg_endfor(k, &Q);
@@ -465,7 +459,7 @@ void cg_pool_kernel(CgKernel *k, const char *name) {
 void cg_copy_kernel(CgKernel *k) {
   CgCtx *c = k->c;
   const Value *o = k->n->out[0];
-  LLVMValueRef bytes = mul(c, cg_size(k, prod(&o->type, 0, o->type.rank)),
+  LLVMValueRef bytes = cg_imul(c, cg_size(k, prod(&o->type, 0, o->type.rank)),
                            cg_i64(c, rt_dtype_size(o->type.dt)));
   LLVMBuildMemMove(c->b, cg_value_ptr(k, o), 1, cg_value_ptr(k, k->n->in[0]), 1, bytes);
 }

@@ -19,12 +19,6 @@ typedef struct Squares {
   int64_t C, b, S;
 } Squares;
 
-static LLVMValueRef mul(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildMul(c->b, a, b, "");
-}
-static LLVMValueRef add(CgCtx *c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildAdd(c->b, a, b, "");
-}
 
 /* r[i][j] becomes r[j][i]: in the round of distance d, rows i and i + d
  * (i without bit d) swap their off-diagonal d x d blocks. */
@@ -58,13 +52,13 @@ static void squares_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *us
   CgLoop U, P;
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   LLVMValueRef img = LLVMBuildSDiv(c->b, u, cb_n, ""), cb = LLVMBuildSRem(c->b, u, cb_n, "");
-  LLVMValueRef fbase = mul(c, add(c, mul(c, img, cg_i64(c, q->C)), mul(c, cb, cg_i64(c, b))), S);
-  LLVMValueRef bbase = mul(c, u, S);
+  LLVMValueRef fbase = cg_imul(c, cg_iadd(c, cg_imul(c, img, cg_i64(c, q->C)), cg_imul(c, cb, cg_i64(c, b))), S);
+  LLVMValueRef bbase = cg_imul(c, u, S);
   LLVMValueRef p = cg_for(k, &P, cg_i64(c, 0), S, cg_i64(c, b));
   LLVMValueRef fat[MAX_LANES], bat[MAX_LANES], r[MAX_LANES];
   for (int l = 0; l < b; l++) {
-    fat[l] = add(c, add(c, fbase, mul(c, cg_i64(c, l), S)), p);
-    bat[l] = mul(c, add(c, add(c, bbase, p), cg_i64(c, l)), cg_i64(c, b));
+    fat[l] = cg_iadd(c, cg_iadd(c, fbase, cg_imul(c, cg_i64(c, l), S)), p);
+    bat[l] = cg_imul(c, cg_iadd(c, cg_iadd(c, bbase, p), cg_i64(c, l)), cg_i64(c, b));
     r[l] = LLVMBuildLoad2(c->b, vt, cg_gep(k, dt, q->to_blocked ? flat : blk,
                                           q->to_blocked ? fat[l] : bat[l]), "");
     LLVMSetAlignment(r[l], rt_dtype_size(dt));
