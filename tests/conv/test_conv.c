@@ -27,40 +27,19 @@
 #define FD_STEP 1e-6
 #define FD_TOLERANCE 1e-6
 
-static char *cases_text;             /* cases.kiln */
-static size_t cases_len;
+static RtBytes cases;                /* cases.kiln */
 static RtSafetensors fixtures;
-
-static char *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)n + 1);
-  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-    free(buf);
-    buf = NULL;
-  }
-  fclose(f);
-  if (buf)
-    buf[n] = 0;
-  *len = (size_t)n;
-  return buf;
-}
 
 static int setup(void **state) {
   char path[1024];
   const char *src = getenv("KILN_SRC");
   snprintf(path, sizeof path, "%s/tests/conv/cases.kiln", src ? src : ".");
-  cases_text = read_all(path, &cases_len);
-  if (!cases_text) {
-    fprintf(stderr, "cannot read %s\n", path);
+  RtError err;
+  if (rt_bytes_file(&cases, path, &err) != RT_OK) {
+    fprintf(stderr, "%s\n", err.msg);
     return -1;
   }
   snprintf(path, sizeof path, "%s/tests/conv/fixtures.safetensors", src ? src : ".");
-  RtError err;
   if (rt_st_read(path, &fixtures, &err) != RT_OK) {
     fprintf(stderr, "%s\n", err.msg);
     return -1;
@@ -69,18 +48,18 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-  free(cases_text);
+  rt_bytes_free(&cases);
   rt_st_free(&fixtures);
   return 0;
 }
 
 /* cases.kiln with every f32 made f64 (dt RT_F64), in m's arena. */
 static const char *source(Model *m, RtDType dt, size_t *len) {
-  char *s = rt_arena_strndup(m->arena, cases_text, cases_len);
+  char *s = rt_arena_strndup(m->arena, (const char *)cases.data, cases.len);
   assert_non_null(s);
   for (char *p = s; dt == RT_F64 && (p = strstr(p, "f32[")); p += 3)
     memcpy(p, "f64", 3);
-  *len = cases_len;
+  *len = cases.len;
   return s;
 }
 
@@ -88,7 +67,7 @@ static const char *source(Model *m, RtDType dt, size_t *len) {
 static int case_names(RtArena *a, const char ***out) {
   Diags d;
   diag_init(&d, a);
-  AstFile *f = fe_parse(a, "cases.kiln", cases_text, cases_len, &d);
+  AstFile *f = fe_parse(a, "cases.kiln", (const char *)cases.data, cases.len, &d);
   assert_non_null(f);
   assert_int_equal(d.nerrors, 0);
   const char **names = rt_arena_alloc(a, sizeof *names * (size_t)(f->nmodels + 1));
