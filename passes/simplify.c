@@ -376,6 +376,8 @@ static void rewrite_in_place(Simp *s, Node *n) {
 
 /* ---- replacing values ------------------------------------------------------- */
 
+
+
 static bool fixed(const Simp *s, const Value *v) {
   return v->updates || (v->id < s->nfixed && s->fixed[v->id]);
 }
@@ -406,6 +408,110 @@ static bool mark_fixed(Simp *s) {
   if (g->loss)
     s->fixed[g->loss->id] = true;
   return true;
+}
+
+/* ---- sinking reshapes ------------------------------------------------------- */
+
+/* Elementwise ops that read each operand at the output's index (numpy
+ * broadcasting aside): nothing depends on where an element sits. */
+static bool pointwise(Op op) {
+  switch (op) {
+  case OP_add: case OP_sub: case OP_mul: case OP_div: case OP_maximum: case OP_minimum:
+  case OP_pow: case OP_eq: case OP_ne: case OP_lt: case OP_le: case OP_gt: case OP_ge:
+  case OP_where: return true;
+  default: return op_is(op, CAT_ELEMWISE);
+  }
+}
+
+static bool same_dims(const Type *a, const Type *b) {
+  if (a->rank != b->rank)
+    return false;
+  for (int i = 0; i < a->rank; i++)
+    if (!sz_eq(a->dim[i], b->dim[i]))
+      return false;
+  return true;
+}
+
+static bool is_reshape_of(const Value *v, const Type *in) {
+  return v->def && v->def->op == OP_reshape && same_dims(&v->def->in[0]->type, in);
+}
+
+/* Whether operand v of n reads the same element when n runs in the shape
+ * `in`: v is a reshape from `in`, or of n's shape (to be reshaped too), or
+ * a vector along the last axis that both shapes share (a dense bias), or a
+ * single element. */
+static bool reads_same(const Node *n, const Value *v, const Type *in) {
+  const Type *out = &n->out[0]->type, *t = &v->type;
+  if (same_dims(t, out))
+    return true;
+  for (int i = 0; i + 1 < t->rank; i++)
+    if (!sz_eq(t->dim[i], sz_const(1)))
+      return false;
+  return !t->rank || sz_eq(t->dim[t->rank - 1], sz_const(1)) ||
+         sz_eq(t->dim[t->rank - 1], in->dim[in->rank - 1]);
+}
+
+static Value *reshaped(Graph *g, Value *v, int rank, const Size *dims, SrcLoc loc) {
+  Attr a = ir_attr();
+  a.rank = rank;
+  memcpy(a.shape, dims, sizeof(Size) * (size_t)rank);
+  return ir_op(g, OP_reshape, &v, 1, &a, loc);
+}
+
+/* Operand v of n, read in the shape `in` (reads_same holds). */
+static Value *operand_in(Graph *g, const Node *n, Value *v, const Type *in) {
+  const Type *t = &v->type;
+  if (same_dims(t, &n->out[0]->type))
+    return is_reshape_of(v, in) ? v->def->in[0] : reshaped(g, v, in->rank, in->dim, n->loc);
+  if (t->rank <= 1)
+    return v;
+  return reshaped(g, v, 1, &t->dim[t->rank - 1], n->loc);
+}
+
+/* Moves the nodes made since n0 (the last ones) to just after index at. */
+static void place_after(Graph *g, int n0, int at) {
+  Node *made[8];
+  int k = g->nnodes - n0;
+  memcpy(made, g->nodes + n0, sizeof(Node *) * (size_t)k);
+  memmove(g->nodes + at + 1 + k, g->nodes + at + 1, sizeof(Node *) * (size_t)(n0 - at - 1));
+  memcpy(g->nodes + at + 1, made, sizeof(Node *) * (size_t)k);
+  for (int i = at + 1; i < g->nnodes; i++)
+    g->nodes[i]->id = i;
+}
+
+/* op(reshape(y), ...) becomes reshape(op(y, ...)): the op then follows y's
+ * producer directly, and fusion can take it into a GEMM's epilogue (dense
+ * on [N, T, E] reshapes its [N*T, units] product before the activation).
+ * Every operand must read the same element in y's shape. Another operand
+ * of n's shape is reshaped to y's too (a residual), but only when y's rank
+ * is lower: then no sink can undo another, and the sweeps end. The nodes
+ * made go right after n, so the sweep goes on to sink the reshape through
+ * the next op; the reshape costs nothing, it is a view. */
+static void sink_reshape(Simp *s, Node *n) {
+  Graph *g = s->g;
+  const Type *in = NULL;
+  if (n->nout != 1 || n->nin > 3 || !pointwise(n->op) || fixed(s, n->out[0]))
+    return;
+  for (int i = 0; i < n->nin && !in; i++)
+    if (n->in[i]->def && n->in[i]->def->op == OP_reshape && same_dims(&n->in[i]->type, &n->out[0]->type))
+      in = &n->in[i]->def->in[0]->type;
+  if (!in || !in->rank)
+    return;
+  bool lowers = in->rank < n->out[0]->type.rank;
+  for (int i = 0; i < n->nin; i++) {
+    Value *v = n->in[i];
+    if (!reads_same(n, v, in) || (!lowers && same_dims(&v->type, &n->out[0]->type) && !is_reshape_of(v, in)))
+      return;
+  }
+  int n0 = g->nnodes;
+  Value *ops[3];
+  for (int i = 0; i < n->nin; i++)
+    ops[i] = operand_in(g, n, n->in[i], in);
+  Value *r = ir_op(g, n->op, ops, n->nin, &n->attr, n->loc);
+  Value *y = reshaped(g, r, n->out[0]->type.rank, n->out[0]->type.dim, n->loc);
+  place_after(g, n0, n->id);      /* made nodes unused on failure go as dead code */
+  if (ir_type_eq(&y->type, &n->out[0]->type))
+    replace(s, n->out[0], y);
 }
 
 /* ---- hash tables: CSE and equal constants ------------------------------------ */
@@ -516,17 +622,18 @@ static uint64_t node_hash(const Node *n) {
 }
 
 /* n's outputs become those of the first node that computes the same. */
-static void cse(Simp *s, Node *n) {
+static bool cse(Simp *s, Node *n) {
   if (n->body)
-    return;
+    return false;
   Node *first = table_find(&s->nodes, n, node_hash(n));
   if (first == n)
-    return;
+    return false;
   for (int j = 0; j < n->nout; j++)
     if (!can_replace(s, n->out[j], first->out[j]))
-      return;
+      return false;
   for (int j = 0; j < n->nout; j++)
     replace(s, n->out[j], first->out[j]);
+  return true;
 }
 
 /* ---- the pass ------------------------------------------------------------------- */
@@ -540,7 +647,8 @@ static void simplify_node(Simp *s, Node *n) {
   Value *r = n->nout == 1 ? identity(s->g, n) : NULL;
   if (r && replace(s, n->out[0], r))
     return;
-  cse(s, n);
+  if (!cse(s, n))
+    sink_reshape(s, n);
 }
 
 /* One sweep; false when it could not get memory (the graph is still valid). */

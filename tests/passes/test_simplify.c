@@ -235,9 +235,52 @@ static void test_reshapes(void **state) {
   OModel ref, got;
   both("reshapes", build_reshapes, 1, &ref, &got);
   assert_printed(got.m.g, "graph reshapes(%x: f32[4, 6]) -> (%y, %z)\n"
-                          "  %1: f32[8, 3] = reshape(%x)\n"
-                          "  %y: f32[8, 3] = tanh(%1)\n"
+                          "  %2: f32[4, 6] = tanh(%x)\n"
+                          "  %y: f32[8, 3] = reshape(%2)\n"
                           "  %z: f32[4, 6] = sigmoid(%x)\n");
+  free_both(&ref, &got);
+}
+
+/* A dense layer on [2, 3, 4] as the frontend writes it: the GEMM's [6, 5]
+ * reshaped to [2, 3, 5], then a bias, relu, a residual and a per-row scale.
+ * The reshape sinks below the ops that read each operand at the same
+ * element in [6, 5] (the bias along the last axis both shapes share, the
+ * residual reshaped too) and stops at the per-row scale [2, 3, 1], which
+ * would read elsewhere. Beside it, t + reshape(u) of equal ranks keeps its
+ * reshape: sinking it would reshape t, and the next sweep could sink back. */
+static void build_sink(Graph *g) {
+  Init init = {.kind = INIT_UNIFORM, .a = -0.5, .b = 0.5};
+  Value *x = ir_input(g, "x", TY(RT_F32, 2, 3, 4), NOLOC);
+  Value *res = ir_input(g, "r", TY(RT_F32, 2, 3, 5), NOLOC);
+  Value *scale = ir_input(g, "s", TY(RT_F32, 2, 3, 1), NOLOC);
+  Value *w = ir_param(g, "w", TY(RT_F32, 5, 4), init, NOLOC);
+  Value *b = ir_param(g, "b", TY(RT_F32, 5), init, NOLOC);
+  Value *y = reshape(g, matmul(g, reshape(g, x, 2, (int64_t[]){6, 4}), w, false, true), 3,
+                     (int64_t[]){2, 3, 5});
+  y = add(g, un(g, OP_relu, add(g, y, b)), res);
+  ir_output(g, mul(g, y, scale), "y");
+  Value *t = ir_input(g, "t", TY(RT_F32, 4, 6), NOLOC);
+  ir_output(g, add(g, t, reshape(g, ir_input(g, "u", TY(RT_F32, 6, 4), NOLOC), 2, (int64_t[]){4, 6})), "z");
+}
+
+static void test_sink_reshape(void **state) {
+  OModel ref, got;
+  both("sink", build_sink, 1, &ref, &got);
+  assert_printed(got.m.g,
+                 "graph sink(%x: f32[2, 3, 4], %r: f32[2, 3, 5], %s: f32[2, 3, 1], %t: f32[4, 6], "
+                 "%u: f32[6, 4]) -> (%y, %z)\n"
+                 "  param w: f32[5, 4] = uniform\n"
+                 "  param b: f32[5] = uniform\n"
+                 "  %5: f32[6, 4] = reshape(%x)\n"
+                 "  %6: f32[6, 5] = matmul(%5, %w) trans_b\n"
+                 "  %12: f32[6, 5] = add(%6, %b)\n"
+                 "  %13: f32[6, 5] = relu(%12)\n"
+                 "  %14: f32[6, 5] = reshape(%r)\n"
+                 "  %15: f32[6, 5] = add(%13, %14)\n"
+                 "  %16: f32[2, 3, 5] = reshape(%15)\n"
+                 "  %y: f32[2, 3, 5] = mul(%16, %s)\n"
+                 "  %10: f32[4, 6] = reshape(%u)\n"
+                 "  %z: f32[4, 6] = add(%t, %10)\n");
   free_both(&ref, &got);
 }
 
@@ -463,7 +506,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_constant_folding), cmocka_unit_test(test_fold_semantics),
       cmocka_unit_test(test_identities),       cmocka_unit_test(test_not_identities),
-      cmocka_unit_test(test_transposes),       cmocka_unit_test(test_reshapes),
+      cmocka_unit_test(test_transposes),       cmocka_unit_test(test_reshapes),       cmocka_unit_test(test_sink_reshape),
       cmocka_unit_test(test_cse),              cmocka_unit_test(test_dead_code),
       cmocka_unit_test(test_pinned),           cmocka_unit_test(test_training_step),
       cmocka_unit_test(test_fixed_point),      cmocka_unit_test(test_levels),
