@@ -5,7 +5,8 @@
  * each kernel's workspace share the scratch region: a value occupies its
  * bytes from the node that defines it to its last use, and first-fit over
  * those lifetimes lets dead values' bytes be reused. A reshape is a view of
- * its input (no bytes, no code) unless it must be an output of its own.
+ * its input (no bytes, no code); one that is an output is a view too when
+ * its input can be made in the output's place, else a copy.
  * Offsets are 64-byte aligned and planned for the compiled maximum batch.
  * A fused group (Node.group, adjacent nodes) runs as one kernel: what any
  * member reads, and the workspace, stay live until its last member, and a
@@ -68,7 +69,8 @@ static void expire(Plan *p, int now) {
 
 /* A reshape's output shares its input's bytes, except when it is a graph
  * output: that has its own place in the io region, where the caller reads
- * it, and a temporary's scratch bytes are reused once it dies. */
+ * it, and a temporary's scratch bytes are reused once it dies (but see
+ * outputs_as_views). */
 static void choose_views(Graph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = g->nodes[i];
@@ -109,6 +111,23 @@ static int *last_uses(Graph *g) {
   return last;
 }
 
+/* An output that reshapes a temporary (a dense layer on a sequence ends so):
+ * the temporary is made in the output's place and the output is its view,
+ * so no kernel copies one into the other. A temporary with a place of its
+ * own already (a gradient), or an output itself, keeps it. */
+static void outputs_as_views(Graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = g->nodes[i];
+    Value *o = n->out[0], *r = root(n->in[0]);
+    if (n->op != OP_reshape || !o->is_output || o->alias || o->region != REGION_IO ||
+        r->role != V_TEMP || r->region >= 0 || r->is_output || r->updates || r == g->loss)
+      continue;
+    r->region = REGION_IO;
+    r->offset = o->offset;
+    o->alias = r;
+  }
+}
+
 /* A gradient the caller reads after the step: a place of its own in the
  * gradients region, after those placed before. */
 static void place_grad(Graph *g, Value *gr) {
@@ -146,6 +165,7 @@ static void place_fixed(Graph *g) {
     v->offset = rb[r];
     rb[r] += ALIGN(ir_bytes_max(g, &v->type));
   }
+  outputs_as_views(g);
   for (int i = 0; i < g->nvals; i++) {
     Value *v = g->vals[i];
     if (v->updates && !v->alias) {

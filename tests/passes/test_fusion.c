@@ -61,6 +61,13 @@ static Value *conv(Graph *g, Value *x, Value *w, int pad, int groups) {
   return ir_op(g, OP_conv2d, (Value *[]){x, w}, 2, &a, NOLOC);
 }
 
+static Value *reshape_to(Graph *g, Value *v, int rank, const Size *dims) {
+  Attr a = ir_attr();
+  a.rank = rank;
+  memcpy(a.shape, dims, sizeof(Size) * (size_t)rank);
+  return ir_op(g, OP_reshape, &v, 1, &a, NOLOC);
+}
+
 static Value *per_channel(Graph *g, Value *v) {
   int64_t c = v->type.dim[0].t[0].coef;
   Attr a = ir_attr();
@@ -352,6 +359,32 @@ static void test_matmul_bias_relu(void **state) {
   }
 }
 
+/* dense on a sequence [N, 3, 16], as the frontend writes it: the GEMM runs
+ * on [3N, 16] and its result is reshaped back to [N, 3, 20] before the
+ * activation and the residual, which still join the GEMM's epilogue (the
+ * simplify pass sinks the reshape below them). */
+static void build_dense_seq(Graph *g) {
+  Value *x = batch_input(g, "x", 3, (int64_t[]){3, 16});
+  Value *r = batch_input(g, "r", 3, (int64_t[]){3, 20});
+  Value *w = param(g, "fc.weight", TY(RT_F32, 20, 16));
+  Value *b = param(g, "fc.bias", TY(RT_F32, 20));
+  Size rows = sz_mul(x->type.dim[0], sz_const(3));
+  Value *h = op2(g, OP_add, matmul_t(g, reshape_to(g, x, 2, (Size[]){rows, sz_const(16)}), w), b);
+  h = reshape_to(g, h, 3, (Size[]){x->type.dim[0], sz_const(3), sz_const(20)});
+  ir_output(g, op2(g, OP_add, op1(g, OP_relu, h), r), "y");
+}
+
+static void test_dense_sequence(void **state) {
+  (void)state;
+  Pair *p = both("dense_seq", build_dense_seq);
+  const Graph *g = p->got.m.g;
+  const Node *mm = nth(g, OP_matmul, 0);
+  assert_same_group(mm, nth(g, OP_relu, 0));
+  assert_same_group(mm, nth(g, OP_add, 1));
+  assert_int_equal(pass_count_kernels(g), 1);
+  free_pair(p);
+}
+
 /* A batched matmul [N, 3, 5] x [7, 5]^T with a bias per column and one per
  * row ([3, 1]) and a residual [N, 3, 7]: batch, row and column strides. */
 static void build_batched(Graph *g) {
@@ -527,7 +560,7 @@ int main(void) {
       cmocka_unit_test(test_siblings),
       cmocka_unit_test(test_no_cycle),
       cmocka_unit_test(test_reduction_producers),
-      cmocka_unit_test(test_matmul_bias_relu),
+      cmocka_unit_test(test_matmul_bias_relu), cmocka_unit_test(test_dense_sequence),
       cmocka_unit_test(test_batched_matmul),
       cmocka_unit_test(test_conv_bias_relu_residual),
       cmocka_unit_test(test_block_kernels),
