@@ -27,9 +27,10 @@
  *
  * Two exceptions make the loop cheaper, as PyTorch's RNNs do:
  * - Contractions are saved, not recomputed: the forward body emits each
- *   matmul's output too, and the backward body reads it from that stack
- *   (its recomputed copy is then dead code). The recurrent h W_hh^T is
- *   most of an RNN step; recomputing it cost a third of the backward.
+ *   matmul's output (with the adds its GEMM's epilogue makes) too, and
+ *   the backward body reads it from that stack (its recomputed copy is
+ *   then dead code). The recurrent h W_hh^T is most of an RNN step;
+ *   recomputing it cost a third of the backward.
  * - An invariant W whose one use is u = a W^T (or a W), a a sequence or a
  *   carry, gets its gradient outside the loop: the backward body emits
  *   du at every step, and after the scan dW = du^T a (a^T du) is one GEMM
@@ -58,8 +59,31 @@ static void save_carries(Graph *g, Node *n) {
   }
 }
 
-/* The forward body emits every contraction's output, the scan their stacks
- * (after the saved carries); returns how many, their body values in saved. */
+/* The node that is v's one use in b (not an output either), or NULL. */
+static Node *sole_user(const Graph *b, const Value *v) {
+  Node *user = NULL;
+  int uses = 0;
+  for (int i = 0; i < b->nnodes; i++)
+    for (int j = 0; j < b->nodes[i]->nin; j++)
+      if (b->nodes[i]->in[j] == v)
+        user = b->nodes[i], uses++;
+  for (int i = 0; i < b->noutputs; i++)
+    uses += b->outputs[i] == v;
+  return uses == 1 ? user : NULL;
+}
+
+/* What to save of a contraction's output u: the adds of the same shape it
+ * alone feeds (gi + h W_hh^T, + b_hh), which the GEMM's epilogue computes
+ * anyway; the backward then reads neither u nor the other addends. */
+static Value *epilogue_of(const Graph *b, Value *u) {
+  for (Node *m; (m = sole_user(b, u)) && m->op == OP_add && ir_type_eq(&m->out[0]->type, &u->type);)
+    u = m->out[0];
+  return u;
+}
+
+/* The forward body emits every contraction's output (epilogue_of), the
+ * scan their stacks (after the saved carries); returns how many, their
+ * body values in saved. */
 static int save_contractions(Graph *g, Node *n, const Value **saved, int cap) {
   Graph *b = n->body;
   int ns = 0;
@@ -67,9 +91,15 @@ static int save_contractions(Graph *g, Node *n, const Value **saved, int cap) {
     Node *m = b->nodes[i];
     if (!op_is(m->op, CAT_CONTRACT) || m->nout != 1)
       continue;
-    ir_output(b, m->out[0], NULL);
+    Value *v = epilogue_of(b, m->out[0]);
+    bool again = false;                   /* x Wx^T + h Wh^T: one sum of two */
+    for (int k = 0; k < ns; k++)
+      again |= saved[k] == v;
+    if (again)
+      continue;
+    ir_output(b, v, NULL);
     ir_node_add_output(g, n);
-    saved[ns++] = m->out[0];
+    saved[ns++] = v;
   }
   return ns;
 }
@@ -80,15 +110,8 @@ static int save_contractions(Graph *g, Node *n, const Value **saved, int cap) {
  * NULL. */
 static const Node *hoistable(const Node *n, const Value *w) {
   const Graph *b = n->body;
-  const Node *use = NULL;
-  int uses = 0;
-  for (int i = 0; i < b->nnodes; i++)
-    for (int j = 0; j < b->nodes[i]->nin; j++)
-      if (b->nodes[i]->in[j] == w)
-        use = b->nodes[i], uses++;
-  for (int i = 0; i < b->noutputs; i++)
-    uses += b->outputs[i] == w ? 2 : 0;
-  if (uses != 1 || use->op != OP_matmul || use->in[1] != w || use->in[0] == w ||
+  const Node *use = sole_user(b, w);
+  if (!use || use->op != OP_matmul || use->in[1] != w || use->in[0] == w ||
       use->attr.trans_a || w->type.rank != 2 || use->in[0]->type.rank != 2 || n->attr.axis > 1)
     return NULL;
   for (int i = 0; i < n->attr.nseq + n->attr.ncarry; i++)
