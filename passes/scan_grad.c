@@ -76,7 +76,8 @@ static Node *sole_user(const Graph *b, const Value *v) {
  * alone feeds (gi + h W_hh^T, + b_hh), which the GEMM's epilogue computes
  * anyway; the backward then reads neither u nor the other addends. */
 static Value *epilogue_of(const Graph *b, Value *u) {
-  for (Node *m; (m = sole_user(b, u)) && m->op == OP_add && ir_type_eq(&m->out[0]->type, &u->type);)
+  Node *m;
+  while ((m = sole_user(b, u)) && m->op == OP_add && ir_type_eq(&m->out[0]->type, &u->type))
     u = m->out[0];
   return u;
 }
@@ -203,9 +204,10 @@ static int build_body(Rev *r, Value **dcs, Value **dws, Value **dxs) {
   clone_body(bb, b, map);
   for (int i = 0; i < ny; i++)
     ys[i] = map[ys[i]->id];
-  for (int i = 0; i < r->nseq + r->nc + r->ninv; i++)    /* a hoisted W: du in its place */
-    xs[nx++] = map[i < r->nseq + r->nc || !r->hoist[i - r->nseq - r->nc]
-                       ? b->inputs[i]->id : r->hoist[i - r->nseq - r->nc]->out[0]->id];
+  for (int i = 0; i < r->nseq + r->nc + r->ninv; i++) {
+    const Node *h = i < r->nseq + r->nc ? NULL : r->hoist[i - r->nseq - r->nc];
+    xs[nx++] = map[h ? h->out[0]->id : b->inputs[i]->id];     /* a hoisted W: du in its place */
+  }
   if (pass_autodiff_seeded(bb, ys, seeds, ny, xs, nx, dxs))
     return -1;
   for (int s = 0; s < r->nsaved; s++)
