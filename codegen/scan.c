@@ -8,7 +8,7 @@
  * Around each call the kernel moves data:
  *
  *   before the loop   body constants <- their data; carries <- initial carries
- *   step t            body sequence inputs <- x[.., t, ..]
+ *   step t            body sequence inputs <- x[.., t, ..] (those it reads)
  *                     call the body
  *                     y[.., t, ..] <- body emitted outputs
  *                     body carry inputs <- body carry outputs
@@ -80,13 +80,27 @@ static void load_consts(CgKernel *k, const Graph *b) {
   }
 }
 
+/* Whether the body reads v (a reverse scan's body may not read a step it
+ * was given: its forward saved what it needed instead, passes/scan_grad.c). */
+static bool body_reads(const Graph *b, const Value *v) {
+  for (int i = 0; i < b->nnodes; i++)
+    for (int j = 0; j < b->nodes[i]->nin; j++)
+      if (b->nodes[i]->in[j] == v)
+        return true;
+  for (int i = 0; i < b->noutputs; i++)
+    if (b->outputs[i] == v)
+      return true;
+  return false;
+}
+
 static void step(CgKernel *k, LLVMValueRef body, LLVMValueRef t) {
   CgCtx *c = k->c;
   const Node *n = k->n;
   const Graph *b = n->body;
   int nseq = n->attr.nseq, nc = n->attr.ncarry;
   for (int j = 0; j < nseq; j++)
-    copy_step(k, n->in[j], b->inputs[j], n->attr.axis, t, false);
+    if (body_reads(b, b->inputs[j]))
+      copy_step(k, n->in[j], b->inputs[j], n->attr.axis, t, false);
   LLVMValueRef args[] = {k->regions, k->batch, k->nthreads};
   LLVMBuildCall2(c->b, LLVMGlobalGetValueType(body), body, args, 3, "");
   for (int e = nc; e < n->nout; e++)

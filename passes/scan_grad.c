@@ -23,7 +23,21 @@
  * invariants, its emitted stacks those of the sequences. Masks need nothing
  * here: ir_scan_mask writes them as ordinary ops of the body. Recomputing
  * the step keeps the saved memory to the carries (one per step); a scan
- * inside a scan body is not differentiated (its body would be shared). */
+ * inside a scan body is not differentiated (its body would be shared).
+ *
+ * Two exceptions make the loop cheaper, as PyTorch's RNNs do:
+ * - Contractions are saved, not recomputed: the forward body emits each
+ *   matmul's output (with the adds its GEMM's epilogue makes) too, and
+ *   the backward body reads it from that stack (its recomputed copy is
+ *   then dead code). The recurrent h W_hh^T is most of an RNN step;
+ *   recomputing it cost a third of the backward.
+ * - An invariant W whose one use is u = a W^T (or a W), a a sequence or a
+ *   carry, gets its gradient outside the loop: the backward body emits
+ *   du at every step, and after the scan dW = du^T a (a^T du) is one GEMM
+ *   over the stacks of du and of a (the saved carries, or the sequence),
+ *   in place of a small GEMM and an add to a carried sum at every step.
+ *   The sum over steps is then summed in another order (K blocks of the
+ *   one GEMM): float reassociation, still the same at any thread count. */
 #include "passes/passes.h"
 #include <string.h>
 
@@ -43,6 +57,68 @@ static void save_carries(Graph *g, Node *n) {
     ir_output(b, b->inputs[n->attr.nseq + i], NULL);
     ir_node_add_output(g, n);
   }
+}
+
+/* The node that is v's one use in b (not an output either), or NULL. */
+static Node *sole_user(const Graph *b, const Value *v) {
+  Node *user = NULL;
+  int uses = 0;
+  for (int i = 0; i < b->nnodes; i++)
+    for (int j = 0; j < b->nodes[i]->nin; j++)
+      if (b->nodes[i]->in[j] == v)
+        user = b->nodes[i], uses++;
+  for (int i = 0; i < b->noutputs; i++)
+    uses += b->outputs[i] == v;
+  return uses == 1 ? user : NULL;
+}
+
+/* What to save of a contraction's output u: the adds of the same shape it
+ * alone feeds (gi + h W_hh^T, + b_hh), which the GEMM's epilogue computes
+ * anyway; the backward then reads neither u nor the other addends. */
+static Value *epilogue_of(const Graph *b, Value *u) {
+  Node *m;
+  while ((m = sole_user(b, u)) && m->op == OP_add && ir_type_eq(&m->out[0]->type, &u->type))
+    u = m->out[0];
+  return u;
+}
+
+/* The forward body emits every contraction's output (epilogue_of), the
+ * scan their stacks (after the saved carries); returns how many, their
+ * body values in saved. */
+static int save_contractions(Graph *g, Node *n, const Value **saved, int cap) {
+  Graph *b = n->body;
+  int ns = 0;
+  for (int i = 0; i < b->nnodes && ns < cap; i++) {
+    Node *m = b->nodes[i];
+    if (!op_is(m->op, CAT_CONTRACT) || m->nout != 1)
+      continue;
+    Value *v = epilogue_of(b, m->out[0]);
+    bool again = false;                   /* x Wx^T + h Wh^T: one sum of two */
+    for (int k = 0; k < ns; k++)
+      again |= saved[k] == v;
+    if (again)
+      continue;
+    ir_output(b, v, NULL);
+    ir_node_add_output(g, n);
+    saved[ns++] = v;
+  }
+  return ns;
+}
+
+/* The node u = a W^T (or a W) that is the one use of the forward body's
+ * value w, a a sequence or carry, as rows along the scan's axis (the axis
+ * not the last of a's stack), so that dW is one GEMM over the stacks; or
+ * NULL. */
+static const Node *hoistable(const Node *n, const Value *w) {
+  const Graph *b = n->body;
+  const Node *use = sole_user(b, w);
+  if (!use || use->op != OP_matmul || use->in[1] != w || use->in[0] == w ||
+      use->attr.trans_a || w->type.rank != 2 || use->in[0]->type.rank != 2 || n->attr.axis > 1)
+    return NULL;
+  for (int i = 0; i < n->attr.nseq + n->attr.ncarry; i++)
+    if (use->in[0] == b->inputs[i])
+      return use;
+  return NULL;
 }
 
 /* The forward body's nodes, again, in bb: map[old value id] is the new value. */
@@ -71,6 +147,10 @@ typedef struct Rev {
   Value *in[256];              /* the backward scan's inputs */
   int nin;
   int nseq2, nc2;              /* its sequences and carries */
+  const Value *saved[64];      /* the forward body's saved contractions */
+  int nsaved;
+  const Node *hoist[128];      /* by invariant: its use, when dW leaves the loop, or NULL */
+  int du_at[128];              /* by hoisted invariant: the backward body's output of du */
 } Rev;
 
 static Value *body_input(Rev *r, Value *outer, const Type *t, const char *name) {
@@ -94,6 +174,9 @@ static int build_body(Rev *r, Value **dcs, Value **dws, Value **dxs) {
   for (int i = 0; i < r->nc; i++)
     map[b->inputs[r->nseq + i]->id] =
         body_input(r, n->out[r->nc + r->nemit + i], &b->inputs[r->nseq + i]->type, "carry");
+  Value *saved_in[64];
+  for (int s = 0; s < r->nsaved; s++)
+    saved_in[s] = body_input(r, n->out[2 * r->nc + r->nemit + s], &r->saved[s]->type, "saved");
   for (int k = 0; k < r->nemit; k++)
     if (r->d->dys[r->nc + k]) {
       ys[ny] = b->outputs[r->nc + k];
@@ -110,7 +193,7 @@ static int build_body(Rev *r, Value **dcs, Value **dws, Value **dxs) {
   }
   for (int m = 0; m < r->ninv; m++) {
     const Value *w = n->in[r->nseq + r->nc + m];
-    if (r->d->need[r->nseq + r->nc + m])
+    if (r->d->need[r->nseq + r->nc + m] && !r->hoist[m])
       dws[m] = body_input(r, zeros(r->d->g, &w->type, n->loc), &w->type, "dsum");
   }
   r->nc2 = r->nin - r->nseq2;
@@ -121,16 +204,44 @@ static int build_body(Rev *r, Value **dcs, Value **dws, Value **dxs) {
   clone_body(bb, b, map);
   for (int i = 0; i < ny; i++)
     ys[i] = map[ys[i]->id];
-  for (int i = 0; i < r->nseq + r->nc + r->ninv; i++)
-    xs[nx++] = map[b->inputs[i]->id];
+  for (int i = 0; i < r->nseq + r->nc + r->ninv; i++) {
+    const Node *h = i < r->nseq + r->nc ? NULL : r->hoist[i - r->nseq - r->nc];
+    xs[nx++] = map[h ? h->out[0]->id : b->inputs[i]->id];     /* a hoisted W: du in its place */
+  }
   if (pass_autodiff_seeded(bb, ys, seeds, ny, xs, nx, dxs))
     return -1;
+  for (int s = 0; s < r->nsaved; s++)
+    ir_replace_uses(bb, map[r->saved[s]->id], saved_in[s]);
   for (int i = 0; i < r->nc; i++)
     dcs[i] = dxs[r->nseq + i];
   return 0;
 }
 
-/* The backward body's outputs: carries (dc, dw), then emits (dxs). */
+/* Emits v (zeros of t if NULL) from the backward body unless an earlier
+ * emit is v already (an LSTM's du is its gi's gradient); returns its place
+ * among the body's outputs, hence the scan's. */
+static int emit_once(Rev *r, Value *v, const Type *t) {
+  Graph *bb = r->bb;
+  for (int i = r->nc2; v && i < bb->noutputs; i++)
+    if (bb->outputs[i] == v)
+      return i;
+  ir_output(bb, v ? v : zeros(bb, t, r->n->loc), NULL);
+  return bb->noutputs - 1;
+}
+
+/* x [d0, .., dk] as rows [d0 * .. * dk-1, dk]. */
+static Value *rows(Graph *g, Value *x, SrcLoc loc) {
+  const Type *t = &x->type;
+  Attr a = ir_attr();
+  a.rank = 2;
+  a.shape[0] = sz_const(1);
+  for (int i = 0; i + 1 < t->rank; i++)
+    a.shape[0] = sz_mul(a.shape[0], t->dim[i]);
+  a.shape[1] = t->dim[t->rank - 1];
+  return ir_op(g, OP_reshape, &x, 1, &a, loc);
+}
+
+/* The backward body's outputs: carries (dc, dw), then emits (dxs, du). */
 static void body_outputs(Rev *r, Value **dcs, Value **dws, Value **dxs) {
   const Graph *b = r->n->body;
   Graph *bb = r->bb;
@@ -147,6 +258,25 @@ static void body_outputs(Rev *r, Value **dcs, Value **dws, Value **dxs) {
   for (int j = 0; j < r->nseq; j++)
     if (r->d->need[j])
       ir_output(bb, dxs[j] ? dxs[j] : zeros(bb, &b->inputs[j]->type, r->n->loc), NULL);
+  for (int m = 0; m < r->ninv; m++)
+    if (r->hoist[m])
+      r->du_at[m] = emit_once(r, dxs[r->nseq + r->nc + m], &r->hoist[m]->out[0]->type);
+}
+
+/* dW of a hoisted invariant from the stacks of du and of a (hoistable):
+ * du^T a for u = a W^T, a^T du for u = a W, over the rows of all steps. */
+static Value *hoisted_grad(Rev *r, const Node *use, Value *du) {
+  const Node *n = r->n;
+  const Graph *b = n->body;
+  Value *a = NULL;
+  for (int i = 0; i < r->nseq + r->nc; i++)
+    if (use->in[0] == b->inputs[i])
+      a = i < r->nseq ? n->in[i] : n->out[r->nc + r->nemit + i - r->nseq];
+  Attr at = ir_attr();
+  at.trans_a = true;
+  bool tb = use->attr.trans_b;
+  Value *du2 = rows(r->d->g, du, n->loc), *a2 = rows(r->d->g, a, n->loc);
+  return ir_op(r->d->g, OP_matmul, (Value *[]){tb ? du2 : a2, tb ? a2 : du2}, 2, &at, n->loc);
 }
 
 void pass_grad_scan(Grad *d, const Node *cn, Value *dy, Value **dx) {
@@ -161,6 +291,11 @@ void pass_grad_scan(Grad *d, const Node *cn, Value *dy, Value **dx) {
   }
   r.bb = ir_body_new(d->g, "step.grad");
   save_carries(d->g, n);
+  int room = 256 - 8 - 2 * (n->nin + n->nout);     /* the rest are recomputed */
+  r.nsaved = save_contractions(d->g, n, r.saved, room < 64 ? room : 64);
+  for (int m = 0; m < r.ninv; m++)
+    if (d->need[r.nseq + r.nc + m])
+      r.hoist[m] = hoistable(n, n->body->inputs[r.nseq + r.nc + m]);
   Value *dcs[128] = {0}, *dws[128] = {0}, *dxs[256] = {0};
   if (!r.bb || build_body(&r, dcs, dws, dxs) < 0)
     return;
@@ -176,4 +311,7 @@ void pass_grad_scan(Grad *d, const Node *cn, Value *dy, Value **dx) {
   for (int j = 0; j < r.nseq; j++)
     if (d->need[j])
       dx[j] = s->out[o++];
+  for (int m = 0; m < r.ninv; m++)
+    if (r.hoist[m])
+      dx[r.nseq + r.nc + m] = hoisted_grad(&r, r.hoist[m], s->out[r.du_at[m]]);
 }

@@ -5,8 +5,9 @@
  * bench_lstm_torch.py runs the same step in PyTorch; bench/run's `seq`
  * part runs both, in the JSON rows of bench/ref/timing.py (median wall
  * and process CPU time of a step, after warm-up steps; at least --iters
- * steps, more until --min-time seconds are timed).
- *   bench_lstm [--threads 1,2] [--iters 20] [--warmup 3] [--min-time 0] [--json] */
+ * steps, more until --min-time seconds are timed). KILN_PERF=1 names the
+ * generated code for `perf` (bench/NOTES.md, "Profiling").
+ *   bench_lstm [--threads 1,2] [--iters 20] [--warmup 3] [--min-time 0] [--json] [--ir] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@ typedef struct Opts {
   int threads[8], nthreads;
   int iters, warmup;
   double min_time;
-  bool json;
+  bool json, ir;    /* --ir: the step's IR after the passes, on stderr */
 } Opts;
 
 static double now(void) { return bench_clock(CLOCK_MONOTONIC); }
@@ -39,6 +40,8 @@ static bool parse(int argc, char **argv, Opts *o) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--json"))
       o->json = true;
+    else if (!strcmp(a, "--ir"))
+      o->ir = true;
     else if (v && !strcmp(a, "--iters"))
       o->iters = atoi(argv[++i]);
     else if (v && !strcmp(a, "--warmup"))
@@ -51,7 +54,7 @@ static bool parse(int argc, char **argv, Opts *o) {
         o->threads[o->nthreads++] = (int)strtol(p, &p, 10);
     } else {
       fprintf(stderr, "usage: bench_lstm [--threads 1,2] [--iters N] [--warmup N] "
-              "[--min-time S] [--json]\n");
+              "[--min-time S] [--json] [--ir]\n");
       return false;
     }
   }
@@ -133,11 +136,14 @@ int main(int argc, char **argv) {
   double t0 = now();
   if (pass_run_pipeline(g, &cx) || cg_ctx_init_jit(&c, "lm", err, sizeof err) ||
       cg_build_graph(&c, g, "step", err, sizeof err) || cg_optimize(&c, 3, err, sizeof err) ||
-      cg_jit_new(&jit, err, sizeof err) || cg_jit_add(jit, &c, err, sizeof err)) {
+      cg_jit_new_ex(&jit, getenv("KILN_PERF") != NULL, err, sizeof err) ||
+      cg_jit_add(jit, &c, err, sizeof err)) {
     diag_print(&d, stderr);
     fprintf(stderr, "compile: %s\n", err);
     return 1;
   }
+  if (o.ir)
+    ir_print(g, stderr);
   StepFn step = (StepFn)cg_jit_lookup(jit, "step");
   fprintf(stderr, "compiled in %.2f s\n", now() - t0);
   void *regions[REGION_COUNT];

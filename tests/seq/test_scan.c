@@ -8,7 +8,8 @@
  * respect to the sequence, the initial carry and the weights against
  * central differences in f64; a masked batch of sequences of different
  * lengths against each sequence run alone (and its gradients against
- * differences); and code that does not grow with the number of steps. */
+ * differences); what the reverse scan saves and hoists out of its loop;
+ * and code that does not grow with the number of steps. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,10 +60,13 @@ static Value *param(Rnn *r, const char *name, Type t) {
   return v;
 }
 
-static void rnn_build(Rnn *r, int64_t T, bool masked, bool reverse, bool train) {
+/* The RNN through the pipeline at -O opt (simplify removes what the
+ * reverse scan leaves dead, fusion joins its kernels). */
+static void rnn_build_at(Rnn *r, int64_t T, bool masked, bool reverse, bool train, int opt) {
   memset(r, 0, sizeof *r);
   r->T = T;
   Graph *g = r->g = model_new(&r->m, "rnn");
+  r->m.opt = opt;
   r->x = param(r, "x", TY(RT_F64, N, T, D));
   r->h0 = param(r, "h0", TY(RT_F64, N, HID));
   r->wx = param(r, "wx", TY(RT_F64, HID, D));
@@ -97,6 +101,10 @@ static void rnn_build(Rnn *r, int64_t T, bool masked, bool reverse, bool train) 
   Value *fill[] = {r->x, r->h0, r->wx, r->wh, r->b, r->r1, r->r2};
   for (int i = 0; i < 7; i++)
     fill_value(&r->m, fill[i], FILL_UNIFORM, 7 + i);
+}
+
+static void rnn_build(Rnn *r, int64_t T, bool masked, bool reverse, bool train) {
+  rnn_build_at(r, T, masked, reverse, train, 0);
 }
 
 /* The same recurrence in plain C: hs [N, T, H] and hT [N, H]. */
@@ -184,12 +192,43 @@ static void check_grads(Rnn *r) {
 
 static void test_gradients(void **state) {
   (void)state;
-  for (int rev = 0; rev < 2; rev++) {
-    Rnn r;
-    rnn_build(&r, 4, false, rev, true);
-    check_grads(&r);
-    model_free(&r.m);
-  }
+  for (int opt = 0; opt <= 2; opt += 2)
+    for (int rev = 0; rev < 2; rev++) {
+      Rnn r;
+      rnn_build_at(&r, 4, false, rev, true, opt);
+      check_grads(&r);
+      model_free(&r.m);
+    }
+}
+
+static int live_matmuls(const Graph *b) {
+  int k = 0;
+  for (int i = 0; i < b->nnodes; i++)
+    k += b->nodes[i]->op == OP_matmul && b->nodes[i]->out[0]->nuse > 0;
+  return k;
+}
+
+/* What the reverse scan leaves in the loop (passes/scan_grad.c): the
+ * forward emits, besides its carry, the sum x Wx^T + h Wh^T + b its two
+ * contractions feed, so the backward recomputes neither; Wx and Wh get
+ * their gradients from
+ * one GEMM each after the loop, so the backward carries only dh and db,
+ * and its body multiplies only for dx_t and dh. */
+static void test_saved_and_hoisted(void **state) {
+  (void)state;
+  Rnn r;
+  rnn_build_at(&r, 4, false, false, true, 2);     /* after simplify: no dead code */
+  const Node *fwd = NULL, *bwd = NULL;
+  for (int i = 0; i < r.g->nnodes; i++)
+    if (r.g->nodes[i]->op == OP_scan)
+      *(fwd ? &bwd : &fwd) = r.g->nodes[i];
+  assert_non_null(bwd);
+  assert_int_equal(fwd->nout, 1 + 1 + 1 + 1);     /* carry, hs, saved carry, saved sum */
+  assert_int_equal(bwd->attr.ncarry, 2);
+  ir_count_uses(bwd->body);
+  assert_int_equal(live_matmuls(bwd->body), 2);
+  assert_true(r.wx->grad->def->op != OP_scan && r.wh->grad->def->op != OP_scan);
+  model_free(&r.m);
 }
 
 static const int64_t lens[N] = {5, 2, 4};
@@ -290,6 +329,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward),
       cmocka_unit_test(test_gradients),
+      cmocka_unit_test(test_saved_and_hoisted),
       cmocka_unit_test(test_mask_alone),
       cmocka_unit_test(test_mask_gradients),
       cmocka_unit_test(test_code_size),
