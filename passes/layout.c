@@ -394,7 +394,7 @@ static bool same_floats(const Size *d, int64_t b) {
 
 /* The form of [d0, C, d2, d3] v in blocks of b lanes (L->b: blocked; C:
  * NHWC): converted now when its data is known, else by a relayout (a
- * reshape for one channel in one lane: the same floats). */
+ * reshape where the two are the same floats). */
 static Value *to_blocked(Layout *L, Value *v, const Size *d, int64_t b) {
   int64_t C = 0, N, S;
   const_dim(d[1], &C);
