@@ -97,6 +97,7 @@ typedef struct Layout {
   int *owner;              /* per new node: the old node it follows */
   int nowner, capowner;
   int n0, v0;              /* nodes and values before the rewrite */
+  bool training;           /* layout_training's regions (below) */
 } Layout;
 
 static bool is_4d_f32(const Value *v) { return v->type.rank == 4 && v->type.dt == RT_F32; }
@@ -160,9 +161,13 @@ static bool conv_ok(Layout *L, const Node *n) {
          cdim(L->g, y->dim[3]) > 0 && known(L, n->in[1], &param) && conv_pays(L, n);
 }
 
+static bool train_blockable(Layout *L, const Node *n);
+
 /* Whether node n can join a region. */
 static bool blockable(Layout *L, const Node *n) {
   const Value *y = n->out[0];
+  if (L->training)
+    return train_blockable(L, n);
   switch (n->op) {
   case OP_conv2d:
     return conv_ok(L, n);
@@ -192,8 +197,19 @@ static int find(int *r, int i) {
   return i;
 }
 
-/* A blocked value flows from p to n: both blockable, the value 4-D and not
- * mean's (a region's end). */
+/* A region's last node, whose output is not blocked: mean (inference; its
+ * result converted back) or a filter gradient (training; dw is OIHW). */
+static bool ends_region(const Layout *L, const Node *n) {
+  return n->op == (L->training ? OP_conv2d_bwd_filter : OP_mean);
+}
+
+/* Input j of n is an activation, which it reads blocked (not a weight). */
+static bool blocked_operand(const Node *n, int j) {
+  return (n->op != OP_conv2d && n->op != OP_conv2d_bwd_data) || j == 0;
+}
+
+/* A blocked value flows from p to n: both blockable, the value 4-D and p
+ * not a region's end. */
 static void build_regions(Layout *L) {
   Graph *g = L->g;
   for (int i = 0; i < L->n0; i++)
@@ -204,10 +220,10 @@ static void build_regions(Layout *L) {
       continue;
     for (int j = 0; j < n->nin; j++) {
       Value *v = n->in[j];
-      if (v->role != V_TEMP || !is_4d_f32(v) || v->def->op == OP_mean)
+      if (v->role != V_TEMP || !is_4d_f32(v) || ends_region(L, v->def))
         continue;
       int p = v->def->id;
-      if (L->region[p] >= 0 && (n->op != OP_conv2d || j == 0))
+      if (L->region[p] >= 0 && blocked_operand(n, j))
         L->region[find(L->region, i)] = find(L->region, p);
     }
   }
@@ -225,16 +241,19 @@ static void mark_used_outside(Layout *L) {
     for (int j = 0; j < g->nodes[i]->nin; j++) {
       Value *v = g->nodes[i]->in[j];
       if (v->role == V_TEMP && L->region[v->def->id] >= 0 &&
-          (L->region[i] != L->region[v->def->id] || v->def->op == OP_mean))
+          (L->region[i] != L->region[v->def->id] || ends_region(L, v->def)))
         L->used_outside[v->id] = true;
     }
+  for (int i = 0; i < L->v0; i++)       /* a gradient the caller reads */
+    if (g->vals[i]->grad && g->vals[i]->grad->id < L->v0)
+      L->used_outside[g->vals[i]->grad->id] = true;
 }
 
 static int64_t round_up(int64_t c, int64_t b) { return (c + b - 1) / b * b; }
 
 /* Whether v is made in region r (a blocked value there). */
 static bool made_in(const Layout *L, const Value *v, int r) {
-  return v->role == V_TEMP && L->region[v->def->id] == r && v->def->op != OP_mean;
+  return v->role == V_TEMP && L->region[v->def->id] == r && !ends_region(L, v->def);
 }
 
 /* Whether convolution n of an NHWC region reads its input as NHWC: the
@@ -364,9 +383,18 @@ static float *block_data(const float *src, int64_t N, int64_t C, int64_t S, int6
   return dst;
 }
 
+/* Whether [d0, C, d2, d3] and its form in blocks of b lanes are the same
+ * floats: one channel in one lane, or whole blocks of one position (a
+ * per-channel vector [1, C, 1, 1], a global pool's [N, C, 1, 1]). */
+static bool same_floats(const Size *d, int64_t b) {
+  int64_t C = 0, S = 0;
+  const_dim(d[1], &C);
+  return (C == 1 && b == 1) || (C > 0 && C % b == 0 && const_dim(sz_mul(d[2], d[3]), &S) && S == 1);
+}
+
 /* The form of [d0, C, d2, d3] v in blocks of b lanes (L->b: blocked; C:
  * NHWC): converted now when its data is known, else by a relayout (a
- * reshape for one channel in one lane: the same floats). */
+ * reshape where the two are the same floats). */
 static Value *to_blocked(Layout *L, Value *v, const Size *d, int64_t b) {
   int64_t C = 0, N, S;
   const_dim(d[1], &C);
@@ -384,7 +412,11 @@ static Value *to_blocked(Layout *L, Value *v, const Size *d, int64_t b) {
   }
   if (v->type.rank != 4)
     v = reshape(L, v, 4, d);
-  return C == 1 && b == 1 ? reshape(L, v, 5, bd) : relayout(L, v, 5, bd);
+  return same_floats(d, b) ? reshape(L, v, 5, bd) : relayout(L, v, 5, bd);
+}
+
+static bool is_conv(Op op) {
+  return op == OP_conv2d || op == OP_conv2d_bwd_data || op == OP_conv2d_bwd_filter;
 }
 
 /* Input v of region node n: its blocked form, an operand broadcast along
@@ -399,7 +431,7 @@ static Value *blocked_input(Layout *L, const Node *n, Value *v) {
     d[i] = i < pre ? sz_const(1) : v->type.dim[i - pre];
   int64_t c, oc;
   bool wide = const_dim(n->out[0]->type.dim[1], &oc) && oc > 1;
-  if (n->op != OP_conv2d && wide && const_dim(d[1], &c) && c == 1) {
+  if (!is_conv(n->op) && wide && const_dim(d[1], &c) && c == 1) {
     Size bd[5] = {d[0], d[1], d[2], d[3], sz_const(1)};
     return reshape(L, v, 5, bd);
   }
@@ -532,20 +564,31 @@ static bool rewrite_regions(Layout *L, const Lay *chosen) {
  *
  * The weights are parameters the optimizer updates in OIHW (checkpoints
  * and the user see them so), so the step blocks them itself (block_weight,
- * a small copy) and returns dw in OIHW. Each convolution of the step is
- * chosen alone, by the cost model above with the conversions it adds:
+ * a small copy) and returns dw in OIHW. The convolutions of the step are
  *
- *   conv2d(x, w)             conv2d_nchwc(x_b, block_weight(w)), converted back
+ *   conv2d(x, w)             conv2d_nchwc(x_b, block_weight(w))
  *   conv2d_bwd_data(dy, w)   at stride 1, the convolution of dy with w
  *                            flipped and transposed, padding (k-1)*dil - pad:
- *                            conv2d_nchwc(dy_b, block_weight(w, trans_a)),
- *                            converted back; other strides stay NCHW
+ *                            conv2d_nchwc(dy_b, block_weight(w, trans_a));
+ *                            other strides stay NCHW
  *   conv2d_bwd_filter(dy, x) conv2d_nchwc_bwd_filter(dy_b, x_b), dw in OIHW
  *
- * A value's blocked form is made once and shared (x by conv2d and its
- * filter gradient, dy by both gradients; a blocked convolution's output
- * is its own). The ops between convolutions (batchnorm, relu, the residual
- * add) stay NCHW, so each blocked convolution pays its conversions. */
+ * and a region (as for inference, above) joins them to the ops between
+ * them whose channels fill whole blocks (C % b == 0, so no padding lane
+ * needs to stay zero): elementwise and broadcast ops, expand, batchnorm
+ * (its rule's ops, (x - mean) * (w / sqrt(var + eps)) + bias, on blocked
+ * x) and sums and means over H and W (and N), with their gradients, which
+ * autodiff wrote with the same ops. A reduction over (N, H, W) of [N, C/b,
+ * H, W, b] keeps the lane axis innermost: codegen/expr.c's column mode
+ * sums each lane in one vector, in a fixed order. Per-channel values
+ * ([C], [1, C, 1, 1], [N, C] from the global pool) are the same floats
+ * blocked, [.., C/b, .., b]: they enter and leave a region by a reshape.
+ * So a ResNet's step converts only the value entering from its first
+ * convolution (3 channels, NCHW by the cost model) and the gradient
+ * leaving to it. A convolution joins when its direct form is cheaper than
+ * the implicit GEMM; a region with one is rewritten when its convolutions
+ * and the relayouts at its boundary cost less than the convolutions in
+ * NCHW. */
 
 /* The sides of n's forward convolution: x the input, y the output. */
 static void conv_sides(const Node *n, const Type **x, const Type **y) {
@@ -559,8 +602,6 @@ static bool train_conv_ok(const Layout *L, const Node *n) {
   const Type *x, *y;
   const Attr *a = &n->attr;
   int64_t c, o;
-  if (n->op != OP_conv2d && n->op != OP_conv2d_bwd_data && n->op != OP_conv2d_bwd_filter)
-    return false;
   conv_sides(n, &x, &y);
   bool ok = a->groups == 1 && x->rank == 4 && x->dt == RT_F32 && y->rank == 4 &&
             const_dim(x->dim[1], &c) && const_dim(y->dim[1], &o) && cdim(L->g, y->dim[0]) > 0;
@@ -571,34 +612,98 @@ static bool train_conv_ok(const Layout *L, const Node *n) {
   return ok;
 }
 
-/* The blocked form of activation v, made once. */
-static Value *train_blocked(Layout *L, Value *v) {
-  if (v->id < L->v0 && L->blk[v->id])
-    return L->blk[v->id];
-  Value *k = to_blocked(L, v, v->type.dim, L->b);
-  if (v->id < L->v0)
-    L->blk[v->id] = k;
-  return k;
-}
-
-/* Cycles of n blocked (with the conversions it would add) below NCHW's. */
-static bool train_conv_pays(const Layout *L, const Node *n) {
-  const char *force = forced();
-  if (force)
-    return !strcmp(force, "blocked");
+static ConvDims train_conv_dims(const Layout *L, const Node *n) {
   const Type *x, *y;
   conv_sides(n, &x, &y);
-  ConvDims d = conv_dims_of(L->g, x, y, &n->attr);
-  double blocked = blocked_conv_cycles(&d, L->b, false);
-  int acts = n->op == OP_conv2d_bwd_filter ? 2 : 1;   /* x or dy; dy and x */
-  for (int j = 0; j < acts; j++) {
-    Value *v = n->in[j];
-    if (v->type.rank == 4 && !(v->id < L->v0 && L->blk[v->id]))
-      blocked += relayout_cycles(L, v);
+  return conv_dims_of(L->g, x, y, &n->attr);
+}
+
+/* A 4-D f32 value of whole blocks of channels. */
+static bool whole_blocks(const Layout *L, const Value *v) {
+  int64_t c;
+  return is_4d_f32(v) && const_dim(v->type.dim[1], &c) && c % L->b == 0;
+}
+
+/* sum, mean, max or min of 4-D x over H and W (and N), not C. */
+static bool train_reduce_ok(const Layout *L, const Node *n) {
+  uint32_t ax = n->attr.axes;
+  return op_is(n->op, CAT_REDUCE) && whole_blocks(L, n->in[0]) && (ax & 0xc) == 0xc && !(ax & 2);
+}
+
+/* batchnorm along the channels of 4-D x, its vectors [C]. */
+static bool train_bnorm_ok(const Layout *L, const Node *n) {
+  bool ok = ir_norm_axis(n->attr.axis, 4) == 1 && whole_blocks(L, n->in[0]);
+  for (int i = 1; ok && i < 5; i++)
+    ok = n->in[i]->type.rank == 1 && n->in[i]->type.dt == RT_F32;
+  return ok;
+}
+
+static bool train_blockable(Layout *L, const Node *n) {
+  if (is_conv(n->op)) {
+    const char *force = forced();
+    if (!train_conv_ok(L, n))
+      return false;
+    if (force)
+      return !strcmp(force, "blocked");
+    ConvDims d = train_conv_dims(L, n);
+    return blocked_conv_cycles(&d, L->b, false) < nchw_conv_cycles(&d);
   }
-  if (n->op != OP_conv2d_bwd_filter)
-    blocked += relayout_cycles(L, n->out[0]);
-  return blocked < nchw_conv_cycles(&d);
+  if (n->nout != 1)
+    return false;
+  if (n->op == OP_batchnorm)
+    return train_bnorm_ok(L, n);
+  if (op_is(n->op, CAT_REDUCE))
+    return train_reduce_ok(L, n);
+  /* dropout's mask, onehot's class and iota's index follow the flat index */
+  if (!op_is(n->op, CAT_ELEMWISE | CAT_BCAST) || n->op == OP_dropout || n->op == OP_onehot ||
+      n->op == OP_iota || !whole_blocks(L, n->out[0]))
+    return false;
+  for (int i = 0; i < n->nin; i++)
+    if (!broadcasts(n->in[i], &n->out[0]->type))
+      return false;
+  return true;
+}
+
+/* What converting v between NCHW and blocked costs: nothing when it is a
+ * reshape (same_floats) or not an activation, else a relayout. */
+static double conversion_cycles(const Layout *L, const Value *v) {
+  if (v->type.rank != 4 || same_floats(v->type.dim, L->b))
+    return 0;
+  return relayout_cycles(L, v);
+}
+
+/* Region r blocked or not: its convolutions, direct or as implicit GEMMs,
+ * and the activations converted at its boundary, each once (seen). */
+static Lay train_choose(Layout *L, int r, bool *seen) {
+  const char *force = forced();
+  Graph *g = L->g;
+  double nchw = 0, blocked = 0;
+  int convs = 0;
+  for (int i = 0; i < L->n0; i++) {
+    Node *n = g->nodes[i];
+    if (L->region[i] != r)
+      continue;
+    if (is_conv(n->op)) {
+      ConvDims d = train_conv_dims(L, n);
+      nchw += nchw_conv_cycles(&d);
+      blocked += blocked_conv_cycles(&d, L->b, false);
+      convs++;
+    }
+    for (int j = 0; j < n->nin; j++) {
+      Value *v = n->in[j];
+      if (made_in(L, v, r) || !blocked_operand(n, j) || seen[v->id])
+        continue;
+      seen[v->id] = true;
+      blocked += conversion_cycles(L, v);
+    }
+    if (L->used_outside[n->out[0]->id] && !ends_region(L, n))
+      blocked += conversion_cycles(L, n->out[0]);
+  }
+  if (!convs)
+    return LAY_NCHW;
+  if (force)
+    return LAY_BLOCKED;          /* forced blocked: its convolutions joined */
+  return blocked < nchw ? LAY_BLOCKED : LAY_NCHW;
 }
 
 /* w [O, C, KH, KW] blocked for conv2d_nchwc, or flipped for bwd_data. */
@@ -617,44 +722,120 @@ static Value *train_weight(Layout *L, Value *w, bool flip) {
   return ir_op(L->g, OP_block_weight, &w, 1, &a, w->loc);
 }
 
-/* The blocked node for n; L->back[n's output] is what its readers get. */
-static bool train_rewrite(Layout *L, Node *n) {
-  Value *old = n->out[0], *in[2], *y;
+/* conv2d or conv2d_bwd_data of n as conv2d_nchwc, or its filter gradient
+ * as conv2d_nchwc_bwd_filter (dw OIHW). */
+static Value *train_conv(Layout *L, Node *n) {
+  Value *in[2];
   Attr a = n->attr;
+  in[0] = blocked_input(L, n, n->in[0]);
   if (n->op == OP_conv2d_bwd_filter) {
-    in[0] = train_blocked(L, n->in[0]);
-    in[1] = train_blocked(L, n->in[1]);
+    in[1] = blocked_input(L, n, n->in[1]);
     a.rank = 4;
-    memcpy(a.shape, old->type.dim, sizeof(Size) * 4);
-    y = L->back[old->id] = ir_op(L->g, OP_conv2d_nchwc_bwd_filter, in, 2, &a, n->loc);
-    return y->type.rank == 4;
+    memcpy(a.shape, n->out[0]->type.dim, sizeof(Size) * 4);
+    return ir_op(L->g, OP_conv2d_nchwc_bwd_filter, in, 2, &a, n->loc);
   }
   bool data = n->op == OP_conv2d_bwd_data;
   for (int i = 0; data && i < 4; i++)
     a.pad[i] = (a.k[i % 2] - 1) * a.dil[i % 2] - n->attr.pad[i];
-  in[0] = train_blocked(L, n->in[0]);
   in[1] = train_weight(L, n->in[1], data);
-  y = ir_op(L->g, OP_conv2d_nchwc, in, 2, &a, n->loc);
-  if (y->type.rank != 5)
+  return ir_op(L->g, OP_conv2d_nchwc, in, 2, &a, n->loc);
+}
+
+/* A per-channel vector [C] as [1, C/b, 1, 1, b], to broadcast over a
+ * blocked tensor. */
+static Value *lane_vector(Layout *L, Value *v) {
+  int64_t C = 0;
+  const_dim(v->type.dim[0], &C);
+  Size d[5] = {sz_const(1), sz_const(C / L->b), sz_const(1), sz_const(1), sz_const(L->b)};
+  return reshape(L, v, 5, d);
+}
+
+/* batchnorm(x, w, bias, mean, var) on blocked x by codegen/expr.c's rule,
+ * in its order (the same floats): (x - mean) * (w / sqrt(var + eps)) + bias. */
+static Value *blocked_batchnorm(Layout *L, const Node *n) {
+  Graph *g = L->g;
+  SrcLoc at = n->loc;
+  Value *eps = ir_scalar(g, n->in[4]->type.dt, n->attr.eps);
+  Value *inv = ir_op2(g, OP_div, n->in[1], ir_op1(g, OP_sqrt, ir_op2(g, OP_add, n->in[4], eps, at), at), at);
+  Value *xc = ir_op2(g, OP_sub, blocked_input(L, n, n->in[0]), lane_vector(L, n->in[3]), at);
+  return ir_op2(g, OP_add, ir_op2(g, OP_mul, xc, lane_vector(L, inv), at), lane_vector(L, n->in[2]), at);
+}
+
+/* Any other region op on its operands' blocked forms; expand to the
+ * blocked shape. Reductions keep their axes: N, H and W are axes 0, 2
+ * and 3 of the blocked tensor too. */
+static Value *train_generic(Layout *L, const Node *n) {
+  Value *in[8];
+  Attr a = n->attr;
+  for (int j = 0; j < n->nin; j++)
+    in[j] = blocked_input(L, n, n->in[j]);
+  if (n->op == OP_expand) {
+    const Size *d = n->out[0]->type.dim;
+    int64_t C = 0;
+    const_dim(d[1], &C);
+    Size bd[5] = {d[0], sz_const(C / L->b), d[2], d[3], sz_const(L->b)};
+    a.rank = 5;
+    memcpy(a.shape, bd, sizeof bd);
+  }
+  return ir_op(L->g, n->op, in, n->nin, &a, n->loc);
+}
+
+/* Blocked y of old back in old's form: a reshape where they are the same
+ * floats (per-channel values, reductions over H and W), else a relayout. */
+static Value *to_nchw(Layout *L, Value *y, const Value *old) {
+  const Type *t = &old->type;
+  if (t->rank != 4 || same_floats(t->dim, L->b))
+    return reshape(L, y, t->rank, t->dim);
+  return relayout(L, y, 4, t->dim);
+}
+
+/* The blocked node for region node n, its output in L->blk (4-D) and its
+ * form for readers outside in L->back. */
+static bool train_rewrite(Layout *L, Node *n) {
+  Value *old = n->out[0], *y;
+  if (is_conv(n->op))
+    y = train_conv(L, n);
+  else if (n->op == OP_batchnorm)
+    y = blocked_batchnorm(L, n);
+  else
+    y = train_generic(L, n);
+  if (y->type.rank < 0)
     return false;
-  L->blk[old->id] = y;
-  L->back[old->id] = relayout(L, y, 4, old->type.dim);
+  if (n->op == OP_conv2d_bwd_filter) {
+    L->back[old->id] = y;
+    return true;
+  }
+  if (old->type.rank == 4)
+    L->blk[old->id] = y;
+  if (L->used_outside[old->id] || old->type.rank != 4)
+    L->back[old->id] = to_nchw(L, y, old);
   return true;
 }
 
 static bool layout_training(Graph *g, PassCtx *cx, PassStats *st) {
   PassCtx tcx = *cx;
   tcx.param_data = NULL;               /* parameters change every step: none is known */
-  Layout L = {.g = g, .cx = &tcx, .b = cx->lanes, .n0 = g->nnodes, .v0 = g->nvals};
+  Layout L = {.g = g, .cx = &tcx, .b = cx->lanes, .n0 = g->nnodes, .v0 = g->nvals, .training = true};
+  L.region = malloc(sizeof(int) * (size_t)(L.n0 + 1));
+  L.used_outside = calloc((size_t)L.v0 + 1, sizeof(bool));
   L.blk = calloc((size_t)L.v0 + 1, sizeof(Value *));
   L.back = calloc((size_t)L.v0 + 1, sizeof(Value *));
-  bool changed = false, ok = L.blk && L.back;
+  bool *seen = calloc((size_t)L.v0 + 1, sizeof(bool));
+  Lay *chosen = calloc((size_t)L.n0 + 1, sizeof(Lay));
+  bool changed = false, ok = L.region && L.used_outside && L.blk && L.back && seen && chosen;
   st->bytes_before = pass_temp_bytes(g);
+  if (ok) {
+    build_regions(&L);
+    mark_used_outside(&L);
+    for (int i = 0; i < L.n0; i++)
+      if (L.region[i] == i)
+        chosen[i] = train_choose(&L, i, seen);
+  }
   for (int i = 0; ok && i < L.n0; i++) {
-    Node *n = g->nodes[i];
-    if (!train_conv_ok(&L, n) || !train_conv_pays(&L, n))
+    int r = L.region[i];
+    if (r < 0 || chosen[r] == LAY_NCHW)
       continue;
-    ok = train_rewrite(&L, n) && note_owner(&L, i);
+    ok = train_rewrite(&L, g->nodes[i]) && note_owner(&L, i);
     changed = true;
   }
   if (changed) {
@@ -665,8 +846,12 @@ static bool layout_training(Graph *g, PassCtx *cx, PassStats *st) {
     ir_remove_dead(g, false);
     ir_count_uses(g);
   }
+  free(L.region);
+  free(L.used_outside);
   free(L.blk);
   free(L.back);
+  free(seen);
+  free(chosen);
   free(L.owner);
   st->bytes_after = pass_temp_bytes(g);
   return changed;

@@ -21,7 +21,9 @@
  * at stride 1 by conv2d_nchwc on a flipped weight) and an SGD update,
  * loss, gradients and updated weights against -O1; the cost model's
  * choice on a ResNet-like pair (3 -> 32 -> 32 channels: the first layer
- * stays NCHW); the same step, bit for bit, at 1 and 2 threads. */
+ * stays NCHW); a residual block with batchnorm in training mode, one
+ * blocked region from its input to the global pool, gradients included;
+ * the same steps, bit for bit, at 1 and 2 threads. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -416,30 +418,109 @@ static void test_train_cost_model(void **state) {
   free_pair(&p);
 }
 
-/* The filter gradient sums in one fixed order per unit: the same bits at
- * any thread count. */
-static void test_train_threads(void **state) {
+/* batchnorm in a training step as frontend/layers.c builds it: the
+ * batch's mean and biased variance over N, H and W (no running
+ * statistics: they are state, outside the gradients). */
+static Value *bn_train(Graph *g, Value *x, const char *name) {
+  char buf[64];
+  Attr a = ir_attr(), r = ir_attr();
+  a.axes = 0xd;
+  a.keepdim = true;
+  r.rank = 1;
+  r.shape[0] = x->type.dim[1];
+  Value *mean = ir_op(g, OP_mean, &x, 1, &a, NOLOC);
+  Value *xc = op2(g, OP_sub, x, mean);
+  Value *var = ir_op(g, OP_mean, (Value *[]){op2(g, OP_mul, xc, xc)}, 1, &a, NOLOC);
+  int64_t c = x->type.dim[1].t[0].coef;
+  snprintf(buf, sizeof buf, "%s.weight", name);
+  Value *w = param(g, buf, TY(RT_F32, c));
+  snprintf(buf, sizeof buf, "%s.bias", name);
+  Value *b = param(g, buf, TY(RT_F32, c));
+  Attr n = ir_attr();
+  n.axis = 1;
+  n.eps = 1e-5;
+  Value *in[5] = {x, w, b, ir_op(g, OP_reshape, &mean, 1, &r, NOLOC), ir_op(g, OP_reshape, &var, 1, &r, NOLOC)};
+  return ir_op(g, OP_batchnorm, in, 5, &n, NOLOC);
+}
+
+/* A residual block of 16 channels at 6x5 in training, as the ResNet of
+ * bench/models: conv, batchnorm, relu, conv, batchnorm, the input added,
+ * relu, global average pool, loss sum(y * target), SGD. */
+static void build_step_block(Graph *g) {
+  static const Geo q = {.c = 16, .o = 16, .h = 6, .w = 5, .kh = 3, .kw = 3, .stride = 1,
+                        .dil = 1, .pad = {1, 1, 1, 1}};
+  Value *x = batch_input(g, q.c, q.h, q.w);
+  Value *h = op1(g, OP_relu, bn_train(g, conv(g, x, &q, "c1.weight"), "bn1"));
+  h = op1(g, OP_relu, op2(g, OP_add, x, bn_train(g, conv(g, h, &q, "c2.weight"), "bn2")));
+  Attr gap = ir_attr();
+  gap.axes = 0xc;
+  Value *y = ir_op(g, OP_mean, &h, 1, &gap, NOLOC);
+  Value *t = ir_input(g, "target", y->type, NOLOC);
+  Attr a = ir_attr();
+  a.axes = 0x3;
+  ir_output(g, y, "y");
+  g->loss = ir_op(g, OP_sum, (Value *[]){op2(g, OP_mul, y, t)}, 1, &a, NOLOC);
+  ir_output(g, g->loss, "loss");
+  for (int i = 0; i < g->nparams; i++)
+    g->params[i]->wrt = true;
+  g->lr = ir_input(g, "lr", ir_type_const(RT_F32, 0, NULL), NOLOC);
+  OptSpec *o = rt_arena_alloc(g->arena, sizeof *o);
+  memset(o, 0, sizeof *o);
+  o->kind = OPT_SGD;
+  g->opt = o;
+}
+
+/* The whole block is one blocked region, batchnorm, relu, the residual
+ * add, the pool and all their gradients included: the input is converted
+ * once (for conv c1 and the residual add), per-channel values enter and
+ * leave by reshapes, and nothing converts back. Loss, gradients and the
+ * updated weights against -O1, by the cost model's choice. */
+static void test_train_region(void **state) {
   (void)state;
+  Pair p;
+  compile_pair(&p, "step_block", build_step_block, NULL);
+  const Graph *g = p.got.m.g;
+  assert_int_equal(om_count(g, OP_conv2d) + om_count(g, OP_conv2d_bwd_data), 0);
+  assert_int_equal(om_count(g, OP_conv2d_bwd_filter) + om_count(g, OP_batchnorm), 0);
+  assert_int_equal(om_count(g, OP_conv2d_nchwc_bwd_filter), 2);
+  assert_int_equal(om_count(g, OP_relayout), 1);
+  check_step(&p, 3);
+  check_step(&p, 1);
+  free_pair(&p);
+}
+
+/* The filter gradient sums in one fixed order per unit, and so do the
+ * blocked batchnorm's sums over N, H and W: the same bits at any thread
+ * count. */
+static void build_step_threads(Graph *g) {
   static const Geo a = {.c = 10, .o = 12, .h = 9, .w = 11, .kh = 3, .kw = 3, .stride = 1,
                         .dil = 1, .pad = {1, 1, 1, 1}};
-  Pair p;
   cur_geo = &a;
-  compile_pair(&p, "step_threads", build_step, "blocked");
-  Graph *g = p.got.m.g;
-  Ten one[8], two[8];
-  int k = 0;
-  run_step(&p.got, 3, 1);
-  for (int i = 0; i < g->nparams; i++)
-    if (g->params[i]->grad)
-      one[k++] = model_get(&p.got.m, g->params[i]->grad);
-  run_step(&p.got, 3, 2);
-  for (int i = 0, j = 0; i < g->nparams; i++)
-    if (g->params[i]->grad)
-      two[j++] = model_get(&p.got.m, g->params[i]->grad);
-  assert_true(k >= 3);
-  for (int i = 0; i < k; i++)
-    check_ten("1 against 2 threads", two[i], one[i], 0);
-  free_pair(&p);
+  build_step(g);
+}
+
+static void test_train_threads(void **state) {
+  (void)state;
+  void (*builds[])(Graph *) = {build_step_threads, build_step_block};
+  for (int b = 0; b < 2; b++) {
+    Pair p;
+    compile_pair(&p, "step_threads", builds[b], "blocked");
+    Graph *g = p.got.m.g;
+    Ten one[8], two[8];
+    int k = 0;
+    run_step(&p.got, 3, 1);
+    for (int i = 0; i < g->nparams; i++)
+      if (g->params[i]->grad)
+        one[k++] = model_get(&p.got.m, g->params[i]->grad);
+    run_step(&p.got, 3, 2);
+    for (int i = 0, j = 0; i < g->nparams; i++)
+      if (g->params[i]->grad)
+        two[j++] = model_get(&p.got.m, g->params[i]->grad);
+    assert_true(k >= 3);
+    for (int i = 0; i < k; i++)
+      check_ten("1 against 2 threads", two[i], one[i], 0);
+    free_pair(&p);
+  }
 }
 
 int main(void) {
@@ -451,6 +532,7 @@ int main(void) {
       cmocka_unit_test(test_threads),
       cmocka_unit_test(test_train_odd_shapes),
       cmocka_unit_test(test_train_cost_model),
+      cmocka_unit_test(test_train_region),
       cmocka_unit_test(test_train_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
