@@ -11,13 +11,15 @@
  * than the output's b: an NHWC input (bi = C, one block) reads a first
  * layer of 1 or 3 channels unpadded, the one place NHWC saves FLOPs. A
  * register tile holds RO output
- * channel blocks x RW output columns of one output row, RO * RW vectors of
- * b lanes (2 x 6 = 12 accumulators of 8 floats on AVX2, as the GEMM's
- * 6x16). For each input channel block, kernel tap (i, j) and input lane l,
- * it loads RO weight vectors w[ob, cb, i, j, l, 0..b) and broadcasts RW
- * input values x[n, cb, ih, iw, l], l < bi: RO + RW loads for RO * RW FMAs.
- * Columns whose window leaves the input take a checked copy of the tile
- * (a zero where iw is out of range); rows out of range are skipped. The
+ * channel blocks x up to RW output columns of one output row, RO * RW
+ * vectors of b lanes (2 x 6 = 12 accumulators of 8 floats on AVX2, as the
+ * GEMM's 6x16). For each input channel block, kernel tap (i, j) and input
+ * lane l, it loads RO weight vectors w[ob, cb, i, j, l, 0..b) and
+ * broadcasts rw input values x[n, cb, ih, iw, l], l < bi: RO + rw loads
+ * for RO * rw FMAs. A row's tiles are planned at compile time (widths
+ * balanced, no lone columns); the columns of the tiles at the padding
+ * read a zero buffer where iw is out of range, and rows out of range are
+ * skipped. The
  * finished vectors go through the fused group's epilogue (bias,
  * activation, residual) in registers, like the GEMM's. Parallel over
  * (image, pair of output blocks, output row); each output is written by
