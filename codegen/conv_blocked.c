@@ -213,27 +213,26 @@ static int tile_width(const ConvB *cv, int64_t t) {
   return (int)(cv->OW / tiles + (t < cv->OW % tiles));
 }
 
-/* An output row of ro blocks, tile by tile. Tiles whose windows reach out
- * of the input (the padding, at the row's ends) are emitted one by one
- * with their columns checked; a run of inside tiles of one width is a
- * loop. All of it is known at compile time. */
+/* An output row of ro blocks, tile by tile, planned at compile time: a
+ * run of tiles of one width, all inside the input or all reaching out of
+ * it (at the padding, the row's ends), is a loop; a run reaching out
+ * checks the columns that reach out in any of its tiles (a check is
+ * always safe, so a row wholly in the padding is still a few loops). */
 static void conv_row(CgKernel *k, ConvB *cv, int ro, LLVMValueRef ob0) {
   CgCtx *c = k->c;
   int64_t tiles = (cv->OW + TILE_RW - 1) / TILE_RW;
-  bool chk[TILE_RW];
+  bool chk[TILE_RW], more[TILE_RW];
   for (int64_t t = 0, ow0 = 0; t < tiles;) {
     int rw = tile_width(cv, t);
+    bool edge = tile_checks(cv, ow0, rw, chk);
     int64_t n = 1;
-    if (tile_checks(cv, ow0, rw, chk)) {
-      conv_tile(k, cv, ro, rw, chk, ob0, cg_i64(c, ow0));
-    } else {
-      while (t + n < tiles && tile_width(cv, t + n) == rw && !tile_checks(cv, ow0 + n * rw, rw, chk))
-        n++;
-      CgLoop Q;
-      LLVMValueRef at = cg_for(k, &Q, cg_i64(c, ow0), cg_i64(c, ow0 + n * rw), cg_i64(c, rw));
-      conv_tile(k, cv, ro, rw, NULL, ob0, at);
-      cg_endfor(k, &Q);
-    }
+    for (; t + n < tiles && tile_width(cv, t + n) == rw && tile_checks(cv, ow0 + n * rw, rw, more) == edge; n++)
+      for (int q = 0; q < rw; q++)
+        chk[q] |= more[q];
+    CgLoop Q;
+    LLVMValueRef at = cg_for(k, &Q, cg_i64(c, ow0), cg_i64(c, ow0 + n * rw), cg_i64(c, rw));
+    conv_tile(k, cv, ro, rw, edge ? chk : NULL, ob0, at);
+    cg_endfor(k, &Q);
     t += n, ow0 += n * rw;
   }
 }
