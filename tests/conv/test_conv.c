@@ -18,7 +18,7 @@
  * these layers, each with its message.
  *
  * KILN_SRC is the source tree (meson passes it); FILTER=test_errors runs
- * the tests whose names match. */
+ * the tests whose names match, SKIP=... all but those. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -80,6 +80,19 @@ static int case_names(RtArena *a, const char ***out) {
     names[i] = f->models[i]->name;
   *out = names;
   return f->nmodels;
+}
+
+/* fn(name, layout) for each case of cases.kiln whose name starts with prefix. */
+static void each_case(const char *prefix, void (*fn)(const char *name, const char *layout),
+                      const char *layout) {
+  RtArena *a = rt_arena_new();
+  const char **names;
+  int n = case_names(a, &names);
+  assert_true(n >= 40);
+  for (int i = 0; i < n; i++)
+    if (!strncmp(names[i], prefix, strlen(prefix)))
+      fn(names[i], layout);
+  rt_arena_free(a);
 }
 
 static Value *output_named(const Graph *g, const char *name) {
@@ -165,7 +178,6 @@ static const char *fixture_name(const Value *p) {
   return strncmp(p->name, "input.", 6) ? p->name : p->name + 6;
 }
 
-/* Case `name` at -O<opt> against its fixture, layout forced (or NULL). */
 /* Under a forced layout no convolution of one group is left to the
  * implicit GEMM but a strided conv2d_bwd_data (layout_training leaves it). */
 static void assert_no_nchw_conv(const Graph *g, const char *name) {
@@ -180,9 +192,10 @@ static void assert_no_nchw_conv(const Graph *g, const char *name) {
     fail_msg("%s: no conv2d_nchwc under KILN_LAYOUT", name);
 }
 
-static void against_torch(const char *name, int opt, const char *layout) {
+/* Case `name` at -O3 against its fixture, layout forced (or NULL). */
+static void against_torch(const char *name, const char *layout) {
   Model m;
-  build(&m, name, RT_F32, opt, layout);
+  build(&m, name, RT_F32, 3, layout);
   if (layout)
     assert_no_nchw_conv(m.g, name);
   const Graph *g = m.g;
@@ -200,30 +213,14 @@ static void against_torch(const char *name, int opt, const char *layout) {
   model_free(&m);
 }
 
-static void test_against_torch(void **state) {
-  RtArena *a = rt_arena_new();
-  const char **names;
-  int n = case_names(a, &names);
-  assert_true(n >= 40);
-  for (int i = 0; i < n; i++)
-    against_torch(names[i], 3, NULL);
-  rt_arena_free(a);
-}
+static void test_against_torch(void **state) { each_case("", against_torch, NULL); }
 
 /* ---- the direct convolution (codegen/conv_blocked.c) ----------------------- */
 
 /* The conv2d cases' steps blocked: forward, dx (at stride 1 a conv2d_nchwc
  * on the flipped weight, its padding the kernel's reach less the forward's)
  * and dw, against PyTorch. */
-static void test_blocked_against_torch(void **state) {
-  RtArena *a = rt_arena_new();
-  const char **names;
-  int n = case_names(a, &names);
-  for (int i = 0; i < n; i++)
-    if (!strncmp(names[i], "conv2d", 6))
-      against_torch(names[i], 3, "blocked");
-  rt_arena_free(a);
-}
+static void test_blocked_against_torch(void **state) { each_case("conv2d", against_torch, "blocked"); }
 
 /* A parameter's fixture data, for the layout pass (which bakes the weights
  * of inference graphs): user is the case's name. */
@@ -232,9 +229,10 @@ static const void *fixture_param(const Graph *g, const Value *p, void *user) {
   return fixture(user, p->name)->data;
 }
 
-/* Case `name` for inference with the input NHWC (bi = C lanes, unpadded)
- * where it enters a convolution of one group: y against PyTorch's. */
-static void nhwc_against_torch(const char *name) {
+/* Case `name` for inference with the input NHWC (layout "nhwc": bi = C
+ * lanes, unpadded) where it enters a convolution of one group: y against
+ * PyTorch's. */
+static void inference_against_torch(const char *name, const char *layout) {
   Model m;
   Graph *g = model_new(&m, name);
   m.opt = 3;
@@ -247,7 +245,7 @@ static void nhwc_against_torch(const char *name) {
     model_fail_diags(&m, "lowering");
   m.param_data = fixture_param;
   m.param_user = (void *)name;
-  compile_as(&m, "nhwc");
+  compile_as(&m, layout);
   int64_t lanes = 0;
   for (int i = 0; i < g->nnodes; i++)
     if (g->nodes[i]->op == OP_conv2d_nchwc)
@@ -266,19 +264,14 @@ static void nhwc_against_torch(const char *name) {
 }
 
 static void test_nhwc_against_torch(void **state) {
-  RtArena *a = rt_arena_new();
-  const char **names;
-  int n = case_names(a, &names);
-  for (int i = 0; i < n; i++)
-    if (!strncmp(names[i], "conv2d", 6))
-      nhwc_against_torch(names[i]);
-  rt_arena_free(a);
+  each_case("conv2d", inference_against_torch, "nhwc");
 }
 
-/* Case `name` in f64: every gradient against central differences. */
-static void finite_differences(const char *name) {
+/* Case `name` in f64 at -O0 (layout NULL): every gradient against
+ * central differences. */
+static void finite_differences(const char *name, const char *layout) {
   Model m;
-  build(&m, name, RT_F64, 0, NULL);
+  build(&m, name, RT_F64, 0, layout);
   const Graph *g = m.g;
   const Value *loss = output_named(g, "loss");
   fill_value(&m, input_named(g, "r"), FILL_UNIFORM, 2);
@@ -305,14 +298,7 @@ static void finite_differences(const char *name) {
   model_free(&m);
 }
 
-static void test_finite_differences(void **state) {
-  RtArena *a = rt_arena_new();
-  const char **names;
-  int n = case_names(a, &names);
-  for (int i = 0; i < n; i++)
-    finite_differences(names[i]);
-  rt_arena_free(a);
-}
+static void test_finite_differences(void **state) { each_case("", finite_differences, NULL); }
 
 /* ---- mistakes --------------------------------------------------------------- */
 
@@ -372,5 +358,7 @@ int main(void) {
   };
   if (getenv("FILTER"))
     cmocka_set_test_filter(getenv("FILTER"));
+  if (getenv("SKIP"))
+    cmocka_set_skip_filter(getenv("SKIP"));
   return cmocka_run_group_tests(tests, setup, teardown);
 }
