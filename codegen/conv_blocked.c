@@ -11,13 +11,15 @@
  * than the output's b: an NHWC input (bi = C, one block) reads a first
  * layer of 1 or 3 channels unpadded, the one place NHWC saves FLOPs. A
  * register tile holds RO output
- * channel blocks x RW output columns of one output row, RO * RW vectors of
- * b lanes (2 x 6 = 12 accumulators of 8 floats on AVX2, as the GEMM's
- * 6x16). For each input channel block, kernel tap (i, j) and input lane l,
- * it loads RO weight vectors w[ob, cb, i, j, l, 0..b) and broadcasts RW
- * input values x[n, cb, ih, iw, l], l < bi: RO + RW loads for RO * RW FMAs.
- * Columns whose window leaves the input take a checked copy of the tile
- * (a zero where iw is out of range); rows out of range are skipped. The
+ * channel blocks x up to RW output columns of one output row, RO * RW
+ * vectors of b lanes (2 x 6 = 12 accumulators of 8 floats on AVX2, as the
+ * GEMM's 6x16). For each input channel block, kernel tap (i, j) and input
+ * lane l, it loads RO weight vectors w[ob, cb, i, j, l, 0..b) and
+ * broadcasts rw input values x[n, cb, ih, iw, l], l < bi: RO + rw loads
+ * for RO * rw FMAs. A row's tiles are planned at compile time (widths
+ * balanced, no lone columns); the columns of the tiles at the padding
+ * read a zero buffer where iw is out of range, and rows out of range are
+ * skipped. The
  * finished vectors go through the fused group's epilogue (bias,
  * activation, residual) in registers, like the GEMM's. Parallel over
  * (image, pair of output blocks, output row); each output is written by
@@ -103,15 +105,35 @@ typedef struct ConvB {
   RtDType dt;
   int b, bi;                 /* lanes of the output, of the input */
   int64_t Ob, Cb;            /* output and input channel blocks */
+  int64_t W, OW;             /* input and output widths (bound at compile time) */
   CgEpiPlan *ep;             /* the fused group, or NULL */
+  LLVMValueRef zeros;        /* bi zeros: what a column outside the input reads */
   /* per task, at run time */
   LLVMValueRef x, w, out, epi;
-  LLVMValueRef H, W, OH, OW, img, oh;
+  LLVMValueRef H, OH, img, oh;
 } ConvB;
 
+/* Whether output column ow reads outside the input at some tap j. */
+static bool col_reaches_out(const ConvB *cv, int64_t ow) {
+  const Attr *a = &cv->n->attr;
+  int64_t first = ow * a->stride[1] - a->pad[1];
+  return first < 0 || first + (int64_t)(a->k[1] - 1) * a->dil[1] >= cv->W;
+}
+
+/* chk[q]: column ow0 + q of a tile of rw reaches out; returns whether any does. */
+static bool tile_checks(const ConvB *cv, int64_t ow0, int rw, bool *chk) {
+  bool any = false;
+  for (int q = 0; q < rw; q++)
+    any |= chk[q] = col_reaches_out(cv, ow0 + q);
+  return any;
+}
+
 /* One register tile: ro output blocks from ob0, rw columns from ow0 of
- * output row cv->oh. checked: some column's window leaves the input. */
-static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVMValueRef ob0,
+ * output row cv->oh. chk (NULL: none) marks the columns whose window may
+ * leave the input: per tap, such a column reads the zeros when iw is out
+ * of range, so the FMAs are the same as inside and only the address is
+ * chosen (a select per column and tap, not per value loaded). */
+static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, const bool *chk, LLVMValueRef ob0,
                       LLVMValueRef ow0) {
   CgCtx *c = k->c;
   const Attr *a = &cv->n->attr;
@@ -135,20 +157,20 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
   LLVMBuildCondBr(c->b, in_range(c, ih, cv->H), row, next);
   LLVMPositionBuilderAtEnd(c->b, row);
   LLVMValueRef xrow = cg_imul(c, cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, cv->img, cg_i64(c, cv->Cb)), cb), cv->H), ih),
-                                 cv->W), cg_i64(c, bi));
+                                 cg_i64(c, cv->W)), cg_i64(c, bi));
   LLVMValueRef j = cg_for(k, &J, cg_i64(c, 0), cg_i64(c, kw), cg_i64(c, 1));
   /* w[ob0 + r, cb, i, j, l, 0..b): blocks of bi*b, one per tap */
   LLVMValueRef tap = cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, cg_imul(c, cb, cg_i64(c, kh)), i), cg_i64(c, kw)), j), cg_i64(c, (int64_t)bi * b));
   LLVMValueRef wblk = cg_i64(c, cv->Cb * kh * kw * bi * b);
-  LLVMValueRef wbase[TILE_RO], xat[TILE_RW], xok[TILE_RW];
+  LLVMValueRef wbase[TILE_RO], xp[TILE_RW];
   for (int r = 0; r < ro; r++)
     wbase[r] = cg_iadd(c, cg_imul(c, cg_iadd(c, ob0, cg_i64(c, r)), wblk), tap);
   for (int q = 0; q < rw; q++) {
     LLVMValueRef iw = LLVMBuildSub(c->b, cg_iadd(c, cg_imul(c, cg_iadd(c, ow0, cg_i64(c, q)), cg_i64(c, a->stride[1])),
                                              cg_imul(c, j, cg_i64(c, a->dil[1]))), cg_i64(c, a->pad[1]), "");
-    xok[q] = checked ? in_range(c, iw, cv->W) : NULL;
-    /* outside the input: address the row's first element, use a zero */
-    xat[q] = cg_iadd(c, xrow, cg_imul(c, checked ? LLVMBuildSelect(c->b, xok[q], iw, cg_i64(c, 0), "") : iw, cg_i64(c, bi)));
+    xp[q] = cg_gep(k, cv->dt, cv->x, cg_iadd(c, xrow, cg_imul(c, iw, cg_i64(c, bi))));
+    if (chk && chk[q])
+      xp[q] = LLVMBuildSelect(c->b, in_range(c, iw, cg_i64(c, cv->W)), xp[q], cv->zeros, "");
   }
   for (int l = 0; l < bi; l++) {
     LLVMValueRef wv[TILE_RO];
@@ -157,9 +179,7 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
       LLVMSetAlignment(wv[r], rt_dtype_size(cv->dt));
     }
     for (int q = 0; q < rw; q++) {
-      LLVMValueRef xs = LLVMBuildLoad2(c->b, et, cg_gep(k, cv->dt, cv->x, cg_iadd(c, xat[q], cg_i64(c, l))), "");
-      if (checked)
-        xs = LLVMBuildSelect(c->b, xok[q], xs, LLVMConstNull(et), "");
+      LLVMValueRef xs = LLVMBuildLoad2(c->b, et, cg_gep(k, cv->dt, xp[q], cg_i64(c, l)), "");
       LLVMValueRef xv = cg_splat(c, xs, b);
       for (int r = 0; r < ro; r++) {
         LLVMValueRef s = LLVMBuildLoad2(c->b, vt, acc[r * rw + q], "");
@@ -173,10 +193,10 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
   LLVMPositionBuilderAtEnd(c->b, next);
   cg_endfor(k, &I);
   cg_endfor(k, &CB);
-  LLVMValueRef OHW = cg_imul(c, cv->OH, cv->OW);
+  LLVMValueRef OW = cg_i64(c, cv->OW), OHW = cg_imul(c, cv->OH, OW);
   for (int r = 0; r < ro; r++)
     for (int q = 0; q < rw; q++) {
-      LLVMValueRef ob = cg_iadd(c, ob0, cg_i64(c, r)), pos = cg_iadd(c, cg_imul(c, cv->oh, cv->OW), cg_iadd(c, ow0, cg_i64(c, q)));
+      LLVMValueRef ob = cg_iadd(c, ob0, cg_i64(c, r)), pos = cg_iadd(c, cg_imul(c, cv->oh, OW), cg_iadd(c, ow0, cg_i64(c, q)));
       LLVMValueRef v = LLVMBuildLoad2(c->b, vt, acc[r * rw + q], "");
       if (cv->ep)
         v = cv->ep->epi.fn(c, cv->ep->epi.user, v, NULL, cv->epi, cv->img, ob, pos);
@@ -185,40 +205,36 @@ static void conv_tile(CgKernel *k, ConvB *cv, int ro, int rw, bool checked, LLVM
     }
 }
 
-/* The tile twice: unchecked where cond holds, checked elsewhere. */
-static void tile_if(CgKernel *k, ConvB *cv, LLVMValueRef cond, int ro, int rw, LLVMValueRef ob0,
-                    LLVMValueRef ow0) {
-  CgCtx *c = k->c;
-  LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "inside");
-  LLVMBasicBlockRef slow = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "edge");
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, k->fn, "tiled");
-  LLVMBuildCondBr(c->b, cond, fast, slow);
-  LLVMPositionBuilderAtEnd(c->b, fast);
-  conv_tile(k, cv, ro, rw, false, ob0, ow0);
-  LLVMBuildBr(c->b, done);
-  LLVMPositionBuilderAtEnd(c->b, slow);
-  conv_tile(k, cv, ro, rw, true, ob0, ow0);
-  LLVMBuildBr(c->b, done);
-  LLVMPositionBuilderAtEnd(c->b, done);
+/* Width of tile t of a row: the row's ceil(OW / TILE_RW) tiles share its
+ * columns evenly, the wider ones first (OW = 32: 6, 6, 5, 5, 5, 5), so no
+ * tile is a lone column whose few accumulators wait on the FMA latency. */
+static int tile_width(const ConvB *cv, int64_t t) {
+  int64_t tiles = (cv->OW + TILE_RW - 1) / TILE_RW;
+  return (int)(cv->OW / tiles + (t < cv->OW % tiles));
 }
 
-/* An output row of ro blocks: whole tiles of TILE_RW columns (unchecked
- * where every window of the tile is inside the input), then single columns. */
+/* An output row of ro blocks, tile by tile, planned at compile time: a
+ * run of tiles of one width, all inside the input or all reaching out of
+ * it (at the padding, the row's ends), is a loop; a run reaching out
+ * checks the columns that reach out in any of its tiles (a check is
+ * always safe, so a row wholly in the padding is still a few loops). */
 static void conv_row(CgKernel *k, ConvB *cv, int ro, LLVMValueRef ob0) {
   CgCtx *c = k->c;
-  const Attr *a = &cv->n->attr;
-  CgLoop Q, T;
-  LLVMValueRef whole = cg_imul(c, LLVMBuildSDiv(c->b, cv->OW, cg_i64(c, TILE_RW), ""), cg_i64(c, TILE_RW));
-  LLVMValueRef ow0 = cg_for(k, &Q, cg_i64(c, 0), whole, cg_i64(c, TILE_RW));
-  LLVMValueRef first = LLVMBuildSub(c->b, cg_imul(c, ow0, cg_i64(c, a->stride[1])), cg_i64(c, a->pad[1]), "");
-  LLVMValueRef last = cg_iadd(c, first, cg_i64(c, (int64_t)(TILE_RW - 1) * a->stride[1] + (int64_t)(a->k[1] - 1) * a->dil[1]));
-  LLVMValueRef inside = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, first, cg_i64(c, 0), ""),
-                                     LLVMBuildICmp(c->b, LLVMIntSLT, last, cv->W, ""), "");
-  tile_if(k, cv, inside, ro, TILE_RW, ob0, ow0);
-  cg_endfor(k, &Q);
-  LLVMValueRef ow = cg_for(k, &T, whole, cv->OW, cg_i64(c, 1));
-  conv_tile(k, cv, ro, 1, true, ob0, ow);
-  cg_endfor(k, &T);
+  int64_t tiles = (cv->OW + TILE_RW - 1) / TILE_RW;
+  bool chk[TILE_RW], more[TILE_RW];
+  for (int64_t t = 0, ow0 = 0; t < tiles;) {
+    int rw = tile_width(cv, t);
+    bool edge = tile_checks(cv, ow0, rw, chk);
+    int64_t n = 1;
+    for (; t + n < tiles && tile_width(cv, t + n) == rw && tile_checks(cv, ow0 + n * rw, rw, more) == edge; n++)
+      for (int q = 0; q < rw; q++)
+        chk[q] |= more[q];
+    CgLoop Q;
+    LLVMValueRef at = cg_for(k, &Q, cg_i64(c, ow0), cg_i64(c, ow0 + n * rw), cg_i64(c, rw));
+    conv_tile(k, cv, ro, rw, edge ? chk : NULL, ob0, at);
+    cg_endfor(k, &Q);
+    t += n, ow0 += n * rw;
+  }
 }
 
 /* Unit u = (image, pair of output blocks, output row); an odd last block
@@ -232,9 +248,7 @@ static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   cv->out = cg_value_ptr(k, cv->ep ? cv->ep->c : n->out[0]);
   cv->epi = cv->ep ? cg_epi_args(k, cv->ep, NULL) : NULL;
   cv->H = cg_size(k, n->in[0]->type.dim[2]);
-  cv->W = cg_size(k, n->in[0]->type.dim[3]);
   cv->OH = cg_size(k, n->out[0]->type.dim[2]);
-  cv->OW = cg_size(k, n->out[0]->type.dim[3]);
   LLVMValueRef pairs = cg_i64(c, (cv->Ob + TILE_RO - 1) / TILE_RO);
   LLVMValueRef per_img = cg_imul(c, pairs, cv->OH);
   CgLoop U;
@@ -273,6 +287,15 @@ static void conv_kernel(CgKernel *k, const char *name) {
   sz_is_const(w->dim[0], &cv.Ob);
   sz_is_const(w->dim[1], &cv.Cb);
   cv.b = (int)b, cv.bi = (int)bi;
+  /* spatial extents never hold the batch: every size variable they use
+   * is bound by now (passes/layout.c's regions need them) */
+  sz_eval(n->in[0]->type.dim[3], k->g->svals, &cv.W);
+  sz_eval(y->dim[3], k->g->svals, &cv.OW);
+  LLVMTypeRef zt = LLVMArrayType(cg_elem_type(c, cv.dt), (unsigned)bi);
+  cv.zeros = LLVMAddGlobal(c->mod, zt, "conv.zeros");
+  LLVMSetInitializer(cv.zeros, LLVMConstNull(zt));
+  LLVMSetGlobalConstant(cv.zeros, 1);
+  LLVMSetLinkage(cv.zeros, LLVMPrivateLinkage);
   CgEpiPlan ep;
   if (cg_epi_plan_lanes(k, 1, 2, &ep))
     cv.ep = &ep;

@@ -39,6 +39,9 @@ typedef struct Model {
   int plan_threads;              /* threads the memory plan is made for */
   int64_t guard;                 /* bytes after each region that no run may touch */
   int opt;                       /* the pipeline's -O level: 0 unless a test sets it */
+  int lanes;                     /* the passes' f32 lanes: 0 (no layout pass) unless set */
+  const void *(*param_data)(const Graph *g, const Value *p, void *user); /* known weights, or NULL */
+  void *param_user;
 } Model;
 
 /* "f32[3, 4]" as a Type: TY(RT_F32, 3, 4). Rank 0 is ir_type_const(dt, 0, NULL). */
@@ -77,7 +80,8 @@ static inline void model_fail_diags(Model *m, const char *step) {
 /* Codegen alone, for tests of its errors: 0, or -1 with err filled. */
 static inline int model_codegen(Model *m, CgCtx *c, char *err, int errlen) {
   PassCtx cx = {.opt = m->opt, .threads = m->plan_threads, .verify = true,
-                .work_bytes = cg_work_bytes};
+                .work_bytes = cg_work_bytes, .lanes = m->lanes,
+                .param_data = m->param_data, .param_user = m->param_user};
   if (m->diags.nerrors)
     model_fail_diags(m, "building");
   if (pass_run_pipeline(m->g, &cx) < 0)

@@ -200,6 +200,16 @@ CASES = [
      lambda x, p: conv(x, p, 1, "same", 2)),
     ("convt2d_wide", (2, 6, 3, 33), "conv_transpose2d(4, k=3, pad=1)",
      conv_params(6, 4, (3, 3), transposed=True), lambda x, p: conv_t(x, p, 1, 1)),
+    # the direct convolution's rows (codegen/conv_blocked.c; test_conv runs
+    # the conv2d cases blocked and NHWC too): output widths 1 to 13 and 32
+    # split into tiles of at most 6 columns every way (one tile, two edge
+    # tiles, runs of inside tiles of one or two widths between them); 17
+    # filters are a pair of 8-channel blocks and a lone one; 3 and 1 input
+    # channels are what NHWC reads unpadded
+    *[(f"conv2d_row{w}", (2, 3, 3, w), "conv2d(17, k=3, pad=1)", conv_params(3, 17, (3, 3)),
+       lambda x, p: conv(x, p, 1, 1)) for w in list(range(1, 14)) + [32]],
+    ("conv2d_row_c1", (2, 1, 4, 11), "conv2d(8, k=[3, 5], pad=[1, 2], bias=false)",
+     conv_params(1, 8, (3, 5), bias=False), lambda x, p: conv(x, p, 1, (1, 2))),
 ]
 
 

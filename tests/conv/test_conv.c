@@ -9,11 +9,16 @@
  * the bias the GEMM's epilogue) and run on the fixture's values: y and the
  * gradients of x and of every parameter must match PyTorch within 1e-4 by
  * DESIGN.md's measure. The same case in f64 (f32 replaced) at -O0 is
- * checked against central differences of the loss, within 1e-6. Then the
- * mistakes a user can make with these layers, each with its message.
+ * checked against central differences of the loss, within 1e-6. The
+ * conv2d cases again with the layout pass forced (KILN_LAYOUT): the step
+ * blocked (codegen/conv_blocked.c's direct convolution forward and for dx,
+ * its filter gradient for dw), and inference with the input NHWC, its
+ * weights known to the passes; the conv2d_row cases give it every split
+ * of a row into register tiles. Then the mistakes a user can make with
+ * these layers, each with its message.
  *
  * KILN_SRC is the source tree (meson passes it); FILTER=test_errors runs
- * the tests whose names match. */
+ * the tests whose names match, SKIP=... all but those. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,6 +82,19 @@ static int case_names(RtArena *a, const char ***out) {
   return f->nmodels;
 }
 
+/* fn(name, layout) for each case of cases.kiln whose name starts with prefix. */
+static void each_case(const char *prefix, void (*fn)(const char *name, const char *layout),
+                      const char *layout) {
+  RtArena *a = rt_arena_new();
+  const char **names;
+  int n = case_names(a, &names);
+  assert_true(n >= 40);
+  for (int i = 0; i < n; i++)
+    if (!strncmp(names[i], prefix, strlen(prefix)))
+      fn(names[i], layout);
+  rt_arena_free(a);
+}
+
 static Value *output_named(const Graph *g, const char *name) {
   for (int i = 0; i < g->noutputs; i++)
     if (g->outputs[i]->name && !strcmp(g->outputs[i]->name, name))
@@ -93,12 +111,23 @@ static Value *input_named(const Graph *g, const char *name) {
   return NULL;
 }
 
+/* Compiles m as the harness does, or with the target's lanes and
+ * KILN_LAYOUT=layout forcing passes/layout.c's choice ("blocked", "nhwc"). */
+static void compile_as(Model *m, const char *layout) {
+  if (layout) {
+    m->lanes = cg_host_lanes(4);
+    setenv("KILN_LAYOUT", layout, 1);
+  }
+  ad_compile(m);
+  unsetenv("KILN_LAYOUT");
+}
+
 /* Lowers case `name` in training mode, adds loss = sum(y * r) with the
  * input r, marks x and the parameters for gradients, and compiles at
  * -O<opt>. x becomes the parameter "input.x" (as a trained image would
  * be): the memory plan keeps the gradients of parameters to the end of
  * the step, not those of inputs. */
-static void build(Model *m, const char *name, RtDType dt, int opt) {
+static void build(Model *m, const char *name, RtDType dt, int opt, const char *layout) {
   Graph *g = model_new(m, name);
   m->opt = opt;
   size_t len;
@@ -117,7 +146,7 @@ static void build(Model *m, const char *name, RtDType dt, int opt) {
     g->params[i]->wrt = g->params[i]->role == V_PARAM;
   g->loss = sum_all(g, ir_op2(g, OP_mul, y, r, NOLOC));
   ir_output(g, g->loss, "loss");
-  ad_compile(m);
+  compile_as(m, layout);
 }
 
 static const RtTensor *fixture(const char *name, const char *what) {
@@ -149,10 +178,26 @@ static const char *fixture_name(const Value *p) {
   return strncmp(p->name, "input.", 6) ? p->name : p->name + 6;
 }
 
-/* Case `name` at -O<opt> against its fixture. */
-static void against_torch(const char *name, int opt) {
+/* Under a forced layout no convolution of one group is left to the
+ * implicit GEMM but a strided conv2d_bwd_data (layout_training leaves it). */
+static void assert_no_nchw_conv(const Graph *g, const char *name) {
+  int blocked = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if ((n->op == OP_conv2d || n->op == OP_conv2d_bwd_filter) && n->attr.groups == 1)
+      fail_msg("%s: %s left NCHW under KILN_LAYOUT", name, op_name(n->op));
+    blocked += n->op == OP_conv2d_nchwc;
+  }
+  if (!blocked && !strstr(name, "groups") && !strstr(name, "depthwise"))
+    fail_msg("%s: no conv2d_nchwc under KILN_LAYOUT", name);
+}
+
+/* Case `name` at -O3 against its fixture, layout forced (or NULL). */
+static void against_torch(const char *name, const char *layout) {
   Model m;
-  build(&m, name, RT_F32, opt);
+  build(&m, name, RT_F32, 3, layout);
+  if (layout)
+    assert_no_nchw_conv(m.g, name);
   const Graph *g = m.g;
   model_set(&m, input_named(g, "r"), as_ten(&m, fixture(name, "r")));
   for (int i = 0; i < g->nparams; i++)
@@ -168,20 +213,65 @@ static void against_torch(const char *name, int opt) {
   model_free(&m);
 }
 
-static void test_against_torch(void **state) {
-  RtArena *a = rt_arena_new();
-  const char **names;
-  int n = case_names(a, &names);
-  assert_true(n >= 40);
-  for (int i = 0; i < n; i++)
-    against_torch(names[i], 3);
-  rt_arena_free(a);
+static void test_against_torch(void **state) { each_case("", against_torch, NULL); }
+
+/* ---- the direct convolution (codegen/conv_blocked.c) ----------------------- */
+
+/* The conv2d cases' steps blocked: forward, dx (at stride 1 a conv2d_nchwc
+ * on the flipped weight, its padding the kernel's reach less the forward's)
+ * and dw, against PyTorch. */
+static void test_blocked_against_torch(void **state) { each_case("conv2d", against_torch, "blocked"); }
+
+/* A parameter's fixture data, for the layout pass (which bakes the weights
+ * of inference graphs): user is the case's name. */
+static const void *fixture_param(const Graph *g, const Value *p, void *user) {
+  (void)g;
+  return fixture(user, p->name)->data;
 }
 
-/* Case `name` in f64: every gradient against central differences. */
-static void finite_differences(const char *name) {
+/* Case `name` for inference with the input NHWC (layout "nhwc": bi = C
+ * lanes, unpadded) where it enters a convolution of one group: y against
+ * PyTorch's. */
+static void inference_against_torch(const char *name, const char *layout) {
   Model m;
-  build(&m, name, RT_F64, 0);
+  Graph *g = model_new(&m, name);
+  m.opt = 3;
+  size_t len;
+  const char *text = source(&m, RT_F32, &len);
+  AstFile *f = fe_parse(m.arena, "cases.kiln", text, len, &m.diags);
+  assert_non_null(f);
+  FeOptions o = {.model = name};
+  if (!fe_lower_into(g, f, &o, &(FeMode){0}, &m.diags) || m.diags.nerrors)
+    model_fail_diags(&m, "lowering");
+  m.param_data = fixture_param;
+  m.param_user = (void *)name;
+  compile_as(&m, layout);
+  int64_t lanes = 0;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == OP_conv2d_nchwc)
+      sz_is_const(g->nodes[i]->in[0]->type.dim[4], &lanes);
+  int64_t c = fixture(name, "x")->shape[1];
+  if (!strstr(name, "groups") && !strstr(name, "depthwise") && lanes != c)
+    fail_msg("%s: the convolution reads %lld lanes, not %lld channels NHWC", name, (long long)lanes,
+             (long long)c);
+  model_set(&m, input_named(g, "x"), as_ten(&m, fixture(name, "x")));
+  for (int i = 0; i < g->nparams; i++)     /* those not baked (a grouped convolution's) */
+    if (g->params[i]->role == V_PARAM)
+      model_set(&m, g->params[i], as_ten(&m, fixture(name, g->params[i]->name)));
+  model_run(&m, 0, HARNESS_THREADS);
+  check(&m, name, "y", output_named(g, "y"));
+  model_free(&m);
+}
+
+static void test_nhwc_against_torch(void **state) {
+  each_case("conv2d", inference_against_torch, "nhwc");
+}
+
+/* Case `name` in f64 at -O0 (layout NULL): every gradient against
+ * central differences. */
+static void finite_differences(const char *name, const char *layout) {
+  Model m;
+  build(&m, name, RT_F64, 0, layout);
   const Graph *g = m.g;
   const Value *loss = output_named(g, "loss");
   fill_value(&m, input_named(g, "r"), FILL_UNIFORM, 2);
@@ -208,14 +298,7 @@ static void finite_differences(const char *name) {
   model_free(&m);
 }
 
-static void test_finite_differences(void **state) {
-  RtArena *a = rt_arena_new();
-  const char **names;
-  int n = case_names(a, &names);
-  for (int i = 0; i < n; i++)
-    finite_differences(names[i]);
-  rt_arena_free(a);
-}
+static void test_finite_differences(void **state) { each_case("", finite_differences, NULL); }
 
 /* ---- mistakes --------------------------------------------------------------- */
 
@@ -269,9 +352,13 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_against_torch),
       cmocka_unit_test(test_finite_differences),
+      cmocka_unit_test(test_blocked_against_torch),
+      cmocka_unit_test(test_nhwc_against_torch),
       cmocka_unit_test(test_errors),
   };
   if (getenv("FILTER"))
     cmocka_set_test_filter(getenv("FILTER"));
+  if (getenv("SKIP"))
+    cmocka_set_skip_filter(getenv("SKIP"));
   return cmocka_run_group_tests(tests, setup, teardown);
 }
