@@ -34,8 +34,9 @@
  * of `work` (its A block and private B block), claimed from a bit mask with
  * an atomic, so nothing depends on OpenMP thread numbers.
  *
- * A small shared B (all its K blocks at most WHOLE_B elements, WHOLE_B_ONE
- * at one thread) is packed whole, in one parallel pass, before a single
+ * A small shared B (all its K blocks at most WHOLE_B elements where a K
+ * block is under WHOLE_FLOPS of work and more than one thread runs,
+ * WHOLE_B_ONE otherwise) is packed whole, in one parallel pass, before a single
  * launch of the tiles, each of which then runs all its K blocks: one
  * parallel region for the pack and one for the tiles instead of two per K
  * block, and each tile's C rows stay in cache from one K block to the
@@ -77,6 +78,8 @@ enum {
 };
 /* A chunk worth a parallel task (about 50 us of a core); smaller problems stay on one thread. */
 #define GEMM_TILE_FLOPS 4194304.0
+/* Work of one K block below which, at more than one thread, a B of up to WHOLE_B is packed whole. */
+#define GEMM_WHOLE_FLOPS (8 * GEMM_TILE_FLOPS)
 /* Per matrix, below this a batch with distinct B matrices runs one task per matrix. */
 #define GEMM_PRIVATE_FLOPS 8388608.0
 
@@ -1252,10 +1255,13 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef thr, LL
    * tiles per block brought C from memory nkb times (32768 x 32 x 288).
    * At one thread there is no barrier to save, and a B larger than L2
    * read by every row tile from L3 made 128 x 256 x 784 15% slower than
-   * a block packed just before its use. */
+   * a block packed just before its use; with more threads that cost
+   * stays where a K block's work dwarfs a barrier (WHOLE_FLOPS: 512^3). */
   LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX)), whole_rows = mul(g, nkb, kcb);
-  LLVMValueRef whole_max = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, thr, LLVMConstInt(g->c->t_i32, 1, 0), ""),
-                                           k64(g, GEMM_WHOLE_B), k64(g, GEMM_WHOLE_B_ONE), "");
+  LLVMValueRef block_flops = fmul(g, fmul(g, to_f64(g, M), to_f64(g, N)), fmul(g, to_f64(g, kcb), f64c(g, 2)));
+  LLVMValueRef many = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, thr, LLVMConstInt(g->c->t_i32, 1, 0), ""),
+                                   flt(g, block_flops, GEMM_WHOLE_FLOPS), "");
+  LLVMValueRef whole_max = LLVMBuildSelect(g->b, many, k64(g, GEMM_WHOLE_B), k64(g, GEMM_WHOLE_B_ONE), "");
   LLVMValueRef whole = LLVMBuildICmp(g->b, LLVMIntSLE, mul(g, npad, whole_rows), whole_max, "");
   set(g, ctx, F_BSTRIDE, LLVMBuildSelect(g->b, whole, mul(g, npad, kcb), k64(g, 0), ""));
   plan_work(g, fn, ctx, M, N, whole_rows);
