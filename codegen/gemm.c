@@ -34,14 +34,20 @@
  * of `work` (its A block and private B block), claimed from a bit mask with
  * an atomic, so nothing depends on OpenMP thread numbers.
  *
- * A narrow B (N <= NARROW_N) changes two things, never the order of
- * summation: the micro-kernel reads a non-transposed A in place, and a
- * shared B is packed whole (all K blocks, K <= WHOLE_K) before a single
- * launch of the tiles, each of which then runs all its K blocks.
+ * A small shared B (all its K blocks at most WHOLE_B elements where a K
+ * block is under WHOLE_FLOPS of work and more than one thread runs,
+ * WHOLE_B_ONE otherwise) is packed whole, in one parallel pass, before a single
+ * launch of the tiles, each of which then runs all its K blocks: one
+ * parallel region for the pack and one for the tiles instead of two per K
+ * block, and each tile's C rows stay in cache from one K block to the
+ * next. Whole or by K block, the tiles and the order of summation are the
+ * same, so the thread count may choose. A narrow B (N <= NARROW_N) also
+ * has the micro-kernel read a non-transposed A in place. Neither changes
+ * the order of summation.
  *
  * Work layout (cg_gemm_work_bytes mirrors it):
  *   [64 bytes: slot mask][shared B, if M > MIN_ROWS: the larger of min(K, KC) x ceil64(N)
- *    and min(all K blocks, WHOLE_K) x 64][slots: MC x KC of A + KC x NTMAX of B]
+ *    and min(all K blocks x ceil64(N), WHOLE_B)][slots: MC x KC of A + KC x NTMAX of B]
  */
 #include "codegen/codegen.h"
 #include <assert.h>
@@ -65,12 +71,15 @@ enum {
   GEMM_SECOND_SPLIT = 8,  /* tiles sought by splitting the costlier dimension too */
   GEMM_MAX_SLOTS = 64,    /* bits of the slot mask: threads per call */
   GEMM_HEADER = 64,
-  GEMM_PACK_GRAIN = 1 << 18, /* elements of B packed per chunk: a smaller B is packed by the caller alone */
-  GEMM_NARROW_N = 32,       /* N up to this is narrow: A read in place, all of B packed at once (plan) */
-  GEMM_WHOLE_K = 4 * GEMM_KC, /* ... the latter up to this K */
+  GEMM_PACK_GRAIN = 1 << 16, /* elements of B packed per chunk (~25 us): a smaller B is packed by the caller alone */
+  GEMM_NARROW_N = 32,       /* N up to this is narrow: A read in place (plan) */
+  GEMM_WHOLE_B = 1 << 18,   /* a shared B of at most this many elements (padded) is packed whole (plan) ... */
+  GEMM_WHOLE_B_ONE = 1 << 16, /* ... at one thread, this many (it then stays in L2) */
 };
 /* A chunk worth a parallel task (about 50 us of a core); smaller problems stay on one thread. */
 #define GEMM_TILE_FLOPS 4194304.0
+/* Work of one K block below which, at more than one thread, a B of up to WHOLE_B is packed whole. */
+#define GEMM_WHOLE_FLOPS (8 * GEMM_TILE_FLOPS)
 /* Per matrix, below this a batch with distinct B matrices runs one task per matrix. */
 #define GEMM_PRIVATE_FLOPS 8388608.0
 
@@ -96,7 +105,8 @@ int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthr
     K = 0;
   int64_t nkb = K > GEMM_KC ? (K + GEMM_KC - 1) / GEMM_KC : 1, kc = (K + nkb - 1) / nkb;
   int64_t one_block = round_up(N, GEMM_NR_MAX) * (K < GEMM_KC ? K : GEMM_KC);
-  int64_t whole = round_up(GEMM_NARROW_N, GEMM_NR_MAX) * (nkb * kc < GEMM_WHOLE_K ? nkb * kc : GEMM_WHOLE_K);
+  int64_t whole = round_up(N, GEMM_NR_MAX) * nkb * kc;
+  whole = whole < GEMM_WHOLE_B ? whole : GEMM_WHOLE_B;
   int64_t shared_b = M > GEMM_MIN_ROWS ? round_up((one_block > whole ? one_block : whole) * sz, 64) : 0;
   int64_t slot = round_up((GEMM_MC + tile_width_max(N)) * GEMM_KC * sz, 64);
   return GEMM_HEADER + shared_b + slots_for(nthreads) * slot;
@@ -246,9 +256,9 @@ static LLVMValueRef call(Gen *g, LLVMValueRef fn, LLVMValueRef *args, int n) {
 enum {
   F_A, F_LDA, F_SA, F_B, F_LDB, F_SB, F_C, F_LDC, F_SC, F_EPI,
   F_M, F_N, F_K, F_KC, F_NKB, F_MTILES, F_NTILES, F_MPANELS, F_NPANELS,
-  F_B0, F_KB0, F_KB1, F_KBP, F_BSTRIDE, F_PRIVATE, F_DIRECT_LDA, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
+  F_B0, F_KB0, F_KB1, F_BSTRIDE, F_PRIVATE, F_DIRECT_LDA, F_PACKED, F_MASK, F_SLOTS, F_SLOT_BYTES,
   F_IH, F_IW, F_PW,          /* an implicit B's image height, width, positions per row */
-  /* F_KBP: the K block bpack packs; F_BSTRIDE: elements from one K block of
+  /* F_BSTRIDE: elements from one K block of
    * the shared packing to the next (0: it holds one); F_DIRECT_LDA: lda
    * where the micro-kernel reads A in place, else 0 (packed) */
   F_COUNT
@@ -1086,21 +1096,24 @@ static LLVMValueRef emit_task(Gen *g) {
   return fn;
 }
 
-/* bpack(ctx, lo, hi): NR panels lo .. hi of K block KBP of op(B_b0) into
- * the shared packed region, panel p at p*kc*NR of the block. One K block
- * at a time, as BLIS does: the block the tiles are about to read is the
- * one most recently packed (1 MiB at N = 1024, in L3), where packing all
- * of K first made every block come from memory and cost 10-15% beyond
- * N*K = 1M. A narrow B is the exception (plan). */
+/* bpack(ctx, lo, hi): NR panels lo .. hi of K blocks KB0 .. KB1 of
+ * op(B_b0) into the shared packed region, panel p at p*kc*NR of its block.
+ * Usually one K block per launch, as BLIS does: the block the tiles are
+ * about to read is the one most recently packed (1 MiB at N = 1024, in
+ * L3), where packing all of K first made every block come from memory and
+ * cost 10-15% beyond N*K = 1M. A small B is the exception (plan). */
 static LLVMValueRef emit_bpack(Gen *g) {
   CgCtx *c = g->c;
   LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i64};
   LLVMValueRef fn = new_part(g, "bpack", c->t_void, p, 3);
   LLVMValueRef ctx = LLVMGetParam(fn, 0), K = get(g, ctx, F_K), N = get(g, ctx, F_N), kNR = k64(g, g->nr);
   LLVMValueRef Bb = elem(g, get(g, ctx, F_B), mul(g, get(g, ctx, F_B0), get(g, ctx, F_SB)));
-  LLVMValueRef kb = get(g, ctx, F_KBP), kcb = get(g, ctx, F_KC), k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
   LLVMValueRef n0 = mul(g, LLVMGetParam(fn, 1), kNR), n1 = emin(g, mul(g, LLVMGetParam(fn, 2), kNR), N);
+  Loop lk;
+  LLVMValueRef kb = loop_open(g, &lk, get(g, ctx, F_KB0), get(g, ctx, F_KB1));
+  LLVMValueRef kcb = get(g, ctx, F_KC), k0 = mul(g, kb, kcb), kc = emin(g, kcb, sub(g, K, k0));
   pack_b_block(g, ctx, Bb, elem(g, shared_block(g, ctx, kb), mul(g, n0, kc)), k0, kc, n0, sub(g, n1, n0));
+  loop_close(g, &lk, k64(g, 1));
   LLVMBuildRetVoid(g->b);
   return fn;
 }
@@ -1154,8 +1167,8 @@ static LLVMValueRef narrow(Gen *g, LLVMValueRef N) {
 }
 
 /* The layout of `work` (cg_gemm_work_bytes computes the same in C). The
- * shared packing holds one K block or, for a narrow B, all its K rows
- * (whole_rows); sized for the larger of both, so that the size grows with
+ * shared packing holds one K block or, for a small B, all its K rows
+ * (whole_rows), at most WHOLE_B elements; sized for the larger of both, so that the size grows with
  * M, N and K and work planned for a shape serves every smaller one. */
 static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef M, LLVMValueRef N,
                       LLVMValueRef whole_rows) {
@@ -1163,7 +1176,7 @@ static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef M,
   LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX)), K = get(g, ctx, F_K);
   LLVMValueRef packed = byte(g, work, k64(g, GEMM_HEADER));
   LLVMValueRef one_block = mul(g, npad, emin(g, K, k64(g, GEMM_KC)));
-  LLVMValueRef whole = mul(g, k64(g, round_up(GEMM_NARROW_N, GEMM_NR_MAX)), emin(g, whole_rows, k64(g, GEMM_WHOLE_K)));
+  LLVMValueRef whole = emin(g, mul(g, npad, whole_rows), k64(g, GEMM_WHOLE_B));
   LLVMValueRef shared_bytes = LLVMBuildSelect(g->b, lt(g, k64(g, GEMM_MIN_ROWS), M),
                                               rup(g, mul(g, emax(g, one_block, whole), sz), c64), k64(g, 0), "");
   LLVMValueRef ntmax = emin(g, npad, k64(g, GEMM_NC));
@@ -1185,15 +1198,16 @@ static LLVMValueRef direct_lda(Gen *g, LLVMValueRef fn) {
 }
 
 /* The tile grid, the packing mode and the work layout, all from the sizes
- * (never the thread count), stored into ctx. Out: the regions (one, or one
+ * (never the thread count, thr, except whether a small shared B is packed
+ * whole, which changes no sum), stored into ctx. Out: the regions (one, or one
  * per batch item when each has its own B to pack and share), the tiles of a
  * region and their chunk grain, the B panels and their grain.
  *
  * B is packed once and shared when several tiles use it; a tile packs its
  * own B blocks ("private") when it is the only user, or when a batch of
  * small matrices with distinct B runs as one region of per-matrix tasks. */
-static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregions, LLVMValueRef *ntiles,
-                 LLVMValueRef *grain, LLVMValueRef *bpanels, LLVMValueRef *bgrain) {
+static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef thr, LLVMValueRef *nregions,
+                 LLVMValueRef *ntiles, LLVMValueRef *grain, LLVMValueRef *bpanels, LLVMValueRef *bgrain) {
   LLVMValueRef batch = LLVMGetParam(fn, P_BATCH), M = LLVMGetParam(fn, P_M), N = LLVMGetParam(fn, P_N);
   LLVMValueRef K = emax(g, LLVMGetParam(fn, P_K), k64(g, 0)), one = k64(g, 1), K1 = emax(g, K, one);
   LLVMValueRef flops = fmul(g, fmul(g, to_f64(g, M), to_f64(g, N)), fmul(g, to_f64(g, K1), f64c(g, 2)));
@@ -1234,13 +1248,21 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef *nregio
   set(g, ctx, F_NPANELS, pn);
   set(g, ctx, F_PRIVATE, LLVMBuildZExt(g->b, priv, g->c->t_i64, ""));
   set(g, ctx, F_DIRECT_LDA, direct_lda(g, fn));
-  /* A narrow B (at most NARROW_N columns, WHOLE_K rows) is packed whole before the tiles
-   * run, which then take all K blocks in turn: their C rows stay in cache
-   * from one block to the next, where a pass of all the tiles per block
-   * brought C from memory nkb times (32768 x 32 x 288). */
+  /* A small B is packed whole before the tiles run, which then take all
+   * K blocks in turn: one launch of the tiles rather than one per K block
+   * (each a wake-up and a barrier of the threads), and the tiles' C rows
+   * stay in cache from one block to the next, where a pass of all the
+   * tiles per block brought C from memory nkb times (32768 x 32 x 288).
+   * At one thread there is no barrier to save, and a B larger than L2
+   * read by every row tile from L3 made 128 x 256 x 784 15% slower than
+   * a block packed just before its use; with more threads that cost
+   * stays where a K block's work dwarfs a barrier (WHOLE_FLOPS: 512^3). */
   LLVMValueRef npad = rup(g, N, k64(g, GEMM_NR_MAX)), whole_rows = mul(g, nkb, kcb);
-  LLVMValueRef whole = LLVMBuildAnd(g->b, narrow(g, N), LLVMBuildICmp(g->b, LLVMIntSLE, whole_rows,
-                                                                      k64(g, GEMM_WHOLE_K), ""), "");
+  LLVMValueRef block_flops = fmul(g, fmul(g, to_f64(g, M), to_f64(g, N)), fmul(g, to_f64(g, kcb), f64c(g, 2)));
+  LLVMValueRef many = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, thr, LLVMConstInt(g->c->t_i32, 1, 0), ""),
+                                   flt(g, block_flops, GEMM_WHOLE_FLOPS), "");
+  LLVMValueRef whole_max = LLVMBuildSelect(g->b, many, k64(g, GEMM_WHOLE_B), k64(g, GEMM_WHOLE_B_ONE), "");
+  LLVMValueRef whole = LLVMBuildICmp(g->b, LLVMIntSLE, mul(g, npad, whole_rows), whole_max, "");
   set(g, ctx, F_BSTRIDE, LLVMBuildSelect(g->b, whole, mul(g, npad, kcb), k64(g, 0), ""));
   plan_work(g, fn, ctx, M, N, whole_rows);
 }
@@ -1289,16 +1311,16 @@ static LLVMValueRef emit_entry(Gen *g) {
   return_if_empty(g, fn);
   LLVMValueRef thr = thread_count(g, LLVMGetParam(fn, P_NTHREADS));
   LLVMValueRef nregions, ntiles, grain, bpanels, bgrain;
-  plan(g, fn, ctx, &nregions, &ntiles, &grain, &bpanels, &bgrain);
+  plan(g, fn, ctx, thr, &nregions, &ntiles, &grain, &bpanels, &bgrain);
   LLVMValueRef priv = LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_PRIVATE), zero, "");
 
   /* private: one launch of the tiles for all K blocks; shared: per K
-   * block, pack it, then run the tiles on it; shared whole (a narrow B):
-   * pack every K block, then one launch */
+   * block, pack it, then run the tiles on it; shared whole (a small B):
+   * pack every K block in one launch, then one launch of the tiles */
   LLVMValueRef one = k64(g, 1), nkb = get(g, ctx, F_NKB);
   LLVMValueRef once = LLVMBuildOr(g->b, priv, LLVMBuildICmp(g->b, LLVMIntNE, get(g, ctx, F_BSTRIDE), zero, ""), "");
   LLVMValueRef nlaunch = LLVMBuildSelect(g->b, once, one, nkb, ""), kbs = LLVMBuildSelect(g->b, once, nkb, one, "");
-  Loop lr, lk, lp;
+  Loop lr, lk;
   LLVMValueRef r = loop_open(g, &lr, zero, nregions);
   set(g, ctx, F_B0, r);
   LLVMValueRef kb = loop_open(g, &lk, zero, nlaunch);
@@ -1306,9 +1328,7 @@ static LLVMValueRef emit_entry(Gen *g) {
   set(g, ctx, F_KB1, mul(g, add(g, kb, one), kbs));
   If pack;
   if_open(g, &pack, LLVMBuildNot(g->b, priv, ""));
-  set(g, ctx, F_KBP, loop_open(g, &lp, get(g, ctx, F_KB0), get(g, ctx, F_KB1)));
   parallel_for(g, g->bpack, ctx, bpanels, bgrain, thr);
-  loop_close(g, &lp, one);
   if_close(g, &pack);
   LLVMBuildStore(g->b, zero, get(g, ctx, F_MASK));
   parallel_for(g, g->task, ctx, ntiles, grain, thr);

@@ -329,9 +329,10 @@ static void test_batch(void **state) {
 }
 
 /* The same bits whatever the thread count, on problems big enough to be
- * split into many tiles and K blocks. */
+ * split into many tiles and K blocks; the first two have a B packed by K
+ * block at one thread and whole at more (the MLP's first layer). */
 static void test_thread_invariance(void **state) {
-  static const int64_t shapes[][4] = {{1, 300, 257, 600}, {3, 200, 150, 300}, {1, 1000, 40, 64}};
+  static const int64_t shapes[][4] = {{1, 300, 257, 600}, {1, 128, 256, 784}, {3, 200, 150, 300}, {1, 1000, 40, 64}};
   for (int d = 0; d < 2; d++)
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
       Case k = {.d = d, .tb = 1, .epi = 1, .batch = shapes[s][0], .M = shapes[s][1], .N = shapes[s][2],
@@ -438,6 +439,8 @@ static void test_work_bytes(void **state) {
   assert_true(cg_gemm_work_bytes(RT_F32, 200, 5000, 5000, 1) >= 5000LL * 256 * 4);
   assert_true(cg_gemm_work_bytes(RT_F32, 200, 5000, 5000, 1) < 5000LL * 5000);
   assert_true(cg_gemm_work_bytes(RT_F32, 8, 5000, 5000, 1) < cg_gemm_work_bytes(RT_F32, 200, 5000, 5000, 1));
+  /* a small B packed whole: all its K blocks */
+  assert_true(cg_gemm_work_bytes(RT_F32, 128, 256, 784, 1) >= 256LL * 784 * 4);
   /* monotone in every size: work planned for the largest shape serves all smaller ones */
   for (int i = 0; i + 1 < NSIZES; i++)
     for (int j = 0; j < NSIZES; j++) {
