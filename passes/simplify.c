@@ -190,7 +190,7 @@ static void eval_map(const Graph *g, const Node *n, const Dims *od, const Dims *
   const int *perm = n->op == OP_transpose ? n->attr.perm : NULL;
   bool flat = n->op == OP_reshape || op_is(n->op, CAT_ELEMWISE);
   bool ints = !ir_is_float(n->out[0]->type.dt);
-  for (int k = 0; k < n->nin; k++)
+  for (int k = 0; k < n->nin && !flat; k++)     /* a reshape may lower the rank: no strides */
     read_strides(od, &id[k], perm, st[k]);
   for (int64_t i = 0; i < od->n; i++) {
     double x[2];

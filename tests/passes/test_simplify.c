@@ -96,6 +96,21 @@ static void build_fold(Graph *g) {
   ir_output(g, add(g, add(g, x, k), mt), "y");
 }
 
+/* A reshape that lowers the rank folds on a constant (it once read strides
+ * for the input's rank into an array of the output's). */
+static void build_fold_flatten(Graph *g) {
+  Value *x = ir_input(g, "x", TY(RT_F32, 6), NOLOC);
+  Value *c = ir_const(g, TY(RT_F32, 2, 3), (float[]){1, 2, 3, 4, 5, 6});
+  ir_output(g, add(g, x, reshape(g, c, 1, (int64_t[]){6})), "y");
+}
+
+static void test_fold_flatten(void **state) {
+  OModel ref, got;
+  both("fold_flatten", build_fold_flatten, 1, &ref, &got);
+  assert_int_equal(got.m.g->nnodes, 1);
+  free_both(&ref, &got);
+}
+
 static void test_constant_folding(void **state) {
   OModel ref, got;
   both("fold", build_fold, 1, &ref, &got);
@@ -504,7 +519,7 @@ static void test_levels(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_constant_folding), cmocka_unit_test(test_fold_semantics),
+      cmocka_unit_test(test_constant_folding), cmocka_unit_test(test_fold_flatten), cmocka_unit_test(test_fold_semantics),
       cmocka_unit_test(test_identities),       cmocka_unit_test(test_not_identities),
       cmocka_unit_test(test_transposes),       cmocka_unit_test(test_reshapes),       cmocka_unit_test(test_sink_reshape),
       cmocka_unit_test(test_cse),              cmocka_unit_test(test_dead_code),
