@@ -72,6 +72,7 @@ Type ir_type(RtDType dt, int rank, const Size *dims);
 Type ir_type_const(RtDType dt, int rank, const int64_t *dims);
 Type ir_type_unknown(void);
 bool ir_type_eq(const Type *a, const Type *b);
+bool ir_dims_eq(const Type *a, const Type *b);   /* the same shape, any dtype */
 bool ir_type_known(const Type *t);
 bool ir_is_float(RtDType dt);
 /* "f32[N, 16, 8, 8]" into buf, with the graph's size names. */

@@ -31,14 +31,16 @@ Type ir_type_unknown(void) {
 
 bool ir_type_known(const Type *t) { return t->rank >= 0; }
 
-bool ir_type_eq(const Type *a, const Type *b) {
-  if (a->dt != b->dt || a->rank != b->rank)
+bool ir_dims_eq(const Type *a, const Type *b) {
+  if (a->rank != b->rank)
     return false;
   for (int i = 0; i < a->rank; i++)
     if (!sz_eq(a->dim[i], b->dim[i]))
       return false;
   return true;
 }
+
+bool ir_type_eq(const Type *a, const Type *b) { return a->dt == b->dt && ir_dims_eq(a, b); }
 
 bool ir_is_float(RtDType dt) { return dt == RT_F32 || dt == RT_F64; }
 

@@ -75,15 +75,6 @@ static bool is_one(Size s) {
   return sz_is_const(s, &c) && c == 1;
 }
 
-static bool same_dims(const Type *a, const Type *b) {
-  if (a->rank != b->rank)
-    return false;
-  for (int i = 0; i < a->rank; i++)
-    if (!sz_eq(a->dim[i], b->dim[i]))
-      return false;
-  return true;
-}
-
 /* How node n reads input k along output axis i: all of it, one element
  * (broadcast), or the axis has one element anyway. Numpy broadcasting,
  * aligned right; batchnorm's statistics and affine parameters vary along
@@ -399,7 +390,7 @@ static bool group_ok(Fuse *F, const int *m, int nm) {
       return false;
   }
   for (int a = 0; a < nm; a++)
-    if (g->nodes[m[a]] != tail && !same_dims(&g->nodes[m[a]]->out[0]->type, space_of(g, m, nm, tail)))
+    if (g->nodes[m[a]] != tail && !ir_dims_eq(&g->nodes[m[a]]->out[0]->type, space_of(g, m, nm, tail)))
       return false;
   if ((head && !epilogue_ok(F, m, nm, head)) || (tail && !reduction_ok(F, m, nm, tail)))
     return false;

@@ -423,17 +423,8 @@ static bool pointwise(Op op) {
   }
 }
 
-static bool same_dims(const Type *a, const Type *b) {
-  if (a->rank != b->rank)
-    return false;
-  for (int i = 0; i < a->rank; i++)
-    if (!sz_eq(a->dim[i], b->dim[i]))
-      return false;
-  return true;
-}
-
 static bool is_reshape_of(const Value *v, const Type *in) {
-  return v->def && v->def->op == OP_reshape && same_dims(&v->def->in[0]->type, in);
+  return v->def && v->def->op == OP_reshape && ir_dims_eq(&v->def->in[0]->type, in);
 }
 
 /* Whether operand v of n reads the same element when n runs in the shape
@@ -442,7 +433,7 @@ static bool is_reshape_of(const Value *v, const Type *in) {
  * single element. */
 static bool reads_same(const Node *n, const Value *v, const Type *in) {
   const Type *out = &n->out[0]->type, *t = &v->type;
-  if (same_dims(t, out))
+  if (ir_dims_eq(t, out))
     return true;
   for (int i = 0; i + 1 < t->rank; i++)
     if (!sz_eq(t->dim[i], sz_const(1)))
@@ -461,7 +452,7 @@ static Value *reshaped(Graph *g, Value *v, int rank, const Size *dims, SrcLoc lo
 /* Operand v of n, read in the shape `in` (reads_same holds). */
 static Value *operand_in(Graph *g, const Node *n, Value *v, const Type *in) {
   const Type *t = &v->type;
-  if (same_dims(t, &n->out[0]->type))
+  if (ir_dims_eq(t, &n->out[0]->type))
     return is_reshape_of(v, in) ? v->def->in[0] : reshaped(g, v, in->rank, in->dim, n->loc);
   if (t->rank <= 1)
     return v;
@@ -493,14 +484,14 @@ static void sink_reshape(Simp *s, Node *n) {
   if (n->nout != 1 || n->nin > 3 || !pointwise(n->op) || fixed(s, n->out[0]))
     return;
   for (int i = 0; i < n->nin && !in; i++)
-    if (n->in[i]->def && n->in[i]->def->op == OP_reshape && same_dims(&n->in[i]->type, &n->out[0]->type))
+    if (n->in[i]->def && n->in[i]->def->op == OP_reshape && ir_dims_eq(&n->in[i]->type, &n->out[0]->type))
       in = &n->in[i]->def->in[0]->type;
   if (!in || !in->rank)
     return;
   bool lowers = in->rank < n->out[0]->type.rank;
   for (int i = 0; i < n->nin; i++) {
     Value *v = n->in[i];
-    if (!reads_same(n, v, in) || (!lowers && same_dims(&v->type, &n->out[0]->type) && !is_reshape_of(v, in)))
+    if (!reads_same(n, v, in) || (!lowers && ir_dims_eq(&v->type, &n->out[0]->type) && !is_reshape_of(v, in)))
       return;
   }
   int n0 = g->nnodes;

@@ -335,16 +335,12 @@ static void test_threads(void **state) {
 
 /* ---- training steps ---------------------------------------------------------------- */
 
-/* conv, bias, tanh, conv (the same geometry), loss sum(y * target), SGD:
- * smooth, so that no rounding difference flips a gradient. */
-static void build_step(Graph *g) {
-  const Geo *q = cur_geo;
-  Value *x = batch_input(g, q->c, q->h, q->w);
-  Value *h = op1(g, OP_tanh, op2(g, OP_add, conv(g, x, q, "c1.weight"), bias(g, "c1.bias", q->o)));
-  Value *y = conv(g, h, q, "c2.weight");
+/* g an SGD step on output y: loss sum(y * target) over the axes, every
+ * parameter's gradient, lr an input. */
+static void sgd_step_on(Graph *g, Value *y, uint32_t axes) {
   Value *t = ir_input(g, "target", y->type, NOLOC);
   Attr a = ir_attr();
-  a.axes = 0xf;
+  a.axes = axes;
   ir_output(g, y, "y");
   g->loss = ir_op(g, OP_sum, (Value *[]){op2(g, OP_mul, y, t)}, 1, &a, NOLOC);
   ir_output(g, g->loss, "loss");
@@ -355,6 +351,16 @@ static void build_step(Graph *g) {
   memset(o, 0, sizeof *o);
   o->kind = OPT_SGD;
   g->opt = o;
+}
+
+/* conv, bias, tanh, conv (the same geometry), loss sum(y * target), SGD:
+ * smooth, so that no rounding difference flips a gradient. */
+static void build_step(Graph *g) {
+  const Geo *q = cur_geo;
+  Value *x = batch_input(g, q->c, q->h, q->w);
+  Value *h = op1(g, OP_tanh, op2(g, OP_add, conv(g, x, q, "c1.weight"), bias(g, "c1.bias", q->o)));
+  Value *y = conv(g, h, q, "c2.weight");
+  sgd_step_on(g, y, 0xf);
 }
 
 /* One step of o from its initial weights on inputs of seed 8. */
@@ -455,19 +461,7 @@ static void build_step_block(Graph *g) {
   Attr gap = ir_attr();
   gap.axes = 0xc;
   Value *y = ir_op(g, OP_mean, &h, 1, &gap, NOLOC);
-  Value *t = ir_input(g, "target", y->type, NOLOC);
-  Attr a = ir_attr();
-  a.axes = 0x3;
-  ir_output(g, y, "y");
-  g->loss = ir_op(g, OP_sum, (Value *[]){op2(g, OP_mul, y, t)}, 1, &a, NOLOC);
-  ir_output(g, g->loss, "loss");
-  for (int i = 0; i < g->nparams; i++)
-    g->params[i]->wrt = true;
-  g->lr = ir_input(g, "lr", ir_type_const(RT_F32, 0, NULL), NOLOC);
-  OptSpec *o = rt_arena_alloc(g->arena, sizeof *o);
-  memset(o, 0, sizeof *o);
-  o->kind = OPT_SGD;
-  g->opt = o;
+  sgd_step_on(g, y, 0x3);
 }
 
 /* The whole block is one blocked region, batchnorm, relu, the residual
