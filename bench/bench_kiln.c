@@ -6,11 +6,12 @@
  *
  *   bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N]
  *              [--levels 3] [--iters 30] [--warmup 10] [--min-time 1.0]
- *              [--flop F] [--compile-reps 1] [--target NAME] M.kiln
+ *              [--flop F] [--compile-reps 1] [--seq 16] M.kiln
  *
  * Per level, a fresh model is loaded, given weights (kiln_init_weights) and
- * inputs uniform in [0, 1) (labels in [0, 10) for a training step, or with
- * --target NAME f32 targets shaped as the first output), and run
+ * inputs (a training step's labels and targets too: floats uniform in
+ * [0, 1), integers in [0, 10); size names other than the batch, such as a
+ * sequence's T, are --seq), and run
  * twice: the first call compiles. Its compile time is the load plus the
  * first call less the second call, on the wall clock (compile_ms) and in
  * the thread's CPU time (compile_cpu_ms, which a busy machine does not
@@ -38,8 +39,7 @@ enum { MAXLEVELS = 4, MAXIN = 8, MAXOUT = 8, MAXITERS = 2000 };
 typedef struct Opts {
   const char *path, *name;
   bool train;
-  const char *target;   /* train: f32 labels of this name shaped as the output, not i64 ones */
-  int64_t batch;
+  int64_t batch, seq;   /* seq: every size name but the batch (T) */
   int threads, iters, warmup, compile_reps;
   double min_time, flop;
   int levels[MAXLEVELS], nlevels;
@@ -49,7 +49,7 @@ typedef struct Opts {
 typedef struct Case {
   int level;
   KilnModel *m;
-  KilnTensor in[MAXIN + 1];
+  KilnTensor in[MAXIN];
   int nin;
   KilnStatus st;
   double compile_ms, compile_cpu_ms;   /* medians over --compile-reps */
@@ -71,45 +71,46 @@ static uint64_t lcg(uint64_t *s) {
   return *s >> 33;
 }
 
-/* t (its shape from an info call, -1 the batch) filled: f32 uniform in [0, 1). */
-static KilnStatus fill_uniform(KilnTensor *t, int64_t batch, uint64_t *seed) {
+/* t, described by an info call, given data: dims that are size names are
+ * the batch (the first) or `seq`; floats uniform in [0, 1), integers
+ * (indices, labels) in [0, 10), which every example's vocabulary and
+ * classes cover. */
+static KilnStatus fill(KilnTensor *t, int64_t batch, int64_t seq, uint64_t *seed) {
   int64_t n = 1;
   for (int d = 0; d < t->rank; d++)
-    n *= t->shape[d] = t->shape[d] < 0 ? batch : t->shape[d];
-  float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    n *= t->shape[d] = t->shape[d] >= 0 ? t->shape[d] : d == 0 ? batch : seq;
+  size_t esize = t->dtype == KILN_F32 || t->dtype == KILN_I32 ? 4 : t->dtype == KILN_I64 ? 8 : 1;
+  unsigned char *p = malloc(esize * (size_t)(n ? n : 1));
   if (!p)
     return KILN_ERR_NOMEM;
-  for (int64_t k = 0; k < n; k++)
-    p[k] = (float)(lcg(seed) % 1000000) / 1e6f;
+  for (int64_t k = 0; k < n; k++) {
+    uint64_t r = lcg(seed);
+    float f = (float)(r % 1000000) / 1e6f;
+    int32_t i32 = (int32_t)(r % 10);
+    int64_t i64 = i32;
+    const void *v = t->dtype == KILN_F32 ? (const void *)&f : t->dtype == KILN_I64 ? (const void *)&i64
+                                                                                   : (const void *)&i32;
+    memcpy(p + (size_t)k * esize, v, esize);   /* u8 and bool take i32's low byte */
+  }
   t->data = p;
   return KILN_OK;
 }
 
-/* Input i of m at the batch: f32 uniform in [0, 1). */
-static KilnStatus make_input(KilnModel *m, int i, int64_t batch, KilnTensor *t, uint64_t *seed) {
-  KilnStatus st = kiln_input_info(m, i, t);
-  return st == KILN_OK ? fill_uniform(t, batch, seed) : st;
-}
-
-/* The targets of a regression loss (--target NAME): f32 shaped as the
- * first output, uniform in [0, 1). */
-static KilnStatus make_target(KilnModel *m, const char *name, int64_t batch, KilnTensor *t,
-                              uint64_t *seed) {
-  KilnStatus st = kiln_output_info(m, 0, t);
-  t->name = name;
-  return st == KILN_OK ? fill_uniform(t, batch, seed) : st;
-}
-
-/* The labels of a training step: i64 [batch] in [0, 10). */
-static KilnStatus make_labels(int64_t batch, KilnTensor *t, uint64_t *seed) {
-  *t = (KilnTensor){.name = "label", .dtype = KILN_I64, .rank = 1, .shape = {batch}};
-  int64_t *p = malloc(sizeof(int64_t) * (size_t)batch);
-  if (!p)
-    return KILN_ERR_NOMEM;
-  for (int64_t k = 0; k < batch; k++)
-    p[k] = (int64_t)(lcg(seed) % 10);
-  t->data = p;
-  return KILN_OK;
+/* The inputs of the workload: the model's, or a training step's (the
+ * model's and what its loss reads: labels, regression targets). */
+static KilnStatus make_inputs(Case *c, const Opts *o) {
+  uint64_t seed = 1;
+  int n = o->train ? kiln_train_input_count(c->m) : kiln_input_count(c->m);
+  if (n < 0 || n > MAXIN)
+    return n < 0 ? KILN_ERR_MODEL : KILN_ERR_ARG;
+  KilnStatus st = KILN_OK;
+  for (; st == KILN_OK && c->nin < n; c->nin++) {
+    KilnTensor *t = &c->in[c->nin];
+    st = o->train ? kiln_train_input_info(c->m, c->nin, t) : kiln_input_info(c->m, c->nin, t);
+    if (st == KILN_OK)
+      st = fill(t, o->batch, o->seq, &seed);
+  }
+  return st;
 }
 
 /* One call of the workload; its time in seconds. */
@@ -140,18 +141,12 @@ static void setup(Case *c, const Opts *o, double *wall, double *cpu) {
   opt.opt_level = c->level;
   opt.threads = o->threads;
   opt.max_batch = o->batch;
-  uint64_t seed = 1;
   double t0 = now(), c0 = cpu_now();
   c->st = kiln_load(o->path, &opt, &c->m);
   if (c->st == KILN_OK)
     c->st = kiln_init_weights(c->m, 0);
-  for (; c->st == KILN_OK && c->nin < kiln_input_count(c->m) && c->nin < MAXIN; c->nin++)
-    c->st = make_input(c->m, c->nin, o->batch, &c->in[c->nin], &seed);
-  if (c->st == KILN_OK && o->train)
-    c->st = o->target ? make_target(c->m, o->target, o->batch, &c->in[c->nin], &seed)
-                      : make_labels(o->batch, &c->in[c->nin], &seed);
-  if (c->st == KILN_OK && o->train)
-    c->nin++;
+  if (c->st == KILN_OK)
+    c->st = make_inputs(c, o);
   if (c->st == KILN_OK)
     run_once(c, o);
   double t1 = now(), c1 = cpu_now();
@@ -267,7 +262,7 @@ static int bench(const Opts *o) {
 static int usage(void) {
   fprintf(stderr, "usage: bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N] "
                   "[--levels 0,3] [--iters N] [--warmup N] [--min-time S] [--flop F] "
-                  "[--compile-reps R] [--target NAME] M.kiln\n");
+                  "[--compile-reps R] [--seq T] M.kiln\n");
   return 2;
 }
 
@@ -292,8 +287,8 @@ static int parse(int argc, char **argv, Opts *o) {
       o->min_time = atof(v);
     else if (!strcmp(a, "--flop"))
       o->flop = atof(v);
-    else if (!strcmp(a, "--target"))
-      o->target = v;
+    else if (!strcmp(a, "--seq"))
+      o->seq = atoll(v);
     else if (!strcmp(a, "--compile-reps"))
       o->compile_reps = atoi(v);
     else if (!strcmp(a, "--levels"))
@@ -307,10 +302,10 @@ static int parse(int argc, char **argv, Opts *o) {
 
 int main(int argc, char **argv) {
   kiln_prefer_passive_wait(argv);   /* as the kiln tool: see include/kiln.h */
-  Opts o = {.name = "model", .batch = 1, .iters = 30, .warmup = 10, .compile_reps = 1, .min_time = 1.0,
+  Opts o = {.name = "model", .batch = 1, .seq = 16, .iters = 30, .warmup = 10, .compile_reps = 1, .min_time = 1.0,
             .levels = {3}, .nlevels = 1};
   int i = parse(argc, argv, &o);
-  if (i < 0 || o.batch < 1 || o.iters < 1 || o.warmup < 0 || o.nlevels < 1)
+  if (i < 0 || o.batch < 1 || o.seq < 1 || o.iters < 1 || o.warmup < 0 || o.nlevels < 1)
     return usage();
   o.path = argv[i];
   return bench(&o);

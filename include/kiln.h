@@ -221,6 +221,13 @@ KILN_API KilnStatus kiln_evaluate(KilnModel *m, const KilnTrainOptions *o, KilnE
 KILN_API KilnStatus kiln_train_step(KilnModel *m, const KilnTensor *inputs, int ninputs,
                                     float lr, float *loss);
 
+/* The inputs of kiln_train_step, in its order: the model's inputs, then
+ * what the loss reads besides the outputs (labels, regression targets), as
+ * kiln_input_info describes them. Sets the step up from the train block on
+ * first use; -1 (and a message) when the model has no train block. */
+KILN_API int kiln_train_input_count(KilnModel *m);
+KILN_API KilnStatus kiln_train_input_info(KilnModel *m, int i, KilnTensor *info);
+
 /* The epochs of the last kiln_train (those of a resumed checkpoint too). */
 KILN_API int kiln_epoch_count(const KilnModel *m);
 KILN_API KilnStatus kiln_epoch_get(const KilnModel *m, int i, KilnEpoch *out);

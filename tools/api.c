@@ -163,7 +163,7 @@ void kiln_free(KilnModel *m) {
 int kiln_input_count(const KilnModel *m) { return m && m->sig ? m->sig->ninputs : 0; }
 int kiln_output_count(const KilnModel *m) { return m && m->sig ? m->sig->noutputs : 0; }
 
-static KilnStatus info(const Graph *g, const Value *v, KilnTensor *t) {
+KilnStatus kiln__info(const Value *v, KilnTensor *t) {
   memset(t, 0, sizeof *t);
   t->name = v->name;
   t->dtype = (KilnDType)v->type.dt;
@@ -177,13 +177,13 @@ static KilnStatus info(const Graph *g, const Value *v, KilnTensor *t) {
 KilnStatus kiln_input_info(const KilnModel *m, int i, KilnTensor *t) {
   if (!m || !m->sig || i < 0 || i >= m->sig->ninputs || !t)
     return KILN_ERR_ARG;
-  return info(m->sig, m->sig->inputs[i], t);
+  return kiln__info(m->sig->inputs[i], t);
 }
 
 KilnStatus kiln_output_info(const KilnModel *m, int i, KilnTensor *t) {
   if (!m || !m->sig || i < 0 || i >= m->sig->noutputs || !t)
     return KILN_ERR_ARG;
-  return info(m->sig, m->sig->outputs[i], t);
+  return kiln__info(m->sig->outputs[i], t);
 }
 
 /* ---- weights ---------------------------------------------------------------- */

@@ -71,6 +71,8 @@ struct KilnModel {
 };
 
 /* tools/api.c */
+/* v as the API describes a tensor: dims that are size names read as -1. */
+KilnStatus kiln__info(const Value *v, KilnTensor *t);
 void kiln__reset_errors(KilnModel *m);
 KilnStatus kiln__fail(KilnModel *m, KilnStatus st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

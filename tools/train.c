@@ -1244,6 +1244,36 @@ KilnStatus kiln_evaluate(KilnModel *m, const KilnTrainOptions *o, KilnEpoch *out
 
 /* ---- one step from the API ---------------------------------------------------- */
 
+/* m's trainer, set up from the train block with no overrides unless a
+ * kiln_train call set it up already. */
+static KilnStatus step_trainer(KilnModel *m, KilnTrainer **out) {
+  if (!m->sig)
+    return kiln__fail(m, KILN_ERR_MODEL, "the model did not load");
+  KilnTrainer *tr = *out = trainer(m);
+  KilnTrainOptions none;
+  kiln_train_options_default(&none);
+  return !tr ? KILN_ERR_NOMEM : tr->cfg ? KILN_OK : configure(m, tr, &none);
+}
+
+int kiln_train_input_count(KilnModel *m) {
+  KilnTrainer *tr;
+  if (!m)
+    return -1;
+  kiln__reset_errors(m);
+  return step_trainer(m, &tr) ? -1 : tr->sig->ninputs;
+}
+
+KilnStatus kiln_train_input_info(KilnModel *m, int i, KilnTensor *t) {
+  KilnTrainer *tr;
+  if (!m || !t)
+    return KILN_ERR_ARG;
+  kiln__reset_errors(m);
+  KilnStatus st = step_trainer(m, &tr);
+  if (st)
+    return st;
+  return i < 0 || i >= tr->sig->ninputs ? KILN_ERR_ARG : kiln__info(tr->sig->inputs[i], t);
+}
+
 /* The given tensors in the step's input order (model inputs, then labels). */
 static KilnStatus order_step_inputs(KilnModel *m, const Graph *sig, const KilnTensor *inputs,
                                     int n, const KilnTensor **in) {
@@ -1289,12 +1319,8 @@ KilnStatus kiln_train_step(KilnModel *m, const KilnTensor *inputs, int ninputs, 
   if (!m || (ninputs && !inputs) || !(lr >= 0))
     return KILN_ERR_ARG;
   kiln__reset_errors(m);
-  if (!m->sig)
-    return kiln__fail(m, KILN_ERR_MODEL, "the model did not load");
-  KilnTrainer *tr = trainer(m);
-  KilnTrainOptions none;
-  kiln_train_options_default(&none);
-  KilnStatus st = !tr ? KILN_ERR_NOMEM : tr->cfg ? KILN_OK : configure(m, tr, &none);
+  KilnTrainer *tr;
+  KilnStatus st = step_trainer(m, &tr);
   const KilnTensor *in[64];
   FeSize b[256];
   int nb;

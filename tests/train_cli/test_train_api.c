@@ -314,8 +314,32 @@ static void test_run_after_train_agrees_with_evaluate(void **state) {
   kiln_free(m);
 }
 
+/* A driver learns a step's inputs from the model: its own, then the labels. */
+static void test_step_inputs_described(void **state) {
+  KilnModel *m = load_string(linear);
+  KilnTensor t;
+  assert_int_equal(kiln_train_input_count(m), 2);
+  ok(m, kiln_train_input_info(m, 0, &t));
+  assert_string_equal(t.name, "x");
+  assert_int_equal(t.dtype, KILN_F32);
+  assert_int_equal(t.rank, 2);
+  assert_int_equal(t.shape[0], -1);
+  assert_int_equal(t.shape[1], 3);
+  ok(m, kiln_train_input_info(m, 1, &t));
+  assert_string_equal(t.name, "label");
+  assert_int_equal(t.dtype, KILN_I64);
+  assert_int_equal(t.rank, 1);
+  assert_int_equal(t.shape[0], -1);
+  assert_int_equal(kiln_train_input_info(m, 2, &t), KILN_ERR_ARG);
+  kiln_free(m);
+}
+
 static void test_api_errors(void **state) {
   KilnModel *m = load_string("model p(x: f32[N, 3]) -> (y: f32[N, 2]) {\n  y = x |> dense(2)\n}\n");
+  KilnTensor t;
+  assert_int_equal(kiln_train_input_count(m), -1);
+  assert_non_null(strstr(kiln_errors(m), "no train block"));
+  assert_int_equal(kiln_train_input_info(m, 0, &t), KILN_ERR_MODEL);
   assert_int_equal(kiln_train(m, NULL), KILN_ERR_MODEL);
   assert_non_null(strstr(kiln_errors(m), "no train block"));
   kiln_free(m);
@@ -339,6 +363,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_digits_cnn_learns, setup, teardown),
       cmocka_unit_test_setup_teardown(test_resume_is_exact, setup, teardown),
       cmocka_unit_test_setup_teardown(test_run_after_train_agrees_with_evaluate, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_step_inputs_described, setup, teardown),
       cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
