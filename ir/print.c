@@ -121,6 +121,11 @@ void ir_print(const Graph *g, FILE *out) {
     fprintf(out, "  %s %s: %s = %s%s\n", p->role == V_PARAM ? "param" : "state", p->name,
             TS(&p->type), init_name(p->init.kind), p->frozen ? " frozen" : "");
   }
+  for (int i = 0; i < g->nvals; i++) {   /* tensors the passes computed at compile time */
+    const Value *v = g->vals[i];
+    if (v->role == V_CONST && v->type.rank > 0)
+      fprintf(out, "  const %s: %s\n", VS(v), TS(&v->type));
+  }
   for (int i = 0; i < g->nnodes; i++) {
     print_node(g, g->nodes[i], out);
     if (g->nodes[i]->body) {        /* a scan's step, indented under it */

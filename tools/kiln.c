@@ -303,8 +303,9 @@ static int set_weights(Cli *c, KilnModel *m) {
   if (c->weights) {
     st = kiln_load_weights(m, c->weights);
   } else {
-    fprintf(stderr, "kiln: warning: no --weights given: weights are drawn from seed %llu\n",
-            (unsigned long long)c->seed);
+    if (strcmp(c->cmd, "check"))   /* check runs nothing: the weights only shape the code */
+      fprintf(stderr, "kiln: warning: no --weights given: weights are drawn from seed %llu\n",
+              (unsigned long long)c->seed);
     st = kiln_init_weights(m, c->seed);
   }
   return st == KILN_OK ? 0 : report(m, st);
@@ -312,14 +313,27 @@ static int set_weights(Cli *c, KilnModel *m) {
 
 /* Compiles the bound graph (inference, or with --step the training step)
  * for --emit and --stats without running it; *g is what was compiled. */
-static int compile_only(Cli *c, KilnModel *m, const Graph **g) {
-  const Graph *s = m->sig;
-  int bv = -1;
+/* The batch: the size variable that is the first input's first dim, or -1. */
+static int batch_var(const Graph *s) {
   if (s->ninputs && s->inputs[0]->type.rank > 0) {
     Size z = s->inputs[0]->type.dim[0];
     if (z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1)
-      bv = z.t[0].v[0];
+      return z.t[0].v[0];
   }
+  return -1;
+}
+
+/* A size other than the batch that --size leaves unbound (T), or NULL. */
+static const char *unbound_size(const Graph *s) {
+  for (int i = 0; i < s->nsvars; i++)
+    if (s->svals[i] < 0 && i != batch_var(s))
+      return s->svars[i];
+  return NULL;
+}
+
+static int compile_only(Cli *c, KilnModel *m, const Graph **g) {
+  const Graph *s = m->sig;
+  int bv = batch_var(s);
   if (set_weights(c, m))
     return 1;
   KilnStatus st;
@@ -333,33 +347,33 @@ static int compile_only(Cli *c, KilnModel *m, const Graph **g) {
   return st == KILN_OK ? 0 : report(m, st);
 }
 
+/* What the passes made of the model, in the form --emit asks for (ir, the
+ * default, and dot print the graph after the last pass; -O0 shows it close
+ * to as lowered, --print-after=all pass by pass). */
 static int emit(Cli *c, KilnModel *m) {
-  const char *e = c->emit;
-  if (!strcmp(e, "ir")) {
-    ir_print(m->sig, stdout);
-  } else if (!strcmp(e, "dot")) {
-    ir_print_dot(m->sig, stdout);
-  } else if (!strcmp(e, "memplan") || !strcmp(e, "llvm") || !strcmp(e, "asm")) {
-    const Graph *g;
-    if (compile_only(c, m, &g))
-      return 1;
-    if (!strcmp(e, "memplan"))
-      pass_print_memplan(g, stdout);
-  } else {
+  const char *e = c->emit ? c->emit : "ir";
+  if (strcmp(e, "ir") && strcmp(e, "dot") && strcmp(e, "memplan") && strcmp(e, "llvm") && strcmp(e, "asm"))
     die_usage("unknown --emit kind '%s' (ir, dot, memplan, llvm, asm)", e);
-  }
-  return 0;
+  const Graph *g = m->sig;
+  const char *size = unbound_size(g);
+  bool graph = !strcmp(e, "ir") || !strcmp(e, "dot");
+  if (graph && size)   /* the passes need every size but the batch */
+    fprintf(stderr, "kiln: note: size %s is not bound, so this is the IR as lowered; "
+            "--size %s=... shows it after the passes\n", size, size);
+  else if (compile_only(c, m, &g))
+    return 1;
+  if (!strcmp(e, "ir"))
+    ir_print(g, stdout);
+  else if (!strcmp(e, "dot"))
+    ir_print_dot(g, stdout);
+  else if (!strcmp(e, "memplan"))
+    pass_print_memplan(g, stdout);
+  return 0;   /* llvm and asm were printed while compiling */
 }
 
 static int cmd_check(Cli *c) {
   KilnModel *m = load(c);
-  int rc = 0;
-  if (c->emit)
-    rc = emit(c, m);
-  else if (c->stats || c->print_after || c->step)
-    rc = compile_only(c, m, &(const Graph *){NULL});
-  else
-    ir_print(m->sig, stdout);
+  int rc = c->stats || c->print_after ? compile_only(c, m, &(const Graph *){NULL}) : emit(c, m);
   kiln_free(m);
   return rc;
 }

@@ -85,6 +85,8 @@ static void test_check_prints_ir(void **state) {
   assert_int_equal(kiln("check mlp.kiln"), 0);
   assert_non_null(strstr(out, "graph mlp"));
   assert_non_null(strstr(out, "matmul"));
+  assert_non_null(strstr(out, "@k0"));          /* after the passes: fused into kernels */
+  assert_null(strstr(out, "warning"));          /* nothing runs, so no word on weights */
   assert_int_equal(kiln("check mlp.kiln --emit=dot"), 0);
   assert_non_null(strstr(out, "digraph"));
 }
@@ -161,6 +163,13 @@ static void test_run_with_a_size_binding(void **state) {
   assert_non_null(strstr(out, "y: f32 (2, 4, 5)"));
   assert_int_equal(kiln("run seq.kiln --size T=5 -i x=x243.npy"), 1);
   assert_non_null(strstr(out, "expects f32[N, 5, 3]"));
+  /* check shows the IR as lowered while T is open, after the passes once bound */
+  assert_int_equal(kiln("check seq.kiln"), 0);
+  assert_non_null(strstr(out, "f32[N, T, 3]"));
+  assert_non_null(strstr(out, "--size T="));
+  assert_int_equal(kiln("check seq.kiln --size T=4"), 0);
+  assert_non_null(strstr(out, "f32[N, 4, 3]"));
+  assert_non_null(strstr(out, "@k0"));
 }
 
 static void test_run_bad_inputs(void **state) {
