@@ -11,8 +11,9 @@
  * a temporary file renamed into place, so a reader never sees half a file
  * and two processes compiling the same model both end with a good one.
  *
- * Where: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln.
- * KILN_CACHE=off (or 0) turns it off. A cache that cannot be read or
+ * Where: the folder the caller names (KilnOptions.cache_dir; the kiln
+ * command picks $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or ~/.cache/kiln);
+ * the library reads no environment. A cache that cannot be read or
  * written is no error: kiln compiles, as it would without one. */
 #include "codegen/codegen.h"
 #include <errno.h>
@@ -54,18 +55,10 @@ static uint64_t checksum(const void *data, size_t len) {
   return h[0] ^ h[1];
 }
 
-bool cg_cache_on(void) {
-  const char *v = getenv("KILN_CACHE");
-  return !v || (strcmp(v, "off") && strcmp(v, "0"));
-}
-
-/* The cache folder (created if missing), or false when there is none. */
-static bool cache_dir(char *dir, size_t len) {
-  const char *d = getenv("KILN_CACHE_DIR"), *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-  int n = d && *d   ? snprintf(dir, len, "%s", d)
-        : x && *x   ? snprintf(dir, len, "%s/kiln", x)
-        : home && *home ? snprintf(dir, len, "%s/.cache/kiln", home)
-                        : -1;
+/* d copied into dir and made, with its parents, if missing; false when
+ * that fails. */
+static bool make_dir(const char *d, char *dir, size_t len) {
+  int n = snprintf(dir, len, "%s", d);
   if (n < 0 || (size_t)n >= len)
     return false;
   for (char *p = dir + 1; *p; p++) {     /* mkdir -p */
@@ -103,18 +96,19 @@ bool cg_cache_key(CgCtx *c, int level, CgCacheKey *key) {
   return true;
 }
 
-static bool entry_path(const CgCacheKey *k, char *path, size_t len) {
+static bool entry_path(const char *d, const CgCacheKey *k, char *path, size_t len) {
   char dir[4096];
-  if (!cache_dir(dir, sizeof dir))
+  if (!d || !*d || !make_dir(d, dir, sizeof dir))
     return false;
   int n = snprintf(path, len, "%s/%016llx%016llx.o", dir, (unsigned long long)k->h[0],
                    (unsigned long long)k->h[1]);
   return n > 0 && (size_t)n < len;
 }
 
-void *cg_cache_get(const CgCacheKey *k, size_t *len) {
+void *cg_cache_get(const char *dir, const CgCacheKey *k, size_t *len) {
   char path[4200];
-  if (!cg_cache_on() || !entry_path(k, path, sizeof path))
+  *len = 0;
+  if (!entry_path(dir, k, path, sizeof path))
     return NULL;
   FILE *f = fopen(path, "rb");
   if (!f)
@@ -136,9 +130,9 @@ void *cg_cache_get(const CgCacheKey *k, size_t *len) {
   return data;
 }
 
-void cg_cache_put(const CgCacheKey *k, const void *obj, size_t len) {
+void cg_cache_put(const char *dir, const CgCacheKey *k, const void *obj, size_t len) {
   char path[4200], tmp[4300];
-  if (!cg_cache_on() || !entry_path(k, path, sizeof path))
+  if (!entry_path(dir, k, path, sizeof path))
     return;
   snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
   int fd = mkstemp(tmp);

@@ -196,23 +196,22 @@ int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen);   /* takes c's module
 /* Optimises c's module at `level`, generates its object for c->tm and
  * links it into the JIT; with `cache`, the object comes from (or goes to)
  * the code cache (cache.c). c keeps its module. */
-int cg_jit_compile(CgJit *j, CgCtx *c, int level, bool cache, char *err, int errlen);
+int cg_jit_compile(CgJit *j, CgCtx *c, int level, const char *cache_dir, char *err, int errlen);
 /* c's module as an object file or assembly for c->tm. */
 int cg_emit(CgCtx *c, LLVMCodeGenFileType kind, LLVMMemoryBufferRef *out, char *err, int errlen);
 void *cg_jit_lookup(CgJit *j, const char *name);             /* NULL if missing: see cg_jit_last_error */
 const char *cg_jit_last_error(const CgJit *j);               /* the latest lookup or materialization failure, or "" */
 void cg_jit_free(CgJit *j);
 
-/* cache.c: compiled objects on disk, keyed by the module's bitcode, the
- * target, the level and LLVM's version. KILN_CACHE=off turns it off,
- * KILN_CACHE_DIR moves it (default $XDG_CACHE_HOME/kiln or ~/.cache/kiln). */
+/* cache.c: compiled objects on disk in the folder dir (made if missing;
+ * NULL or "": no cache), keyed by the module's bitcode, the target, the
+ * level and LLVM's version. */
 typedef struct CgCacheKey {
   uint64_t h[2];
 } CgCacheKey;
-bool cg_cache_on(void);
 bool cg_cache_key(CgCtx *c, int level, CgCacheKey *key);  /* of the unoptimised module */
-void *cg_cache_get(const CgCacheKey *k, size_t *len);    /* malloc'd object, or NULL: a miss */
-void cg_cache_put(const CgCacheKey *k, const void *obj, size_t len); /* best effort */
+void *cg_cache_get(const char *dir, const CgCacheKey *k, size_t *len);  /* malloc'd, or NULL: a miss */
+void cg_cache_put(const char *dir, const CgCacheKey *k, const void *obj, size_t len); /* best effort */
 
 /* object.c: ahead-of-time artifacts from the module cg_build_graph and
  * cg_optimize made (the JIT's code), for any target cg_ctx_init accepts.

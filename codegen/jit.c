@@ -217,11 +217,11 @@ static int add_object(CgJit *j, LLVMMemoryBufferRef obj, char *err, int errlen) 
                     err, errlen);
 }
 
-int cg_jit_compile(CgJit *j, CgCtx *c, int level, bool cache, char *err, int errlen) {
+int cg_jit_compile(CgJit *j, CgCtx *c, int level, const char *cache_dir, char *err, int errlen) {
   CgCacheKey key;
-  cache = cache && cg_cache_on() && cg_cache_key(c, level, &key);
+  bool cache = cache_dir && *cache_dir && cg_cache_key(c, level, &key);
   size_t len;
-  void *hit = cache ? cg_cache_get(&key, &len) : NULL;
+  void *hit = cache ? cg_cache_get(cache_dir, &key, &len) : NULL;
   LLVMMemoryBufferRef obj;
   if (hit) {
     size_t idlen;
@@ -232,7 +232,7 @@ int cg_jit_compile(CgJit *j, CgCtx *c, int level, bool cache, char *err, int err
   if (cg_optimize(c, level, err, errlen) || cg_emit(c, LLVMObjectFile, &obj, err, errlen))
     return -1;
   if (cache)
-    cg_cache_put(&key, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));
+    cg_cache_put(cache_dir, &key, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));
   return add_object(j, obj, err, errlen);
 }
 

@@ -76,6 +76,10 @@ typedef struct KilnOptions {
   const char *sizes;          /* bindings of size names, "T=64,H=32" (NULL: none) */
   int perf;                   /* 1: tell `perf` the names of the generated functions (LLVM's perf
                                  JIT listener; `kiln` sets it from KILN_PERF=1) */
+  const char *cache_dir;      /* keep compiled code in this folder, made if missing, and load it
+                                 from there when the same model compiles again (NULL: compile
+                                 afresh; `kiln` uses $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or
+                                 ~/.cache/kiln, and KILN_CACHE=off turns it off) */
 } KilnOptions;
 
 /* A loaded model file: its parsed model, compiled code once run, weights,

@@ -85,6 +85,8 @@ static KilnStatus load_ast(KilnModel *m, const KilnOptions *opt) {
     kiln_options_default(&m->opt);
   if (m->opt.model)
     m->opt.model = rt_arena_strdup(m->arena, m->opt.model);
+  if (m->opt.cache_dir)
+    m->opt.cache_dir = rt_arena_strdup(m->arena, m->opt.cache_dir);
   m->threads = m->opt.threads;
   if (kiln__parse_sizes(m, m->opt.sizes, &m->sizes, &m->nsizes) != KILN_OK)
     return KILN_ERR_ARG;
@@ -467,7 +469,7 @@ static int build_module(KilnModel *m, Compiled *cc, CgCtx *c, char *err, int err
     return -1;
   if (show)
     dump_code(m, c);
-  return cg_jit_compile(cc->jit, c, show ? 0 : level, !show, err, errlen);
+  return cg_jit_compile(cc->jit, c, show ? 0 : level, show ? NULL : m->opt.cache_dir, err, errlen);
 }
 
 static KilnStatus gen_code(KilnModel *m, Compiled *cc) {

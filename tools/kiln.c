@@ -193,9 +193,26 @@ static bool parse_train_option(int argc, char **argv, int *i, Cli *c) {
   return true;
 }
 
+/* The code cache's folder: $KILN_CACHE_DIR, $XDG_CACHE_HOME/kiln or
+ * ~/.cache/kiln; NULL when KILN_CACHE is off (or 0) or there is no home. */
+static const char *cache_dir(void) {
+  static char dir[4096];
+  const char *on = getenv("KILN_CACHE"), *d = getenv("KILN_CACHE_DIR"),
+             *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+  if (on && (!strcmp(on, "off") || !strcmp(on, "0")))
+    return NULL;
+  int n = d && *d       ? snprintf(dir, sizeof dir, "%s", d)
+        : x && *x       ? snprintf(dir, sizeof dir, "%s/kiln", x)
+        : home && *home ? snprintf(dir, sizeof dir, "%s/.cache/kiln", home)
+                        : -1;
+  return n > 0 && (size_t)n < sizeof dir ? dir : NULL;
+}
+
 static void parse_args(int argc, char **argv, Cli *c) {
   kiln_options_default(&c->opt);
-  c->opt.perf = getenv("KILN_PERF") && !strcmp(getenv("KILN_PERF"), "1"); /* the library reads no environment */
+  /* the library reads no environment: the command passes it on */
+  c->opt.perf = getenv("KILN_PERF") && !strcmp(getenv("KILN_PERF"), "1");
+  c->opt.cache_dir = cache_dir();
   kiln_train_options_default(&c->train);
   c->length = 100;
   c->count = 1;

@@ -235,14 +235,14 @@ static void cache_file(char *path, size_t len) {
   assert_int_equal(n, 1);
 }
 
-/* Compiles `i64 answer() { return value; }` through the cache into a
- * fresh JIT and returns what the code answers. */
-static int64_t compile_answer(int64_t value) {
+/* Compiles `i64 answer() { return value; }` through the cache in dir (NULL:
+ * none) into a fresh JIT and returns what the code answers. */
+static int64_t compile_in(const char *dir, int64_t value) {
   CgJit *j;
   assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
   CgCtx c = new_ctx("answer");
   emit_const_fn(&c, "answer", value);
-  if (cg_jit_compile(j, &c, 2, true, err, sizeof err))
+  if (cg_jit_compile(j, &c, 2, dir, err, sizeof err))
     fail_msg("cg_jit_compile: %s", err);
   cg_ctx_dispose(&c);
   int64_t (*fn)(void) = (int64_t (*)(void))cg_jit_lookup(j, "answer");
@@ -251,6 +251,8 @@ static int64_t compile_answer(int64_t value) {
   cg_jit_free(j);
   return r;
 }
+
+static int64_t compile_answer(int64_t value) { return compile_in(cache_dir, value); }
 
 static void put_bytes(const char *path, long at, const void *bytes, size_t n) {
   FILE *f = fopen(path, "r+b");
@@ -263,13 +265,11 @@ static void put_bytes(const char *path, long at, const void *bytes, size_t n) {
 /* A compile leaves one object; the same module is then served from it (a
  * valid entry's payload swapped for another module's object answers with
  * the other's value: proof that the code came from the file); a damaged or
- * truncated entry is a miss that is compiled and replaced; KILN_CACHE=off
- * writes nothing. */
+ * truncated entry is a miss that is compiled and replaced; no folder
+ * writes nothing; a missing folder is made. */
 static void test_code_cache(void **state) {
   snprintf(cache_dir, sizeof cache_dir, "/tmp/kiln-cache-XXXXXX");
   assert_non_null(mkdtemp(cache_dir));
-  setenv("KILN_CACHE_DIR", cache_dir, 1);
-  unsetenv("KILN_CACHE");
   char path[512], other[512];
   assert_int_equal(compile_answer(42), 42);
   cache_file(path, sizeof path);
@@ -298,19 +298,28 @@ static void test_code_cache(void **state) {
   CgCacheKey k;
   size_t len = 0;
   assert_true(cg_cache_key(&c, 2, &k));
-  void *obj = cg_cache_get(&k, &len);
+  void *obj = cg_cache_get(cache_dir, &k, &len);
   assert_non_null(obj);
   assert_true(len > 100);
   free(obj);
   cg_ctx_dispose(&c);
   unlink(tmp7);
 
-  /* off: nothing written */
+  /* no folder: nothing written */
   unlink(path);
-  setenv("KILN_CACHE", "off", 1);
-  assert_int_equal(compile_answer(42), 42);
+  assert_int_equal(compile_in(NULL, 42), 42);
   assert_int_equal(rmdir(cache_dir), 0);
-  unsetenv("KILN_CACHE_DIR");
+  /* a folder that is not there yet is made, parents too */
+  char nested[600];
+  snprintf(nested, sizeof nested, "%s/a/b", cache_dir);
+  assert_int_equal(compile_in(nested, 42), 42);
+  strcpy(cache_dir, nested);
+  cache_file(path, sizeof path);
+  unlink(path);
+  for (int up = 0; up < 3; up++) {
+    assert_int_equal(rmdir(cache_dir), 0);
+    *strrchr(cache_dir, '/') = 0;
+  }
 }
 
 int main(void) {
