@@ -78,6 +78,19 @@ KilnStatus kiln__parse_sizes(KilnModel *m, const char *spec, FeSize **out, int *
   return KILN_OK;
 }
 
+/* m->sig: the model lowered with the sizes bound so far. */
+static KilnStatus lower_sig(KilnModel *m) {
+  FeOptions fo = {.model = m->opt.model, .sizes = m->sizes, .nsizes = m->nsizes};
+  Graph *g = fe_lower(m->ast, &fo, &m->diags);
+  if (!g || m->diags.nerrors) {
+    ir_graph_free(g);
+    return KILN_ERR_MODEL;
+  }
+  ir_graph_free(m->sig);
+  m->sig = g;
+  return KILN_OK;
+}
+
 static KilnStatus load_ast(KilnModel *m, const KilnOptions *opt) {
   if (opt)
     m->opt = *opt;
@@ -93,11 +106,7 @@ static KilnStatus load_ast(KilnModel *m, const KilnOptions *opt) {
   m->opt.sizes = NULL;
   if (!m->ast || m->diags.nerrors)
     return m->ast ? KILN_ERR_MODEL : KILN_ERR_NOMEM;
-  FeOptions fo = {.model = m->opt.model, .sizes = m->sizes, .nsizes = m->nsizes};
-  m->sig = fe_lower(m->ast, &fo, &m->diags);
-  if (!m->sig || m->diags.nerrors)
-    return KILN_ERR_MODEL;
-  return KILN_OK;
+  return lower_sig(m);
 }
 
 static KilnModel *new_model(void) {
@@ -202,6 +211,46 @@ KilnStatus kiln_init_weights(KilnModel *m, uint64_t seed) {
   return KILN_OK;
 }
 
+/* The extent in the weights of a parameter dim that is size variable v
+ * alone (pos: f32[T, 64]), or -1 when no loaded weight says. */
+static int64_t weight_extent(KilnModel *m, int v) {
+  const Graph *s = m->sig;
+  for (int i = 0; i < s->nparams; i++) {
+    const Value *p = s->params[i];
+    KilnWeight *w = kiln__weight(m, p->name);
+    for (int d = 0; w && w->t.rank == p->type.rank && d < p->type.rank; d++) {
+      Size z = p->type.dim[d];
+      if (z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1 && z.t[0].v[0] == v)
+        return w->t.shape[d];
+    }
+  }
+  return -1;
+}
+
+/* Sizes the weights fix: a size other than the batch that nothing binds
+ * but that is a parameter's extent (the positions of a transformer, T)
+ * takes its extent in the weights, as if given with --size, so that the
+ * model runs, samples and exports without it. A later shape check still
+ * names a weight that disagrees with the model. */
+static KilnStatus bind_weight_sizes(KilnModel *m) {
+  const Graph *s = m->sig;
+  int n = 0;
+  FeSize *all = rt_arena_alloc(m->arena, (size_t)(m->nsizes + s->nsvars) * sizeof *all);
+  if (!all)
+    return KILN_ERR_NOMEM;
+  for (int v = 0; v < s->nsvars; v++) {
+    int64_t e = s->svals[v] < 0 && v != kiln__batch_var(s) ? weight_extent(m, v) : -1;
+    if (e > 0)
+      all[m->nsizes + n++] = (FeSize){rt_arena_strdup(m->arena, s->svars[v]), e};
+  }
+  if (!n)
+    return KILN_OK;
+  memcpy(all, m->sizes, (size_t)m->nsizes * sizeof *all);
+  m->sizes = all;
+  m->nsizes += n;
+  return lower_sig(m);
+}
+
 KilnStatus kiln_load_weights(KilnModel *m, const char *path) {
   if (!m || !path)
     return KILN_ERR_ARG;
@@ -226,7 +275,7 @@ KilnStatus kiln_load_weights(KilnModel *m, const char *path) {
   if (ks == KILN_OK && !kiln__read_vocab(m, &st, path))
     ks = KILN_ERR_NOMEM;
   rt_st_free(&st);
-  return ks;
+  return ks == KILN_OK ? bind_weight_sizes(m) : ks;
 }
 
 /* ---- the vocabulary of a text model ------------------------------------------ */
@@ -589,8 +638,7 @@ static KilnStatus bind_inputs(KilnModel *m, const KilnTensor **in, FeSize *binds
   return KILN_OK;
 }
 
-/* The size name of the first input's leading dim, if it is one: the batch. */
-static int batch_var(const Graph *s) {
+int kiln__batch_var(const Graph *s) {
   if (!s->ninputs || s->inputs[0]->type.rank < 1)
     return -1;
   Size z = s->inputs[0]->type.dim[0];
@@ -606,7 +654,7 @@ KilnStatus kiln__bind(KilnModel *m, const KilnTensor **in, FeSize *binds, int *n
   KilnStatus st = bind_inputs(m, in, binds, nb, vals);
   if (st != KILN_OK)
     return st;
-  int bv = batch_var(s);
+  int bv = kiln__batch_var(s);
   *batch = bv >= 0 ? vals[bv] : 1;
   int k = 0;                   /* the batch is not compiled in: drop its binding */
   for (int i = 0; i < *nb; i++)
@@ -617,7 +665,7 @@ KilnStatus kiln__bind(KilnModel *m, const KilnTensor **in, FeSize *binds, int *n
 }
 
 const char *kiln__batch_name(const KilnModel *m) {
-  int bv = m->sig ? batch_var(m->sig) : -1;
+  int bv = m->sig ? kiln__batch_var(m->sig) : -1;
   return bv >= 0 ? m->sig->svars[bv] : NULL;
 }
 

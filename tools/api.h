@@ -98,6 +98,7 @@ KilnStatus kiln__parse_sizes(KilnModel *m, const char *spec, FeSize **out, int *
 KilnStatus kiln__bind(KilnModel *m, const KilnTensor **in, FeSize *binds, int *nb,
                       int64_t *batch);
 const char *kiln__batch_name(const KilnModel *m);   /* the batch's size name, or NULL */
+int kiln__batch_var(const Graph *s);   /* the size that is the first input's first dim, or -1 */
 /* The weights table and the compiled copies: kiln__pull brings the newest
  * copy (a training step's) back into the table; kiln__sync makes cc's copy
  * current before it runs. */

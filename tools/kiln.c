@@ -330,27 +330,17 @@ static int set_weights(Cli *c, KilnModel *m) {
 
 /* Compiles the bound graph (inference, or with --step the training step)
  * for --emit and --stats without running it; *g is what was compiled. */
-/* The batch: the size variable that is the first input's first dim, or -1. */
-static int batch_var(const Graph *s) {
-  if (s->ninputs && s->inputs[0]->type.rank > 0) {
-    Size z = s->inputs[0]->type.dim[0];
-    if (z.nt == 1 && z.t[0].nv == 1 && z.t[0].coef == 1)
-      return z.t[0].v[0];
-  }
-  return -1;
-}
-
 /* A size other than the batch that --size leaves unbound (T), or NULL. */
 static const char *unbound_size(const Graph *s) {
   for (int i = 0; i < s->nsvars; i++)
-    if (s->svals[i] < 0 && i != batch_var(s))
+    if (s->svals[i] < 0 && i != kiln__batch_var(s))
       return s->svars[i];
   return NULL;
 }
 
 static int compile_only(Cli *c, KilnModel *m, const Graph **g) {
   const Graph *s = m->sig;
-  int bv = batch_var(s);
+  int bv = kiln__batch_var(s);
   if (set_weights(c, m))
     return 1;
   KilnStatus st;

@@ -314,6 +314,40 @@ static void test_run_after_train_agrees_with_evaluate(void **state) {
   kiln_free(m);
 }
 
+/* A size that only a parameter's extent gives (learned positions, T) is
+ * bound by the weights: the model then runs without --size, as the one
+ * that saved them, and an input of another T is an error naming it. */
+static void test_weights_bind_a_size(void **state) {
+  static const char *text = "model s(ids: i32[N, T]) -> (y) {\n"
+                            "  param pos: f32[T, 4] = normal(0, 1)\n"
+                            "  y = (ids |> embedding(5, 4)) + pos\n"
+                            "}\n";
+  KilnOptions o;
+  kiln_options_default(&o);
+  o.sizes = "T=3";
+  KilnModel *a, *b;
+  ok(NULL, kiln_load_string("s.kiln", text, strlen(text), &o, &a));
+  int32_t ids[6] = {0, 1, 2, 3, 4, 0};
+  KilnTensor in = {"ids", KILN_I32, 2, {2, 3}, ids}, ya, yb;
+  ok(a, kiln_init_weights(a, 1));
+  ok(a, kiln_run(a, &in, 1, &ya, 1));
+  ok(a, kiln_save_weights(a, in_tmp("s.safetensors")));
+  b = load_string(text);
+  KilnTensor info;
+  ok(b, kiln_input_info(b, 0, &info));
+  assert_int_equal(info.shape[1], -1);
+  ok(b, kiln_load_weights(b, in_tmp("s.safetensors")));
+  ok(b, kiln_input_info(b, 0, &info));
+  assert_int_equal(info.shape[1], 3);
+  ok(b, kiln_run(b, &in, 1, &yb, 1));
+  assert_memory_equal(ya.data, yb.data, 2 * 3 * 4 * sizeof(float));
+  in.shape[1] = 2;
+  assert_int_equal(kiln_run(b, &in, 1, &yb, 1), KILN_ERR_INPUT);
+  assert_non_null(strstr(kiln_errors(b), "ids"));
+  kiln_free(a);
+  kiln_free(b);
+}
+
 /* A driver learns a step's inputs from the model: its own, then the labels. */
 static void test_step_inputs_described(void **state) {
   KilnModel *m = load_string(linear);
@@ -363,6 +397,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_digits_cnn_learns, setup, teardown),
       cmocka_unit_test_setup_teardown(test_resume_is_exact, setup, teardown),
       cmocka_unit_test_setup_teardown(test_run_after_train_agrees_with_evaluate, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_weights_bind_a_size, setup, teardown),
       cmocka_unit_test_setup_teardown(test_step_inputs_described, setup, teardown),
       cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
   };
