@@ -672,23 +672,35 @@ static FeVal build_reduce(FeCall *c) {
   return result(c, ir_op(c->g, c->layer->op, (Value *[]){input(c)}, 1, &a, c->loc));
 }
 
-/* dropout(x, p): the identity at inference; in training, inverted dropout
- * (kept values scaled by 1/(1-p)) with a Philox mask of its own stream. */
-static FeVal build_dropout(FeCall *c) {
-  double p = arg(c, "p")->f;
-  if (!(p >= 0 && p < 1))
-    return lfail(c, arg(c, "p")->loc, "p must be within [0, 1), got %g", p);
+static FeVal fail_quiet(void) { return (FeVal){.kind = FE_ERROR}; }
+
+/* x with dropout p in training: inverted dropout (kept values scaled by
+ * 1/(1-p)) with a Philox mask of its own stream; x itself at inference. */
+static Value *drop(FeCall *c, Value *x, double p) {
   if (!training(c) || p == 0)
-    return result(c, input(c));
+    return x;
   Attr a = ir_attr();
   a.alpha = p;
   Value *counter = fe_dropout_counter(c, &a.stream);
-  return result(c, ir_op(c->g, OP_dropout, (Value *[]){input(c), counter}, 2, &a, c->loc));
+  return ir_op(c->g, OP_dropout, (Value *[]){x, counter}, 2, &a, c->loc);
+}
+
+/* The probability argument `name` of c, checked to lie in [0, 1). */
+static bool probability(FeCall *c, const char *name, double *p) {
+  *p = arg(c, name)->f;
+  if (p[0] >= 0 && p[0] < 1)
+    return true;
+  lfail(c, arg(c, name)->loc, "%s must be within [0, 1), got %g", name, *p);
+  return false;
+}
+
+/* dropout(x, p) */
+static FeVal build_dropout(FeCall *c) {
+  double p;
+  return probability(c, "p", &p) ? result(c, drop(c, input(c), p)) : fail_quiet();
 }
 
 /* ---- activations, comparisons and selection ------------------------------ */
-
-static FeVal fail_quiet(void) { return (FeVal){.kind = FE_ERROR}; }
 
 static Value *op_alpha(FeCall *c, Op op, Value *x, double alpha) {
   Attr a = ir_attr();
@@ -1363,6 +1375,25 @@ static Value *padding_mask(FeCall *c, Value *m, const Type *kvt) {
   return reshape(c, m, 4, (Size[]){want.dim[0], sz_const(1), sz_const(1), want.dim[1]});
 }
 
+/* attn_mask as PyTorch's, over scores [N, H, T, S]: bool [T, S] (true: not
+ * attended) or a float of the scores' dtype added to them, [T, S] or
+ * [N*H, T, S] (per sample and head). NULL after an error. */
+static Value *apply_attn_mask(FeCall *c, Value *s, Value *m) {
+  const Type *st = &s->type;
+  Size T = st->dim[2], S = st->dim[3], NH = sz_mul(st->dim[0], st->dim[1]);
+  Type two = ir_type(m->type.dt, 2, (Size[]){T, S}), three = ir_type(m->type.dt, 3, (Size[]){NH, T, S});
+  bool shaped = ir_type_eq(&m->type, &two) || ir_type_eq(&m->type, &three);
+  if (!shaped || (m->type.dt != RT_BOOL && m->type.dt != st->dt)) {
+    Type want = ir_type(st->dt, 2, (Size[]){T, S});
+    lfail(c, arg(c, "attn_mask")->loc, "attn_mask must be bool or %s, %s or [N*heads, T, S], got %s",
+          rt_dtype_name(st->dt), TS(c, &want), TS(c, &m->type));
+    return NULL;
+  }
+  if (m->type.rank == 3)
+    m = reshape(c, m, 4, st->dim);
+  return m->type.dt == RT_BOOL ? mask_out(c, s, m) : ir_op2(c->g, OP_add, s, m, c->loc);
+}
+
 /* Checks x [N, T, E] and kv [N, S, E] (E known, a multiple of heads). */
 static bool attention_inputs(FeCall *c, const Type *xt, const Type *kvt, int heads) {
   int64_t e;
@@ -1384,20 +1415,22 @@ static bool attention_inputs(FeCall *c, const Type *xt, const Type *kvt, int hea
   return true;
 }
 
-/* attention(x, heads, kv=, causal=, key_padding_mask=, bias=):
+/* attention(x, heads, kv=, causal=, key_padding_mask=, bias=, attn_mask=, dropout=):
  * torch.nn.MultiheadAttention(E, heads, batch_first=True) with its
  * parameters: in_proj_weight [3E, E] (Xavier), in_proj_bias [3E] (zeros),
  * out_proj.weight [E, E] (uniform +-1/sqrt(E)), out_proj.bias [E]. Queries
  * from x [N, T, E], keys and values from kv [N, S, E] (x itself when not
  * given: self-attention). Per head, softmax(q k^T / sqrt(E/H)) v, built of
  * matmul, transpose, softmax and where so that fusion and autodiff see
- * ordinary ops; masked scores are -inf before the softmax, as PyTorch's. */
+ * ordinary ops; masked scores are -inf before the softmax, as PyTorch's,
+ * and in training dropout (p) drops attention weights after it. */
 static FeVal build_attention(FeCall *c) {
   Value *x = input(c), *kv = given(c, "kv") ? arg(c, "kv")->t : x;
   const Type *xt = &x->type, *kvt = &kv->type;
   int heads;
+  double p;
   if (!int_at_least(c, "heads", arg(c, "heads"), 1, &heads) ||
-      !attention_inputs(c, xt, kvt, heads))
+      !attention_inputs(c, xt, kvt, heads) || !probability(c, "dropout", &p))
     return fail_quiet();
   Size E = xt->dim[2], E3 = sz_mul(sz_const(3), E);
   bool bias = arg(c, "bias")->b;
@@ -1420,9 +1453,11 @@ static FeVal build_attention(FeCall *c) {
       return fail_quiet();
     s = mask_out(c, s, m);
   }
+  if (given(c, "attn_mask") && !(s = apply_attn_mask(c, s, arg(c, "attn_mask")->t)))
+    return fail_quiet();
   Attr sm = ir_attr();
   sm.axis = 3;
-  s = ir_op(c->g, OP_softmax, &s, 1, &sm, c->loc);
+  s = drop(c, ir_op(c->g, OP_softmax, &s, 1, &sm, c->loc), p);
   Value *ctx = merge_heads(c, ir_op2(c->g, OP_matmul, s, v, c->loc));
   double bound = 1 / sqrt((double)e);
   Value *wo = fe_param(c, "out_proj.weight", ir_type(xt->dt, 2, (Size[]){E, E}),
@@ -1473,7 +1508,8 @@ static FeVal build_attention(FeCall *c) {
 #define ATTENTION(name) \
   {#name, build_attention, OP_softmax, \
    {X, {"heads", FA_INT, NULL, "num_heads"}, {"kv", FA_TENSOR, ""}, {"causal", FA_BOOL, "false"}, \
-    {"key_padding_mask", FA_TENSOR, ""}, {"bias", FA_BOOL, "true"}}}
+    {"key_padding_mask", FA_TENSOR, ""}, {"bias", FA_BOOL, "true"}, {"attn_mask", FA_TENSOR, ""}, \
+    {"dropout", FA_FLOAT, "0"}}}
 
 const FeLayer fe_layers[] = {
   {"dense", build_dense, OP_matmul,

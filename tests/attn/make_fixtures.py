@@ -11,6 +11,7 @@ Each CASE.safetensors beside this script holds, f32:
   x, r                       the input and the loss weights
   kv, pad                    cross only: keys/values [3, 4, 8] and the key
                              padding mask [3, 4] (1: a padding key)
+  mask                       mask only: an additive attn_mask [5, 4]
   attn.in_proj_weight ...    the parameters (PyTorch's names and layouts)
   ref.y                      the output
   ref.grad.x, ref.grad.kv, ref.grad.<param>   d loss / d each of them
@@ -65,7 +66,7 @@ def run(net, prefix, inputs, call, gen):
     return out
 
 
-def mha_case(name, seed, causal=False, cross=False):
+def mha_case(name, seed, causal=False, cross=False, float_mask=False):
     gen = torch.Generator().manual_seed(seed)
     net = nn.MultiheadAttention(E, HEADS, batch_first=True)
     randomise(net, gen)
@@ -73,11 +74,14 @@ def mha_case(name, seed, causal=False, cross=False):
     if cross:
         inputs["kv"] = torch.randn(N, S, E, generator=gen)
         inputs["pad"] = torch.tensor([[0, 0, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]]).double()
-    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1) if causal else None
+    if float_mask:   # an additive attn_mask [T, S], a leaf: its gradient is checked too
+        inputs["mask"] = torch.randn(T, S if cross else T, generator=gen)
+    causal_mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1) if causal else None
 
     def call(net, v):
         kv = v.get("kv", v["x"])
         pad = v["pad"].bool() if "pad" in v else None
+        mask = v["mask"] if "mask" in v else causal_mask
         y, _ = net(v["x"], kv, kv, attn_mask=mask, key_padding_mask=pad, need_weights=False)
         return y
 
@@ -101,4 +105,5 @@ if __name__ == "__main__":
     mha_case("self", 1)
     mha_case("causal", 2, causal=True)
     mha_case("cross", 3, cross=True)
+    mha_case("mask", 5, cross=True, float_mask=True)
     encoder_case(4)

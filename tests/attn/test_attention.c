@@ -94,6 +94,27 @@ static void test_cross(void **state) {
                      "  y = attention(x, 2, kv=kv, key_padding_mask=pad, name=\"attn\")\n}");
 }
 
+/* attn_mask: additive f32 [T, S] (the fixture's, with a key padding mask
+ * as well; the mask's gradient is checked too),
+ * the same per sample and head as [N*heads, T, S], and a bool [T, T] that
+ * hides the later keys, which is causal=true. */
+static void test_attn_mask(void **state) {
+  (void)state;
+  check_torch_levels("mask",
+                     "model m(x: f32[3, 5, 8], kv: f32[3, 4, 8], pad: bool[3, 4], mask: f32[5, 4])"
+                     " -> (y) {\n"
+                     "  y = attention(x, 2, kv=kv, key_padding_mask=pad, attn_mask=mask, name=\"attn\")\n}");
+  check_torch_levels("mask",
+                     "model m(x: f32[3, 5, 8], kv: f32[3, 4, 8], pad: bool[3, 4], mask: f32[5, 4])"
+                     " -> (y) {\n"
+                     "  heads = mask + iota([6, 5, 4], axis=0, start=0.0) * 0\n"
+                     "  y = attention(x, 2, kv=kv, key_padding_mask=pad, attn_mask=heads, name=\"attn\")\n}");
+  check_torch_levels("causal",
+                     "model m(x: f32[3, 5, 8]) -> (y) {\n"
+                     "  later = iota([5, 5], axis=1) > iota([5, 5], axis=0)\n"
+                     "  y = attention(x, 2, attn_mask=later, name=\"attn\")\n}");
+}
+
 static void test_encoder(void **state) {
   (void)state;
   check_torch_levels("encoder",
@@ -199,7 +220,8 @@ int main(void) {
       cmocka_unit_test(test_self),
       cmocka_unit_test(test_causal),
       cmocka_unit_test(test_cross),
-      cmocka_unit_test(test_encoder),
+      cmocka_unit_test(test_attn_mask),
+    cmocka_unit_test(test_encoder),
       cmocka_unit_test(test_finite_differences),
       cmocka_unit_test(test_iota),
       cmocka_unit_test(test_iota_mask),

@@ -511,6 +511,27 @@ static void evaluation_signature(void **state) {
   step_done(&s);
 }
 
+/* attention(dropout=p) drops attention weights, after the softmax, in the
+ * training step only. */
+static void attention_dropout(void **state) {
+  static const char src[] = "model digits(x: f32[N, 4, 8]) -> (logits: f32[N, 4, 8]) {\n"
+                            "  logits = x |> attention(2, dropout=0.1)\n"
+                            "}\n";
+  for (int training = 0; training < 2; training++) {
+    Step s = step_of(src, "loss = mse(logits, target)", training);
+    Node *drop = only_node(s.g, OP_dropout);
+    assert_string_equal(s.errors, "");
+    if (training) {
+      assert_non_null(drop);
+      assert_int_equal(drop->in[0]->def->op, OP_softmax);
+      assert_true(drop->attr.alpha == 0.1);
+    } else {
+      assert_null(drop);
+    }
+    step_done(&s);
+  }
+}
+
 /* Autodiff, the optimizer and the memory plan take the step as it is. */
 static void pipeline_verifies(void **state) {
   Step s = step_of(digits, "loss = cross_entropy(logits, label)  freeze = \"conv.*\"\n"
@@ -656,6 +677,7 @@ int main(void) {
     cmocka_unit_test(finding_the_block),
     cmocka_unit_test(training_signature),
     cmocka_unit_test(evaluation_signature),
+    cmocka_unit_test(attention_dropout),
     cmocka_unit_test(pipeline_verifies),
     cmocka_unit_test(label_inputs),
     cmocka_unit_test(input_as_target),
