@@ -37,7 +37,11 @@
  *   over the stacks of du and of a (the saved carries, or the sequence),
  *   in place of a small GEMM and an add to a carried sum at every step.
  *   The sum over steps is then summed in another order (K blocks of the
- *   one GEMM): float reassociation, still the same at any thread count. */
+ *   one GEMM): float reassociation, still the same at any thread count.
+ * What only the backward body reads (saved contractions, saved carries no
+ * hoisted gradient reads as rows) is saved as one row a step when the
+ * scan's axis is not the first, so that neither loop copies it
+ * (saved_step). */
 #include "passes/passes.h"
 #include <string.h>
 
