@@ -175,6 +175,40 @@ static void place_fixed(Graph *g) {
   }
 }
 
+/* Whether each step of a scan's stack s is one run of bytes (the axes
+ * before the scan's are all 1), in a body without scans of its own (their
+ * bodies would need the slots of this one). */
+static bool contiguous_steps(const Node *n, const Value *s) {
+  for (int i = 0; i < n->attr.axis; i++)
+    if (!sz_eq(s->type.dim[i], sz_const(1)))
+      return false;
+  for (int i = 0; i < n->body->nnodes; i++)
+    if (n->body->nodes[i]->body)
+      return false;
+  return true;
+}
+
+/* A sequence or emitted stack with contiguous steps holds the body's value
+ * itself, at the step (codegen/scan.c points slot REGION_COUNT + k at it):
+ * the value the body computes, not an input it passes on; once, if it is
+ * emitted twice. Its bytes in the workspace stay unused. */
+static void step_in_place(Node *n) {
+  Graph *b = n->body;
+  int nseq = n->attr.nseq, nc = n->attr.ncarry;
+  for (int j = 0; j < nseq; j++)
+    if (contiguous_steps(n, n->in[j])) {
+      b->inputs[j]->region = REGION_COUNT + j;
+      b->inputs[j]->offset = 0;
+    }
+  for (int e = nc; e < b->noutputs; e++) {
+    Value *r = root(b->outputs[e]);
+    if (r->def && r->role == V_TEMP && r->region < REGION_COUNT && contiguous_steps(n, n->out[e])) {
+      r->region = REGION_COUNT + nseq + e - nc;
+      r->offset = 0;
+    }
+  }
+}
+
 /* A scan's body, planned on its own first, runs inside the scan's
  * workspace: its weights (constants), io and scratch regions laid end to
  * end from work_off in this graph's scratch, except the invariant inputs,
@@ -197,6 +231,7 @@ static void place_body(Graph *g, Node *n) {
     b->inputs[i]->region = root(n->in[i])->region;
     b->inputs[i]->offset = root(n->in[i])->offset;
   }
+  step_in_place(n);
   for (int i = 0; i < b->nvals; i++)
     if (b->vals[i]->alias) {
       b->vals[i]->region = root(b->vals[i])->region;

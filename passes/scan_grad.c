@@ -37,7 +37,11 @@
  *   over the stacks of du and of a (the saved carries, or the sequence),
  *   in place of a small GEMM and an add to a carried sum at every step.
  *   The sum over steps is then summed in another order (K blocks of the
- *   one GEMM): float reassociation, still the same at any thread count. */
+ *   one GEMM): float reassociation, still the same at any thread count.
+ * What only the backward body reads (saved contractions, saved carries no
+ * hoisted gradient reads as rows) is saved as one row a step when the
+ * scan's axis is not the first, so that neither loop copies it
+ * (saved_step). */
 #include "passes/passes.h"
 #include <string.h>
 
@@ -50,11 +54,30 @@ static Value *zeros(Graph *g, const Type *t, SrcLoc loc) {
   return ir_op(g, OP_expand, &z, 1, &a, loc);
 }
 
-/* The forward body emits its carry inputs, the scan their stacks. */
-static void save_carries(Graph *g, Node *n) {
+/* What the forward body emits of v, a value the backward reads at its
+ * step: v as one row [1, .., 1, numel] when the scan's axis is not the
+ * first, so that each step of the stack is one run of bytes, which the
+ * loops read and write in place (codegen/scan.c); v itself if whole rows
+ * of its stack are read after the loop (by a hoisted gradient). */
+static Value *saved_step(Graph *b, Value *v, int axis, bool as_rows) {
+  if (axis == 0 || as_rows)
+    return v;
+  Attr a = ir_attr();
+  a.rank = axis + 1;
+  for (int i = 0; i < axis; i++)
+    a.shape[i] = sz_const(1);
+  a.shape[axis] = sz_const(1);
+  for (int i = 0; i < v->type.rank; i++)
+    a.shape[axis] = sz_mul(a.shape[axis], v->type.dim[i]);
+  return ir_op(b, OP_reshape, &v, 1, &a, v->def ? v->def->loc : srcloc_none());
+}
+
+/* The forward body emits its carry inputs, the scan their stacks; rows[i]:
+ * carry i's stack is read as rows after the loop. */
+static void save_carries(Graph *g, Node *n, const bool *rows) {
   Graph *b = n->body;
   for (int i = 0; i < n->attr.ncarry; i++) {
-    ir_output(b, b->inputs[n->attr.nseq + i], NULL);
+    ir_output(b, saved_step(b, b->inputs[n->attr.nseq + i], n->attr.axis, rows[i]), NULL);
     ir_node_add_output(g, n);
   }
 }
@@ -98,7 +121,7 @@ static int save_contractions(Graph *g, Node *n, const Value **saved, int cap) {
       again |= saved[k] == v;
     if (again)
       continue;
-    ir_output(b, v, NULL);
+    ir_output(b, saved_step(b, v, n->attr.axis, false), NULL);
     ir_node_add_output(g, n);
     saved[ns++] = v;
   }
@@ -158,6 +181,22 @@ static Value *body_input(Rev *r, Value *outer, const Type *t, const char *name) 
   return ir_input(r->bb, name, *t, r->n->loc);
 }
 
+/* The backward body's step of a saved stack, as the forward's value of
+ * type t (saved_step may have made it one row). */
+static Value *saved_input(Rev *r, Value *stack, const Type *t, const char *name) {
+  Type step = stack->type;
+  int a = r->n->attr.axis;
+  step.rank--;
+  memmove(step.dim + a, step.dim + a + 1, sizeof(Size) * (size_t)(step.rank - a));
+  Value *v = body_input(r, stack, &step, name);
+  if (ir_dims_eq(&step, t))
+    return v;
+  Attr at = ir_attr();
+  at.rank = t->rank;
+  memcpy(at.shape, t->dim, sizeof(Size) * (size_t)t->rank);
+  return ir_op(r->bb, OP_reshape, &v, 1, &at, r->n->loc);
+}
+
 /* Builds the backward body; returns its gradients, by forward input, in
  * dxs (the sequences' and invariants' for the outputs, the saved carries'
  * for the carries), and the de inputs it made. */
@@ -173,10 +212,10 @@ static int build_body(Rev *r, Value **dcs, Value **dws, Value **dxs) {
     map[b->inputs[j]->id] = body_input(r, n->in[j], &b->inputs[j]->type, "x");
   for (int i = 0; i < r->nc; i++)
     map[b->inputs[r->nseq + i]->id] =
-        body_input(r, n->out[r->nc + r->nemit + i], &b->inputs[r->nseq + i]->type, "carry");
+        saved_input(r, n->out[r->nc + r->nemit + i], &b->inputs[r->nseq + i]->type, "carry");
   Value *saved_in[64];
   for (int s = 0; s < r->nsaved; s++)
-    saved_in[s] = body_input(r, n->out[2 * r->nc + r->nemit + s], &r->saved[s]->type, "saved");
+    saved_in[s] = saved_input(r, n->out[2 * r->nc + r->nemit + s], &r->saved[s]->type, "saved");
   for (int k = 0; k < r->nemit; k++)
     if (r->d->dys[r->nc + k]) {
       ys[ny] = b->outputs[r->nc + k];
@@ -290,12 +329,14 @@ void pass_grad_scan(Grad *d, const Node *cn, Value *dy, Value **dx) {
     return;
   }
   r.bb = ir_body_new(d->g, "step.grad");
-  save_carries(d->g, n);
+  bool rows[128] = {0};
+  for (int m = 0; m < r.ninv; m++)
+    if (d->need[r.nseq + r.nc + m] && (r.hoist[m] = hoistable(n, n->body->inputs[r.nseq + r.nc + m])))
+      for (int i = 0; i < r.nc; i++)
+        rows[i] |= r.hoist[m]->in[0] == n->body->inputs[r.nseq + i];
+  save_carries(d->g, n, rows);
   int room = 256 - 8 - 2 * (n->nin + n->nout);     /* the rest are recomputed */
   r.nsaved = save_contractions(d->g, n, r.saved, room < 64 ? room : 64);
-  for (int m = 0; m < r.ninv; m++)
-    if (d->need[r.nseq + r.nc + m])
-      r.hoist[m] = hoistable(n, n->body->inputs[r.nseq + r.nc + m]);
   Value *dcs[128] = {0}, *dws[128] = {0}, *dxs[256] = {0};
   if (!r.bb || build_body(&r, dcs, dws, dxs) < 0)
     return;

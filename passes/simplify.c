@@ -7,8 +7,10 @@
  * absorbed by matmul's trans_a/trans_b), replaced by an operand it leaves
  * unchanged (x*1, x+0, neg(neg(x)), ...), or replaced by an earlier node
  * that computes the same (CSE: same op, inputs and attributes; equal
- * constants are merged first, so that ir_scalar's many 1s are one). Dead
- * code goes at the end of each sweep (ir_remove_dead).
+ * constants are merged first, so that ir_scalar's many 1s are one), or,
+ * failing those, rebuilt: a sum of zero-padded pieces that tile it becomes
+ * their concat, a reshape sinks below it. Dead code goes at the end of
+ * each sweep (ir_remove_dead).
  *
  * No identity here changes a value: x*0 is not 0 when x is NaN, so it stays.
  *
@@ -505,6 +507,96 @@ static void sink_reshape(Simp *s, Node *n) {
     replace(s, n->out[0], y);
 }
 
+/* ---- sums of padded pieces ---------------------------------------------------- */
+
+enum { MAX_PIECES = 16 };
+
+typedef struct Piece {
+  Value *x;                     /* the piece, unpadded */
+  int64_t at;                   /* where it starts along the axis */
+} Piece;
+
+/* The leaves of the tree of same-shape adds under v, at most MAX_PIECES;
+ * -1 past that. */
+static int add_leaves(Value *v, const Type *t, Value **leaf, int nleaf) {
+  Node *d = v->def;
+  if (!d || d->op != OP_add || !ir_type_eq(&v->type, t) || !ir_type_eq(&d->in[0]->type, t) ||
+      !ir_type_eq(&d->in[1]->type, t)) {
+    if (nleaf >= MAX_PIECES)
+      return -1;
+    leaf[nleaf] = v;
+    return nleaf + 1;
+  }
+  nleaf = add_leaves(d->in[0], t, leaf, nleaf);
+  return nleaf < 0 ? -1 : add_leaves(d->in[1], t, leaf, nleaf);
+}
+
+/* The one axis along which v, an unslice with zeros around and unit steps,
+ * is narrower than t or moved from 0; -1 if v is none such. */
+static int padded_axis(const Value *v, const Type *t) {
+  const Node *u = v->def;
+  if (!u || u->op != OP_unslice || u->attr.alpha != 0)
+    return -1;
+  int ax = -1;
+  for (int i = 0; i < t->rank; i++) {
+    if (u->attr.step[i] != 1)
+      return -1;
+    if (u->attr.start[i] == 0 && sz_eq(u->in[0]->type.dim[i], t->dim[i]))
+      continue;
+    if (ax >= 0)
+      return -1;
+    ax = i;
+  }
+  return ax;
+}
+
+static int by_start(const void *a, const void *b) {
+  int64_t x = ((const Piece *)a)->at, y = ((const Piece *)b)->at;
+  return (x > y) - (x < y);
+}
+
+/* Whether the pieces, sorted, tile [0, extent) along ax, end to end. */
+static bool tiles(Piece *p, int np, int ax, Size extent) {
+  int64_t end = 0, len, full;
+  qsort(p, (size_t)np, sizeof *p, by_start);
+  for (int i = 0; i < np; i++) {
+    if (p[i].at != end || !sz_is_const(p[i].x->type.dim[ax], &len))
+      return false;
+    end += len;
+  }
+  return sz_is_const(extent, &full) && end == full;
+}
+
+/* A sum of zero-padded pieces that tile n's output along one axis is their
+ * concat: one write instead of a fill and a copy per piece and the adds
+ * (the gradient of splitting a tensor, as the LSTM's gates, is that sum).
+ * Each element is one piece's, plus zeros: the same, but that -0 stays -0. */
+static bool concat_pieces(Simp *s, Node *n) {
+  Graph *g = s->g;
+  const Type *t = &n->out[0]->type;
+  Value *leaf[MAX_PIECES];
+  Piece p[MAX_PIECES];
+  if (n->op != OP_add || n->nout != 1 || fixed(s, n->out[0]))
+    return false;
+  int np = add_leaves(n->out[0], t, leaf, 0), ax = np > 1 ? padded_axis(leaf[0], t) : -1;
+  for (int i = 0; i < np && ax >= 0; i++) {
+    if (padded_axis(leaf[i], t) != ax)
+      return false;
+    p[i] = (Piece){leaf[i]->def->in[0], leaf[i]->def->attr.start[ax]};
+  }
+  if (ax < 0 || !tiles(p, np, ax, t->dim[ax]))
+    return false;
+  Value *xs[MAX_PIECES];
+  for (int i = 0; i < np; i++)
+    xs[i] = p[i].x;
+  Attr a = ir_attr();
+  a.axis = ax;
+  int n0 = g->nnodes;
+  Value *c = ir_op(g, OP_concat, xs, np, &a, n->loc);
+  place_after(g, n0, n->id);
+  return ir_type_eq(&c->type, t) && replace(s, n->out[0], c);
+}
+
 /* ---- hash tables: CSE and equal constants ------------------------------------ */
 
 static uint64_t mix(uint64_t h, uint64_t x) {
@@ -638,7 +730,7 @@ static void simplify_node(Simp *s, Node *n) {
   Value *r = n->nout == 1 ? identity(s->g, n) : NULL;
   if (r && replace(s, n->out[0], r))
     return;
-  if (!cse(s, n))
+  if (!cse(s, n) && !concat_pieces(s, n))
     sink_reshape(s, n);
 }
 

@@ -299,6 +299,56 @@ static void test_sink_reshape(void **state) {
   free_both(&ref, &got);
 }
 
+/* ---- sums of padded pieces ------------------------------------------------------ */
+
+/* x placed at `start` in zeros of [rows, cols], unit steps. */
+static Value *pad_into(Graph *g, Value *x, int64_t rows, int64_t cols, int64_t r0, int64_t c0) {
+  Attr a = ir_attr();
+  a.rank = 2;
+  a.shape[0] = sz_const(rows);
+  a.shape[1] = sz_const(cols);
+  a.start[0] = r0;
+  a.start[1] = c0;
+  a.step[0] = a.step[1] = 1;
+  return ir_op(g, OP_unslice, &x, 1, &a, NOLOC);
+}
+
+/* y: three pieces that tile [4, 12] along the columns, added out of order
+ * (the gradient of splitting z into gates); t: two pieces along the rows;
+ * gap: two pieces that leave columns 3..5 zero; wide: a piece padded along
+ * both axes. Only y and t are concats. */
+static void build_pieces(Graph *g) {
+  Value *a = ir_input(g, "a", TY(RT_F32, 4, 3), NOLOC);
+  Value *b = ir_input(g, "b", TY(RT_F32, 4, 3), NOLOC);
+  Value *c = ir_input(g, "c", TY(RT_F32, 4, 6), NOLOC);
+  Value *y = add(g, pad_into(g, c, 4, 12, 0, 6), pad_into(g, un(g, OP_tanh, b), 4, 12, 0, 3));
+  ir_output(g, add(g, y, pad_into(g, a, 4, 12, 0, 0)), "y");
+  ir_output(g, add(g, pad_into(g, a, 8, 3, 4, 0), pad_into(g, b, 8, 3, 0, 0)), "t");
+  ir_output(g, add(g, pad_into(g, a, 4, 12, 0, 0), pad_into(g, c, 4, 12, 0, 6)), "gap");
+  ir_output(g, add(g, pad_into(g, a, 5, 6, 1, 0), pad_into(g, b, 5, 6, 0, 3)), "wide");
+}
+
+static void test_concat_pieces(void **state) {
+  OModel ref, got;
+  both("pieces", build_pieces, 1, &ref, &got);
+  Graph *g = got.m.g;
+  Node *y = g->outputs[0]->def, *t = g->outputs[1]->def;
+  assert_int_equal(y->op, OP_concat);
+  assert_int_equal(y->attr.axis, 1);
+  assert_int_equal(y->nin, 3);
+  assert_ptr_equal(y->in[0], g->inputs[0]);
+  assert_int_equal(y->in[1]->def->op, OP_tanh);
+  assert_ptr_equal(y->in[2], g->inputs[2]);
+  assert_int_equal(t->op, OP_concat);
+  assert_int_equal(t->attr.axis, 0);
+  assert_ptr_equal(t->in[0], g->inputs[1]);
+  assert_ptr_equal(t->in[1], g->inputs[0]);
+  assert_int_equal(g->outputs[2]->def->op, OP_add);
+  assert_int_equal(g->outputs[3]->def->op, OP_add);
+  assert_int_equal(om_count(g, OP_unslice), 4);
+  free_both(&ref, &got);
+}
+
 /* ---- common subexpressions and dead code ----------------------------------------- */
 
 static void build_cse(Graph *g) {
@@ -522,6 +572,7 @@ int main(void) {
       cmocka_unit_test(test_constant_folding), cmocka_unit_test(test_fold_flatten), cmocka_unit_test(test_fold_semantics),
       cmocka_unit_test(test_identities),       cmocka_unit_test(test_not_identities),
       cmocka_unit_test(test_transposes),       cmocka_unit_test(test_reshapes),       cmocka_unit_test(test_sink_reshape),
+      cmocka_unit_test(test_concat_pieces),
       cmocka_unit_test(test_cse),              cmocka_unit_test(test_dead_code),
       cmocka_unit_test(test_pinned),           cmocka_unit_test(test_training_step),
       cmocka_unit_test(test_fixed_point),      cmocka_unit_test(test_levels),

@@ -9,7 +9,8 @@
  * central differences in f64; a masked batch of sequences of different
  * lengths against each sequence run alone (and its gradients against
  * differences); what the reverse scan saves and hoists out of its loop;
- * and code that does not grow with the number of steps. */
+ * time-major sequences, stepped in place; and code that does not grow
+ * with the number of steps. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,7 @@ typedef struct Rnn {
   Model m;
   Graph *g;
   int64_t T;
+  bool time_major;                       /* x [T, N, D], hs [T, N, H], axis 0 */
   Value *x, *h0, *wx, *wh, *b, *mask;   /* mask: NULL unless masked */
   Value *hs, *hT;                        /* emitted [N, T, H], last carry [N, H] */
   Value *r1, *r2, *loss;
@@ -60,14 +62,20 @@ static Value *param(Rnn *r, const char *name, Type t) {
   return v;
 }
 
+/* Where step t of sequence n is, in rows of x and hs. */
+static int64_t at(const Rnn *r, int n, int64_t t) { return r->time_major ? t * N + n : n * r->T + t; }
+
 /* The RNN through the pipeline at -O opt (simplify removes what the
- * reverse scan leaves dead, fusion joins its kernels). */
-static void rnn_build_at(Rnn *r, int64_t T, bool masked, bool reverse, bool train, int opt) {
+ * reverse scan leaves dead, fusion joins its kernels); batch-first unless
+ * time_major (not masked then). */
+static void rnn_build_at(Rnn *r, int64_t T, bool masked, bool reverse, bool train, int opt,
+                         bool time_major) {
   memset(r, 0, sizeof *r);
   r->T = T;
+  r->time_major = time_major;
   Graph *g = r->g = model_new(&r->m, "rnn");
   r->m.opt = opt;
-  r->x = param(r, "x", TY(RT_F64, N, T, D));
+  r->x = param(r, "x", time_major ? TY(RT_F64, T, N, D) : TY(RT_F64, N, T, D));
   r->h0 = param(r, "h0", TY(RT_F64, N, HID));
   r->wx = param(r, "wx", TY(RT_F64, HID, D));
   r->wh = param(r, "wh", TY(RT_F64, HID, HID));
@@ -84,7 +92,7 @@ static void rnn_build_at(Rnn *r, int64_t T, bool masked, bool reverse, bool trai
   in[k++] = r->wx;
   in[k++] = r->wh;
   in[k++] = r->b;
-  Node *s = ir_scan(g, cell(g, masked), in, nseq, 1, 3, 1, reverse, sz_const(T), NOLOC);
+  Node *s = ir_scan(g, cell(g, masked), in, nseq, 1, 3, !time_major, reverse, sz_const(T), NOLOC);
   r->hT = s->out[0];
   r->hs = s->out[1];
   r->r1 = ir_input(g, "r1", r->hs->type, NOLOC);
@@ -104,7 +112,7 @@ static void rnn_build_at(Rnn *r, int64_t T, bool masked, bool reverse, bool trai
 }
 
 static void rnn_build(Rnn *r, int64_t T, bool masked, bool reverse, bool train) {
-  rnn_build_at(r, T, masked, reverse, train, 0);
+  rnn_build_at(r, T, masked, reverse, train, 0, false);
 }
 
 /* The same recurrence in plain C: hs [N, T, H] and hT [N, H]. */
@@ -112,7 +120,7 @@ static void reference(Rnn *r, const int64_t *len, bool reverse, Ten *hs, Ten *hT
   Ten x = model_get(&r->m, r->x), h0 = model_get(&r->m, r->h0), wx = model_get(&r->m, r->wx);
   Ten wh = model_get(&r->m, r->wh), b = model_get(&r->m, r->b);
   int64_t T = r->T;
-  *hs = ten_new(&r->m, 3, (int64_t[]){N, T, HID});
+  *hs = ten_new(&r->m, 3, r->time_major ? (int64_t[]){T, N, HID} : (int64_t[]){N, T, HID});
   *hT = ten_new(&r->m, 2, (int64_t[]){N, HID});
   for (int n = 0; n < N; n++) {
     double h[HID], h2[HID];
@@ -125,7 +133,7 @@ static void reference(Rnn *r, const int64_t *len, bool reverse, Ten *hs, Ten *hT
       for (int j = 0; j < HID; j++) {
         double a = b.d[j];
         for (int i = 0; i < D; i++)
-          a += x.d[(n * T + t) * D + i] * wx.d[j * D + i];
+          a += x.d[at(r, n, t) * D + i] * wx.d[j * D + i];
         for (int i = 0; i < HID; i++)
           a += h[i] * wh.d[j * HID + i];
         h2[j] = tanh(a);
@@ -133,7 +141,7 @@ static void reference(Rnn *r, const int64_t *len, bool reverse, Ten *hs, Ten *hT
       for (int j = 0; j < HID; j++) {
         if (on)
           h[j] = h2[j];
-        hs->d[(n * T + t) * HID + j] = on ? h2[j] : 0;
+        hs->d[at(r, n, t) * HID + j] = on ? h2[j] : 0;
       }
     }
     for (int j = 0; j < HID; j++)
@@ -195,7 +203,7 @@ static void test_gradients(void **state) {
   for (int opt = 0; opt <= 2; opt += 2)
     for (int rev = 0; rev < 2; rev++) {
       Rnn r;
-      rnn_build_at(&r, 4, false, rev, true, opt);
+      rnn_build_at(&r, 4, false, rev, true, opt, false);
       check_grads(&r);
       model_free(&r.m);
     }
@@ -217,7 +225,7 @@ static int live_matmuls(const Graph *b) {
 static void test_saved_and_hoisted(void **state) {
   (void)state;
   Rnn r;
-  rnn_build_at(&r, 4, false, false, true, 2);     /* after simplify: no dead code */
+  rnn_build_at(&r, 4, false, false, true, 2, false);     /* after simplify: no dead code */
   const Node *fwd = NULL, *bwd = NULL;
   for (int i = 0; i < r.g->nnodes; i++)
     if (r.g->nodes[i]->op == OP_scan)
@@ -228,7 +236,39 @@ static void test_saved_and_hoisted(void **state) {
   ir_count_uses(bwd->body);
   assert_int_equal(live_matmuls(bwd->body), 2);
   assert_true(r.wx->grad->def->op != OP_scan && r.wh->grad->def->op != OP_scan);
+  /* the saved sum, one row [1, N * H] a step, is written and read in
+   * place (codegen/scan.c); the saved carry, which dWh reads as rows after
+   * the loop, and the sequence, batch-first, are copied */
+  assert_true(fwd->body->outputs[3]->region >= REGION_COUNT);
+  assert_true(bwd->body->inputs[2]->region >= REGION_COUNT);
+  assert_true(fwd->body->outputs[2]->region < REGION_COUNT);
+  assert_true(fwd->body->inputs[0]->region < REGION_COUNT);
   model_free(&r.m);
+}
+
+/* Time-major sequences (axis 0): every step of x, hs and their gradients
+ * is one run of bytes, read and written in place by both loops; the same
+ * results as the loop in C and as central differences. */
+static void test_time_major(void **state) {
+  (void)state;
+  for (int rev = 0; rev < 2; rev++) {
+    Rnn r;
+    rnn_build_at(&r, 5, false, rev, false, 2, true);
+    model_run(&r.m, 0, 2);
+    Ten hs, hT;
+    reference(&r, NULL, rev, &hs, &hT);
+    check_ten("time-major hs", model_get(&r.m, r.hs), hs, 1e-12);
+    check_ten("time-major hT", model_get(&r.m, r.hT), hT, 1e-12);
+    const Graph *b = r.hs->def->body;
+    assert_true(b->inputs[0]->region >= REGION_COUNT);     /* x_t */
+    assert_true(b->outputs[1]->region >= REGION_COUNT);    /* y, the carry too */
+    model_free(&r.m);
+    for (int opt = 0; opt <= 2; opt += 2) {
+      rnn_build_at(&r, 4, false, rev, true, opt, true);
+      check_grads(&r);
+      model_free(&r.m);
+    }
+  }
 }
 
 static const int64_t lens[N] = {5, 2, 4};
@@ -330,6 +370,7 @@ int main(void) {
       cmocka_unit_test(test_forward),
       cmocka_unit_test(test_gradients),
       cmocka_unit_test(test_saved_and_hoisted),
+      cmocka_unit_test(test_time_major),
       cmocka_unit_test(test_mask_alone),
       cmocka_unit_test(test_mask_gradients),
       cmocka_unit_test(test_code_size),
