@@ -6,7 +6,8 @@
  *       pack op(B)'s block into NR-column panels            (or use a shared packing)
  *       pack op(A)'s block into MR-row panels               (or read A in place: narrow N)
  *       for each NR panel of B, for each MR panel of A:
- *         micro-kernel: MR x NR accumulators in vector registers, one FMA
+ *         micro-kernel: MR x NR accumulators in vector registers (MR - 1
+ *         for some of a short tile's rows: row_split), one FMA
  *         per accumulator per k, then C (+)= and, on the last K block,
  *         the epilogue, while the tile is still in registers.
  *
@@ -561,18 +562,18 @@ static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMVa
   LLVMPositionBuilderAtEnd(g->b, done);
 }
 
-/* The sums of an mr-row micro-tile into acc. A packed panel (lda == 0)
- * holds element (i, k) at ap[k*mr + i]. Otherwise ap is op(A) itself, rows lda
+/* The sums of an mr-row micro-tile into acc. A packed panel (lda == 0,
+ * always when packed_only) holds element (i, k) at ap[k*mr + i]. Otherwise ap is op(A) itself, rows lda
  * apart and k contiguous (A not transposed): read in place, without
  * packing, where N is too narrow for a packed A to pay (see plan); rows
  * past mr read row mr-1, in bounds, and their sums are never stored. One
  * k loop per layout, so that each keeps its constant strides. */
-static void micro_sums(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *acc) {
+static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMValueRef *acc) {
   CgCtx *c = g->c;
   LLVMValueRef ap = LLVMGetParam(fn, MK_AP), rows[GEMM_MR];
   for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, k64(g, i));
-  if (g->s->trans_a) {   /* A is always packed */
+  if (g->s->trans_a || packed_only) {
     fma_loop(g, fn, mr, rows, k64(g, mr), acc);
     return;
   }
@@ -602,19 +603,21 @@ static void micro_sums(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *acc) {
 }
 
 /* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col, lda),
- * for micro-tiles of `rows` rows (MR, or MR - 1 for balanced tiles: see
- * row_split): acc[i][j] = sum_k a(i, k) * bp[k*NR + j] (a packed or in
- * place: see micro_sums), kept in rows x NR/lanes vector registers, then
- * stored by one of up to four variants: full tile or edge, and with the
- * epilogue (last K block) or without. */
-static LLVMValueRef emit_micro(Gen *g, const char *part, int rows) {
+ * for micro-tiles of `rows` rows: acc[i][j] = sum_k a(i, k) * bp[k*NR + j]
+ * (a packed or in place: see micro_sums), kept in rows x NR/lanes vector
+ * registers, then stored by one of up to four variants: full tile or edge,
+ * and with the epilogue (last K block) or without. The short micro-tiles
+ * of row_split read A only packed (packed_only), one k loop less to
+ * compile; edge-only stores would save more code but cost them 20% at
+ * K = 64 (masked loads and stores of C). */
+static LLVMValueRef emit_micro(Gen *g, const char *part, int rows, bool packed_only) {
   CgCtx *c = g->c;
   LLVMTypeRef p[MK_COUNT] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_ptr, c->t_i64, c->t_i64, c->t_i64,
                              c->t_i1, c->t_i1, c->t_ptr, c->t_i64, c->t_i64, c->t_i64, c->t_i64};
   LLVMValueRef fn = new_part(g, part, c->t_void, p, MK_COUNT);
   LLVMValueRef acc[GEMM_MR * 8];
   prefetch_c(g, fn, rows);
-  micro_sums(g, fn, rows, acc);
+  micro_sums(g, fn, rows, packed_only, acc);
   LLVMValueRef full = LLVMBuildAnd(g->b, eq(g, LLVMGetParam(fn, MK_MR), k64(g, rows)),
                                    eq(g, LLVMGetParam(fn, MK_NR), k64(g, g->nr)), "");
   LLVMValueRef sel = LLVMBuildZExt(g->b, full, c->t_i32, "");
@@ -1005,7 +1008,8 @@ static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
   T.b = add(g, get(g, ctx, F_B0), sdiv(g, t, per_b));
   tile_span(g, srem(g, r, mt), mt, get(g, ctx, F_MPANELS), g->mr, T.M, &T.m0, &T.mc);
   tile_span(g, sdiv(g, r, mt), nt, get(g, ctx, F_NPANELS), g->nr, T.N, &T.n0, &T.nc);
-  T.tall = row_split(g, T.mc);
+  /* A read in place runs in MR-row micro-tiles only (micro_short reads it packed) */
+  T.tall = LLVMBuildSelect(g->b, eq(g, get(g, ctx, F_DIRECT_LDA), k64(g, 0)), row_split(g, T.mc), T.mc, "");
   T.A = elem(g, get(g, ctx, F_A), mul(g, T.b, get(g, ctx, F_SA)));
   T.B = elem(g, get(g, ctx, F_B), mul(g, T.b, get(g, ctx, F_SB)));
   T.C = elem(g, get(g, ctx, F_C), mul(g, T.b, get(g, ctx, F_SC)));
@@ -1406,8 +1410,8 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   g.nr = g.nv * g.lanes;
   assert(g.nr <= GEMM_NR_MAX && GEMM_NR_MAX % g.nr == 0 && GEMM_MC % GEMM_MR == 0);
   make_ctx_type(&g);
-  g.micro = emit_micro(&g, "micro", g.mr);
-  g.micro_short = emit_micro(&g, "micro_short", g.mr - 1);
+  g.micro = emit_micro(&g, "micro", g.mr, false);
+  g.micro_short = emit_micro(&g, "micro_short", g.mr - 1, true);
   g.pack_a = emit_pack(&g, "pack_a", g.mr, s->trans_a);
   g.pack_a_short = emit_pack(&g, "pack_a_short", g.mr - 1, s->trans_a);
   g.pack_b = s->im2col ? emit_pack_im2col(&g) : emit_pack(&g, "pack_b", g.nr, !s->trans_b);
