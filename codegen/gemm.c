@@ -125,7 +125,7 @@ typedef struct Gen {
   int sz, lanes, mr, nr, nv; /* nv = nr / lanes vectors per micro-tile row */
   LLVMTypeRef ctx_t;         /* the tasks' shared context struct */
   LLVMValueRef micro, pack_a, pack_b, tile, task, bpack;
-  LLVMValueRef micro_short, pack_a_short; /* the same for MR - 1 rows: see row_split */
+  LLVMValueRef micro_short;  /* the micro-kernel of MR - 1 rows: see row_split */
 } Gen;
 
 static LLVMValueRef k64(Gen *g, int64_t v) { return LLVMConstInt(g->c->t_i64, (unsigned long long)v, 1); }
@@ -563,7 +563,8 @@ static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMVa
 }
 
 /* The sums of an mr-row micro-tile into acc. A packed panel (lda == 0,
- * always when packed_only) holds element (i, k) at ap[k*mr + i]. Otherwise ap is op(A) itself, rows lda
+ * always when packed_only) holds element (i, k) at ap[k*MR + i], whatever
+ * mr (a short micro-tile's panel has MR rows, the last zero). Otherwise ap is op(A) itself, rows lda
  * apart and k contiguous (A not transposed): read in place, without
  * packing, where N is too narrow for a packed A to pay (see plan); rows
  * past mr read row mr-1, in bounds, and their sums are never stored. One
@@ -574,7 +575,7 @@ static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMVa
   for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, k64(g, i));
   if (g->s->trans_a || packed_only) {
-    fma_loop(g, fn, mr, rows, k64(g, mr), acc);
+    fma_loop(g, fn, mr, rows, k64(g, g->mr), acc);
     return;
   }
   LLVMValueRef lda = LLVMGetParam(fn, MK_LDA), packed_acc[GEMM_MR * 8], direct_acc[GEMM_MR * 8];
@@ -583,7 +584,7 @@ static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMVa
   LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, fn, "sums");
   LLVMBuildCondBr(g->b, eq(g, lda, k64(g, 0)), pack_bb, direct_bb);
   LLVMPositionBuilderAtEnd(g->b, pack_bb);
-  fma_loop(g, fn, mr, rows, k64(g, mr), packed_acc);
+  fma_loop(g, fn, mr, rows, k64(g, g->mr), packed_acc);
   LLVMBasicBlockRef from_packed = LLVMGetInsertBlock(g->b);
   LLVMBuildBr(g->b, join);
   LLVMPositionBuilderAtEnd(g->b, direct_bb);
@@ -1016,20 +1017,35 @@ static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
   return T;
 }
 
-/* Packs the tile's rows r0 .. r1 of op(A)[:, k0 .. k0+kc) into panels at
- * dst, of as many rows as `pack` packs. */
-static void pack_a_rows(Gen *g, Tile *T, LLVMValueRef pack, LLVMValueRef dst, LLVMValueRef r0, LLVMValueRef r1,
+/* Packs the tile's rows r0 .. r1 of op(A)[:, k0 .. k0+kc) into MR-row
+ * panels at dst. */
+static void pack_a_rows(Gen *g, Tile *T, LLVMValueRef dst, LLVMValueRef r0, LLVMValueRef r1,
                         LLVMValueRef k0, LLVMValueRef kc) {
   LLVMValueRef rs, cs;
   a_strides(g, get(g, T->ctx, F_LDA), &rs, &cs);
   LLVMValueRef src = elem(g, T->A, add(g, mul(g, add(g, T->m0, r0), rs), mul(g, k0, cs)));
   LLVMValueRef args[] = {dst, src, rs, cs, sub(g, r1, r0), kc};
-  call(g, pack, args, 6);
+  call(g, g->pack_a, args, 6);
 }
 
 /* The short micro-tiles' packed A: after the tall ones' kc x tall. */
 static LLVMValueRef short_panels(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef kc) {
   return elem(g, abuf, mul(g, T->tall, kc));
+}
+
+/* The tile's A block: its tall rows in MR-row panels, then each short
+ * micro-tile's MR - 1 rows in an MR-row panel of its own (a zero row
+ * last), so that one packer serves both and the compile time of a second
+ * is saved; packing a short panel goes row by row, a small part of the
+ * few short micro-tiles' time. */
+static void pack_a_block(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef k0, LLVMValueRef kc) {
+  LLVMValueRef kS = k64(g, g->mr - 1), shorts = short_panels(g, T, abuf, kc);
+  pack_a_rows(g, T, abuf, k64(g, 0), T->tall, k0, kc);
+  Loop ls;
+  LLVMValueRef j = loop_open(g, &ls, k64(g, 0), cdiv(g, sub(g, T->mc, T->tall), kS));
+  LLVMValueRef r0 = add(g, T->tall, mul(g, j, kS));
+  pack_a_rows(g, T, elem(g, shorts, mul(g, j, mul(g, kc, k64(g, g->mr)))), r0, emin(g, add(g, r0, kS), T->mc), k0, kc);
+  loop_close(g, &ls, k64(g, 1));
 }
 
 /* One B panel's share of a K block, as the micro-kernel takes it. */
@@ -1038,7 +1054,7 @@ typedef struct Sliver {
 } Sliver;
 
 /* The micro-tiles of R rows over the tile's rows r0 .. r1 against one B
- * sliver, with `micro`; their packed A panels (kc x R each) from apack. */
+ * sliver, with `micro`; their packed A panels (kc x MR each) from apack. */
 static void row_run(Gen *g, Tile *T, const Sliver *s, LLVMValueRef micro, int R, LLVMValueRef r0, LLVMValueRef r1,
                     LLVMValueRef apack) {
   LLVMValueRef kR = k64(g, R), lda = get(g, T->ctx, F_DIRECT_LDA), ldc = get(g, T->ctx, F_LDC);
@@ -1047,7 +1063,7 @@ static void row_run(Gen *g, Tile *T, const Sliver *s, LLVMValueRef micro, int R,
   LLVMValueRef ip = loop_open(g, &li, k64(g, 0), cdiv(g, sub(g, r1, r0), kR));
   LLVMValueRef m = add(g, add(g, T->m0, r0), mul(g, ip, kR));
   LLVMValueRef in_place = elem(g, T->A, add(g, mul(g, m, lda), s->k0));
-  LLVMValueRef ap = LLVMBuildSelect(g->b, eq(g, lda, k64(g, 0)), elem(g, apack, mul(g, ip, mul(g, s->kc, kR))),
+  LLVMValueRef ap = LLVMBuildSelect(g->b, eq(g, lda, k64(g, 0)), elem(g, apack, mul(g, ip, mul(g, s->kc, k64(g, g->mr)))),
                                     in_place, "");
   LLVMValueRef args[MK_COUNT] = {
     [MK_AP] = ap, [MK_LDA] = lda, [MK_BP] = s->bp, [MK_KC] = s->kc,
@@ -1102,8 +1118,7 @@ static LLVMValueRef emit_tile(Gen *g) {
   LLVMValueRef shared = elem(g, shared_block(g, ctx, kb), mul(g, T.n0, kc));
   If fa;
   if_open(g, &fa, eq(g, get(g, ctx, F_DIRECT_LDA), k64(g, 0)));
-  pack_a_rows(g, &T, g->pack_a, abuf, k64(g, 0), T.tall, k0, kc);
-  pack_a_rows(g, &T, g->pack_a_short, short_panels(g, &T, abuf, kc), T.tall, T.mc, k0, kc);
+  pack_a_block(g, &T, abuf, k0, kc);
   if_close(g, &fa);
   LLVMValueRef loadc = g->s->accumulate ? LLVMConstInt(c->t_i1, 1, 0) : LLVMBuildICmp(g->b, LLVMIntSGT, kb, k64(g, 0), "");
   macro_kernel(g, &T, abuf, LLVMBuildSelect(g->b, priv, bbuf, shared, ""), k0, kc, loadc, eq(g, kb, sub(g, nkb, one)));
@@ -1413,11 +1428,10 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   g.micro = emit_micro(&g, "micro", g.mr, false);
   g.micro_short = emit_micro(&g, "micro_short", g.mr - 1, true);
   g.pack_a = emit_pack(&g, "pack_a", g.mr, s->trans_a);
-  g.pack_a_short = emit_pack(&g, "pack_a_short", g.mr - 1, s->trans_a);
   g.pack_b = s->im2col ? emit_pack_im2col(&g) : emit_pack(&g, "pack_b", g.nr, !s->trans_b);
   g.tile = emit_tile(&g);
-  LLVMValueRef parts[] = {g.micro, g.micro_short, g.pack_a, g.pack_a_short, g.pack_b, g.tile};
-  for (int i = 0; i < 6; i++)
+  LLVMValueRef parts[] = {g.micro, g.micro_short, g.pack_a, g.pack_b, g.tile};
+  for (int i = 0; i < 5; i++)
     set_noinline(&g, parts[i]);
   g.task = emit_task(&g);
   g.bpack = emit_bpack(&g);
