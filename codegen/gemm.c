@@ -6,7 +6,8 @@
  *       pack op(B)'s block into NR-column panels            (or use a shared packing)
  *       pack op(A)'s block into MR-row panels               (or read A in place: narrow N)
  *       for each NR panel of B, for each MR panel of A:
- *         micro-kernel: MR x NR accumulators in vector registers, one FMA
+ *         micro-kernel: MR x NR accumulators in vector registers (MR - 1
+ *         for some of a short tile's rows: row_split), one FMA
  *         per accumulator per k, then C (+)= and, on the last K block,
  *         the epilogue, while the tile is still in registers.
  *
@@ -124,6 +125,7 @@ typedef struct Gen {
   int sz, lanes, mr, nr, nv; /* nv = nr / lanes vectors per micro-tile row */
   LLVMTypeRef ctx_t;         /* the tasks' shared context struct */
   LLVMValueRef micro, pack_a, pack_b, tile, task, bpack;
+  LLVMValueRef micro_short;  /* the micro-kernel of MR - 1 rows: see row_split */
 } Gen;
 
 static LLVMValueRef k64(Gen *g, int64_t v) { return LLVMConstInt(g->c->t_i64, (unsigned long long)v, 1); }
@@ -469,14 +471,14 @@ static void store_c(Gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
  * not a branch: one variant less, for one load per vector); then the
  * epilogue when `last`. An edge tile (!full) skips rows past mr and masks
  * lanes past nr. */
-static void store_tile(Gen *g, LLVMValueRef fn, LLVMValueRef *acc, bool last, bool full) {
+static void store_tile(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *acc, bool last, bool full) {
   LLVMValueRef P[MK_COUNT];
   for (int i = 0; i < MK_COUNT; i++)
     P[i] = LLVMGetParam(fn, i);
   LLVMValueRef masks[8] = {0};
   for (int v = 0; v < g->nv && !full; v++)
     masks[v] = lane_mask(g, P[MK_NR], v);
-  for (int i = 0; i < g->mr; i++) {
+  for (int i = 0; i < mr; i++) {
     If row_ok;
     if (!full)
       if_open(g, &row_ok, lt(g, k64(g, i), P[MK_MR]));
@@ -497,9 +499,9 @@ static void store_tile(Gen *g, LLVMValueRef fn, LLVMValueRef *acc, bool last, bo
 
 /* Asks for the C tile's lines before the k loop, so that the misses
  * overlap the FMAs instead of stalling the stores after them. */
-static void prefetch_c(Gen *g, LLVMValueRef fn) {
+static void prefetch_c(Gen *g, LLVMValueRef fn, int mr) {
   LLVMValueRef cp = LLVMGetParam(fn, MK_CP), ldc = LLVMGetParam(fn, MK_LDC);
-  for (int i = 0; i < g->mr; i++) {
+  for (int i = 0; i < mr; i++) {
     LLVMValueRef row = elem(g, cp, mul(g, k64(g, i), ldc));
     LLVMValueRef ends[] = {row, elem(g, row, k64(g, g->nr - 1))};
     for (int e = 0; e < 2; e++) {
@@ -511,12 +513,12 @@ static void prefetch_c(Gen *g, LLVMValueRef fn) {
 }
 
 /* One k step: acc[i][v] += a[i] * bp[v*lanes ..], as nv vector loads of
- * B, MR broadcasts of A (a[i] at arow[i]) and MR*nv FMAs. */
-static void fma_step(Gen *g, LLVMValueRef *arow, LLVMValueRef brow, LLVMValueRef *acc, LLVMValueRef *next) {
+ * B, mr broadcasts of A (a[i] at arow[i]) and mr*nv FMAs. */
+static void fma_step(Gen *g, int mr, LLVMValueRef *arow, LLVMValueRef brow, LLVMValueRef *acc, LLVMValueRef *next) {
   LLVMValueRef bv[8];
   for (int v = 0; v < g->nv; v++)
     bv[v] = load(g, g->vt, elem(g, brow, k64(g, v * g->lanes)));
-  for (int i = 0; i < g->mr; i++) {
+  for (int i = 0; i < mr; i++) {
     LLVMValueRef a = cg_splat(g->c, load(g, g->t, arow[i]), g->lanes);
     for (int v = 0; v < g->nv; v++) {
       LLVMValueRef args[] = {a, bv[v], acc[i * g->nv + v]};
@@ -525,14 +527,14 @@ static void fma_step(Gen *g, LLVMValueRef *arow, LLVMValueRef brow, LLVMValueRef
   }
 }
 
-/* The k loop with the accumulators as phis (they must stay in registers):
- * A's element (i, k) at rows[i] + k*ks, B's row k at bp + k*NR. Leaves
- * the builder after the loop and the final sums in acc. */
-static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc) {
+/* The k loop of an mr-row micro-tile with the accumulators as phis (they
+ * must stay in registers): A's element (i, k) at rows[i] + k*ks, B's row k
+ * at bp + k*NR. Leaves the builder after the loop and the final sums in acc. */
+static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc) {
   CgCtx *c = g->c;
   LLVMValueRef bp = LLVMGetParam(fn, MK_BP), kc = LLVMGetParam(fn, MK_KC);
   LLVMValueRef next[GEMM_MR * 8], arow[GEMM_MR], zero = LLVMConstNull(g->vt), k0 = k64(g, 0);
-  int nacc = g->mr * g->nv;
+  int nacc = mr * g->nv;
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(g->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, fn, "k");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, fn, "fma");
@@ -547,9 +549,9 @@ static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *rows, LLVMValueRef k
   }
   LLVMBuildCondBr(g->b, lt(g, k, kc), body, done);
   LLVMPositionBuilderAtEnd(g->b, body);
-  for (int i = 0; i < g->mr; i++)
+  for (int i = 0; i < mr; i++)
     arow[i] = elem(g, rows[i], mul(g, k, ks));
-  fma_step(g, arow, elem(g, bp, mul(g, k, k64(g, g->nr))), acc, next);
+  fma_step(g, mr, arow, elem(g, bp, mul(g, k, k64(g, g->nr))), acc, next);
   LLVMValueRef k1 = add(g, k, k64(g, 1));
   LLVMAddIncoming(k, &k1, &body, 1);
   for (int j = 0; j < nacc; j++)
@@ -560,19 +562,20 @@ static void fma_loop(Gen *g, LLVMValueRef fn, LLVMValueRef *rows, LLVMValueRef k
   LLVMPositionBuilderAtEnd(g->b, done);
 }
 
-/* The sums of the micro-tile into acc. A packed panel (lda == 0) holds
- * element (i, k) at ap[k*MR + i]. Otherwise ap is op(A) itself, rows lda
+/* The sums of an mr-row micro-tile into acc. A packed panel (lda == 0,
+ * always when packed_only) holds element (i, k) at ap[k*MR + i], whatever
+ * mr (a short micro-tile's panel has MR rows, the last zero). Otherwise ap is op(A) itself, rows lda
  * apart and k contiguous (A not transposed): read in place, without
  * packing, where N is too narrow for a packed A to pay (see plan); rows
  * past mr read row mr-1, in bounds, and their sums are never stored. One
  * k loop per layout, so that each keeps its constant strides. */
-static void micro_sums(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
+static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMValueRef *acc) {
   CgCtx *c = g->c;
   LLVMValueRef ap = LLVMGetParam(fn, MK_AP), rows[GEMM_MR];
-  for (int i = 0; i < g->mr; i++)
+  for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, k64(g, i));
-  if (g->s->trans_a) {   /* A is always packed */
-    fma_loop(g, fn, rows, k64(g, g->mr), acc);
+  if (g->s->trans_a || packed_only) {
+    fma_loop(g, fn, mr, rows, k64(g, g->mr), acc);
     return;
   }
   LLVMValueRef lda = LLVMGetParam(fn, MK_LDA), packed_acc[GEMM_MR * 8], direct_acc[GEMM_MR * 8];
@@ -581,18 +584,18 @@ static void micro_sums(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
   LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, fn, "sums");
   LLVMBuildCondBr(g->b, eq(g, lda, k64(g, 0)), pack_bb, direct_bb);
   LLVMPositionBuilderAtEnd(g->b, pack_bb);
-  fma_loop(g, fn, rows, k64(g, g->mr), packed_acc);
+  fma_loop(g, fn, mr, rows, k64(g, g->mr), packed_acc);
   LLVMBasicBlockRef from_packed = LLVMGetInsertBlock(g->b);
   LLVMBuildBr(g->b, join);
   LLVMPositionBuilderAtEnd(g->b, direct_bb);
   LLVMValueRef last_row = sub(g, LLVMGetParam(fn, MK_MR), k64(g, 1));
-  for (int i = 0; i < g->mr; i++)
+  for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, mul(g, emin(g, k64(g, i), last_row), lda));
-  fma_loop(g, fn, rows, k64(g, 1), direct_acc);
+  fma_loop(g, fn, mr, rows, k64(g, 1), direct_acc);
   LLVMBasicBlockRef from_direct = LLVMGetInsertBlock(g->b);
   LLVMBuildBr(g->b, join);
   LLVMPositionBuilderAtEnd(g->b, join);
-  for (int j = 0; j < g->mr * g->nv; j++) {
+  for (int j = 0; j < mr * g->nv; j++) {
     acc[j] = LLVMBuildPhi(g->b, g->vt, "sum");
     LLVMValueRef in[] = {packed_acc[j], direct_acc[j]};
     LLVMBasicBlockRef from[] = {from_packed, from_direct};
@@ -600,20 +603,23 @@ static void micro_sums(Gen *g, LLVMValueRef fn, LLVMValueRef *acc) {
   }
 }
 
-/* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col, lda):
- * acc[i][j] = sum_k a(i, k) * bp[k*NR + j] (a packed or in place: see
- * micro_sums), kept in MR x NR/lanes
- * vector registers, then stored by one of up to four variants: full tile
- * or edge, and with the epilogue (last K block) or without. */
-static LLVMValueRef emit_micro(Gen *g) {
+/* micro(ap, bp, kc, cp, ldc, mr, nr, loadc, last, epi, b, row, col, lda),
+ * for micro-tiles of `rows` rows: acc[i][j] = sum_k a(i, k) * bp[k*NR + j]
+ * (a packed or in place: see micro_sums), kept in rows x NR/lanes vector
+ * registers, then stored by one of up to four variants: full tile or edge,
+ * and with the epilogue (last K block) or without. The short micro-tiles
+ * of row_split read A only packed (packed_only), one k loop less to
+ * compile; edge-only stores would save more code but cost them 20% at
+ * K = 64 (masked loads and stores of C). */
+static LLVMValueRef emit_micro(Gen *g, const char *part, int rows, bool packed_only) {
   CgCtx *c = g->c;
   LLVMTypeRef p[MK_COUNT] = {c->t_ptr, c->t_ptr, c->t_i64, c->t_ptr, c->t_i64, c->t_i64, c->t_i64,
                              c->t_i1, c->t_i1, c->t_ptr, c->t_i64, c->t_i64, c->t_i64, c->t_i64};
-  LLVMValueRef fn = new_part(g, "micro", c->t_void, p, MK_COUNT);
+  LLVMValueRef fn = new_part(g, part, c->t_void, p, MK_COUNT);
   LLVMValueRef acc[GEMM_MR * 8];
-  prefetch_c(g, fn);
-  micro_sums(g, fn, acc);
-  LLVMValueRef full = LLVMBuildAnd(g->b, eq(g, LLVMGetParam(fn, MK_MR), k64(g, g->mr)),
+  prefetch_c(g, fn, rows);
+  micro_sums(g, fn, rows, packed_only, acc);
+  LLVMValueRef full = LLVMBuildAnd(g->b, eq(g, LLVMGetParam(fn, MK_MR), k64(g, rows)),
                                    eq(g, LLVMGetParam(fn, MK_NR), k64(g, g->nr)), "");
   LLVMValueRef sel = LLVMBuildZExt(g->b, full, c->t_i32, "");
   int nvariants = 2;
@@ -628,7 +634,7 @@ static LLVMValueRef emit_micro(Gen *g) {
     LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, fn, "variant");
     LLVMAddCase(sw, LLVMConstInt(c->t_i32, variant, 0), bb);
     LLVMPositionBuilderAtEnd(g->b, bb);
-    store_tile(g, fn, acc, variant & 2, variant & 1);
+    store_tile(g, fn, rows, acc, variant & 2, variant & 1);
     LLVMBuildBr(g->b, ret);
   }
   LLVMPositionBuilderAtEnd(g->b, ret);
@@ -964,10 +970,11 @@ static void pack_b_block(Gen *g, LLVMValueRef ctx, LLVMValueRef Bb, LLVMValueRef
   call(g, g->pack_b, args, 6);
 }
 
-/* Where one tile is: its batch item, first row and column, sizes, and the
- * operands of its batch item. */
+/* Where one tile is: its batch item, first row and column, sizes, the
+ * operands of its batch item, and its first `tall` rows, which run in
+ * MR-row micro-tiles (the rest in MR - 1: row_split). */
 typedef struct Tile {
-  LLVMValueRef ctx, b, m0, n0, mc, nc, A, B, C, M, N, K;
+  LLVMValueRef ctx, b, m0, n0, mc, nc, A, B, C, M, N, K, tall;
 } Tile;
 
 /* Tile i of n along a dimension of `panels` panels of R (size `dim`): panels
@@ -980,6 +987,21 @@ static void tile_span(Gen *g, LLVMValueRef i, LLVMValueRef n, LLVMValueRef panel
   *size = sub(g, emin(g, mul(g, p1, kR), dim), *start);
 }
 
+/* Balanced micro-tiles: a tile's mc rows run as ceil(mc / MR) micro-tiles
+ * of MR or MR - 1 rows (32: 6, 6, 5, 5, 5, 5), as conv_blocked.c balances
+ * its row tiles, rather than as full ones and a remainder (32: five 6s and
+ * a 2, which takes a 6's time on zero-padded rows: the LSTM's M = 32 lost
+ * 11% to it). Returns the rows of the MR-row micro-tiles, which come
+ * first. Where mc is too small for that (mc < (MR - 1) * ceil(mc / MR):
+ * 1-4, 7-9, 13-14, 19, with MR = 6) all run as MR - 1, the last partial
+ * (8: 5, 3). Only the last tile of the rows has mc below a multiple of
+ * MR, and which micro-tile holds a row changes none of its sums. */
+static LLVMValueRef row_split(Gen *g, LLVMValueRef mc) {
+  LLVMValueRef panels = cdiv(g, mc, k64(g, g->mr));
+  LLVMValueRef tall_panels = emax(g, sub(g, mc, mul(g, panels, k64(g, g->mr - 1))), k64(g, 0));
+  return mul(g, tall_panels, k64(g, g->mr));
+}
+
 static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
   Tile T = {.ctx = ctx, .M = get(g, ctx, F_M), .N = get(g, ctx, F_N), .K = get(g, ctx, F_K)};
   LLVMValueRef mt = get(g, ctx, F_MTILES), nt = get(g, ctx, F_NTILES), per_b = mul(g, mt, nt);
@@ -987,42 +1009,85 @@ static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
   T.b = add(g, get(g, ctx, F_B0), sdiv(g, t, per_b));
   tile_span(g, srem(g, r, mt), mt, get(g, ctx, F_MPANELS), g->mr, T.M, &T.m0, &T.mc);
   tile_span(g, sdiv(g, r, mt), nt, get(g, ctx, F_NPANELS), g->nr, T.N, &T.n0, &T.nc);
+  /* A read in place runs in MR-row micro-tiles only (micro_short reads it packed) */
+  T.tall = LLVMBuildSelect(g->b, eq(g, get(g, ctx, F_DIRECT_LDA), k64(g, 0)), row_split(g, T.mc), T.mc, "");
   T.A = elem(g, get(g, ctx, F_A), mul(g, T.b, get(g, ctx, F_SA)));
   T.B = elem(g, get(g, ctx, F_B), mul(g, T.b, get(g, ctx, F_SB)));
   T.C = elem(g, get(g, ctx, F_C), mul(g, T.b, get(g, ctx, F_SC)));
   return T;
 }
 
-/* Packs the tile's rows of op(A)[:, k0 .. k0+kc) into MR-row panels at abuf. */
-static void pack_a_block(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef k0, LLVMValueRef kc) {
+/* Packs the tile's rows r0 .. r1 of op(A)[:, k0 .. k0+kc) into MR-row
+ * panels at dst. */
+static void pack_a_rows(Gen *g, Tile *T, LLVMValueRef dst, LLVMValueRef r0, LLVMValueRef r1,
+                        LLVMValueRef k0, LLVMValueRef kc) {
   LLVMValueRef rs, cs;
   a_strides(g, get(g, T->ctx, F_LDA), &rs, &cs);
-  LLVMValueRef args[] = {abuf, elem(g, T->A, add(g, mul(g, T->m0, rs), mul(g, k0, cs))), rs, cs, T->mc, kc};
+  LLVMValueRef src = elem(g, T->A, add(g, mul(g, add(g, T->m0, r0), rs), mul(g, k0, cs)));
+  LLVMValueRef args[] = {dst, src, rs, cs, sub(g, r1, r0), kc};
   call(g, g->pack_a, args, 6);
 }
 
-/* The macro-kernel: every MR x NR micro-tile of the tile for one K block;
- * B panels outside, so each B sliver is reused from L1 by all row panels. */
-static void macro_kernel(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef bbase, LLVMValueRef k0,
-                         LLVMValueRef kc, LLVMValueRef loadc, LLVMValueRef last) {
-  LLVMValueRef kMR = k64(g, g->mr), kNR = k64(g, g->nr), one = k64(g, 1), ldc = get(g, T->ctx, F_LDC);
-  Loop lj, li;
-  LLVMValueRef jp = loop_open(g, &lj, k64(g, 0), cdiv(g, T->nc, kNR));
-  LLVMValueRef n = add(g, T->n0, mul(g, jp, kNR));
-  LLVMValueRef bp = elem(g, bbase, mul(g, jp, mul(g, kc, kNR))), nr = emin(g, kNR, sub(g, T->N, n));
-  LLVMValueRef ip = loop_open(g, &li, k64(g, 0), cdiv(g, T->mc, kMR));
-  LLVMValueRef m = add(g, T->m0, mul(g, ip, kMR)), lda = get(g, T->ctx, F_DIRECT_LDA);
-  LLVMValueRef in_place = elem(g, T->A, add(g, mul(g, m, lda), k0));
-  LLVMValueRef ap = LLVMBuildSelect(g->b, eq(g, lda, k64(g, 0)), elem(g, abuf, mul(g, ip, mul(g, kc, kMR))),
+/* The short micro-tiles' packed A: after the tall ones' kc x tall. */
+static LLVMValueRef short_panels(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef kc) {
+  return elem(g, abuf, mul(g, T->tall, kc));
+}
+
+/* The tile's A block: its tall rows in MR-row panels, then each short
+ * micro-tile's MR - 1 rows in an MR-row panel of its own (a zero row
+ * last), so that one packer serves both and the compile time of a second
+ * is saved; packing a short panel goes row by row, a small part of the
+ * few short micro-tiles' time. */
+static void pack_a_block(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef k0, LLVMValueRef kc) {
+  LLVMValueRef kS = k64(g, g->mr - 1), shorts = short_panels(g, T, abuf, kc);
+  pack_a_rows(g, T, abuf, k64(g, 0), T->tall, k0, kc);
+  Loop ls;
+  LLVMValueRef j = loop_open(g, &ls, k64(g, 0), cdiv(g, sub(g, T->mc, T->tall), kS));
+  LLVMValueRef r0 = add(g, T->tall, mul(g, j, kS));
+  pack_a_rows(g, T, elem(g, shorts, mul(g, j, mul(g, kc, k64(g, g->mr)))), r0, emin(g, add(g, r0, kS), T->mc), k0, kc);
+  loop_close(g, &ls, k64(g, 1));
+}
+
+/* One B panel's share of a K block, as the micro-kernel takes it. */
+typedef struct Sliver {
+  LLVMValueRef bp, n, nr, k0, kc, loadc, last;
+} Sliver;
+
+/* The micro-tiles of R rows over the tile's rows r0 .. r1 against one B
+ * sliver, with `micro`; their packed A panels (kc x MR each) from apack. */
+static void row_run(Gen *g, Tile *T, const Sliver *s, LLVMValueRef micro, int R, LLVMValueRef r0, LLVMValueRef r1,
+                    LLVMValueRef apack) {
+  LLVMValueRef kR = k64(g, R), lda = get(g, T->ctx, F_DIRECT_LDA), ldc = get(g, T->ctx, F_LDC);
+  LLVMValueRef end = add(g, T->m0, r1);
+  Loop li;
+  LLVMValueRef ip = loop_open(g, &li, k64(g, 0), cdiv(g, sub(g, r1, r0), kR));
+  LLVMValueRef m = add(g, add(g, T->m0, r0), mul(g, ip, kR));
+  LLVMValueRef in_place = elem(g, T->A, add(g, mul(g, m, lda), s->k0));
+  LLVMValueRef ap = LLVMBuildSelect(g->b, eq(g, lda, k64(g, 0)), elem(g, apack, mul(g, ip, mul(g, s->kc, k64(g, g->mr)))),
                                     in_place, "");
   LLVMValueRef args[MK_COUNT] = {
-    [MK_AP] = ap, [MK_LDA] = lda, [MK_BP] = bp, [MK_KC] = kc,
-    [MK_CP] = elem(g, T->C, add(g, mul(g, m, ldc), n)), [MK_LDC] = ldc,
-    [MK_MR] = emin(g, kMR, sub(g, T->M, m)), [MK_NR] = nr, [MK_LOADC] = loadc, [MK_LAST] = last,
-    [MK_EPI] = get(g, T->ctx, F_EPI), [MK_B] = T->b, [MK_ROW] = m, [MK_COL] = n};
-  call(g, g->micro, args, MK_COUNT);
-  loop_close(g, &li, one);
-  loop_close(g, &lj, one);
+    [MK_AP] = ap, [MK_LDA] = lda, [MK_BP] = s->bp, [MK_KC] = s->kc,
+    [MK_CP] = elem(g, T->C, add(g, mul(g, m, ldc), s->n)), [MK_LDC] = ldc,
+    [MK_MR] = emin(g, kR, sub(g, end, m)), [MK_NR] = s->nr, [MK_LOADC] = s->loadc, [MK_LAST] = s->last,
+    [MK_EPI] = get(g, T->ctx, F_EPI), [MK_B] = T->b, [MK_ROW] = m, [MK_COL] = s->n};
+  call(g, micro, args, MK_COUNT);
+  loop_close(g, &li, k64(g, 1));
+}
+
+/* The macro-kernel: every micro-tile of the tile for one K block, the tall
+ * ones then the short; B panels outside, so each B sliver is reused from
+ * L1 by all row panels. */
+static void macro_kernel(Gen *g, Tile *T, LLVMValueRef abuf, LLVMValueRef bbase, LLVMValueRef k0,
+                         LLVMValueRef kc, LLVMValueRef loadc, LLVMValueRef last) {
+  LLVMValueRef kNR = k64(g, g->nr), shorts = short_panels(g, T, abuf, kc);
+  Loop lj;
+  LLVMValueRef jp = loop_open(g, &lj, k64(g, 0), cdiv(g, T->nc, kNR));
+  Sliver s = {.n = add(g, T->n0, mul(g, jp, kNR)), .k0 = k0, .kc = kc, .loadc = loadc, .last = last};
+  s.bp = elem(g, bbase, mul(g, jp, mul(g, kc, kNR)));
+  s.nr = emin(g, kNR, sub(g, T->N, s.n));
+  row_run(g, T, &s, g->micro, g->mr, k64(g, 0), T->tall, abuf);
+  row_run(g, T, &s, g->micro_short, g->mr - 1, T->tall, T->mc, shorts);
+  loop_close(g, &lj, k64(g, 1));
 }
 
 /* K block kb of the shared packing of B. */
@@ -1360,12 +1425,13 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   g.nr = g.nv * g.lanes;
   assert(g.nr <= GEMM_NR_MAX && GEMM_NR_MAX % g.nr == 0 && GEMM_MC % GEMM_MR == 0);
   make_ctx_type(&g);
-  g.micro = emit_micro(&g);
+  g.micro = emit_micro(&g, "micro", g.mr, false);
+  g.micro_short = emit_micro(&g, "micro_short", g.mr - 1, true);
   g.pack_a = emit_pack(&g, "pack_a", g.mr, s->trans_a);
   g.pack_b = s->im2col ? emit_pack_im2col(&g) : emit_pack(&g, "pack_b", g.nr, !s->trans_b);
   g.tile = emit_tile(&g);
-  LLVMValueRef parts[] = {g.micro, g.pack_a, g.pack_b, g.tile};
-  for (int i = 0; i < 4; i++)
+  LLVMValueRef parts[] = {g.micro, g.micro_short, g.pack_a, g.pack_b, g.tile};
+  for (int i = 0; i < 5; i++)
     set_noinline(&g, parts[i]);
   g.task = emit_task(&g);
   g.bpack = emit_bpack(&g);

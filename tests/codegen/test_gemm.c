@@ -390,6 +390,115 @@ static void test_narrow(void **state) {
       }
 }
 
+/* ---- balanced row micro-tiles ---- */
+
+/* Counts the calls of the part `<gemm>.<part>` in the global `counter`:
+ * a wrapper that bumps it, then calls the part, takes the part's place at
+ * its call sites. */
+static void count_calls(CgCtx *c, const char *gemm, const char *part, const char *counter) {
+  char full[128];
+  snprintf(full, sizeof full, "%s.%s", gemm, part);
+  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, full);
+  if (!fn)
+    fail_msg("no part %s", full);
+  LLVMValueRef n = LLVMAddGlobal(c->mod, c->t_i64, counter);
+  LLVMSetInitializer(n, LLVMConstInt(c->t_i64, 0, 0));
+  LLVMTypeRef ft = LLVMGlobalGetValueType(fn);
+  snprintf(full, sizeof full, "%s.%s.counted", gemm, part);
+  LLVMValueRef wrap = LLVMAddFunction(c->mod, full, ft);
+  LLVMReplaceAllUsesWith(fn, wrap);
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(c->ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(c->ctx, wrap, "entry"));
+  LLVMValueRef old = LLVMBuildLoad2(b, c->t_i64, n, "");
+  LLVMBuildStore(b, LLVMBuildAdd(b, old, LLVMConstInt(c->t_i64, 1, 0), ""), n);
+  LLVMValueRef args[32];
+  unsigned np = LLVMCountParams(wrap);
+  for (unsigned i = 0; i < np; i++)
+    args[i] = LLVMGetParam(wrap, i);
+  LLVMBuildCall2(b, ft, fn, args, np, "");
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+}
+
+/* A tile's rows run as ceil(M / 6) micro-tiles of 6 or 5 rows (32: 6, 6,
+ * 5, 5, 5, 5), where the old plan ran full 6s and a lone zero-padded
+ * remainder; too few rows for that (M < 5 * ceil(M / 6)) run as 5s, the
+ * last partial. Counted per call of each micro-kernel on one tile (one
+ * thread, small sizes), N = 40 (3 B panels, one partial) and K = 300 (two
+ * K blocks): 6 calls per micro-tile. An A read in place (N = 16: narrow)
+ * keeps 6-row micro-tiles (the 5-row kernel reads A packed only). Results
+ * are checked too. */
+static void test_balanced_rows(void **state) {
+  static const int64_t plan[][3] = {  /* M, 6-row and 5-row micro-tiles */
+    {1, 0, 1}, {2, 0, 1}, {5, 0, 1}, {6, 1, 0}, {7, 0, 2}, {8, 0, 2}, {9, 0, 2}, {10, 0, 2}, {11, 1, 1},
+    {12, 2, 0}, {13, 0, 3}, {19, 0, 4}, {25, 0, 5}, {29, 4, 1}, {32, 2, 4}, {37, 2, 5},
+  };
+  char err[1024];
+  CgCtx c;
+  if (cg_ctx_init_jit(&c, "gemm_rows", err, sizeof err))
+    fail_msg("%s", err);
+  CgGemmSpec spec = {RT_F32, 0, 0, 0, &epilogue};
+  assert_non_null(cg_gemm_define(&c, &spec, "gemm_rows"));
+  count_calls(&c, "gemm_rows", "micro", "gemm_rows_tall");
+  count_calls(&c, "gemm_rows", "micro_short", "gemm_rows_short");
+  if (cg_optimize(&c, 3, err, sizeof err) || cg_jit_add(jit, &c, err, sizeof err))
+    fail_msg("%s", err);
+  cg_ctx_dispose(&c);
+  GemmFn f = (GemmFn)cg_jit_lookup(jit, "gemm_rows");
+  int64_t *tall = cg_jit_lookup(jit, "gemm_rows_tall"), *shorter = cg_jit_lookup(jit, "gemm_rows_short");
+  assert_true(f && tall && shorter);
+  GemmFn saved = variants_by_width[0][0][0][0][0][1];
+  variants_by_width[0][0][0][0][0][1] = f;
+  for (size_t i = 0; i < sizeof plan / sizeof *plan; i++)
+    for (int64_t N = 16; N <= 40; N += 24) {
+      Case k = {.epi = 1, .batch = 1, .M = plan[i][0], .N = N, .K = 300, .threads = 1};
+      *tall = *shorter = 0;
+      run_case(&k, 700 + i);
+      int64_t calls = (N + 15) / 16 * 2, in_place = N <= 32;
+      int64_t want_tall = in_place ? (k.M + 5) / 6 : plan[i][1], want_short = in_place ? 0 : plan[i][2];
+      if (*tall != want_tall * calls || *shorter != want_short * calls)
+        fail_msg("M=%ld N=%ld: %ld tall and %ld short micro-tile calls, want %ld and %ld", (long)k.M, (long)N,
+                 (long)*tall, (long)*shorter, (long)(want_tall * calls), (long)(want_short * calls));
+    }
+  variants_by_width[0][0][0][0][0][1] = saved;
+}
+
+/* Balanced rows in every variant at M = 1 .. 13 and 32, with edges in N
+ * (1, 9, 17, 40) and K (1, 7, 300: two K blocks); and the same bits at
+ * any thread count where the rows are split over several tiles, the
+ * last with a short remainder (M = 301, 1000 + 4). */
+static void test_balanced_rows_variants(void **state) {
+  static const int64_t ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 32};
+  static const int64_t ns[] = {1, 9, 17, 40}, ks[] = {1, 7, 300};
+  for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
+    for (size_t j = 0; j < 4; j++)
+      for (size_t l = 0; l < 3; l++)
+        for (int v = 0; v < 32; v += 3) {
+          Case k = {.d = v & 1, .ta = v >> 1 & 1, .tb = v >> 2 & 1, .acc = v >> 3 & 1, .epi = v >> 4 & 1,
+                    .batch = 1, .M = ms[i], .N = ns[j], .K = ks[l], .threads = 2};
+          run_case(&k, 4000 + i * 12 + j * 3 + l);
+        }
+  static const int64_t shapes[][3] = {{301, 100, 300}, {1004, 40, 64}, {301, 700, 20}};
+  for (int d = 0; d < 2; d++)
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+      Case k = {.d = d, .ta = (int)s & 1, .epi = 1, .batch = 1, .M = shapes[s][0], .N = shapes[s][1],
+                .K = shapes[s][2], .threads = 1};
+      Run r;
+      make_run(&k, &r, 60 + s);
+      void *one = run_kernel(&k, &r);
+      check(&k, &r, one);
+      static const int threads[] = {2, 3};
+      for (int t = 0; t < 2; t++) {
+        k.threads = threads[t];
+        void *many = run_kernel(&k, &r);
+        assert_memory_equal(one, many, (size_t)r.sc * (d ? 8 : 4));
+        free(many);
+      }
+      free(one);
+      free_run(&r);
+    }
+}
+
 /* The micro-kernel shapes of 128-bit (6x8 f32, 6x4 f64) and 512-bit (6x32,
  * 6x16) targets, on the same edges and K blocks. */
 static void test_other_widths(void **state) {
@@ -521,6 +630,8 @@ int main(void) {
     cmocka_unit_test(test_batch),
     cmocka_unit_test(test_thread_invariance),
     cmocka_unit_test(test_narrow),
+    cmocka_unit_test(test_balanced_rows),
+    cmocka_unit_test(test_balanced_rows_variants),
     cmocka_unit_test(test_other_widths),
     cmocka_unit_test(test_cross_targets),
     cmocka_unit_test(test_gemv_variants),
