@@ -22,8 +22,9 @@
  * skipped. The
  * finished vectors go through the fused group's epilogue (bias,
  * activation, residual) in registers, like the GEMM's. Parallel over
- * (image, pair of output blocks, output row); each output is written by
- * one unit, so results do not depend on the thread count. */
+ * (image, pair of output blocks, output row), a chunk a band of rows;
+ * each output is written by one unit, so results do not depend on the
+ * thread count. */
 #include "codegen/codegen.h"
 
 enum { TILE_RO = 2, TILE_RW = 6 };
@@ -276,6 +277,24 @@ static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   cg_endfor(k, &U);
 }
 
+/* Units per chunk: at least cg_grain's, and a band of up to BAND_ROWS
+ * output rows while that leaves MIN_CHUNKS chunks. Chunks of one row
+ * (cg_grain's choice, a row being costly) were handed to the threads in
+ * turn, so each thread read nearly every input row, half of them just
+ * written by the other core, and took a chunk every few microseconds; a
+ * band reads its rows once plus two of halo. At 2 threads (ResNet, see
+ * bench/NOTES.md) bands of 8-16 rows ran 10-25% faster than single rows
+ * and a static half per thread slower. A function of the shape only, so
+ * the chunking, like the results, is the same at any thread count. */
+enum { BAND_ROWS = 8, MIN_CHUNKS = 8 };
+
+static LLVMValueRef row_band_grain(CgKernel *k, LLVMValueRef units, LLVMValueRef unit_cost) {
+  CgCtx *c = k->c;
+  LLVMValueRef grain = cg_grain(k, unit_cost);
+  LLVMValueRef band = cg_imin(c, cg_i64(c, BAND_ROWS), LLVMBuildSDiv(c->b, units, cg_i64(c, MIN_CHUNKS), ""));
+  return cg_imax(c, grain, band);
+}
+
 static void conv_kernel(CgKernel *k, const char *name) {
   CgCtx *c = k->c;
   const Node *n = k->n;
@@ -302,7 +321,7 @@ static void conv_kernel(CgKernel *k, const char *name) {
   int64_t pairs = (cv.Ob + TILE_RO - 1) / TILE_RO;
   LLVMValueRef units = cg_imul(c, cg_size(k, y->dim[0]), cg_imul(c, cg_i64(c, pairs), cg_size(k, y->dim[2])));
   Size cost = sz_mul(y->dim[3], sz_const(cv.Cb * n->attr.k[0] * n->attr.k[1] * bi * b * TILE_RO));
-  cg_parallel(k, name, units, cg_grain(k, cg_size(k, cost)), conv_task, &cv);
+  cg_parallel(k, name, units, row_band_grain(k, units, cg_size(k, cost)), conv_task, &cv);
   if (cv.ep)
     cg_epi_free(&ep);
 }
