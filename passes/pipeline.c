@@ -14,6 +14,7 @@ static const Pass pipeline[] = {
     {"simplify", pass_simplify, 1},
     {"fold-bn", pass_fold_bn, 2, PASS_USES | PASS_INFERENCE},
     {"pretranspose", pass_pretranspose, 2, PASS_USES | PASS_INFERENCE},
+    {"prepack", pass_prepack, 2, PASS_USES | PASS_INFERENCE},
     {"autodiff", pass_autodiff, 0},
     {"optimizer", pass_optimizer, 0},
     {"simplify", pass_simplify, 1},
