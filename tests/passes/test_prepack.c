@@ -1,0 +1,172 @@
+/* The prepack pass: a matmul whose B is known reads a constant holding B
+ * packed into the GEMM's panels. Each case builds a model three times:
+ * -O0, -O2 without prepack (no panel geometry given: the pass cannot run)
+ * and -O2 with it; at batches 1, 3 and 8 (compiled for 8: the GEMM on the
+ * panels at every batch, below the GEMV's rows too) and 1 and 2 threads,
+ * the -O2 builds must give the same bits and both match -O0. Then the
+ * graph it leaves: every matmul reads rank-4 panels with packed_n set,
+ * one constant per (weight, transposed or not); a model compiled for
+ * batches the GEMV takes is left alone. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include "opt_harness.h"
+
+static int64_t max_batch = 8;
+
+static Value *param(Graph *g, const char *name, Type t) {
+  return ir_param(g, name, t, (Init){.kind = INIT_ZEROS}, NOLOC);
+}
+
+static Value *matmul(Graph *g, Value *a, Value *b, bool tb) {
+  Attr at = ir_attr();
+  at.trans_b = tb;
+  return ir_op(g, OP_matmul, (Value *[]){a, b}, 2, &at, NOLOC);
+}
+
+static Value *batch_input(Graph *g, RtDType dt, int64_t width) {
+  int N = ir_size_var(g, "N");
+  g->batch_var = N;
+  g->max_batch = max_batch;
+  return ir_input(g, "x", ir_type(dt, 2, (Size[]){sz_var(N), sz_const(width)}), NOLOC);
+}
+
+/* x W^T + b, W [out, in] named prefix.weight */
+static Value *dense(Graph *g, Value *x, int64_t out, const char *prefix) {
+  char wn[64], bn[64];
+  RtDType dt = x->type.dt;
+  snprintf(wn, sizeof wn, "%s.weight", prefix);
+  snprintf(bn, sizeof bn, "%s.bias", prefix);
+  int64_t in = x->type.dim[1].t[0].coef;
+  Value *w = param(g, wn, ir_type_const(dt, 2, (int64_t[]){out, in}));
+  return ir_op2(g, OP_add, matmul(g, x, w, true), param(g, bn, ir_type_const(dt, 1, &out)), NOLOC);
+}
+
+/* 20 -> 37 (relu) -> 11: N and K below one panel and one K block */
+static void build_mlp(Graph *g) {
+  Value *h = ir_op1(g, OP_relu, dense(g, batch_input(g, RT_F32, 20), 37, "fc1"), NOLOC);
+  ir_output(g, dense(g, h, 11, "fc2"), "logits");
+}
+
+/* K = 600: three K blocks, the last one shorter; N over several panels */
+static void build_wide_f64(Graph *g) {
+  ir_output(g, dense(g, batch_input(g, RT_F64, 600), 70, "fc"), "y");
+}
+
+/* one weight, read as W^T twice and as W once (a square layer) */
+static void build_shared(Graph *g) {
+  Value *x = batch_input(g, RT_F32, 300);
+  Value *w = param(g, "w", TY(RT_F32, 300, 300));
+  Value *a = matmul(g, x, w, true);
+  ir_output(g, ir_op2(g, OP_add, matmul(g, a, w, true), matmul(g, x, w, false), NOLOC), "y");
+}
+
+typedef void (*Build)(Graph *g);
+
+typedef struct Three {
+  OModel ref, plain, got;      /* -O0, -O2 without prepack, -O2 */
+} Three;
+
+static void compile(OModel *o, const char *name, Build build, int opt, bool prepack) {
+  memset(o, 0, sizeof *o);
+  build(model_new(&o->m, name));
+  o->prepack = prepack;
+  om_compile(o, opt, 5);
+  om_inputs(o, 9);
+  assert_int_equal(ir_verify(o->m.g), 0);
+}
+
+static void three(Three *t, const char *name, Build build) {
+  compile(&t->ref, name, build, 0, false);
+  compile(&t->plain, name, build, 2, false);
+  compile(&t->got, name, build, 2, true);
+  for (int64_t batch = 1; batch <= max_batch; batch += batch == 1 ? 2 : 5)
+    for (int threads = 1; threads <= 2; threads++) {
+      char what[128];
+      snprintf(what, sizeof what, "%s at batch %lld, %d threads", name, (long long)batch, threads);
+      model_run(&t->ref.m, batch, threads);
+      model_run(&t->plain.m, batch, threads);
+      model_run(&t->got.m, batch, threads);
+      om_compare_outputs(&t->plain, &t->got, 0, what);
+      om_compare_outputs(&t->ref, &t->got, 1e-5, what);
+    }
+}
+
+static void free_three(Three *t) {
+  model_free(&t->ref.m);
+  model_free(&t->plain.m);
+  model_free(&t->got.m);
+}
+
+/* The distinct panels the matmuls of g read; each matmul reads some. */
+static int count_panels(const Graph *g) {
+  const Value *seen[16];
+  int n = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *m = g->nodes[i];
+    if (m->op != OP_matmul)
+      continue;
+    assert_true(m->attr.packed_n > 0);
+    assert_false(m->attr.trans_b);
+    assert_int_equal(m->in[1]->role, V_CONST);
+    assert_int_equal(m->in[1]->type.rank, 4);
+    int j = 0;
+    while (j < n && seen[j] != m->in[1])
+      j++;
+    if (j == n && n < 16)
+      seen[n++] = m->in[1];
+  }
+  return n;
+}
+
+static void test_mlp(void **state) {
+  Three t;
+  three(&t, "mlp", build_mlp);
+  assert_true(t.got.m.g->weights_baked);
+  assert_int_equal(count_panels(t.got.m.g), 2);
+  free_three(&t);
+}
+
+static void test_wide_f64(void **state) {
+  Three t;
+  three(&t, "wide_f64", build_wide_f64);
+  assert_int_equal(count_panels(t.got.m.g), 1);
+  free_three(&t);
+}
+
+/* W^T's readers share one packing, W's reader has its own. */
+static void test_shared(void **state) {
+  Three t;
+  three(&t, "shared", build_shared);
+  assert_int_equal(count_panels(t.got.m.g), 2);
+  free_three(&t);
+}
+
+static void assert_unpacked(const Graph *g) {
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == OP_matmul)
+      assert_true(g->nodes[i]->attr.packed_n == 0 && g->nodes[i]->in[1]->type.rank == 2);
+}
+
+/* Compiled for batches of at most the GEMV's rows: nothing packed. */
+static void test_gemv_batches(void **state) {
+  max_batch = 4;
+  OModel o;
+  compile(&o, "small", build_mlp, 2, true);
+  assert_unpacked(o.m.g);
+  model_free(&o.m);
+  max_batch = 8;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_mlp),
+      cmocka_unit_test(test_wide_f64),
+      cmocka_unit_test(test_shared),
+      cmocka_unit_test(test_gemv_batches),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
