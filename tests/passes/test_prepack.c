@@ -51,9 +51,9 @@ static void build_mlp(Graph *g) {
   ir_output(g, dense(g, h, 11, "fc2"), "logits");
 }
 
-/* K = 600: three K blocks, the last one shorter; N over several panels */
+/* K = 520: three K blocks of 174 rows, the last one of 172; N over several panels */
 static void build_wide_f64(Graph *g) {
-  ir_output(g, dense(g, batch_input(g, RT_F64, 600), 70, "fc"), "y");
+  ir_output(g, dense(g, batch_input(g, RT_F64, 520), 70, "fc"), "y");
 }
 
 /* one weight, read as W^T twice and as W once (a square layer) */
