@@ -12,38 +12,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-#include <stdio.h>
-#include "opt_harness.h"
-
-static int64_t max_batch = 8;
-
-static Value *param(Graph *g, const char *name, Type t) {
-  return ir_param(g, name, t, (Init){.kind = INIT_ZEROS}, NOLOC);
-}
-
-static Value *matmul(Graph *g, Value *a, Value *b, bool tb) {
-  Attr at = ir_attr();
-  at.trans_b = tb;
-  return ir_op(g, OP_matmul, (Value *[]){a, b}, 2, &at, NOLOC);
-}
-
-static Value *batch_input(Graph *g, RtDType dt, int64_t width) {
-  int N = ir_size_var(g, "N");
-  g->batch_var = N;
-  g->max_batch = max_batch;
-  return ir_input(g, "x", ir_type(dt, 2, (Size[]){sz_var(N), sz_const(width)}), NOLOC);
-}
-
-/* x W^T + b, W [out, in] named prefix.weight */
-static Value *dense(Graph *g, Value *x, int64_t out, const char *prefix) {
-  char wn[64], bn[64];
-  RtDType dt = x->type.dt;
-  snprintf(wn, sizeof wn, "%s.weight", prefix);
-  snprintf(bn, sizeof bn, "%s.bias", prefix);
-  int64_t in = x->type.dim[1].t[0].coef;
-  Value *w = param(g, wn, ir_type_const(dt, 2, (int64_t[]){out, in}));
-  return ir_op2(g, OP_add, matmul(g, x, w, true), param(g, bn, ir_type_const(dt, 1, &out)), NOLOC);
-}
+#include "dense_harness.h"
 
 /* 20 -> 37 (relu) -> 11: N and K below one panel and one K block */
 static void build_mlp(Graph *g) {
@@ -64,42 +33,7 @@ static void build_shared(Graph *g) {
   ir_output(g, ir_op2(g, OP_add, matmul(g, a, w, true), matmul(g, x, w, false), NOLOC), "y");
 }
 
-typedef void (*Build)(Graph *g);
-
-typedef struct Three {
-  OModel ref, plain, got;      /* -O0, -O2 without prepack, -O2 */
-} Three;
-
-static void compile(OModel *o, const char *name, Build build, int opt, bool prepack) {
-  memset(o, 0, sizeof *o);
-  build(model_new(&o->m, name));
-  o->prepack = prepack;
-  om_compile(o, opt, 5);
-  om_inputs(o, 9);
-  assert_int_equal(ir_verify(o->m.g), 0);
-}
-
-static void three(Three *t, const char *name, Build build) {
-  compile(&t->ref, name, build, 0, false);
-  compile(&t->plain, name, build, 2, false);
-  compile(&t->got, name, build, 2, true);
-  for (int64_t batch = 1; batch <= max_batch; batch += batch == 1 ? 2 : 5)
-    for (int threads = 1; threads <= 2; threads++) {
-      char what[128];
-      snprintf(what, sizeof what, "%s at batch %lld, %d threads", name, (long long)batch, threads);
-      model_run(&t->ref.m, batch, threads);
-      model_run(&t->plain.m, batch, threads);
-      model_run(&t->got.m, batch, threads);
-      om_compare_outputs(&t->plain, &t->got, 0, what);
-      om_compare_outputs(&t->ref, &t->got, 1e-5, what);
-    }
-}
-
-static void free_three(Three *t) {
-  model_free(&t->ref.m);
-  model_free(&t->plain.m);
-  model_free(&t->got.m);
-}
+static const Sight unpacked = {0}, packed = {.prepack = true};
 
 /* The distinct panels the matmuls of g read; each matmul reads some. */
 static int count_panels(const Graph *g) {
@@ -124,24 +58,24 @@ static int count_panels(const Graph *g) {
 
 static void test_mlp(void **state) {
   Three t;
-  three(&t, "mlp", build_mlp);
-  assert_true(t.got.m.g->weights_baked);
-  assert_int_equal(count_panels(t.got.m.g), 2);
+  three(&t, "mlp", build_mlp, unpacked, packed);
+  assert_true(t.on.m.g->weights_baked);
+  assert_int_equal(count_panels(t.on.m.g), 2);
   free_three(&t);
 }
 
 static void test_wide_f64(void **state) {
   Three t;
-  three(&t, "wide_f64", build_wide_f64);
-  assert_int_equal(count_panels(t.got.m.g), 1);
+  three(&t, "wide_f64", build_wide_f64, unpacked, packed);
+  assert_int_equal(count_panels(t.on.m.g), 1);
   free_three(&t);
 }
 
 /* W^T's readers share one packing, W's reader has its own. */
 static void test_shared(void **state) {
   Three t;
-  three(&t, "shared", build_shared);
-  assert_int_equal(count_panels(t.got.m.g), 2);
+  three(&t, "shared", build_shared, unpacked, packed);
+  assert_int_equal(count_panels(t.on.m.g), 2);
   free_three(&t);
 }
 
@@ -153,12 +87,12 @@ static void assert_unpacked(const Graph *g) {
 
 /* Compiled for batches of at most the GEMV's rows: nothing packed. */
 static void test_gemv_batches(void **state) {
-  max_batch = 4;
+  dense_max_batch = 4;
   OModel o;
-  compile(&o, "small", build_mlp, 2, true);
+  compile(&o, "small", build_mlp, 2, packed);
   assert_unpacked(o.m.g);
   model_free(&o.m);
-  max_batch = 8;
+  dense_max_batch = 8;
 }
 
 int main(void) {
