@@ -107,6 +107,7 @@ void cg_row_kernel(CgKernel *k, const char *task_name);
 
 /* kernels.c */
 int cg_matmul_kernel(CgKernel *k);
+int cg_pack_b_kernel(CgKernel *k);   /* pack_b, through gemm.c's cg_pack_b_define */
 int cg_conv_kernel(CgKernel *k, const char *task_name);
 /* conv2d's geometry, shared by the forward (conv2d) and its gradients
  * (conv2d_bwd_data, conv2d_bwd_filter): x is the input side, y the output
@@ -264,6 +265,8 @@ typedef struct CgGemmSpec {
   bool accumulate;       /* C += op(A) op(B) instead of C = */
   const CgEpilogue *epi; /* NULL: none */
   const CgIm2col *im2col; /* NULL: B is a matrix (ldb); else implicit, and trans_b unused */
+  bool packed_b;         /* B is pack_b's panels (ops.def) for cg_gemm_panels' geometry, one
+                            for the whole batch: ldb, stride_b and trans_b unused */
 } CgGemmSpec;
 
 /* Defines (or returns the existing) function `name` in c's module:
@@ -283,6 +286,16 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name);
 /* Bytes of `work` (64-byte aligned, caller-owned) the function needs for
  * these sizes and nthreads (the same value passed to it). */
 int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthreads);
+/* The panels a GEMM of M rows reads a prepacked op(B) [K, N] of dtype dt
+ * from, with vectors of `lanes` f32 lanes: nr columns a panel, K in blocks
+ * of kc rows (pack_b's attr.shape, ops.def). false when such a product
+ * does not run as a GEMM (M within the GEMV's rows, or the dtype). The
+ * signature of PassCtx.gemm_panels. */
+bool cg_gemm_panels(RtDType dt, int lanes, int64_t M, int64_t K, int64_t *nr, int64_t *kc);
+/* Defines (or returns) `name`: void name(const T *w, i64 ldw, i64 K, i64 N,
+ * T *panels) packing op(w) [K, N] (w [N, K] when trans) into pack_b's
+ * layout for this module's target. */
+LLVMValueRef cg_pack_b_define(CgCtx *c, RtDType dt, bool trans, const char *name);
 
 /* gemv.c: contractions of few rows (M <= CG_GEMV_MAX_M, below the GEMM's
  * MR) streaming B unpacked; cg_gemv_define has cg_gemm_define's signature

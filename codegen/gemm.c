@@ -98,19 +98,40 @@ static int64_t tile_width_max(int64_t N) {
   return w < GEMM_NC ? w : GEMM_NC;
 }
 
+/* K in nkb near-equal blocks of kc rows, at most KC (plan computes the same in IR). */
+static int64_t k_blocks(int64_t K, int64_t *kc) {
+  int64_t nkb = K > GEMM_KC ? (K + GEMM_KC - 1) / GEMM_KC : 1;
+  *kc = (K + nkb - 1) / nkb;
+  return nkb;
+}
+
 int64_t cg_gemm_work_bytes(RtDType dt, int64_t M, int64_t N, int64_t K, int nthreads) {
   int64_t sz = (int64_t)rt_dtype_size(dt);
   if (N < 1)
     N = 1;
   if (K < 0)
     K = 0;
-  int64_t nkb = K > GEMM_KC ? (K + GEMM_KC - 1) / GEMM_KC : 1, kc = (K + nkb - 1) / nkb;
+  int64_t kc, nkb = k_blocks(K, &kc);
   int64_t one_block = round_up(N, GEMM_NR_MAX) * (K < GEMM_KC ? K : GEMM_KC);
   int64_t whole = round_up(N, GEMM_NR_MAX) * nkb * kc;
   whole = whole < GEMM_WHOLE_B ? whole : GEMM_WHOLE_B;
   int64_t shared_b = M > GEMM_MIN_ROWS ? round_up((one_block > whole ? one_block : whole) * sz, 64) : 0;
   int64_t slot = round_up((GEMM_MC + tile_width_max(N)) * GEMM_KC * sz, 64);
   return GEMM_HEADER + shared_b + slots_for(nthreads) * slot;
+}
+
+/* NR is two vectors of the element type (cg_gemm_define's g.nr). */
+static int64_t panel_width(RtDType dt, int f32_lanes) {
+  int64_t lanes = (int64_t)f32_lanes * 4 / (int64_t)rt_dtype_size(dt);
+  return 2 * (lanes < 1 ? 1 : lanes);
+}
+
+bool cg_gemm_panels(RtDType dt, int lanes, int64_t M, int64_t K, int64_t *nr, int64_t *kc) {
+  if ((dt != RT_F32 && dt != RT_F64) || M <= CG_GEMV_MAX_M || K < 1 || lanes < 1)
+    return false;
+  *nr = panel_width(dt, lanes);
+  k_blocks(K, kc);
+  return true;
 }
 
 /* ---- IR helpers ---- */
@@ -126,6 +147,7 @@ typedef struct Gen {
   LLVMTypeRef ctx_t;         /* the tasks' shared context struct */
   LLVMValueRef micro, pack_a, pack_b, tile, task, bpack;
   LLVMValueRef micro_short;  /* the micro-kernel of MR - 1 rows: see row_split */
+  LLVMBuilderRef caller;     /* c->b before gen_start, back after gen_done */
 } Gen;
 
 static LLVMValueRef k64(Gen *g, int64_t v) { return LLVMConstInt(g->c->t_i64, (unsigned long long)v, 1); }
@@ -1252,6 +1274,13 @@ static void plan_work(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef M,
   set(g, ctx, F_SLOT_BYTES, slot_bytes);
 }
 
+/* k_blocks in IR: K (>= 0) in nkb blocks of kc rows. */
+static LLVMValueRef k_blocks_ir(Gen *g, LLVMValueRef K, LLVMValueRef *kc) {
+  LLVMValueRef nkb = emax(g, cdiv(g, K, k64(g, GEMM_KC)), k64(g, 1));
+  *kc = cdiv(g, K, nkb);
+  return nkb;
+}
+
 /* A is read in place (not packed) when it is not transposed and N is
  * narrow: each element of a packed A would serve only N multiply-adds, so
  * packing it cost as much as the micro-kernel (lenet's 4096 x 16 x 150);
@@ -1260,6 +1289,18 @@ static LLVMValueRef direct_lda(Gen *g, LLVMValueRef fn) {
   if (g->s->trans_a)
     return k64(g, 0);
   return LLVMBuildSelect(g->b, narrow(g, LLVMGetParam(fn, P_N)), LLVMGetParam(fn, P_LDA), k64(g, 0), "");
+}
+
+/* A prepacked B (spec->packed_b) is the shared packing, whole: every K
+ * block in place, BSTRIDE its panels times kc apart (pack_b's layout,
+ * ops.def), nothing left to pack and no tile packing privately. The
+ * blocks and tiles are the ones plan chose for B packed here, so each C
+ * element is summed in the same order, to the same bits. */
+static void use_packed_b(Gen *g, LLVMValueRef fn, LLVMValueRef ctx) {
+  LLVMValueRef panels = get(g, ctx, F_NPANELS), kc = get(g, ctx, F_KC);
+  set(g, ctx, F_PACKED, LLVMGetParam(fn, P_B));
+  set(g, ctx, F_BSTRIDE, mul(g, mul(g, panels, k64(g, g->nr)), kc));
+  set(g, ctx, F_PRIVATE, k64(g, 0));
 }
 
 /* The tile grid, the packing mode and the work layout, all from the sizes
@@ -1303,7 +1344,7 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef thr, LL
     set(g, ctx, args[i][0], LLVMGetParam(fn, args[i][1]));
   for (int i = 0; i < 3; i++)
     set(g, ctx, F_IH + i, g->s->im2col ? LLVMGetParam(fn, P_IH + i) : k64(g, 0));
-  LLVMValueRef nkb = emax(g, cdiv(g, K, k64(g, GEMM_KC)), one), kcb = cdiv(g, K, nkb);
+  LLVMValueRef kcb, nkb = k_blocks_ir(g, K, &kcb);
   set(g, ctx, F_K, K);
   set(g, ctx, F_KC, kcb);
   set(g, ctx, F_NKB, nkb);
@@ -1330,6 +1371,8 @@ static void plan(Gen *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef thr, LL
   LLVMValueRef whole = LLVMBuildICmp(g->b, LLVMIntSLE, mul(g, npad, whole_rows), whole_max, "");
   set(g, ctx, F_BSTRIDE, LLVMBuildSelect(g->b, whole, mul(g, npad, kcb), k64(g, 0), ""));
   plan_work(g, fn, ctx, M, N, whole_rows);
+  if (g->s->packed_b)
+    use_packed_b(g, fn, ctx);
 }
 
 static void parallel_for(Gen *g, LLVMValueRef task, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef grain,
@@ -1393,7 +1436,8 @@ static LLVMValueRef emit_entry(Gen *g) {
   set(g, ctx, F_KB1, mul(g, add(g, kb, one), kbs));
   If pack;
   if_open(g, &pack, LLVMBuildNot(g->b, priv, ""));
-  parallel_for(g, g->bpack, ctx, bpanels, bgrain, thr);
+  if (!g->s->packed_b)
+    parallel_for(g, g->bpack, ctx, bpanels, bgrain, thr);
   if_close(g, &pack);
   LLVMBuildStore(g->b, zero, get(g, ctx, F_MASK));
   parallel_for(g, g->task, ctx, ntiles, grain, thr);
@@ -1403,17 +1447,13 @@ static LLVMValueRef emit_entry(Gen *g) {
   return fn;
 }
 
-LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
-  LLVMValueRef existing = LLVMGetNamedFunction(c->mod, name);
-  if (existing)
-    return existing;
-  if (s->dt != RT_F32 && s->dt != RT_F64)
-    return NULL;
-  /* A builder of our own, so the caller's insertion point is left as it
-   * was; it is c->b meanwhile because the epilogue and cg_* helpers use it. */
-  LLVMBuilderRef caller = c->b;
-  c->b = LLVMCreateBuilderInContext(c->ctx);
-  Gen g = {.c = c, .b = c->b, .s = s, .name = name};
+/* The element type, vectors and micro-tile of spec s. c->b becomes a
+ * builder of our own, so the caller's insertion point is left as it was
+ * (gen_done restores it); it is c->b meanwhile because the epilogue and
+ * cg_* helpers use it. */
+static Gen gen_start(CgCtx *c, const CgGemmSpec *s, const char *name) {
+  Gen g = {.c = c, .b = LLVMCreateBuilderInContext(c->ctx), .s = s, .name = name, .caller = c->b};
+  c->b = g.b;
   g.t = s->dt == RT_F32 ? c->t_f32 : c->t_f64;
   g.sz = (int)rt_dtype_size(s->dt);
   g.lanes = cg_lanes(c, g.sz);
@@ -1423,7 +1463,58 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   g.mr = GEMM_MR;
   g.nv = 2;
   g.nr = g.nv * g.lanes;
+  assert(g.nr == panel_width(s->dt, c->vbits / 32));
   assert(g.nr <= GEMM_NR_MAX && GEMM_NR_MAX % g.nr == 0 && GEMM_MC % GEMM_MR == 0);
+  return g;
+}
+
+static void gen_done(Gen *g) {
+  LLVMDisposeBuilder(g->b);
+  g->c->b = g->caller;
+}
+
+/* pack(w, ldw, K, N, panels): op(w)'s K blocks one after the other, each
+ * by the GEMM's own pack_b, at pack_b's offsets (ops.def). The rows past
+ * a short last block are left as they are: no GEMM reads them. */
+static LLVMValueRef emit_pack_entry(Gen *g) {
+  CgCtx *c = g->c;
+  LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i64, c->t_i64, c->t_ptr};
+  LLVMValueRef fn = LLVMAddFunction(c->mod, g->name, LLVMFunctionType(c->t_void, p, 5, 0));
+  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+  LLVMValueRef w = LLVMGetParam(fn, 0), K = LLVMGetParam(fn, 2), N = LLVMGetParam(fn, 3), kc, rs, cs;
+  LLVMValueRef nkb = k_blocks_ir(g, K, &kc), block = mul(g, rup(g, N, k64(g, g->nr)), kc);
+  b_strides(g, LLVMGetParam(fn, 1), &rs, &cs);
+  Loop lk;
+  LLVMValueRef kb = loop_open(g, &lk, k64(g, 0), nkb), k0 = mul(g, kb, kc);
+  LLVMValueRef args[] = {elem(g, LLVMGetParam(fn, 4), mul(g, kb, block)), elem(g, w, mul(g, k0, cs)), rs, cs, N,
+                         emin(g, kc, sub(g, K, k0))};
+  call(g, g->pack_b, args, 6);
+  loop_close(g, &lk, k64(g, 1));
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+LLVMValueRef cg_pack_b_define(CgCtx *c, RtDType dt, bool trans, const char *name) {
+  LLVMValueRef existing = LLVMGetNamedFunction(c->mod, name);
+  if (existing || (dt != RT_F32 && dt != RT_F64))
+    return existing;
+  CgGemmSpec s = {.dt = dt, .trans_b = trans};
+  Gen g = gen_start(c, &s, name);
+  g.pack_b = emit_pack(&g, "pack_b", g.nr, !trans);
+  set_noinline(&g, g.pack_b);
+  LLVMValueRef fn = emit_pack_entry(&g);
+  set_cold(&g, fn);
+  gen_done(&g);
+  return fn;
+}
+
+LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
+  LLVMValueRef existing = LLVMGetNamedFunction(c->mod, name);
+  if (existing)
+    return existing;
+  if (s->dt != RT_F32 && s->dt != RT_F64)
+    return NULL;
+  Gen g = gen_start(c, s, name);
   make_ctx_type(&g);
   g.micro = emit_micro(&g, "micro", g.mr, false);
   g.micro_short = emit_micro(&g, "micro_short", g.mr - 1, true);
@@ -1439,7 +1530,6 @@ LLVMValueRef cg_gemm_define(CgCtx *c, const CgGemmSpec *s, const char *name) {
   LLVMValueRef cold[] = {g.task, g.bpack, fn};
   for (int i = 0; i < 3; i++)
     set_cold(&g, cold[i]);
-  LLVMDisposeBuilder(c->b);
-  c->b = caller;
+  gen_done(&g);
   return fn;
 }

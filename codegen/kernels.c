@@ -6,6 +6,7 @@
  * group stores. */
 #include "codegen/codegen.h"
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 
@@ -27,11 +28,13 @@ void cg_contract_name(char *buf, size_t size, const char *kind, RtDType dt, bool
  * accumulate, implicit B's geometry, epilogue structure), named after them
  * (epi: NULL for none). */
 static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const CgEpiPlan *epi,
-                      const CgIm2col *im, LLVMValueRef *args) {
+                      const CgIm2col *im, bool packed_b, LLVMValueRef *args) {
   CgCtx *c = k->c;
   CgGemmSpec spec = {.dt = dt, .trans_a = ta, .trans_b = tb, .accumulate = acc,
-                     .epi = epi ? &epi->epi : NULL, .im2col = im};
+                     .epi = epi ? &epi->epi : NULL, .im2col = im, .packed_b = packed_b};
   char name[1200], geo[160] = "";
+  if (packed_b)
+    snprintf(geo, sizeof geo, "_packed");
   if (im)
     snprintf(geo, sizeof geo, "_im2col%s%dx%d_s%d.%d_d%d.%d_o%d.%d_q%d.%d", im->taps_on_n ? "t" : "", im->kh,
              im->kw, im->step[0], im->step[1], im->dil[0], im->dil[1], im->off[0], im->off[1], im->div[0],
@@ -43,7 +46,7 @@ static void call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const
 
 void cg_call_gemm(CgKernel *k, RtDType dt, bool ta, bool tb, bool acc, const CgEpiPlan *epi,
                   LLVMValueRef *args) {
-  call_gemm(k, dt, ta, tb, acc, epi, NULL, args);
+  call_gemm(k, dt, ta, tb, acc, epi, NULL, false, args);
 }
 
 /* ---- matmul ---------------------------------------------------------------- */
@@ -60,16 +63,28 @@ static int batch_stride(const Type *x, const Type *o, Size mk, Size *st) {
   return 0;
 }
 
+/* Whether B's panels [nkb, np, kc, nr] (attr.packed_n) are the ones this
+ * target's GEMM reads for K (cg_gemm_panels): the pass that packed them
+ * asked the same question, but of the lanes it was given. Whatever the
+ * rows, the GEMM reads them (not the GEMV, which reads B unpacked). */
+static bool panels_match(CgCtx *c, const Type *b, Size K) {
+  int64_t kk, nr, kc, d2, d3;
+  return sz_is_const(K, &kk) && cg_gemm_panels(b->dt, c->vbits / 32, INT64_MAX, kk, &nr, &kc) &&
+         sz_is_const(b->dim[2], &d2) && sz_is_const(b->dim[3], &d3) && d2 == kc && d3 == nr;
+}
+
 int cg_matmul_kernel(CgKernel *k) {
   CgCtx *c = k->c;
   const Node *n = k->n;
   const Type *a = &n->in[0]->type, *b = &n->in[1]->type, *o = &n->out[0]->type;
-  bool ta = n->attr.trans_a, tb = n->attr.trans_b;
+  bool ta = n->attr.trans_a, tb = n->attr.trans_b, packed = n->attr.packed_n > 0;
   Size M = o->dim[o->rank - 2], N = o->dim[o->rank - 1];
   Size K = a->dim[a->rank - (ta ? 2 : 1)];
-  Size sa, sb;
-  if (batch_stride(a, o, sz_mul(M, K), &sa) < 0 || batch_stride(b, o, sz_mul(K, N), &sb) < 0)
+  Size sa, sb = sz_const(0);
+  if (batch_stride(a, o, sz_mul(M, K), &sa) < 0 || (!packed && batch_stride(b, o, sz_mul(K, N), &sb) < 0))
     return -1;                        /* partially broadcast batch dims */
+  if (packed && !panels_match(c, b, K))
+    return -1;
   CgEpiPlan ep;
   bool fused = cg_epi_plan(k, o->rank - 2, o->rank - 1, &ep);
   LLVMValueRef args[16] = {
@@ -79,9 +94,28 @@ int cg_matmul_kernel(CgKernel *k) {
       cg_value_ptr(k, fused ? ep.c : n->out[0]), cg_size(k, N), cg_size(k, sz_mul(M, N)),
       fused ? cg_epi_args(k, &ep, NULL) : LLVMConstNull(c->t_ptr),
       k->work ? k->work : LLVMConstNull(c->t_ptr), k->nthreads};
-  cg_call_matmul(k, o->dt, ta, tb, false, fused ? &ep : NULL, args); /* gemv.c: small M */
+  if (packed)
+    call_gemm(k, o->dt, ta, false, false, fused ? &ep : NULL, NULL, true, args);
+  else
+    cg_call_matmul(k, o->dt, ta, tb, false, fused ? &ep : NULL, args); /* gemv.c: small M */
   if (fused)
     cg_epi_free(&ep);
+  return 0;
+}
+
+int cg_pack_b_kernel(CgKernel *k) {
+  const Node *n = k->n;
+  const Type *w = &n->in[0]->type;
+  bool tb = n->attr.trans_b;
+  RtDType dt = w->dt;
+  char name[64];
+  snprintf(name, sizeof name, "kiln_pack_b_%s_%c", rt_dtype_name(dt), tb ? 't' : 'n');
+  LLVMValueRef fn = cg_pack_b_define(k->c, dt, tb, name);
+  if (!fn)
+    return -1;
+  LLVMValueRef args[] = {cg_value_ptr(k, n->in[0]), cg_size(k, w->dim[1]), cg_size(k, w->dim[tb ? 1 : 0]),
+                         cg_size(k, w->dim[tb ? 0 : 1]), cg_value_ptr(k, n->out[0])};
+  LLVMBuildCall2(k->c->b, LLVMGlobalGetValueType(fn), fn, args, 5, "");
   return 0;
 }
 
@@ -210,7 +244,7 @@ static void conv_gemm(CgKernel *k, const CgConvGeo *g, const ConvGemm *q) {
         cg_gep(k, g->dt, q->C, cg_imul(c, G, q->gC)), q->ldc, q->sc,
         q->epi ? cg_epi_args(k, q->epi, cg_imul(c, G, q->M)) : LLVMConstNull(c->t_ptr),
         q->work ? q->work : LLVMConstNull(c->t_ptr), k->nthreads, q->ih, q->iw, q->pw};
-    call_gemm(k, g->dt, q->ta, q->tb, q->acc, q->epi, q->im, args);
+    call_gemm(k, g->dt, q->ta, q->tb, q->acc, q->epi, q->im, false, args);
   }
 }
 

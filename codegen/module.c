@@ -15,7 +15,7 @@
 
 typedef enum { L_EXPR, L_REDUCE, L_ROW, L_GEMM, L_CONV, L_POOL, L_VIEW, L_CONV_BWD, L_POOL_BWD,
                L_DROPOUT, L_MOVE,
-               L_SCAN, L_GATHER, L_BLOCKED } LowerKind;
+               L_SCAN, L_GATHER, L_BLOCKED, L_PACK } LowerKind;
 
 static const LowerKind lower_kind[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) L_##lower,
@@ -120,6 +120,7 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, 
     break;
   case L_GATHER: cg_gather_kernel(&k); break;
   case L_BLOCKED: cg_blocked_kernel(&k, task); break;
+  case L_PACK: rc = cg_pack_b_kernel(&k); break;
   case L_VIEW:
     if (!n->out[0]->alias)
       cg_copy_kernel(&k);

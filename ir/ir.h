@@ -132,6 +132,7 @@ typedef struct Attr {
   int rank;                    /* A_SHAPE: target rank */
   Size shape[IR_MAX_RANK];     /* A_SHAPE: target dims */
   bool trans_a, trans_b;       /* A_TRANS */
+  int64_t packed_n;            /* A_TRANS: matmul whose B is pack_b's panels: op(B)'s N (0: a plain B) */
   int k[2], stride[2], dil[2]; /* A_WINDOW: kernel, stride, dilation (h, w) */
   int pad[4];                  /* A_WINDOW: top, left, bottom, right */
   int groups;                  /* A_GROUPS */

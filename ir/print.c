@@ -59,6 +59,8 @@ static void print_attrs(const Graph *g, const Node *n, FILE *out) {
     print_ints(out, "perm", t->perm, n->in[0]->type.rank > 0 ? n->in[0]->type.rank : 0);
   if (a & A_TRANS)
     fprintf(out, "%s%s", t->trans_a ? " trans_a" : "", t->trans_b ? " trans_b" : "");
+  if ((a & A_TRANS) && t->packed_n)
+    fprintf(out, " packed_n=%lld", (long long)t->packed_n);
   if (a & A_WINDOW) {
     print_ints(out, "k", t->k, 2);
     print_ints(out, "stride", t->stride, 2);

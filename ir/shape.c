@@ -340,22 +340,58 @@ static int shape_reduce(Graph *g, Node *n) {
   return 0;
 }
 
-/* a[..., M, K] @ b[..., K, N] with broadcast batch dims (transposes by attr). */
+/* Whether panels [nkb, np, kc, nr] (pack_b, ops.def) hold an op(B) of K
+ * rows and N columns: as many blocks and panels as it takes, no more. */
+static bool panels_fit(const Type *p, Size K, int64_t N) {
+  int64_t d[4], k;
+  for (int i = 0; i < 4; i++)
+    if (p->rank != 4 || !sz_is_const(p->dim[i], &d[i]) || d[i] < 1)
+      return false;
+  return sz_is_const(K, &k) && (d[0] - 1) * d[2] < k && k <= d[0] * d[2] &&
+         (d[1] - 1) * d[3] < N && N <= d[1] * d[3];
+}
+
+/* pack_b(w): op(w) [K, N] as the panels attr.shape (ops.def). */
+static int shape_pack_b(Graph *g, Node *n) {
+  Type *w = in_t(n, 0), t;
+  if (attr_type(g, n, w->dt, &t) < 0)
+    return -1;
+  int64_t N;
+  bool tb = n->attr.trans_b;
+  if (w->rank != 2 || !ir_is_float(w->dt) || !sz_is_const(w->dim[tb ? 0 : 1], &N) ||
+      !panels_fit(&t, w->dim[tb ? 1 : 0], N))
+    return fail(g, n, "cannot pack %s%s as the panels %s", TS(w), tb ? " transposed" : "", TS(&t));
+  set_out(n, t);
+  return 0;
+}
+
+/* op(b)'s K and N: from its last two dims, or from packed panels. */
+static bool b_extents(Node *n, const Type *b, Size ka, Size *kb, Size *nn) {
+  if (n->attr.packed_n) {
+    *kb = ka;
+    *nn = sz_const(n->attr.packed_n);
+    return !n->attr.trans_b && panels_fit(b, ka, n->attr.packed_n);
+  }
+  *kb = b->dim[b->rank - (n->attr.trans_b ? 1 : 2)];
+  *nn = b->dim[b->rank - (n->attr.trans_b ? 2 : 1)];
+  return sz_eq(ka, *kb);
+}
+
+/* a[..., M, K] @ b[..., K, N] with broadcast batch dims (transposes by
+ * attr), or a[..., M, K] @ panels of a packed B (attr.packed_n). */
 static int shape_matmul(Graph *g, Node *n) {
   Type *a = in_t(n, 0), *b = in_t(n, 1);
   if (a->rank < 2 || b->rank < 2 || a->dt != b->dt || !ir_is_float(a->dt))
     return fail(g, n, "expects two floating-point tensors of rank 2 or more with the "
                 "same dtype, got %s and %s", TS(a), TS(b));
   Size m = a->dim[a->rank - (n->attr.trans_a ? 1 : 2)];
-  Size ka = a->dim[a->rank - (n->attr.trans_a ? 2 : 1)];
-  Size kb = b->dim[b->rank - (n->attr.trans_b ? 1 : 2)];
-  Size nn = b->dim[b->rank - (n->attr.trans_b ? 2 : 1)];
-  if (!sz_eq(ka, kb))
+  Size ka = a->dim[a->rank - (n->attr.trans_a ? 2 : 1)], kb, nn;
+  if (!b_extents(n, b, ka, &kb, &nn))
     return fail(g, n, "inner dimensions differ: %s @ %s%s", TS(a), TS(b),
                 n->attr.trans_b ? " (second operand transposed)" : "");
   Type ba = *a, bb = *b, t;
   ba.rank -= 2;
-  bb.rank -= 2;
+  bb.rank = n->attr.packed_n ? 0 : bb.rank - 2;
   if (bcast2(g, n, &ba, &bb, &t) < 0)
     return -1;
   t.dim[t.rank++] = m;

@@ -40,7 +40,7 @@
 
 typedef enum { K_EXPR, K_REDUCE, K_ROW, K_GEMM, K_CONV, K_POOL, K_VIEW, K_CONV_BWD, K_POOL_BWD,
                K_DROPOUT, K_MOVE,
-               K_SCAN, K_GATHER, K_BLOCKED } Kind;
+               K_SCAN, K_GATHER, K_BLOCKED, K_PACK } Kind;
 
 static const Kind kind_of[OP_COUNT] = {
 #define OP(name, nin, cat, attrs, shape, grad, lower) K_##lower,

@@ -29,6 +29,10 @@ typedef struct PassCtx {
    * work_bytes; param_user is its own pointer. */
   const void *(*param_data)(const Graph *g, const Value *p, void *param_user);
   void *param_user;
+  /* the panels a GEMM of M rows reads a prepacked op(B) [K, N] from: nr
+   * columns each, K in blocks of kc; false if it would not run as a GEMM
+   * (codegen's answer, cg_gemm_panels, handed in like work_bytes) */
+  bool (*gemm_panels)(RtDType dt, int lanes, int64_t M, int64_t K, int64_t *nr, int64_t *kc);
   int lanes;              /* f32 lanes of the target's vectors (8 AVX2, 16 AVX-512), the
                              block of the layout pass; 0: it keeps NCHW */
 } PassCtx;
@@ -159,6 +163,10 @@ bool pass_pretranspose(Graph *g, PassCtx *cx, PassStats *st);
  * parameter or state through cx->param_data (then *param = true), or a
  * reshape of one (same order); NULL if unknown. */
 const void *pass_known_data(Graph *g, PassCtx *cx, const Value *v, bool *param);
+
+/* prepack.c: for inference, a matmul whose B's data is known reads B
+ * packed into the GEMM's panels at compile time (its head comment) */
+bool pass_prepack(Graph *g, PassCtx *cx, PassStats *st);
 
 /* memplan.c */
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st);

@@ -1,6 +1,7 @@
 /* The pipeline: passes of one signature, in the order they run. -O0 runs
  * what correctness needs (autodiff and the optimizer when training, memory
- * planning); -O1 adds simplify, -O2 batchnorm folding, layout selection
+ * planning); -O1 adds simplify, -O2 batchnorm folding, the weights of
+ * inference stored transposed and prepacked for the GEMM, layout selection
  * and fusion, -O3 everything.
  * simplify runs twice: on the forward graph (so autodiff differentiates a
  * clean one) and on the whole step. Before each pass the pipeline checks
@@ -14,6 +15,7 @@ static const Pass pipeline[] = {
     {"simplify", pass_simplify, 1},
     {"fold-bn", pass_fold_bn, 2, PASS_USES | PASS_INFERENCE},
     {"pretranspose", pass_pretranspose, 2, PASS_USES | PASS_INFERENCE},
+    {"prepack", pass_prepack, 2, PASS_USES | PASS_INFERENCE},
     {"autodiff", pass_autodiff, 0},
     {"optimizer", pass_optimizer, 0},
     {"simplify", pass_simplify, 1},

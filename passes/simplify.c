@@ -672,7 +672,8 @@ static bool same_attrs(const Node *a, const Node *b) {
     for (int i = 0; eq && i < x->rank; i++)
       eq &= sz_eq(x->shape[i], y->shape[i]);
   }
-  if (m & A_TRANS) eq &= x->trans_a == y->trans_a && x->trans_b == y->trans_b;
+  if (m & A_TRANS)
+    eq &= x->trans_a == y->trans_a && x->trans_b == y->trans_b && x->packed_n == y->packed_n;
   if (m & A_WINDOW)
     eq &= !memcmp(x->k, y->k, sizeof x->k) && !memcmp(x->stride, y->stride, sizeof x->stride) &&
           !memcmp(x->dil, y->dil, sizeof x->dil) && !memcmp(x->pad, y->pad, sizeof x->pad);

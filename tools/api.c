@@ -468,7 +468,7 @@ static const void *param_data(const Graph *g, const Value *p, void *user) {
 
 static KilnStatus run_passes(KilnModel *m, Compiled *cc) {
   PassCtx cx = {.opt = m->opt.opt_level, .threads = cc->threads, .verify = true,
-                .work_bytes = cg_work_bytes, .print_after = m->print_after,
+                .work_bytes = cg_work_bytes, .gemm_panels = cg_gemm_panels, .print_after = m->print_after,
                 .print_out = stdout, .stats_out = m->stats_out, .stats_json = m->stats_json,
                 .param_data = cc->live_weights ? NULL : param_data, .param_user = m,
                 .lanes = m->lanes ? m->lanes : cg_host_lanes(4)};

@@ -20,6 +20,7 @@ typedef struct OModel {
   int nparams;
   bool hide_weights;             /* the passes do not get to see the weights */
   bool fast;                     /* LLVM O0 after codegen, not O3: compiles in half the time */
+  bool prepack;                  /* the passes get the GEMM's panel geometry: prepack runs */
 } OModel;
 
 static inline uint64_t om_hash(const char *s) {
@@ -99,7 +100,7 @@ static inline void om_compile(OModel *o, int opt, uint64_t seed) {
   om_weights(o, seed);
   PassCtx cx = {.opt = opt, .threads = m->plan_threads, .verify = true,
                 .work_bytes = cg_work_bytes, .param_data = om_param_data, .param_user = o,
-                .lanes = cg_host_lanes(4)};
+                .lanes = cg_host_lanes(4), .gemm_panels = o->prepack ? cg_gemm_panels : NULL};
   if (pass_run_pipeline(m->g, &cx) < 0)
     model_fail_diags(m, "passes");
   if (cg_ctx_init_jit(&c, m->g->name, err, sizeof err))

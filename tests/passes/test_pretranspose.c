@@ -13,38 +13,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-#include <stdio.h>
-#include "opt_harness.h"
-
-enum { MAX_BATCH = 8 };
-
-static Value *param(Graph *g, const char *name, Type t) {
-  return ir_param(g, name, t, (Init){.kind = INIT_ZEROS}, NOLOC);
-}
-
-static Value *matmul(Graph *g, Value *a, Value *b, bool tb) {
-  Attr at = ir_attr();
-  at.trans_b = tb;
-  return ir_op(g, OP_matmul, (Value *[]){a, b}, 2, &at, NOLOC);
-}
-
-static Value *batch_input(Graph *g, RtDType dt, int64_t width) {
-  int N = ir_size_var(g, "N");
-  g->batch_var = N;
-  g->max_batch = MAX_BATCH;
-  return ir_input(g, "x", ir_type(dt, 2, (Size[]){sz_var(N), sz_const(width)}), NOLOC);
-}
-
-/* dense(x, out): x W^T + b, W a parameter [out, in] named prefix.weight */
-static Value *dense(Graph *g, Value *x, int64_t out, const char *prefix) {
-  char wn[64], bn[64];
-  RtDType dt = x->type.dt;
-  snprintf(wn, sizeof wn, "%s.weight", prefix);
-  snprintf(bn, sizeof bn, "%s.bias", prefix);
-  int64_t in = x->type.dim[1].t[0].coef;
-  Value *w = param(g, wn, ir_type_const(dt, 2, (int64_t[]){out, in}));
-  return ir_op2(g, OP_add, matmul(g, x, w, true), param(g, bn, ir_type_const(dt, 1, &out)), NOLOC);
-}
+#include "dense_harness.h"
 
 /* an MLP: 20 -> 37 (relu) -> 11, and one with K over the GEMM's K block
  * (600 > 256: two blocks) in f64 */
@@ -65,42 +34,7 @@ static void build_shared(Graph *g) {
   ir_output(g, ir_op2(g, OP_add, matmul(g, a, w, true), matmul(g, x, w, false), NOLOC), "y");
 }
 
-typedef void (*Build)(Graph *g);
-
-typedef struct Three {
-  OModel ref, hidden, got;     /* -O0, -O2 without the weights, -O2 */
-} Three;
-
-static void compile(OModel *o, const char *name, Build build, int opt, bool hide) {
-  memset(o, 0, sizeof *o);
-  build(model_new(&o->m, name));
-  o->hide_weights = hide;
-  om_compile(o, opt, 5);
-  om_inputs(o, 9);
-  assert_int_equal(ir_verify(o->m.g), 0);
-}
-
-static void three(Three *t, const char *name, Build build) {
-  compile(&t->ref, name, build, 0, false);
-  compile(&t->hidden, name, build, 2, true);
-  compile(&t->got, name, build, 2, false);
-  for (int64_t batch = 1; batch <= MAX_BATCH; batch += batch == 1 ? 2 : 5)
-    for (int threads = 1; threads <= 2; threads++) {
-      char what[128];
-      snprintf(what, sizeof what, "%s at batch %lld, %d threads", name, (long long)batch, threads);
-      model_run(&t->ref.m, batch, threads);
-      model_run(&t->hidden.m, batch, threads);
-      model_run(&t->got.m, batch, threads);
-      om_compare_outputs(&t->hidden, &t->got, 0, what);
-      om_compare_outputs(&t->ref, &t->got, 1e-5, what);
-    }
-}
-
-static void free_three(Three *t) {
-  model_free(&t->ref.m);
-  model_free(&t->hidden.m);
-  model_free(&t->got.m);
-}
+static const Sight hidden = {.hide_weights = true}, known = {0};
 
 /* Every matmul of g reads a constant [in, out], no trans_b; the one whose
  * K is in and N out reads W^T of the weights drawn for wname. */
@@ -131,29 +65,29 @@ static void assert_reads_wt(const OModel *o, const char *wname, int64_t out, int
 
 static void test_mlp(void **state) {
   Three t;
-  three(&t, "mlp", build_mlp);
-  const Graph *g = t.got.m.g;
+  three(&t, "mlp", build_mlp, hidden, known);
+  const Graph *g = t.on.m.g;
   assert_true(g->weights_baked);
   assert_null(ir_find_param(g, "fc1.weight"));
   assert_null(ir_find_param(g, "fc2.weight"));
   assert_non_null(ir_find_param(g, "fc1.bias"));
-  assert_reads_wt(&t.got, "fc1.weight", 37, 20);
-  assert_reads_wt(&t.got, "fc2.weight", 11, 37);
+  assert_reads_wt(&t.on, "fc1.weight", 37, 20);
+  assert_reads_wt(&t.on, "fc2.weight", 11, 37);
   free_three(&t);
 }
 
 static void test_wide_f64(void **state) {
   Three t;
-  three(&t, "wide_f64", build_wide_f64);
-  assert_reads_wt(&t.got, "fc.weight", 19, 600);
+  three(&t, "wide_f64", build_wide_f64, hidden, known);
+  assert_reads_wt(&t.on, "fc.weight", 19, 600);
   free_three(&t);
 }
 
 /* Both W^T readers share one constant; W stays for the plain reader. */
 static void test_shared(void **state) {
   Three t;
-  three(&t, "shared", build_shared);
-  const Graph *g = t.got.m.g;
+  three(&t, "shared", build_shared, hidden, known);
+  const Graph *g = t.on.m.g;
   const Value *wt = NULL, *w = ir_find_param(g, "w");
   int nconst = 0;
   assert_non_null(w);
@@ -177,8 +111,8 @@ static void test_shared(void **state) {
  * training graph too. */
 static void test_needs_weights_and_inference(void **state) {
   Three t;
-  three(&t, "hidden", build_mlp);
-  const Graph *g = t.hidden.m.g;
+  three(&t, "hidden", build_mlp, hidden, known);
+  const Graph *g = t.off.m.g;
   assert_false(g->weights_baked);
   for (int i = 0; i < g->nnodes; i++)
     if (g->nodes[i]->op == OP_matmul)
