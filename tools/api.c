@@ -245,7 +245,8 @@ static KilnStatus bind_weight_sizes(KilnModel *m) {
   }
   if (!n)
     return KILN_OK;
-  memcpy(all, m->sizes, (size_t)m->nsizes * sizeof *all);
+  if (m->nsizes)   /* m->sizes is NULL without --size */
+    memcpy(all, m->sizes, (size_t)m->nsizes * sizeof *all);
   m->sizes = all;
   m->nsizes += n;
   return lower_sig(m);
