@@ -42,6 +42,25 @@ static Value *dense(Graph *g, Value *x, int64_t out, const char *prefix) {
 
 typedef void (*Build)(Graph *g);
 
+/* an MLP: 20 -> 37 (relu) -> 11, N and K below one panel and one K block */
+static void build_mlp(Graph *g) {
+  Value *h = ir_op1(g, OP_relu, dense(g, batch_input(g, RT_F32, 20), 37, "fc1"), NOLOC);
+  ir_output(g, dense(g, h, 11, "fc2"), "logits");
+}
+
+/* one f64 layer, in -> out */
+static void dense_f64(Graph *g, int64_t in, int64_t out) {
+  ir_output(g, dense(g, batch_input(g, RT_F64, in), out, "fc"), "y");
+}
+
+/* one weight [n, n], read as W^T twice and as W once (a square layer) */
+static void shared_square(Graph *g, int64_t n) {
+  Value *x = batch_input(g, RT_F32, n);
+  Value *w = param(g, "w", ir_type_const(RT_F32, 2, (int64_t[]){n, n}));
+  Value *a = matmul(g, x, w, true);
+  ir_output(g, ir_op2(g, OP_add, matmul(g, a, w, true), matmul(g, x, w, false), NOLOC), "y");
+}
+
 /* How a build sees the weights: hidden from the passes, and whether they
  * get the GEMM's panel geometry (OModel's fields of the same names). */
 typedef struct Sight {

@@ -14,24 +14,10 @@
 #include <cmocka.h>
 #include "dense_harness.h"
 
-/* 20 -> 37 (relu) -> 11: N and K below one panel and one K block */
-static void build_mlp(Graph *g) {
-  Value *h = ir_op1(g, OP_relu, dense(g, batch_input(g, RT_F32, 20), 37, "fc1"), NOLOC);
-  ir_output(g, dense(g, h, 11, "fc2"), "logits");
-}
-
 /* K = 520: three K blocks of 174 rows, the last one of 172; N over several panels */
-static void build_wide_f64(Graph *g) {
-  ir_output(g, dense(g, batch_input(g, RT_F64, 520), 70, "fc"), "y");
-}
+static void build_wide_f64(Graph *g) { dense_f64(g, 520, 70); }
 
-/* one weight, read as W^T twice and as W once (a square layer) */
-static void build_shared(Graph *g) {
-  Value *x = batch_input(g, RT_F32, 300);
-  Value *w = param(g, "w", TY(RT_F32, 300, 300));
-  Value *a = matmul(g, x, w, true);
-  ir_output(g, ir_op2(g, OP_add, matmul(g, a, w, true), matmul(g, x, w, false), NOLOC), "y");
-}
+static void build_shared(Graph *g) { shared_square(g, 300); }
 
 static const Sight unpacked = {0}, packed = {.prepack = true};
 

@@ -15,24 +15,10 @@
 #include <cmocka.h>
 #include "dense_harness.h"
 
-/* an MLP: 20 -> 37 (relu) -> 11, and one with K over the GEMM's K block
- * (600 > 256: two blocks) in f64 */
-static void build_mlp(Graph *g) {
-  Value *h = ir_op1(g, OP_relu, dense(g, batch_input(g, RT_F32, 20), 37, "fc1"), NOLOC);
-  ir_output(g, dense(g, h, 11, "fc2"), "logits");
-}
+/* K over the GEMM's K block (600 > 256: two blocks) in f64 */
+static void build_wide_f64(Graph *g) { dense_f64(g, 600, 19); }
 
-static void build_wide_f64(Graph *g) {
-  ir_output(g, dense(g, batch_input(g, RT_F64, 600), 19, "fc"), "y");
-}
-
-/* one weight, read as W^T twice and as W once (a square layer) */
-static void build_shared(Graph *g) {
-  Value *x = batch_input(g, RT_F32, 24);
-  Value *w = param(g, "w", TY(RT_F32, 24, 24));
-  Value *a = matmul(g, x, w, true);
-  ir_output(g, ir_op2(g, OP_add, matmul(g, a, w, true), matmul(g, x, w, false), NOLOC), "y");
-}
+static void build_shared(Graph *g) { shared_square(g, 24); }
 
 static const Sight hidden = {.hide_weights = true}, known = {0};
 
