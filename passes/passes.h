@@ -163,6 +163,11 @@ bool pass_pretranspose(Graph *g, PassCtx *cx, PassStats *st);
  * parameter or state through cx->param_data (then *param = true), or a
  * reshape of one (same order); NULL if unknown. */
 const void *pass_known_data(Graph *g, PassCtx *cx, const Value *v, bool *param);
+/* A new constant of type t that lay writes (into zeroed memory) from the
+ * data of w, known now (pass_known_data); NULL when it is not. Baking a
+ * parameter's data marks g->weights_baked. */
+typedef void (*PassLay)(char *dst, const char *src, size_t sz, const void *user);
+Value *pass_derived_const(Graph *g, PassCtx *cx, const Value *w, Type t, PassLay lay, const void *user);
 
 /* prepack.c: for inference, a matmul whose B's data is known reads B
  * packed into the GEMM's panels at compile time (its head comment) */

@@ -21,28 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* op(w) [K, N] (w [N, K] when trans) into pack_b's layout (ops.def) at
- * dst, zeroed beforehand: block kb's panel p holds rows k0 .. k0+rows of
- * columns p*nr .. p*nr+nr, k-major. */
-static void pack_panels(char *dst, const char *w, size_t sz, int64_t K, int64_t N, bool trans,
-                        int64_t nr, int64_t kc) {
-  int64_t np = (N + nr - 1) / nr;
-  for (int64_t k0 = 0; k0 < K; k0 += kc) {
-    int64_t rows = K - k0 < kc ? K - k0 : kc;
-    char *block = dst + (size_t)(k0 * np * nr) * sz;
-    for (int64_t k = 0; k < rows; k++)
-      for (int64_t n = 0; n < N; n++) {
-        int64_t from = trans ? n * K + k0 + k : (k0 + k) * N + n;
-        int64_t to = (n / nr) * rows * nr + k * nr + n % nr;
-        memcpy(block + (size_t)to * sz, w + (size_t)from * sz, sz);
-      }
-  }
-}
-
 /* Op(B)'s extents and the panels the GEMM reads it from for this
  * matmul's rows; false when they are not known now or it runs as a GEMV. */
 typedef struct Panels {
   int64_t K, N, nr, kc;
+  bool trans;   /* B is read as w^T */
 } Panels;
 
 static bool panels_for(const Graph *g, const PassCtx *cx, const Node *n, Panels *P) {
@@ -54,22 +37,30 @@ static bool panels_for(const Graph *g, const PassCtx *cx, const Node *n, Panels 
          sz_is_const(o->dim[o->rank - 1], &P->N) && cx->gemm_panels(w->dt, cx->lanes, M, P->K, &P->nr, &P->kc);
 }
 
+/* op(w) [K, N] (w [N, K] when trans) into pack_b's layout (ops.def) at
+ * dst, zeroed beforehand: block kb's panel p holds rows k0 .. k0+rows of
+ * columns p*nr .. p*nr+nr, k-major. */
+static void lay_panels(char *dst, const char *w, size_t sz, const void *user) {
+  const Panels *P = user;
+  int64_t K = P->K, N = P->N, nr = P->nr, kc = P->kc, np = (N + nr - 1) / nr;
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    int64_t rows = K - k0 < kc ? K - k0 : kc;
+    char *block = dst + (size_t)(k0 * np * nr) * sz;
+    for (int64_t k = 0; k < rows; k++)
+      for (int64_t n = 0; n < N; n++) {
+        int64_t from = P->trans ? n * K + k0 + k : (k0 + k) * N + n;
+        int64_t to = (n / nr) * rows * nr + k * nr + n % nr;
+        memcpy(block + (size_t)to * sz, w + (size_t)from * sz, sz);
+      }
+  }
+}
+
 /* B packed as P says, as a new constant; NULL when its data is not known. */
-static Value *packed(Graph *g, PassCtx *cx, const Node *n, const Panels *P) {
-  const Value *w = n->in[1];
-  bool param = false;
-  const char *src = pass_known_data(g, cx, w, &param);
+static Value *packed(Graph *g, PassCtx *cx, const Node *n, Panels *P) {
   int64_t nkb = (P->K + P->kc - 1) / P->kc, np = (P->N + P->nr - 1) / P->nr;
-  size_t sz = rt_dtype_size(w->type.dt);
-  char *dst = src ? calloc((size_t)(nkb * np * P->kc * P->nr), sz) : NULL;
-  if (!dst)
-    return NULL;
-  pack_panels(dst, src, sz, P->K, P->N, n->attr.trans_b, P->nr, P->kc);
   Size dims[] = {sz_const(nkb), sz_const(np), sz_const(P->kc), sz_const(P->nr)};
-  Value *p = ir_const(g, ir_type(w->type.dt, 4, dims), dst);
-  free(dst);
-  g->weights_baked |= param;
-  return p;
+  P->trans = n->attr.trans_b;
+  return pass_derived_const(g, cx, n->in[1], ir_type(n->in[1]->type.dt, 4, dims), lay_panels, P);
 }
 
 bool pass_prepack(Graph *g, PassCtx *cx, PassStats *st) {

@@ -29,26 +29,37 @@ const void *pass_known_data(Graph *g, PassCtx *cx, const Value *v, bool *param) 
   return NULL;
 }
 
-/* W^T of rank-2 w as a new constant, or NULL when its data or extents are
- * not known now. */
-static Value *transposed(Graph *g, PassCtx *cx, const Value *w) {
-  int64_t rows, cols;
+Value *pass_derived_const(Graph *g, PassCtx *cx, const Value *w, Type t, PassLay lay, const void *user) {
   bool param = false;
-  if (w->type.rank != 2 || (w->type.dt != RT_F32 && w->type.dt != RT_F64) ||
-      !sz_is_const(w->type.dim[0], &rows) || !sz_is_const(w->type.dim[1], &cols))
-    return NULL;
   const char *src = pass_known_data(g, cx, w, &param);
-  size_t sz = rt_dtype_size(w->type.dt);
-  char *dst = src ? malloc((size_t)(rows * cols) * sz + 1) : NULL;
+  size_t sz = rt_dtype_size(t.dt);
+  char *dst = src ? calloc((size_t)ir_numel_max(g, &t) + 1, sz) : NULL;
   if (!dst)
     return NULL;
+  lay(dst, src, sz, user);
+  Value *c = ir_const(g, t, dst);
+  free(dst);
+  g->weights_baked |= param;
+  return c;
+}
+
+/* src [rows, cols] transposed into dst */
+static void lay_transposed(char *dst, const char *src, size_t sz, const void *user) {
+  const int64_t *rc = user, rows = rc[0], cols = rc[1];
   for (int64_t r = 0; r < rows; r++)
     for (int64_t c = 0; c < cols; c++)
       memcpy(dst + (c * rows + r) * sz, src + (r * cols + c) * sz, sz);
-  Value *t = ir_const(g, ir_type(w->type.dt, 2, (Size[]){w->type.dim[1], w->type.dim[0]}), dst);
-  free(dst);
-  g->weights_baked |= param;
-  return t;
+}
+
+/* W^T of rank-2 w as a new constant, or NULL when its data or extents are
+ * not known now. */
+static Value *transposed(Graph *g, PassCtx *cx, const Value *w) {
+  int64_t rc[2];
+  if (w->type.rank != 2 || (w->type.dt != RT_F32 && w->type.dt != RT_F64) ||
+      !sz_is_const(w->type.dim[0], &rc[0]) || !sz_is_const(w->type.dim[1], &rc[1]))
+    return NULL;
+  Type t = ir_type(w->type.dt, 2, (Size[]){w->type.dim[1], w->type.dim[0]});
+  return pass_derived_const(g, cx, w, t, lay_transposed, rc);
 }
 
 bool pass_pretranspose(Graph *g, PassCtx *cx, PassStats *st) {
