@@ -52,7 +52,7 @@
  *
  * Calibrated on this project's AVX2 machine (znver3 at 3.2 GHz, 1 thread,
  * load average 9-10, CPU-time medians of bench/bench_kiln -O3 with the
- * choice forced by KILN_LAYOUT) on one convolution + ReLU per model, its
+ * choice forced by PassCtx.layout) on one convolution + ReLU per model, its
  * conversions included; the constants minimise the squared log ratio of
  * model to measurement (a grid search; rms log error 0.16):
  *
@@ -81,8 +81,7 @@ static const LayoutCost layout_cost = {
     .nchw_fpc = 14.0, .pack_bpc = 2.5, .blocked_fpc = 20.0, .edge_fpc = 17.0, .copy_bpc = 2.0,
 };
 
-/* A region's layout (LAY_NCHW: left as it is). */
-typedef enum { LAY_NCHW, LAY_BLOCKED, LAY_NHWC } Lay;
+/* A region's layout (LAYOUT_NCHW: left as it is). */
 
 typedef struct Layout {
   Graph *g;
@@ -145,12 +144,8 @@ static int64_t cdim(const Graph *g, Size s) {
 /* groups 1, channels known, extents bound (the cost model needs them) */
 static bool conv_pays(const Layout *L, const Node *n);
 
-/* KILN_LAYOUT=nchw, =blocked or =nhwc overrides the cost model
- * (calibration, tests): "nchw", "blocked", "nhwc" or NULL. */
-static const char *forced(void) {
-  const char *f = getenv("KILN_LAYOUT");
-  return f && (!strcmp(f, "nchw") || !strcmp(f, "blocked") || !strcmp(f, "nhwc")) ? f : NULL;
-}
+/* PassCtx.layout overrides the cost model (calibration, tests) */
+static bool forced(const Layout *L) { return L->cx->layout != LAYOUT_COST; }
 
 static bool conv_ok(Layout *L, const Node *n) {
   bool param = false;
@@ -304,7 +299,7 @@ static double relayout_cycles(const Layout *L, const Value *v) {
  * than in NCHW plus the conversion of its output that keeping it out
  * would add. */
 static bool conv_pays(const Layout *L, const Node *n) {
-  if (forced())
+  if (forced(L))
     return true;
   ConvDims d = conv_dims(L->g, n);
   return blocked_conv_cycles(&d, L->b, true) <= nchw_conv_cycles(&d) + relayout_cycles(L, n->out[0]);
@@ -313,8 +308,7 @@ static bool conv_pays(const Layout *L, const Node *n) {
 /* The cheapest layout of region r: NCHW if it has no convolution. The
  * conversions in and out cost the same blocked or NHWC, but a value of
  * one channel enters a convolution as NHWC by a reshape. */
-static Lay choose_layout(Layout *L, int r) {
-  const char *force = forced();
+static PassLayout choose_layout(Layout *L, int r) {
   Graph *g = L->g;
   double nchw = 0, blocked = 0, nhwc = 0;
   int convs = 0;
@@ -346,12 +340,12 @@ static Lay choose_layout(Layout *L, int r) {
     }
   }
   if (!convs)
-    return LAY_NCHW;
-  if (force)
-    return !strcmp(force, "blocked") ? LAY_BLOCKED : !strcmp(force, "nhwc") ? LAY_NHWC : LAY_NCHW;
+    return LAYOUT_NCHW;
+  if (forced(L))
+    return L->cx->layout;
   if (nhwc < blocked && nhwc < nchw)
-    return LAY_NHWC;
-  return blocked < nchw ? LAY_BLOCKED : LAY_NCHW;
+    return LAYOUT_NHWC;
+  return blocked < nchw ? LAYOUT_BLOCKED : LAYOUT_NCHW;
 }
 
 /* ---- the rewrite ---------------------------------------------------------------- */
@@ -543,14 +537,14 @@ static bool note_owner(Layout *L, int owner) {
 /* Rewrites the chosen regions in node order; then the values read outside
  * their region read the relayouts back (not before: the old nodes of the
  * region must keep finding their inputs in L->blk). */
-static bool rewrite_regions(Layout *L, const Lay *chosen) {
+static bool rewrite_regions(Layout *L, const PassLayout *chosen) {
   Graph *g = L->g;
   bool changed = false, ok = true;
   for (int i = 0; ok && i < L->n0; i++) {
     int r = L->region[i];
-    if (r < 0 || chosen[r] == LAY_NCHW)
+    if (r < 0 || chosen[r] == LAYOUT_NCHW)
       continue;
-    ok = rewrite_node(L, g->nodes[i], chosen[r] == LAY_NHWC);
+    ok = rewrite_node(L, g->nodes[i], chosen[r] == LAYOUT_NHWC);
     ok = note_owner(L, i) && ok;
     changed = true;
   }
@@ -640,11 +634,10 @@ static bool train_bnorm_ok(const Layout *L, const Node *n) {
 
 static bool train_blockable(Layout *L, const Node *n) {
   if (is_conv(n->op)) {
-    const char *force = forced();
     if (!train_conv_ok(L, n))
       return false;
-    if (force)
-      return !strcmp(force, "blocked");
+    if (forced(L))
+      return L->cx->layout == LAYOUT_BLOCKED;
     ConvDims d = train_conv_dims(L, n);
     return blocked_conv_cycles(&d, L->b, false) < nchw_conv_cycles(&d);
   }
@@ -674,8 +667,7 @@ static double conversion_cycles(const Layout *L, const Value *v) {
 
 /* Region r blocked or not: its convolutions, direct or as implicit GEMMs,
  * and the activations converted at its boundary, each once (seen). */
-static Lay train_choose(Layout *L, int r, bool *seen) {
-  const char *force = forced();
+static PassLayout train_choose(Layout *L, int r, bool *seen) {
   Graph *g = L->g;
   double nchw = 0, blocked = 0;
   int convs = 0;
@@ -700,10 +692,10 @@ static Lay train_choose(Layout *L, int r, bool *seen) {
       blocked += conversion_cycles(L, n->out[0]);
   }
   if (!convs)
-    return LAY_NCHW;
-  if (force)
-    return LAY_BLOCKED;          /* forced blocked: its convolutions joined */
-  return blocked < nchw ? LAY_BLOCKED : LAY_NCHW;
+    return LAYOUT_NCHW;
+  if (forced(L))
+    return LAYOUT_BLOCKED;          /* forced blocked: its convolutions joined */
+  return blocked < nchw ? LAYOUT_BLOCKED : LAYOUT_NCHW;
 }
 
 /* w [O, C, KH, KW] blocked for conv2d_nchwc, or flipped for bwd_data. */
@@ -821,7 +813,7 @@ static bool layout_training(Graph *g, PassCtx *cx, PassStats *st) {
   L.blk = calloc((size_t)L.v0 + 1, sizeof(Value *));
   L.back = calloc((size_t)L.v0 + 1, sizeof(Value *));
   bool *seen = calloc((size_t)L.v0 + 1, sizeof(bool));
-  Lay *chosen = calloc((size_t)L.n0 + 1, sizeof(Lay));
+  PassLayout *chosen = calloc((size_t)L.n0 + 1, sizeof(PassLayout));
   bool changed = false, ok = L.region && L.used_outside && L.blk && L.back && seen && chosen;
   st->bytes_before = pass_temp_bytes(g);
   if (ok) {
@@ -833,7 +825,7 @@ static bool layout_training(Graph *g, PassCtx *cx, PassStats *st) {
   }
   for (int i = 0; ok && i < L.n0; i++) {
     int r = L.region[i];
-    if (r < 0 || chosen[r] == LAY_NCHW)
+    if (r < 0 || chosen[r] == LAYOUT_NCHW)
       continue;
     ok = train_rewrite(&L, g->nodes[i]) && note_owner(&L, i);
     changed = true;
@@ -868,7 +860,7 @@ bool pass_layout(Graph *g, PassCtx *cx, PassStats *st) {
   L.blk = calloc((size_t)L.v0 + 1, sizeof(Value *));
   L.back = calloc((size_t)L.v0 + 1, sizeof(Value *));
   L.nhwc = calloc((size_t)L.v0 + 1, sizeof(Value *));
-  Lay *chosen = calloc((size_t)L.n0 + 1, sizeof(Lay));
+  PassLayout *chosen = calloc((size_t)L.n0 + 1, sizeof(PassLayout));
   bool changed = false;
   st->bytes_before = pass_temp_bytes(g);
   if (L.region && L.used_outside && L.blk && L.back && L.nhwc && chosen) {

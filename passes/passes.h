@@ -12,6 +12,10 @@ typedef struct PassStats {
   int64_t bytes_before, bytes_after;   /* scratch: sum of intermediates, then the plan */
 } PassStats;
 
+/* The layout pass's choice for the convolutions' regions: its cost
+ * model's, or one forced (tests, calibration of the cost constants). */
+typedef enum { LAYOUT_COST, LAYOUT_NCHW, LAYOUT_BLOCKED, LAYOUT_NHWC } PassLayout;
+
 typedef struct PassCtx {
   int opt;                /* -O level, 0..3 */
   int threads;            /* the most threads the compiled code may use */
@@ -35,6 +39,7 @@ typedef struct PassCtx {
   bool (*gemm_panels)(RtDType dt, int lanes, int64_t M, int64_t K, int64_t *nr, int64_t *kc);
   int lanes;              /* f32 lanes of the target's vectors (8 AVX2, 16 AVX-512), the
                              block of the layout pass; 0: it keeps NCHW */
+  PassLayout layout;      /* LAYOUT_COST unless a test forces one */
 } PassCtx;
 
 /* What a pass needs; the pipeline checks it before running the pass. */

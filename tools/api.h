@@ -65,6 +65,7 @@ struct KilnModel {
   /* what the kiln command asks to see while compiling */
   FILE *emit_llvm, *emit_asm;
   bool plan_only;         /* kiln check: passes and memory plan, no code (not runnable) */
+  PassLayout layout;      /* the layout pass's choice forced (tests), or LAYOUT_COST */
   const char *print_after;
   FILE *stats_out;
   bool stats_json;

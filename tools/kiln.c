@@ -208,6 +208,20 @@ static const char *cache_dir(void) {
   return n > 0 && (size_t)n < sizeof dir ? dir : NULL;
 }
 
+/* KILN_LAYOUT=nchw, =blocked or =nhwc forces the layout pass's choice
+ * (docs/cli.md): for measuring and testing its cost model. */
+static PassLayout forced_layout(void) {
+  static const char *names[] = {[LAYOUT_NCHW] = "nchw", [LAYOUT_BLOCKED] = "blocked", [LAYOUT_NHWC] = "nhwc"};
+  const char *f = getenv("KILN_LAYOUT");
+  if (!f || !*f)
+    return LAYOUT_COST;
+  for (int i = LAYOUT_NCHW; i <= LAYOUT_NHWC; i++)
+    if (!strcmp(f, names[i]))
+      return (PassLayout)i;
+  fprintf(stderr, "kiln: KILN_LAYOUT=%s: expected nchw, blocked or nhwc\n", f);
+  exit(2);
+}
+
 static void parse_args(int argc, char **argv, Cli *c) {
   kiln_options_default(&c->opt);
   /* the library reads no environment: the command passes it on */
@@ -312,6 +326,7 @@ static KilnModel *load(Cli *c) {
   m->emit_asm = c->emit && !strcmp(c->emit, "asm") ? stdout : NULL;
   /* check needs code only to show it */
   m->plan_only = !strcmp(c->cmd, "check") && !m->emit_llvm && !m->emit_asm;
+  m->layout = forced_layout();
   return m;
 }
 

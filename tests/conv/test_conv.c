@@ -10,7 +10,7 @@
  * gradients of x and of every parameter must match PyTorch within 1e-4 by
  * DESIGN.md's measure. The same case in f64 (f32 replaced) at -O0 is
  * checked against central differences of the loss, within 1e-6. The
- * conv2d cases again with the layout pass forced (KILN_LAYOUT): the step
+ * conv2d cases again with the layout pass forced (PassCtx.layout): the step
  * blocked (codegen/conv_blocked.c's direct convolution forward and for dx,
  * its filter gradient for dw), and inference with the input NHWC, its
  * weights known to the passes; the conv2d_row cases give it every split
@@ -83,8 +83,8 @@ static int case_names(RtArena *a, const char ***out) {
 }
 
 /* fn(name, layout) for each case of cases.kiln whose name starts with prefix. */
-static void each_case(const char *prefix, void (*fn)(const char *name, const char *layout),
-                      const char *layout) {
+static void each_case(const char *prefix, void (*fn)(const char *name, PassLayout layout),
+                      PassLayout layout) {
   RtArena *a = rt_arena_new();
   const char **names;
   int n = case_names(a, &names);
@@ -112,14 +112,13 @@ static Value *input_named(const Graph *g, const char *name) {
 }
 
 /* Compiles m as the harness does, or with the target's lanes and
- * KILN_LAYOUT=layout forcing passes/layout.c's choice ("blocked", "nhwc"). */
-static void compile_as(Model *m, const char *layout) {
-  if (layout) {
+ * passes/layout.c's choice forced to layout (blocked, NHWC). */
+static void compile_as(Model *m, PassLayout layout) {
+  if (layout != LAYOUT_COST) {
     m->lanes = cg_host_lanes(4);
-    setenv("KILN_LAYOUT", layout, 1);
+    m->layout = layout;
   }
   ad_compile(m);
-  unsetenv("KILN_LAYOUT");
 }
 
 /* Lowers case `name` in training mode, adds loss = sum(y * r) with the
@@ -127,7 +126,7 @@ static void compile_as(Model *m, const char *layout) {
  * -O<opt>. x becomes the parameter "input.x" (as a trained image would
  * be): the memory plan keeps the gradients of parameters to the end of
  * the step, not those of inputs. */
-static void build(Model *m, const char *name, RtDType dt, int opt, const char *layout) {
+static void build(Model *m, const char *name, RtDType dt, int opt, PassLayout layout) {
   Graph *g = model_new(m, name);
   m->opt = opt;
   size_t len;
@@ -185,18 +184,18 @@ static void assert_no_nchw_conv(const Graph *g, const char *name) {
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = g->nodes[i];
     if ((n->op == OP_conv2d || n->op == OP_conv2d_bwd_filter) && n->attr.groups == 1)
-      fail_msg("%s: %s left NCHW under KILN_LAYOUT", name, op_name(n->op));
+      fail_msg("%s: %s left NCHW under a forced layout", name, op_name(n->op));
     blocked += n->op == OP_conv2d_nchwc;
   }
   if (!blocked && !strstr(name, "groups") && !strstr(name, "depthwise"))
-    fail_msg("%s: no conv2d_nchwc under KILN_LAYOUT", name);
+    fail_msg("%s: no conv2d_nchwc under a forced layout", name);
 }
 
-/* Case `name` at -O3 against its fixture, layout forced (or NULL). */
-static void against_torch(const char *name, const char *layout) {
+/* Case `name` at -O3 against its fixture, layout forced (or LAYOUT_COST). */
+static void against_torch(const char *name, PassLayout layout) {
   Model m;
   build(&m, name, RT_F32, 3, layout);
-  if (layout)
+  if (layout != LAYOUT_COST)
     assert_no_nchw_conv(m.g, name);
   const Graph *g = m.g;
   model_set(&m, input_named(g, "r"), as_ten(&m, fixture(name, "r")));
@@ -213,14 +212,14 @@ static void against_torch(const char *name, const char *layout) {
   model_free(&m);
 }
 
-static void test_against_torch(void **state) { each_case("", against_torch, NULL); }
+static void test_against_torch(void **state) { each_case("", against_torch, LAYOUT_COST); }
 
 /* ---- the direct convolution (codegen/conv_blocked.c) ----------------------- */
 
 /* The conv2d cases' steps blocked: forward, dx (at stride 1 a conv2d_nchwc
  * on the flipped weight, its padding the kernel's reach less the forward's)
  * and dw, against PyTorch. */
-static void test_blocked_against_torch(void **state) { each_case("conv2d", against_torch, "blocked"); }
+static void test_blocked_against_torch(void **state) { each_case("conv2d", against_torch, LAYOUT_BLOCKED); }
 
 /* A parameter's fixture data, for the layout pass (which bakes the weights
  * of inference graphs): user is the case's name. */
@@ -229,10 +228,10 @@ static const void *fixture_param(const Graph *g, const Value *p, void *user) {
   return fixture(user, p->name)->data;
 }
 
-/* Case `name` for inference with the input NHWC (layout "nhwc": bi = C
+/* Case `name` for inference with the input NHWC (layout LAYOUT_NHWC: bi = C
  * lanes, unpadded) where it enters a convolution of one group: y against
  * PyTorch's. */
-static void inference_against_torch(const char *name, const char *layout) {
+static void inference_against_torch(const char *name, PassLayout layout) {
   Model m;
   Graph *g = model_new(&m, name);
   m.opt = 3;
@@ -264,12 +263,12 @@ static void inference_against_torch(const char *name, const char *layout) {
 }
 
 static void test_nhwc_against_torch(void **state) {
-  each_case("conv2d", inference_against_torch, "nhwc");
+  each_case("conv2d", inference_against_torch, LAYOUT_NHWC);
 }
 
-/* Case `name` in f64 at -O0 (layout NULL): every gradient against
+/* Case `name` in f64 at -O0 (layout LAYOUT_COST): every gradient against
  * central differences. */
-static void finite_differences(const char *name, const char *layout) {
+static void finite_differences(const char *name, PassLayout layout) {
   Model m;
   build(&m, name, RT_F64, 0, layout);
   const Graph *g = m.g;
@@ -298,7 +297,7 @@ static void finite_differences(const char *name, const char *layout) {
   model_free(&m);
 }
 
-static void test_finite_differences(void **state) { each_case("", finite_differences, NULL); }
+static void test_finite_differences(void **state) { each_case("", finite_differences, LAYOUT_COST); }
 
 /* ---- mistakes --------------------------------------------------------------- */
 

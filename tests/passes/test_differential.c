@@ -16,9 +16,9 @@
  * rounding difference may flip a gradient. The generator's conv stacks are
  * too small for the layout pass's cost model to block them, so every
  * third model and every other training step compile with the blocked
- * layout forced (KILN_LAYOUT=blocked: in a training step, the forward
+ * layout forced (LAYOUT_BLOCKED: in a training step, the forward
  * convolutions and both gradients), and every sixth inference model, from
- * the second, with NHWC (KILN_LAYOUT=nhwc: convolutions read values
+ * the second, with NHWC (LAYOUT_NHWC: convolutions read values
  * entering a region as NHWC); the totals count the models that got
  * blocked, the training steps among them, and those with an NHWC input.
  *
@@ -449,11 +449,10 @@ static void one(uint64_t seed, bool verbose, Totals *t) {
   om_compile(&ref, 0, seed);
   const char *level = getenv("KILN_DIFF_OPT");
   if (seed % 3 == 0 || (training && seed % 2 == 0))
-    setenv("KILN_LAYOUT", "blocked", 1);
+    got.m.layout = LAYOUT_BLOCKED;
   else if (seed % 6 == 1)
-    setenv("KILN_LAYOUT", "nhwc", 1);
+    got.m.layout = LAYOUT_NHWC;
   om_compile(&got, level ? atoi(level) : 3, seed);
-  unsetenv("KILN_LAYOUT");
   if (verbose) {
     printf("; seed %llu at -O0\n", (unsigned long long)seed);
     ir_print(ref.m.g, stdout);

@@ -86,9 +86,8 @@ static void both(const char *name, Build build, bool hide, OModel *ref, OModel *
   build(model_new(&got->m, name));
   got->hide_weights = hide;
   om_compile(ref, 0, 21);
-  setenv("KILN_LAYOUT", "nchw", 1);
+  got->m.layout = LAYOUT_NCHW;
   om_compile(got, 2, 21);
-  unsetenv("KILN_LAYOUT");
   om_inputs(ref, 8);
   om_inputs(got, 8);
   model_run(&ref->m, 2, 2);
@@ -370,7 +369,7 @@ static void test_api(void **state) {
   kiln_free(probe);
   KilnModel *m0 = load(0, path), *m2 = load(2, path);
   unlink(path);
-  setenv("KILN_LAYOUT", "nchw", 1);   /* fold-bn alone: blocked weights are padded, larger */
+  m2->layout = LAYOUT_NCHW;   /* fold-bn alone: blocked weights are padded, larger */
   int64_t n = 3 * 3 * 9 * 7;
   float *x = malloc(sizeof(float) * n);
   rt_fill_uniform(x, n, -2, 2, 5, 1);
@@ -392,7 +391,6 @@ static void test_api(void **state) {
   assert_int_equal(om_count(g2, OP_batchnorm), 0);
   assert_true(pass_count_kernels(g2) <= pass_count_kernels(g0));
   assert_true(g2->region_bytes[REGION_WEIGHTS] < g0->region_bytes[REGION_WEIGHTS]);
-  unsetenv("KILN_LAYOUT");
   rt_arena_free(t.arena);
   free(x);
   kiln_free(m0);

@@ -3,7 +3,7 @@
  * copy at -O1 (NCHW, no fusion) and the other at -O3 with the weights
  * visible to the passes, runs both through the JIT on the same inputs and
  * weights, and compares the outputs within 1e-5 (the direct convolution
- * sums in another order). KILN_LAYOUT=blocked or =nhwc forces that choice
+ * sums in another order). PassCtx.layout (LAYOUT_BLOCKED or LAYOUT_NHWC) forces that choice
  * where a case tests the kernels rather than the cost model.
  *
  * Cases: convolutions of odd shapes (channels not multiples of 8, 1x1,
@@ -15,7 +15,7 @@
  * convolution reads the input unpadded, the second the blocked values of
  * the region); grouped convolutions stay NCHW; the cost model's own choice
  * (a ResNet layer blocked; a ResNet stem of 3 channels NHWC; LeNet's first
- * two layers NHWC; KILN_LAYOUT=nchw overriding it); the same results at 1,
+ * two layers NHWC; LAYOUT_NCHW overriding it); the same results at 1,
  * 2 and 3 threads. Training steps (layout_training): two convolutions of
  * each odd shape with their gradients (dw by conv2d_nchwc_bwd_filter, dx
  * at stride 1 by conv2d_nchwc on a flipped weight) and an SGD update,
@@ -93,16 +93,14 @@ typedef struct Pair {
 
 static const Geo *cur_geo;
 
-/* force: KILN_LAYOUT's value, or NULL for the cost model's choice */
-static void compile_pair(Pair *p, const char *name, void (*build)(Graph *), const char *force) {
+/* force: the layout pass's choice forced, or LAYOUT_COST for its cost model's */
+static void compile_pair(Pair *p, const char *name, void (*build)(Graph *), PassLayout force) {
   memset(p, 0, sizeof *p);
   build(model_new(&p->ref.m, name));
   build(model_new(&p->got.m, name));
   om_compile(&p->ref, 1, 5);
-  if (force)
-    setenv("KILN_LAYOUT", force, 1);
+  p->got.m.layout = force;
   om_compile(&p->got, 3, 5);
-  unsetenv("KILN_LAYOUT");
   assert_int_equal(ir_verify(p->got.m.g), 0);
 }
 
@@ -195,7 +193,7 @@ static void test_odd_shapes(void **state) {
     Pair p;
     bool nhwc = i % 2;
     cur_geo = &odd_geos[i / 2];
-    compile_pair(&p, "odd", build_odd, nhwc ? "nhwc" : "blocked");
+    compile_pair(&p, "odd", build_odd, nhwc ? LAYOUT_NHWC : LAYOUT_BLOCKED);
     const Graph *g = p.got.m.g;
     assert_int_equal(om_count(g, OP_conv2d_nchwc), 1);
     assert_int_equal(om_count(g, OP_conv2d), 0);
@@ -232,7 +230,7 @@ static void test_region(void **state) {
   (void)state;
   for (int nhwc = 0; nhwc < 2; nhwc++) {
     Pair p;
-    compile_pair(&p, "region", build_region, nhwc ? "nhwc" : "blocked");
+    compile_pair(&p, "region", build_region, nhwc ? LAYOUT_NHWC : LAYOUT_BLOCKED);
     const Graph *g = p.got.m.g;
     assert_int_equal(om_count(g, OP_conv2d_nchwc), 2);
     assert_int_equal(input_lanes(g, 0), nhwc ? 5 : output_lanes(g));
@@ -258,7 +256,7 @@ static void build_grouped(Graph *g) {
 static void test_grouped_stays(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "grouped", build_grouped, "blocked");
+  compile_pair(&p, "grouped", build_grouped, LAYOUT_BLOCKED);
   assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 0);
   assert_int_equal(om_count(p.got.m.g, OP_relayout), 0);
   run_pair(&p, 3, 2);
@@ -295,25 +293,25 @@ static void build_lenet(Graph *g) {
 static void test_cost_model(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "resnet_layer", build_resnet_layer, NULL);
+  compile_pair(&p, "resnet_layer", build_resnet_layer, LAYOUT_COST);
   assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 1);
   assert_int_equal(input_lanes(p.got.m.g, 0), output_lanes(p.got.m.g));
   run_pair(&p, 2, 2);
   free_pair(&p);
-  compile_pair(&p, "resnet_stem", build_resnet_stem, NULL);
+  compile_pair(&p, "resnet_stem", build_resnet_stem, LAYOUT_COST);
   assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 2);
   assert_int_equal(input_lanes(p.got.m.g, 0), 3);
   assert_int_equal(input_lanes(p.got.m.g, 1), output_lanes(p.got.m.g));
   run_pair(&p, 2, 2);
   free_pair(&p);
-  compile_pair(&p, "lenet", build_lenet, NULL);
+  compile_pair(&p, "lenet", build_lenet, LAYOUT_COST);
   assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 2);
   assert_int_equal(om_count(p.got.m.g, OP_conv2d), 0);
   assert_int_equal(input_lanes(p.got.m.g, 0), 1);
   assert_int_equal(om_count(p.got.m.g, OP_relayout), 1);    /* only out: x enters by a reshape */
   run_pair(&p, 3, 2);
   free_pair(&p);
-  compile_pair(&p, "lenet", build_lenet, "nchw");           /* KILN_LAYOUT=nchw overrides it */
+  compile_pair(&p, "lenet", build_lenet, LAYOUT_NCHW);           /* a forced NCHW overrides it */
   assert_int_equal(om_count(p.got.m.g, OP_conv2d_nchwc), 0);
   free_pair(&p);
 }
@@ -323,7 +321,7 @@ static void test_cost_model(void **state) {
 static void test_threads(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "region", build_region, "nhwc");
+  compile_pair(&p, "region", build_region, LAYOUT_NHWC);
   om_inputs(&p.got, 3);
   model_run(&p.got.m, 3, 1);
   Ten one = model_get(&p.got.m, p.got.m.g->outputs[0]);
@@ -384,7 +382,7 @@ static void test_train_odd_shapes(void **state) {
   for (size_t i = 0; i < NODD; i++) {
     Pair p;
     cur_geo = &odd_geos[i];
-    compile_pair(&p, "step", build_step, "blocked");
+    compile_pair(&p, "step", build_step, LAYOUT_BLOCKED);
     const Graph *g = p.got.m.g;
     bool s1 = odd_geos[i].stride == 1;
     assert_int_equal(om_count(g, OP_conv2d), 0);
@@ -412,7 +410,7 @@ static void build_step_resnet(Graph *g) {
 static void test_train_cost_model(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "step_resnet", build_step_resnet, NULL);
+  compile_pair(&p, "step_resnet", build_step_resnet, LAYOUT_COST);
   const Graph *g = p.got.m.g;
   assert_int_equal(om_count(g, OP_conv2d), 1);
   assert_int_equal(om_count(g, OP_conv2d_bwd_filter), 1);
@@ -420,7 +418,7 @@ static void test_train_cost_model(void **state) {
   assert_int_equal(om_count(g, OP_conv2d_nchwc_bwd_filter), 1);
   check_step(&p, 2);
   free_pair(&p);
-  compile_pair(&p, "step_resnet", build_step_resnet, "nchw");
+  compile_pair(&p, "step_resnet", build_step_resnet, LAYOUT_NCHW);
   assert_int_equal(om_count(p.got.m.g, OP_relayout), 0);
   free_pair(&p);
 }
@@ -473,7 +471,7 @@ static void build_step_block(Graph *g) {
 static void test_train_region(void **state) {
   (void)state;
   Pair p;
-  compile_pair(&p, "step_block", build_step_block, NULL);
+  compile_pair(&p, "step_block", build_step_block, LAYOUT_COST);
   const Graph *g = p.got.m.g;
   assert_int_equal(om_count(g, OP_conv2d) + om_count(g, OP_conv2d_bwd_data), 0);
   assert_int_equal(om_count(g, OP_conv2d_bwd_filter) + om_count(g, OP_batchnorm), 0);
@@ -499,7 +497,7 @@ static void test_train_threads(void **state) {
   void (*builds[])(Graph *) = {build_step_threads, build_step_block};
   for (int b = 0; b < 2; b++) {
     Pair p;
-    compile_pair(&p, "step_threads", builds[b], "blocked");
+    compile_pair(&p, "step_threads", builds[b], LAYOUT_BLOCKED);
     Graph *g = p.got.m.g;
     Ten one[8], two[8];
     int k = 0;
