@@ -717,8 +717,8 @@ static void head_comment(Export *e, FILE *f) {
              " * Results are bit-identical at any thread count.\n *\n", U, n);
   fprintf(f, " * Memory: an instance owns its regions (%s_create allocates them, 64-byte\n"
              " * aligned; %s_destroy frees them). Callers who own their memory instead pass\n"
-             " * %s_NUM_REGIONS pointers, each %s_ALIGN-byte aligned, of the %s_INFER_*_BYTES\n"
-             " * sizes below to %s_infer_init (which zeroes them and copies the weights in)\n"
+             " * %s_NUM_REGIONS pointers to separate buffers (no two may overlap), each\n"
+             " * %s_ALIGN-byte aligned, of the %s_INFER_*_BYTES sizes below to %s_infer_init (which zeroes them and copies the weights in)\n"
              " * and %s_infer_run; inputs and outputs then live in the IO region at the\n"
              " * %s_INFER_<TENSOR>_OFFSET offsets, and no allocation happens at all.\n */\n",
           n, n, U, U, U, n, n, U);
@@ -840,9 +840,10 @@ static void prototypes(Export *e, FILE *f) {
              "void *%s_find(%s *m, const char *name);\n"
              "/* Writes every parameter and state value (the optimizer's apart) to a .safetensors. */\n"
              "int %s_save_weights(%s *m, const char *path);\n\n"
-             "/* Caller-owned memory: regions[%s_NUM_REGIONS], each %s_ALIGN-aligned, of\n"
-             " * %s_INFER_<REGION>_BYTES bytes (at least 1). init zeroes them and copies the\n"
-             " * weights in (NULL: built-in); run computes on what the IO region holds. */\n"
+             "/* Caller-owned memory: regions[%s_NUM_REGIONS], separate buffers that do not\n"
+             " * overlap, each %s_ALIGN-aligned, of %s_INFER_<REGION>_BYTES bytes (at least\n"
+             " * 1). init zeroes them and copies the weights in (NULL: built-in); run\n"
+             " * computes on what the IO region holds. */\n"
              "int %s_infer_init(void *const regions[], const char *weights);\n"
              "int %s_infer_run(void *const regions[], int64_t batch, int nthreads);\n",
           n, n, n, n, U, U, U, n, n);
