@@ -1332,18 +1332,38 @@ static Value *merge_heads(FeCall *c, Value *h) {
   return reshape(c, h, 2, (Size[]){sz_mul(t->dim[0], t->dim[1]), sz_mul(t->dim[2], t->dim[3])});
 }
 
-/* x [N, L, E] @ w^T + b with w [E, E] and b [E] rows part*E .. of the
- * packed in_proj_weight [3E, E] and in_proj_bias [3E] (q, k, v in that
- * order, as PyTorch packs them), in heads [N, H, L, E/H]. */
-static Value *project_heads(FeCall *c, Value *x, Value *w, Value *b, int part, int64_t heads) {
+/* x [N, L, D] @ w^T + b with w [E, D] and b [E], in heads [N, H, L, E/H]. */
+static Value *project_heads(FeCall *c, Value *x, Value *w, Value *b, int64_t heads) {
   const Type *t = &x->type;
-  int64_t e = 0;
-  sz_is_const(t->dim[2], &e);
   Value *rows = reshape(c, x, 2, (Size[]){sz_mul(t->dim[0], t->dim[1]), t->dim[2]});
-  Value *y = mm_t(c, c->g, rows, take(c, w, 0, part * e, e, 1));
+  Value *y = mm_t(c, c->g, rows, w);
   if (b)
-    y = ir_op2(c->g, OP_add, y, take(c, b, 0, part * e, e, 1), c->loc);
-  return split_heads(c, reshape(c, y, 3, t->dim), heads);
+    y = ir_op2(c->g, OP_add, y, b, c->loc);
+  return split_heads(c, reshape(c, y, 3, (Size[]){t->dim[0], t->dim[1], w->type.dim[0]}), heads);
+}
+
+/* The q, k and v projections' weights w[i] [E, D] and biases b[i] [E] (NULL
+ * without bias), as PyTorch lays them out: the packed in_proj_weight [3E, E]
+ * (Xavier) when keys and values have E features, else q_proj_weight [E, E],
+ * k_proj_weight [E, kdim] and v_proj_weight [E, vdim] (Xavier each: its
+ * layout when kdim or vdim differ from E); in_proj_bias [3E] either way. */
+static void in_projections(FeCall *c, const Type *xt, Size kdim, Size vdim, bool bias, Value **w,
+                           Value **b) {
+  static const char *names[3] = {"q_proj_weight", "k_proj_weight", "v_proj_weight"};
+  Size E = xt->dim[2], E3 = sz_mul(sz_const(3), E), din[3] = {E, kdim, vdim};
+  int64_t e = 0;
+  sz_is_const(E, &e);
+  bool packed = sz_eq(kdim, E) && sz_eq(vdim, E);
+  Value *all = packed ? fe_param(c, "in_proj_weight", ir_type(xt->dt, 2, (Size[]){E3, E}),
+                                 init_of(INIT_XAVIER_UNIFORM))
+                      : NULL;
+  for (int i = 0; i < 3; i++)
+    w[i] = packed ? take(c, all, 0, i * e, e, 1)
+                  : fe_param(c, names[i], ir_type(xt->dt, 2, (Size[]){E, din[i]}),
+                             init_of(INIT_XAVIER_UNIFORM));
+  Value *bs = bias ? vector(c, "in_proj_bias", E3, xt->dt, INIT_ZEROS, V_PARAM) : NULL;
+  for (int i = 0; i < 3; i++)
+    b[i] = bs ? take(c, bs, 0, i * e, e, 1) : NULL;
 }
 
 /* scores [N, H, T, S] with -inf where mask (bool, broadcast) is true. */
@@ -1394,17 +1414,24 @@ static Value *apply_attn_mask(FeCall *c, Value *s, Value *m) {
   return m->type.dt == RT_BOOL ? mask_out(c, s, m) : ir_op2(c->g, OP_add, s, m, c->loc);
 }
 
-/* Checks x [N, T, E] and kv [N, S, E] (E known, a multiple of heads). */
-static bool attention_inputs(FeCall *c, const Type *xt, const Type *kvt, int heads) {
-  int64_t e;
+/* Checks x [N, T, E] (E known, a multiple of heads), kv [N, S, kdim] and
+ * value [N, S, vdim] (kdim and vdim known). */
+static bool attention_inputs(FeCall *c, const Type *xt, const Type *kt, const Type *vt, int heads) {
+  int64_t e, d;
   if (xt->rank != 3 || !ir_is_float(xt->dt) || !sz_is_const(xt->dim[2], &e)) {
     lfail(c, c->loc, "expects x as f32[N, T, E] (batch first, E known), got %s", TS(c, xt));
     return false;
   }
-  if (kvt->rank != 3 || kvt->dt != xt->dt || !sz_eq(kvt->dim[0], xt->dim[0]) ||
-      !sz_eq(kvt->dim[2], xt->dim[2])) {
-    lfail(c, arg(c, "kv")->loc, "kv must be %s[N, S, E] with x's N and E, got %s for x %s",
-          rt_dtype_name(xt->dt), TS(c, kvt), TS(c, xt));
+  if (kt->rank != 3 || kt->dt != xt->dt || !sz_eq(kt->dim[0], xt->dim[0]) || !sz_is_const(kt->dim[2], &d)) {
+    lfail(c, arg(c, "kv")->loc, "kv must be %s[N, S, kdim] with x's N (kdim known), got %s for x %s",
+          rt_dtype_name(xt->dt), TS(c, kt), TS(c, xt));
+    return false;
+  }
+  if (vt->rank != 3 || vt->dt != xt->dt || !sz_eq(vt->dim[0], kt->dim[0]) || !sz_eq(vt->dim[1], kt->dim[1]) ||
+      !sz_is_const(vt->dim[2], &d)) {
+    lfail(c, arg(c, "value")->loc,
+          "value must be %s[N, S, vdim] with kv's N and S (vdim known), got %s for kv %s",
+          rt_dtype_name(xt->dt), TS(c, vt), TS(c, kt));
     return false;
   }
   if (e % heads) {
@@ -1415,32 +1442,33 @@ static bool attention_inputs(FeCall *c, const Type *xt, const Type *kvt, int hea
   return true;
 }
 
-/* attention(x, heads, kv=, causal=, key_padding_mask=, bias=, attn_mask=, dropout=):
- * torch.nn.MultiheadAttention(E, heads, batch_first=True) with its
- * parameters: in_proj_weight [3E, E] (Xavier), in_proj_bias [3E] (zeros),
- * out_proj.weight [E, E] (uniform +-1/sqrt(E)), out_proj.bias [E]. Queries
- * from x [N, T, E], keys and values from kv [N, S, E] (x itself when not
- * given: self-attention). Per head, softmax(q k^T / sqrt(E/H)) v, built of
- * matmul, transpose, softmax and where so that fusion and autodiff see
- * ordinary ops; masked scores are -inf before the softmax, as PyTorch's,
- * and in training dropout (p) drops attention weights after it. */
+/* attention(x, heads, kv=, value=, causal=, key_padding_mask=, bias=, attn_mask=, dropout=):
+ * torch.nn.MultiheadAttention(E, heads, kdim=, vdim=, batch_first=True)
+ * with its parameters (in_projections above), out_proj.weight [E, E]
+ * (uniform +-1/sqrt(E)) and out_proj.bias [E]. Queries from x [N, T, E],
+ * keys from kv [N, S, kdim] (x itself when not given: self-attention),
+ * values from value [N, S, vdim] (kv when not given). Per head,
+ * softmax(q k^T / sqrt(E/H)) v, built of matmul, transpose, softmax and
+ * where so that fusion and autodiff see ordinary ops; masked scores are
+ * -inf before the softmax, as PyTorch's, and in training dropout (p) drops
+ * attention weights after it. */
 static FeVal build_attention(FeCall *c) {
   Value *x = input(c), *kv = given(c, "kv") ? arg(c, "kv")->t : x;
+  Value *val = given(c, "value") ? arg(c, "value")->t : kv;
   const Type *xt = &x->type, *kvt = &kv->type;
   int heads;
   double p;
   if (!int_at_least(c, "heads", arg(c, "heads"), 1, &heads) ||
-      !attention_inputs(c, xt, kvt, heads) || !probability(c, "dropout", &p))
+      !attention_inputs(c, xt, kvt, &val->type, heads) || !probability(c, "dropout", &p))
     return fail_quiet();
-  Size E = xt->dim[2], E3 = sz_mul(sz_const(3), E);
+  Size E = xt->dim[2];
   bool bias = arg(c, "bias")->b;
   int64_t e = 0;
   sz_is_const(E, &e);
-  Value *w = fe_param(c, "in_proj_weight", ir_type(xt->dt, 2, (Size[]){E3, E}),
-                      init_of(INIT_XAVIER_UNIFORM));
-  Value *b = bias ? vector(c, "in_proj_bias", E3, xt->dt, INIT_ZEROS, V_PARAM) : NULL;
-  Value *q = project_heads(c, x, w, b, 0, heads);
-  Value *k = project_heads(c, kv, w, b, 1, heads), *v = project_heads(c, kv, w, b, 2, heads);
+  Value *w[3], *b[3];
+  in_projections(c, xt, kvt->dim[2], val->type.dim[2], bias, w, b);
+  Value *q = project_heads(c, x, w[0], b[0], heads);
+  Value *k = project_heads(c, kv, w[1], b[1], heads), *v = project_heads(c, val, w[2], b[2], heads);
   q = scale(c, q, 1 / sqrt((double)(e / heads)));
   Attr at = ir_attr();
   at.trans_b = true;
@@ -1507,9 +1535,9 @@ static FeVal build_attention(FeCall *c) {
 /* attention and multihead_attention: one layer, PyTorch's name the alias. */
 #define ATTENTION(name) \
   {#name, build_attention, OP_softmax, \
-   {X, {"heads", FA_INT, NULL, "num_heads"}, {"kv", FA_TENSOR, ""}, {"causal", FA_BOOL, "false"}, \
-    {"key_padding_mask", FA_TENSOR, ""}, {"bias", FA_BOOL, "true"}, {"attn_mask", FA_TENSOR, ""}, \
-    {"dropout", FA_FLOAT, "0"}}}
+   {X, {"heads", FA_INT, NULL, "num_heads"}, {"kv", FA_TENSOR, "", "key"}, {"value", FA_TENSOR, ""}, \
+    {"causal", FA_BOOL, "false"}, {"key_padding_mask", FA_TENSOR, ""}, {"bias", FA_BOOL, "true"}, \
+    {"attn_mask", FA_TENSOR, ""}, {"dropout", FA_FLOAT, "0"}}}
 
 const FeLayer fe_layers[] = {
   {"dense", build_dense, OP_matmul,

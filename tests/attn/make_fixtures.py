@@ -1,6 +1,7 @@
 """PyTorch fixtures for tests/attn: torch.nn.MultiheadAttention (E 8, 2
-heads, batch_first) self-attention, causal self-attention and
-cross-attention with a key padding mask, and a whole post-LN
+heads, batch_first) self-attention, causal self-attention,
+cross-attention with a key padding mask, with values apart from the keys,
+and with keys and values of other sizes (kdim 6, vdim 5), and a whole post-LN
 torch.nn.TransformerEncoderLayer(128, 4, 512, dropout=0, batch_first=True),
 with seeded random weights under kiln's parameter names (the layer named
 `attn`, or the encoder's own submodule names: `self_attn.in_proj_weight`,
@@ -11,6 +12,9 @@ Each CASE.safetensors beside this script holds, f32:
   x, r                       the input and the loss weights
   kv, pad                    cross only: keys/values [3, 4, 8] and the key
                              padding mask [3, 4] (1: a padding key)
+  value                      value and kvdim only: values apart from the
+                             keys, [3, 4, 8]; kvdim: keys [3, 4, 6] and
+                             values [3, 4, 5], with q/k/v_proj_weight
   mask                       mask only: an additive attn_mask [5, 4]
   attn.in_proj_weight ...    the parameters (PyTorch's names and layouts)
   ref.y                      the output
@@ -66,14 +70,16 @@ def run(net, prefix, inputs, call, gen):
     return out
 
 
-def mha_case(name, seed, causal=False, cross=False, float_mask=False):
+def mha_case(name, seed, causal=False, cross=False, float_mask=False, kdim=E, vdim=None):
     gen = torch.Generator().manual_seed(seed)
-    net = nn.MultiheadAttention(E, HEADS, batch_first=True)
+    net = nn.MultiheadAttention(E, HEADS, kdim=kdim, vdim=vdim or kdim, batch_first=True)
     randomise(net, gen)
     inputs = {"x": torch.randn(N, T, E, generator=gen)}
     if cross:
-        inputs["kv"] = torch.randn(N, S, E, generator=gen)
+        inputs["kv"] = torch.randn(N, S, kdim, generator=gen)
         inputs["pad"] = torch.tensor([[0, 0, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]]).double()
+    if vdim:         # values apart from the keys
+        inputs["value"] = torch.randn(N, S, vdim, generator=gen)
     if float_mask:   # an additive attn_mask [T, S], a leaf: its gradient is checked too
         inputs["mask"] = torch.randn(T, S if cross else T, generator=gen)
     causal_mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1) if causal else None
@@ -82,7 +88,8 @@ def mha_case(name, seed, causal=False, cross=False, float_mask=False):
         kv = v.get("kv", v["x"])
         pad = v["pad"].bool() if "pad" in v else None
         mask = v["mask"] if "mask" in v else causal_mask
-        y, _ = net(v["x"], kv, kv, attn_mask=mask, key_padding_mask=pad, need_weights=False)
+        y, _ = net(v["x"], kv, v.get("value", kv), attn_mask=mask, key_padding_mask=pad,
+                   need_weights=False)
         return y
 
     write_safetensors(os.path.join(HERE, name + ".safetensors"),
@@ -106,4 +113,6 @@ if __name__ == "__main__":
     mha_case("causal", 2, causal=True)
     mha_case("cross", 3, cross=True)
     mha_case("mask", 5, cross=True, float_mask=True)
+    mha_case("value", 6, cross=True, vdim=E)
+    mha_case("kvdim", 7, cross=True, kdim=6, vdim=5)
     encoder_case(4)

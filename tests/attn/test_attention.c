@@ -2,9 +2,10 @@
  *
  * Against PyTorch (fixtures: tests/attn/make_fixtures.py, run with
  * /usr/bin/python3): attention(x, 2) as torch.nn.MultiheadAttention(8, 2,
- * batch_first=True) self-attention, causal (attn_mask = triu(1)) and
- * cross-attention with a key padding mask; and a post-LN encoder block
- * written in kiln against torch.nn.TransformerEncoderLayer(128, 4, 512,
+ * batch_first=True) self-attention, causal (attn_mask = triu(1)),
+ * cross-attention with a key padding mask, values apart from the keys
+ * (value=) and keys and values of other sizes (kdim, vdim); and a post-LN
+ * encoder block written in kiln against torch.nn.TransformerEncoderLayer(128, 4, 512,
  * dropout=0, batch_first=True). The outputs and the gradients of
  * sum(y * r) with respect to the inputs and every parameter agree within
  * 1e-4 (max|got - ref| / max|ref|, f32 against f64 references), at -O0 and
@@ -92,6 +93,22 @@ static void test_cross(void **state) {
   check_torch_levels("cross",
                      "model m(x: f32[3, 5, 8], kv: f32[3, 4, 8], pad: bool[3, 4]) -> (y) {\n"
                      "  y = attention(x, 2, kv=kv, key_padding_mask=pad, name=\"attn\")\n}");
+}
+
+/* Values apart from the keys (value=, key= as PyTorch's name of kv), with
+ * E features (the packed in_proj_weight), and keys and values of other
+ * sizes, kdim 6 and vdim 5: PyTorch's q_proj_weight, k_proj_weight and
+ * v_proj_weight. */
+static void test_value_and_kvdim(void **state) {
+  (void)state;
+  check_torch_levels("value",
+                     "model m(x: f32[3, 5, 8], kv: f32[3, 4, 8], value: f32[3, 4, 8], pad: bool[3, 4])"
+                     " -> (y) {\n"
+                     "  y = attention(x, 2, key=kv, value=value, key_padding_mask=pad, name=\"attn\")\n}");
+  check_torch_levels("kvdim",
+                     "model m(x: f32[3, 5, 8], kv: f32[3, 4, 6], value: f32[3, 4, 5], pad: bool[3, 4])"
+                     " -> (y) {\n"
+                     "  y = attention(x, 2, kv=kv, value=value, key_padding_mask=pad, name=\"attn\")\n}");
 }
 
 /* attn_mask: additive f32 [T, S] (the fixture's, with a key padding mask
@@ -220,8 +237,9 @@ int main(void) {
       cmocka_unit_test(test_self),
       cmocka_unit_test(test_causal),
       cmocka_unit_test(test_cross),
+      cmocka_unit_test(test_value_and_kvdim),
       cmocka_unit_test(test_attn_mask),
-    cmocka_unit_test(test_encoder),
+      cmocka_unit_test(test_encoder),
       cmocka_unit_test(test_finite_differences),
       cmocka_unit_test(test_iota),
       cmocka_unit_test(test_iota_mask),
