@@ -3,9 +3,10 @@
  * runs which chunk. A kernel that keeps per-chunk results and combines them
  * in chunk order therefore gives bit-identical results at any thread count.
  *
- * Chunks are handed out dynamically (one at a time, first come): chunk
- * costs vary (tails, cache misses), and the assignment does not affect
- * results. A call made while a parallel region is active runs inline:
+ * Chunks are handed out dynamically: chunk costs vary (tails, cache
+ * misses), and the assignment does not affect results. In a graph's team
+ * each thread first takes the chunks of its own contiguous range, then
+ * helps with the others' (team_claim_chunks). A call made while a parallel region is active runs inline:
  * nested OpenMP regions would oversubscribe the cores for no gain.
  *
  * A compiled graph runs inside one team (rt_run_graph): one OpenMP
@@ -40,6 +41,14 @@ static void run_chunk(RtTask fn, void *ctx, int64_t n, int64_t grain, int64_t k)
  * ones at batch 1, short against a time slice. */
 enum { TEAM_SPIN_NS = 50000 };
 
+/* Rank r's share of a job: chunks [next, end) of a contiguous range,
+ * claimed one at a time by r, then by any rank that ran out of its own.
+ * Each on its own cache line: claims are the threads' only shared writes. */
+typedef struct TeamRange {
+  _Alignas(64) atomic_llong next;
+  int64_t end;
+} TeamRange;
+
 typedef struct Team {
   /* the current job: written by the leader only while every helper has
    * acknowledged the previous one, read by the helpers after `job` moves */
@@ -49,7 +58,7 @@ typedef struct Team {
   int helpers;               /* helpers that take chunks: the job's threads - 1 */
   bool quit;                 /* the graph is done: helpers leave */
   atomic_llong job;          /* bumped to publish a job */
-  atomic_llong next;         /* the next chunk to claim */
+  TeamRange *range;          /* per rank: its share of the job's chunks */
   atomic_llong acks;         /* helpers finished with the current job */
   atomic_int sleepers;       /* threads asleep on cv (or about to be) */
   pthread_mutex_t mu;
@@ -106,9 +115,27 @@ static void team_wake(Team *t) {
   pthread_mutex_unlock(&t->mu);
 }
 
-static void team_claim_chunks(Team *t) {
-  for (int64_t k; (k = atomic_fetch_add(&t->next, 1)) < t->nchunks;)
-    run_chunk(t->fn, t->ctx, t->n, t->grain, k);
+/* Rank r's own range first, then the others' leftovers in turn. Why
+ * ranges: consecutive kernels cut alike (a batch by images, an image by
+ * rows) then give each thread the same part of every tensor, which stays
+ * in its core's cache, where chunks handed out first come first served
+ * went to either core by chance, half of them to the one that did not
+ * write their inputs. */
+static void team_claim_chunks(Team *t, int rank) {
+  int ranks = t->helpers + 1;
+  for (int i = 0; i < ranks; i++) {
+    TeamRange *r = &t->range[(rank + i) % ranks];
+    for (int64_t k; (k = atomic_fetch_add(&r->next, 1)) < r->end;)
+      run_chunk(t->fn, t->ctx, t->n, t->grain, k);
+  }
+}
+
+/* Rank r of `ranks` owns chunks [r*nchunks/ranks, (r+1)*nchunks/ranks). */
+static void team_split(Team *t, int ranks) {
+  for (int r = 0; r < ranks; r++) {
+    atomic_store(&t->range[r].next, r * t->nchunks / ranks);
+    t->range[r].end = (r + 1) * t->nchunks / ranks;
+  }
 }
 
 /* Helper `rank` (1 ..): every job, take chunks if the job wants this
@@ -120,7 +147,7 @@ static void team_help(Team *t, int rank) {
     if (t->quit)
       return;
     if (rank <= t->helpers)
-      team_claim_chunks(t);
+      team_claim_chunks(t, rank);
     atomic_fetch_add(&t->acks, 1);
     team_wake(t);
   }
@@ -136,11 +163,11 @@ static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, in
   int size = omp_get_num_threads();
   t->fn = fn, t->ctx = ctx, t->n = n, t->grain = grain, t->nchunks = nchunks;
   t->helpers = (threads < size ? threads : size) - 1;
-  atomic_store(&t->next, 0);
+  team_split(t, t->helpers + 1);
   atomic_store(&t->acks, 0);
   team_publish(t);
   leading = NULL;                  /* a call from a chunk runs inline */
-  team_claim_chunks(t);
+  team_claim_chunks(t, 0);
   leading = t;
   team_await(t, &t->acks, size - 1, true);
 }
@@ -151,7 +178,11 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads) 
     body(regions, batch, nthreads);
     return;
   }
-  Team t = {.quit = false};
+  Team t = {.range = aligned_alloc(64, sizeof(TeamRange) * (size_t)threads)};
+  if (!t.range) {                  /* no team: the same chunks on one thread */
+    body(regions, batch, 1);
+    return;
+  }
   pthread_mutex_init(&t.mu, NULL);
   pthread_cond_init(&t.cv, NULL);
 #pragma omp parallel num_threads(threads)
@@ -168,6 +199,7 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads) 
   }
   pthread_cond_destroy(&t.cv);
   pthread_mutex_destroy(&t.mu);
+  free(t.range);
 }
 
 /* ---- parallel-for --------------------------------------------------------------- */
