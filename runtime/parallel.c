@@ -28,6 +28,10 @@
 #include <time.h>
 #include <unistd.h>
 
+static atomic_llong regions_opened;   /* OpenMP regions, for rt_parallel_regions */
+
+int64_t rt_parallel_regions(void) { return atomic_load(&regions_opened); }
+
 /* Chunk k is [k*grain, min(n, (k+1)*grain)), computed without overflow. */
 static void run_chunk(RtTask fn, void *ctx, int64_t n, int64_t grain, int64_t k) {
   int64_t lo = k * grain;
@@ -185,6 +189,7 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads) 
   }
   pthread_mutex_init(&t.mu, NULL);
   pthread_cond_init(&t.cv, NULL);
+  atomic_fetch_add(&regions_opened, 1);
 #pragma omp parallel num_threads(threads)
   {
     if (omp_get_thread_num() == 0) {
@@ -222,6 +227,7 @@ void rt_parallel_for(RtTask fn, void *ctx, int64_t n, int64_t grain, int32_t nth
       run_chunk(fn, ctx, n, grain, k);
     return;
   }
+  atomic_fetch_add(&regions_opened, 1);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t k = 0; k < nchunks; k++)
     run_chunk(fn, ctx, n, grain, k);

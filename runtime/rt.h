@@ -137,6 +137,9 @@ typedef void (*RtGraph)(void *regions, int64_t batch, int32_t nthreads);
  * same results. One thread, or a call from inside a graph or a parallel
  * region, runs the body directly. */
 void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads);
+/* OpenMP parallel regions rt_parallel_for and rt_run_graph have opened
+ * in this process: for tests that count a graph's regions per call. */
+int64_t rt_parallel_regions(void);
 /* For a program's main, before any OpenMP use: when neither
  * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets OMP_WAIT_POLICY=passive
  * and re-executes the program (/proc/self/exe, same argv), since libgomp
