@@ -243,8 +243,7 @@ static void conv_row(CgKernel *k, ConvB *cv, int ro, LLVMValueRef ob0) {
  * a contiguous range of chunks first (runtime/parallel.c), which is then
  * a band of rows of every block, the band whose inputs the same thread
  * wrote in the convolution before; by pairs, each thread read all the
- * input, half of it from the other core's cache (2 threads, ResNet b1:
- * 0.55-0.65 ms -> 0.51-0.65, bench/NOTES.md). */
+ * input, half of it from the other core's cache (bench/NOTES.md, h/par). */
 static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
   ConvB *cv = user;
   CgCtx *c = k->c;
