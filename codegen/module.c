@@ -136,15 +136,21 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, 
 }
 
 /* entry(regions, batch, nthreads) = rt_run_graph(body, regions, batch,
- * nthreads): the kernels run in one team of threads, one parallel region
- * per call rather than one per kernel (runtime/parallel.c says why). */
+ * nthreads, &solo): the kernels run in one team of threads, one parallel
+ * region per call rather than one per kernel (runtime/parallel.c says
+ * why); solo, the graph's own, remembers when a call needs no team. */
 static void build_entry(CgCtx *c, const char *entry, LLVMValueRef body) {
   LLVMTypeRef fty = LLVMGlobalGetValueType(body);
   LLVMValueRef fn = LLVMAddFunction(c->mod, entry, fty);
+  char name[256];
+  snprintf(name, sizeof name, "%s.solo", entry);
+  LLVMValueRef solo = LLVMAddGlobal(c->mod, c->t_i64, name);
+  LLVMSetInitializer(solo, cg_i64(c, 0));
+  LLVMSetLinkage(solo, LLVMInternalLinkage);
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
   LLVMValueRef run = cg_declare_rt(c, "rt_run_graph");
-  LLVMValueRef args[] = {body, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2)};
-  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(run), run, args, 4, "");
+  LLVMValueRef args[] = {body, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), solo};
+  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(run), run, args, 5, "");
   LLVMBuildRetVoid(c->b);
 }
 

@@ -60,6 +60,7 @@ typedef struct Team {
   void *ctx;
   int64_t n, grain, nchunks;
   int helpers;               /* helpers that take chunks: the job's threads - 1 */
+  int64_t jobs;              /* jobs published (the leader's count) */
   bool quit;                 /* the graph is done: helpers leave */
   atomic_llong job;          /* bumped to publish a job */
   TeamRange *range;          /* per rank: its share of the job's chunks */
@@ -169,6 +170,7 @@ static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, in
   t->helpers = (threads < size ? threads : size) - 1;
   team_split(t, t->helpers + 1);
   atomic_store(&t->acks, 0);
+  t->jobs++;
   team_publish(t);
   leading = NULL;                  /* a call from a chunk runs inline */
   team_claim_chunks(t, 0);
@@ -176,9 +178,17 @@ static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, in
   team_await(t, &t->acks, size - 1, true);
 }
 
-void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads) {
+/* What *solo holds for a call that gave its team no job: every kernel ran
+ * on one thread, as they will again at this batch and thread count. */
+static int64_t solo_key(int64_t batch, int threads) {
+  return (int64_t)(((uint64_t)batch << 16) | (uint64_t)(threads & 0xffff)) + 1;
+}
+
+void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads, int64_t *solo) {
   int threads = nthreads > 0 ? nthreads : rt_default_threads();
-  if (threads <= 1 || leading || omp_get_active_level() > 0) {
+  int64_t key = solo_key(batch, threads);
+  if (threads <= 1 || leading || omp_get_active_level() > 0 ||
+      __atomic_load_n(solo, __ATOMIC_RELAXED) == key) {
     body(regions, batch, nthreads);
     return;
   }
@@ -202,6 +212,8 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads) 
       team_help(&t, omp_get_thread_num());
     }
   }
+  if (t.jobs == 0)   /* a hint, so a race between two calls only costs time */
+    __atomic_store_n(solo, key, __ATOMIC_RELAXED);
   pthread_cond_destroy(&t.cv);
   pthread_mutex_destroy(&t.mu);
   free(t.range);

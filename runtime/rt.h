@@ -135,8 +135,11 @@ typedef void (*RtGraph)(void *regions, int64_t batch, int32_t nthreads);
  * rt_parallel_for calls the body makes hand their chunks to the team
  * instead of opening a parallel region each, with the same chunks, so the
  * same results. One thread, or a call from inside a graph or a parallel
- * region, runs the body directly. */
-void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads);
+ * region, runs the body directly. *solo (one per graph, 0 at first) keeps
+ * the batch and thread count at which the body gave its team nothing to
+ * do (all its kernels small): calls like that run it directly, since a
+ * region costs a wake-up and a join even when it has no work. */
+void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads, int64_t *solo);
 /* OpenMP parallel regions rt_parallel_for and rt_run_graph have opened
  * in this process: for tests that count a graph's regions per call. */
 int64_t rt_parallel_regions(void);

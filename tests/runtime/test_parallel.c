@@ -219,7 +219,8 @@ static void graph_body(void *regions, int64_t batch, int32_t nthreads) {
     rt_parallel_for(outer_task, &r->inner_failures, 16, 1, nthreads);
   for (int t = 1; t <= 5; t++)
     r->sums[t - 1] = chunked_sum(r->x, 60000, 1000, t);
-  rt_run_graph(nested_body, r, batch, nthreads);                    /* runs directly */
+  int64_t solo = 0;
+  rt_run_graph(nested_body, r, batch, nthreads, &solo);   /* runs directly */
 }
 
 static void test_graph_team(void **state) {
@@ -229,7 +230,8 @@ static void test_graph_team(void **state) {
   static const int threads[] = {1, 2, 3, 4, 0};
   for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
     GraphRun r = {.x = x};
-    rt_run_graph(graph_body, &r, 1, threads[t]);
+    int64_t solo = 0;
+    rt_run_graph(graph_body, &r, 1, threads[t], &solo);
     assert_true(r.leader_thread_ok);
     assert_int_equal(r.nested_runs, 1);
     assert_int_equal(r.inner_failures, 0);
@@ -252,15 +254,35 @@ static void five_fors(void *regions, int64_t batch, int32_t nthreads) {
 }
 
 static void test_graph_one_region(void **state) {
-  int64_t before = rt_parallel_regions();
+  int64_t solo = 0, before = rt_parallel_regions();
   five_fors(NULL, 1, 2);
   assert_int_equal(rt_parallel_regions() - before, 5);
+  for (int call = 0; call < 3; call++) {
+    before = rt_parallel_regions();
+    rt_run_graph(five_fors, NULL, 1, 2, &solo);
+    assert_int_equal(rt_parallel_regions() - before, 1);
+  }
   before = rt_parallel_regions();
-  rt_run_graph(five_fors, NULL, 1, 2);
-  assert_int_equal(rt_parallel_regions() - before, 1);
-  before = rt_parallel_regions();
-  rt_run_graph(five_fors, NULL, 1, 1);
+  rt_run_graph(five_fors, NULL, 1, 1, &solo);
   assert_int_equal(rt_parallel_regions() - before, 0);
+}
+
+/* A body of one-chunk parallel-fors at a small batch, ten at a larger:
+ * the first call at batch 1 learns that it needs no team, later ones run
+ * directly; batch 8 or another thread count still gets its team. */
+static void small_at_batch_1(void *regions, int64_t batch, int32_t nthreads) {
+  free(run(batch * 10, 10, nthreads));
+}
+
+static void test_graph_solo(void **state) {
+  int64_t solo = 0;
+  static const struct { int64_t batch; int threads, regions; } calls[] = {
+      {1, 2, 1}, {1, 2, 0}, {1, 2, 0}, {8, 2, 1}, {8, 2, 1}, {1, 3, 1}, {1, 3, 0}, {1, 2, 1}};
+  for (size_t i = 0; i < sizeof calls / sizeof *calls; i++) {
+    int64_t before = rt_parallel_regions();
+    rt_run_graph(small_at_batch_1, NULL, calls[i].batch, calls[i].threads, &solo);
+    assert_int_equal(rt_parallel_regions() - before, calls[i].regions);
+  }
 }
 
 int main(void) {
@@ -273,6 +295,7 @@ int main(void) {
     cmocka_unit_test(test_default_threads),
     cmocka_unit_test(test_graph_team),
     cmocka_unit_test(test_graph_one_region),
+    cmocka_unit_test(test_graph_solo),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
