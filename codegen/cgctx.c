@@ -164,6 +164,7 @@ LLVMValueRef cg_splat(CgCtx *c, LLVMValueRef scalar, int lanes) {
 static const CgRtEntry rt_entries[] = {
   {"rt_parallel_for", "vpplli", (void *)rt_parallel_for},
   {"rt_default_threads", "i", (void *)rt_default_threads},
+  {"rt_run_graph", "vpplip", (void *)rt_run_graph},
 };
 
 const CgRtEntry *cg_rt_entry(int i) {

@@ -22,7 +22,7 @@
  * skipped. The
  * finished vectors go through the fused group's epilogue (bias,
  * activation, residual) in registers, like the GEMM's. Parallel over
- * (image, pair of output blocks, output row), a chunk a band of rows;
+ * (image, output row, pair of output blocks), a chunk a band of rows;
  * each output is written by one unit, so results do not depend on the
  * thread count. */
 #include "codegen/codegen.h"
@@ -238,8 +238,12 @@ static void conv_row(CgKernel *k, ConvB *cv, int ro, LLVMValueRef ob0) {
   }
 }
 
-/* Unit u = (image, pair of output blocks, output row); an odd last block
- * takes a tile of one. */
+/* Unit u = (image, output row, pair of output blocks); an odd last block
+ * takes a tile of one. Rows outside pairs: the team's threads each take
+ * a contiguous range of chunks first (runtime/parallel.c), which is then
+ * a band of rows of every block, the band whose inputs the same thread
+ * wrote in the convolution before; by pairs, each thread read all the
+ * input, half of it from the other core's cache (bench/NOTES.md, h/par). */
 static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user) {
   ConvB *cv = user;
   CgCtx *c = k->c;
@@ -256,8 +260,8 @@ static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
   LLVMValueRef u = cg_for(k, &U, lo, hi, cg_i64(c, 1));
   cv->img = LLVMBuildSDiv(c->b, u, per_img, "");
   LLVMValueRef rest = LLVMBuildSRem(c->b, u, per_img, "");
-  LLVMValueRef ob0 = cg_imul(c, LLVMBuildSDiv(c->b, rest, cv->OH, ""), cg_i64(c, TILE_RO));
-  cv->oh = LLVMBuildSRem(c->b, rest, cv->OH, "");
+  LLVMValueRef ob0 = cg_imul(c, LLVMBuildSRem(c->b, rest, pairs, ""), cg_i64(c, TILE_RO));
+  cv->oh = LLVMBuildSDiv(c->b, rest, pairs, "");
   if (cv->Ob % TILE_RO == 0) {
     conv_row(k, cv, TILE_RO, ob0);
   } else {
@@ -278,7 +282,7 @@ static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
 }
 
 /* Units per chunk: at least cg_grain's, and a band of up to BAND_ROWS
- * output rows while that leaves MIN_CHUNKS chunks. Chunks of one row
+ * output rows (of all pairs) while that leaves MIN_CHUNKS chunks. Chunks of one row
  * (cg_grain's choice, a row being costly) were handed to the threads in
  * turn, so each thread read nearly every input row, half of them just
  * written by the other core, and took a chunk every few microseconds; a
@@ -288,10 +292,10 @@ static void conv_task(CgKernel *k, LLVMValueRef lo, LLVMValueRef hi, void *user)
  * the chunking, like the results, is the same at any thread count. */
 enum { BAND_ROWS = 8, MIN_CHUNKS = 8 };
 
-static LLVMValueRef row_band_grain(CgKernel *k, LLVMValueRef units, LLVMValueRef unit_cost) {
+static LLVMValueRef row_band_grain(CgKernel *k, LLVMValueRef units, LLVMValueRef unit_cost, int64_t pairs) {
   CgCtx *c = k->c;
   LLVMValueRef grain = cg_grain(k, unit_cost);
-  LLVMValueRef band = cg_imin(c, cg_i64(c, BAND_ROWS), LLVMBuildSDiv(c->b, units, cg_i64(c, MIN_CHUNKS), ""));
+  LLVMValueRef band = cg_imin(c, cg_i64(c, BAND_ROWS * pairs), LLVMBuildSDiv(c->b, units, cg_i64(c, MIN_CHUNKS), ""));
   return cg_imax(c, grain, band);
 }
 
@@ -321,7 +325,7 @@ static void conv_kernel(CgKernel *k, const char *name) {
   int64_t pairs = (cv.Ob + TILE_RO - 1) / TILE_RO;
   LLVMValueRef units = cg_imul(c, cg_size(k, y->dim[0]), cg_imul(c, cg_i64(c, pairs), cg_size(k, y->dim[2])));
   Size cost = sz_mul(y->dim[3], sz_const(cv.Cb * n->attr.k[0] * n->attr.k[1] * bi * b * TILE_RO));
-  cg_parallel(k, name, units, row_band_grain(k, units, cg_size(k, cost)), conv_task, &cv);
+  cg_parallel(k, name, units, row_band_grain(k, units, cg_size(k, cost), pairs), conv_task, &cv);
   if (cv.ep)
     cg_epi_free(&ep);
 }

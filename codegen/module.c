@@ -135,9 +135,31 @@ static LLVMValueRef emit_node(CgCtx *c, const Graph *g, const Node *const *mem, 
   return fn;
 }
 
+/* entry(regions, batch, nthreads) = rt_run_graph(body, regions, batch,
+ * nthreads, &solo): the kernels run in one team of threads, one parallel
+ * region per call rather than one per kernel (runtime/parallel.c says
+ * why); solo, the graph's own, remembers when a call needs no team. */
+static void build_entry(CgCtx *c, const char *entry, LLVMValueRef body) {
+  LLVMTypeRef fty = LLVMGlobalGetValueType(body);
+  LLVMValueRef fn = LLVMAddFunction(c->mod, entry, fty);
+  char name[256];
+  snprintf(name, sizeof name, "%s.solo", entry);
+  LLVMValueRef solo = LLVMAddGlobal(c->mod, c->t_i64, name);
+  LLVMSetInitializer(solo, cg_i64(c, 0));
+  LLVMSetLinkage(solo, LLVMInternalLinkage);
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+  LLVMValueRef run = cg_declare_rt(c, "rt_run_graph");
+  LLVMValueRef args[] = {body, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), solo};
+  LLVMBuildCall2(c->b, LLVMGlobalGetValueType(run), run, args, 5, "");
+  LLVMBuildRetVoid(c->b);
+}
+
 int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int errlen) {
   LLVMTypeRef p[] = {c->t_ptr, c->t_i64, c->t_i32};
-  LLVMValueRef fn = LLVMAddFunction(c->mod, entry, LLVMFunctionType(c->t_void, p, 3, 0));
+  char body[256];
+  snprintf(body, sizeof body, "%s.body", entry);
+  LLVMValueRef fn = LLVMAddFunction(c->mod, body, LLVMFunctionType(c->t_void, p, 3, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
   LLVMValueRef *kernels = calloc(g->nnodes + 1, sizeof *kernels);
   if (!kernels)
     return -1;
@@ -158,5 +180,6 @@ int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int e
       LLVMBuildCall2(c->b, LLVMGlobalGetValueType(kernels[i]), kernels[i], args, 3, "");
   LLVMBuildRetVoid(c->b);
   free(kernels);
+  build_entry(c, entry, fn);
   return 0;
 }

@@ -128,6 +128,21 @@ typedef void (*RtTask)(void *ctx, int64_t lo, int64_t hi);
  * nothing. */
 void rt_parallel_for(RtTask fn, void *ctx, int64_t n, int64_t grain, int32_t nthreads);
 int rt_default_threads(void);                /* omp_get_max_threads(): honours OMP_NUM_THREADS */
+/* A compiled graph's kernels in order: the entry's own signature. */
+typedef void (*RtGraph)(void *regions, int64_t batch, int32_t nthreads);
+/* Runs body(regions, batch, nthreads) on the calling thread inside one
+ * team of nthreads threads (<= 0: rt_default_threads()): the
+ * rt_parallel_for calls the body makes hand their chunks to the team
+ * instead of opening a parallel region each, with the same chunks, so the
+ * same results. One thread, or a call from inside a graph or a parallel
+ * region, runs the body directly. *solo (one per graph, 0 at first) keeps
+ * the batch and thread count at which the body gave its team nothing to
+ * do (all its kernels small): calls like that run it directly, since a
+ * region costs a wake-up and a join even when it has no work. */
+void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads, int64_t *solo);
+/* OpenMP parallel regions rt_parallel_for and rt_run_graph have opened
+ * in this process: for tests that count a graph's regions per call. */
+int64_t rt_parallel_regions(void);
 /* For a program's main, before any OpenMP use: when neither
  * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets OMP_WAIT_POLICY=passive
  * and re-executes the program (/proc/self/exe, same argv), since libgomp

@@ -16,7 +16,8 @@
  * the region); grouped convolutions stay NCHW; the cost model's own choice
  * (a ResNet layer blocked; a ResNet stem of 3 channels NHWC; LeNet's first
  * two layers NHWC; LAYOUT_NCHW overriding it); the same results at 1,
- * 2 and 3 threads. Training steps (layout_training): two convolutions of
+ * 2 and 3 threads, in one parallel region per call. Training steps
+ * (layout_training): two convolutions of
  * each odd shape with their gradients (dw by conv2d_nchwc_bwd_filter, dx
  * at stride 1 by conv2d_nchwc on a flipped weight) and an SGD update,
  * loss, gradients and updated weights against -O1; the cost model's
@@ -326,7 +327,9 @@ static void test_threads(void **state) {
   model_run(&p.got.m, 3, 1);
   Ten one = model_get(&p.got.m, p.got.m.g->outputs[0]);
   for (int t = 2; t <= 3; t++) {   /* 3: an odd share of conv2d_nchwc's row bands */
+    int64_t regions = rt_parallel_regions();
     model_run(&p.got.m, 3, t);
+    assert_int_equal(rt_parallel_regions() - regions, 1);   /* one team for all the kernels */
     check_ten("1 against 2 and 3 threads", model_get(&p.got.m, p.got.m.g->outputs[0]), one, 0);
   }
   free_pair(&p);

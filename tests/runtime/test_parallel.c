@@ -1,7 +1,10 @@
 /* rt_parallel_for: every index exactly once, chunk boundaries that depend
  * only on (n, grain), inline execution when asked for one thread, for one
  * chunk or from inside a task, and bit-identical chunked reductions at any
- * thread count. */
+ * thread count. rt_run_graph: one region for a body's many parallel-fors
+ * (ranges of chunks shared out and stolen, jobs for fewer threads than
+ * the team), the same chunks and sums as without it, nested bodies and
+ * tasks inline. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -179,6 +182,109 @@ static void test_default_threads(void **state) {
   assert_true(rt_default_threads() >= 1);
 }
 
+/* ---- rt_run_graph ----------------------------------------------------------------- */
+
+/* A graph's stand-in: the parallel-fors of cover_cases, each its own
+ * Record, at the thread counts the body is given. */
+typedef struct {
+  Record *rec[16];
+  int nrec, leader_thread_ok, nested_runs, inner_failures;
+  float sums[5];
+  const float *x;
+} GraphRun;
+
+static const int64_t graph_cases[][2] = {{1000, 7}, {4097, 64}, {5, 10}, {MAXN, 1}, {999, 333},
+                                         {2, 1}, {3, 1}, {64, 1}};
+
+static void nested_body(void *regions, int64_t batch, int32_t nthreads) {
+  GraphRun *r = regions;
+  r->nested_runs++;
+  if (omp_get_thread_num() != 0)
+    r->leader_thread_ok = 0;
+}
+
+static void graph_body(void *regions, int64_t batch, int32_t nthreads) {
+  GraphRun *r = regions;
+  r->leader_thread_ok = omp_get_thread_num() == 0;
+  for (size_t i = 0; i < sizeof graph_cases / sizeof *graph_cases; i++) {
+    Record *rec = calloc(1, sizeof *rec);
+    rec->n = graph_cases[i][0], rec->grain = graph_cases[i][1];
+    for (int j = 0; j < MAXN; j++)
+      rec->chunk_hi[j] = -1;
+    /* every other job asks for fewer threads than the team has */
+    rt_parallel_for(record_task, rec, rec->n, rec->grain, i % 2 ? 2 : nthreads);
+    r->rec[r->nrec++] = rec;
+  }
+  if (omp_in_parallel())   /* a team: its tasks' own calls run inline */
+    rt_parallel_for(outer_task, &r->inner_failures, 16, 1, nthreads);
+  for (int t = 1; t <= 5; t++)
+    r->sums[t - 1] = chunked_sum(r->x, 60000, 1000, t);
+  int64_t solo = 0;
+  rt_run_graph(nested_body, r, batch, nthreads, &solo);   /* runs directly */
+}
+
+static void test_graph_team(void **state) {
+  float *x = malloc(60000 * sizeof *x);
+  rt_fill_normal(x, 60000, 0.0f, 1e3f, 7, 1);
+  float one = chunked_sum(x, 60000, 1000, 1);
+  static const int threads[] = {1, 2, 3, 4, 0};
+  for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
+    GraphRun r = {.x = x};
+    int64_t solo = 0;
+    rt_run_graph(graph_body, &r, 1, threads[t], &solo);
+    assert_true(r.leader_thread_ok);
+    assert_int_equal(r.nested_runs, 1);
+    assert_int_equal(r.inner_failures, 0);
+    assert_int_equal(r.nrec, (int)(sizeof graph_cases / sizeof *graph_cases));
+    for (int i = 0; i < r.nrec; i++) {
+      check_cover(r.rec[i]);
+      free(r.rec[i]);
+    }
+    for (int i = 0; i < 5; i++)
+      assert_memory_equal(&r.sums[i], &one, sizeof one);
+  }
+  free(x);
+}
+
+/* Five parallel-fors of ten chunks each: five regions on their own, one
+ * in a graph's team, none at one thread. */
+static void five_fors(void *regions, int64_t batch, int32_t nthreads) {
+  for (int i = 0; i < 5; i++)
+    free(run(100, 10, nthreads));
+}
+
+static void test_graph_one_region(void **state) {
+  int64_t solo = 0, before = rt_parallel_regions();
+  five_fors(NULL, 1, 2);
+  assert_int_equal(rt_parallel_regions() - before, 5);
+  for (int call = 0; call < 3; call++) {
+    before = rt_parallel_regions();
+    rt_run_graph(five_fors, NULL, 1, 2, &solo);
+    assert_int_equal(rt_parallel_regions() - before, 1);
+  }
+  before = rt_parallel_regions();
+  rt_run_graph(five_fors, NULL, 1, 1, &solo);
+  assert_int_equal(rt_parallel_regions() - before, 0);
+}
+
+/* A body of one-chunk parallel-fors at a small batch, ten at a larger:
+ * the first call at batch 1 learns that it needs no team, later ones run
+ * directly; batch 8 or another thread count still gets its team. */
+static void small_at_batch_1(void *regions, int64_t batch, int32_t nthreads) {
+  free(run(batch * 10, 10, nthreads));
+}
+
+static void test_graph_solo(void **state) {
+  int64_t solo = 0;
+  static const struct { int64_t batch; int threads, regions; } calls[] = {
+      {1, 2, 1}, {1, 2, 0}, {1, 2, 0}, {8, 2, 1}, {8, 2, 1}, {1, 3, 1}, {1, 3, 0}, {1, 2, 1}};
+  for (size_t i = 0; i < sizeof calls / sizeof *calls; i++) {
+    int64_t before = rt_parallel_regions();
+    rt_run_graph(small_at_batch_1, NULL, calls[i].batch, calls[i].threads, &solo);
+    assert_int_equal(rt_parallel_regions() - before, calls[i].regions);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cover),
@@ -187,6 +293,9 @@ int main(void) {
     cmocka_unit_test(test_nested_inline),
     cmocka_unit_test(test_deterministic_reduction),
     cmocka_unit_test(test_default_threads),
+    cmocka_unit_test(test_graph_team),
+    cmocka_unit_test(test_graph_one_region),
+    cmocka_unit_test(test_graph_solo),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
