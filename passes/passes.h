@@ -178,10 +178,9 @@ Value *pass_derived_const(Graph *g, PassCtx *cx, const Value *w, Type t, PassLay
  * packed into the GEMM's panels at compile time (its head comment) */
 bool pass_prepack(Graph *g, PassCtx *cx, PassStats *st);
 
-/* winograd.c: for inference, a blocked 3x3 convolution at stride 1 with
- * enough channels runs as Winograd F(2x2, 3x3), its weight transformed at
- * compile time when known (its head comment); KILN_WINOGRAD=off skips
- * the pass, =on drops the channel threshold (tests, A/B runs). */
+/* winograd.c: for inference, a blocked 3x3 convolution at stride 1 runs
+ * as Winograd F(2x2, 3x3), its weight transformed at compile time when
+ * known (its head comment); KILN_WINOGRAD=off skips the pass (A/B runs). */
 bool pass_winograd(Graph *g, PassCtx *cx, PassStats *st);
 
 /* memplan.c */

@@ -5,15 +5,15 @@
  *   U folded at compile time (a weight the passes see) against U computed
  *   by the op at run time (a weight they do not): the same bits.
  * - Edge shapes: a 3x3 convolution with bias, relu and (where the shapes
- *   allow) a residual fused, at -O3 blocked with the pass forced on
- *   (KILN_WINOGRAD=on), against -O0's NCHW convolution and against -O3
- *   without the pass, within EPS: odd H and W, extents of 1 and 2, an odd
+ *   allow) a residual fused, at -O3 blocked with the pass, against -O0's
+ *   NCHW convolution and against -O3 without it (KILN_WINOGRAD=off),
+ *   within EPS: odd H and W, extents of 1 and 2, an odd
  *   number of output blocks, channels not a multiple of the block, "same",
  *   "valid" and asymmetric padding, batch 1 and 3; the same bits at 1, 2
  *   and 3 threads.
- * - When the pass applies: 3x3 at stride 1 with enough channels; not at
- *   stride 2, 1x1, dilation 2, too few channels (without KILN_WINOGRAD=on),
- *   nor with KILN_WINOGRAD=off. */
+ * - When the pass applies: 3x3 at stride 1, 8 or 32 channels; not at
+ *   stride 2, 1x1, dilation 2, with a U too large for L2, nor with
+ *   KILN_WINOGRAD=off. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -101,10 +101,8 @@ static void test_folded_filter_matches_runtime(void **state) {
   build_blocked_conv(model_new(&known.m, "known"));
   build_blocked_conv(model_new(&hidden.m, "hidden"));
   build_blocked_conv(model_new(&direct.m, "direct"));
-  setenv("KILN_WINOGRAD", "on", 1);
   om_compile(&known, 2, 1);
   om_compile(&hidden, 2, 1);
-  unsetenv("KILN_WINOGRAD");
   om_compile(&direct, 1, 1);
   assert_int_equal(om_count(known.m.g, OP_conv2d_winograd), 1);
   assert_int_equal(om_count(known.m.g, OP_winograd_filter), 0);
@@ -172,12 +170,13 @@ static const Geo edge_geos[] = {
 };
 enum { NEDGE = sizeof edge_geos / sizeof edge_geos[0] };
 
-/* The model at -O3, blocked, with KILN_WINOGRAD as `wino` says */
+/* The model at -O3, blocked, with KILN_WINOGRAD as `wino` says (NULL: unset) */
 static void compile_blocked(OModel *o, const char *wino) {
   memset(o, 0, sizeof *o);
   build_edge(model_new(&o->m, "edge"));
   setenv("KILN_LAYOUT", "blocked", 1);
-  setenv("KILN_WINOGRAD", wino, 1);
+  if (wino)
+    setenv("KILN_WINOGRAD", wino, 1);
   om_compile(o, 3, 7);
   unsetenv("KILN_LAYOUT");
   unsetenv("KILN_WINOGRAD");
@@ -190,7 +189,7 @@ static void test_edge_shapes(void **state) {
     cur = &edge_geos[i];
     build_edge(model_new(&ref.m, "edge"));
     om_compile(&ref, 0, 7);
-    compile_blocked(&wino, "on");
+    compile_blocked(&wino, NULL);
     compile_blocked(&direct, "off");
     assert_int_equal(om_count(wino.m.g, OP_conv2d_winograd), 1);
     assert_int_equal(om_count(wino.m.g, OP_conv2d_nchwc), 0);
@@ -251,13 +250,14 @@ static int applied(Geo q, int s, int dil, int k, const char *wino) {
 static void test_when_it_applies(void **state) {
   (void)state;
   Geo wide = {.c = 32, .o = 32, .h = 8, .w = 8}, narrow = {.c = 8, .o = 8, .h = 8, .w = 8};
+  Geo huge = {.c = 128, .o = 128, .h = 4, .w = 4};   /* U of 1 MiB */
   assert_int_equal(applied(wide, 1, 1, 3, NULL), 1);
+  assert_int_equal(applied(narrow, 1, 1, 3, NULL), 1);
   assert_int_equal(applied(wide, 1, 1, 3, "off"), 0);
-  assert_int_equal(applied(wide, 2, 1, 3, "on"), 0);
-  assert_int_equal(applied(wide, 1, 2, 3, "on"), 0);
-  assert_int_equal(applied(wide, 1, 1, 1, "on"), 0);
-  assert_int_equal(applied(narrow, 1, 1, 3, NULL), 0);
-  assert_int_equal(applied(narrow, 1, 1, 3, "on"), 1);
+  assert_int_equal(applied(wide, 2, 1, 3, NULL), 0);
+  assert_int_equal(applied(wide, 1, 2, 3, NULL), 0);
+  assert_int_equal(applied(wide, 1, 1, 1, NULL), 0);
+  assert_int_equal(applied(huge, 1, 1, 3, NULL), 0);
 }
 
 int main(void) {
