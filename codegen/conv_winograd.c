@@ -132,6 +132,22 @@ static void filter_kernel(CgKernel *k, const char *name, Wino *w) {
 
 /* ---- conv2d_winograd --------------------------------------------------------------- */
 
+/* Asks for the two input rows the next tile row reads first, at this
+ * tile's first two columns (a line each; consecutive tiles cover the
+ * row): at batch 32 each layer's input comes from L3, and the loads of
+ * the input transform stalled (bench/NOTES.md: 5% less time with it). */
+static void prefetch_next_rows(CgKernel *k, Wino *w, LLVMValueRef plane, LLVMValueRef ih0, LLVMValueRef iw0) {
+  CgCtx *c = k->c;
+  for (int r = 4; r < 6; r++)
+    for (int s = 0; s < 2; s++) {
+      LLVMValueRef at = cg_imul(c, cg_iadd(c, cg_imul(c, cg_iadd(c, plane, cg_iadd(c, ih0, k64(c, r))), k64(c, w->W)),
+                                          cg_iadd(c, iw0, k64(c, s))), k64(c, w->b));
+      LLVMValueRef args[] = {cg_gep(k, w->dt, w->x, at), LLVMConstInt(c->t_i32, 0, 0), LLVMConstInt(c->t_i32, 3, 0),
+                             LLVMConstInt(c->t_i32, 1, 0)};   /* read, keep in all levels, data */
+      cg_intrinsic(c, "llvm.prefetch", &c->t_ptr, 1, args, 4);
+    }
+}
+
 /* 1. V[xi][cb][q] = B^T d B of tile q (from tile t0) of the row, every cb. */
 static void input_transform(CgKernel *k, Wino *w, LLVMValueRef t0, int rw) {
   CgCtx *c = k->c;
@@ -154,6 +170,7 @@ static void input_transform(CgKernel *k, Wino *w, LLVMValueRef t0, int rw) {
       d[4 * r + s] = vload(k, w, p, k64(c, 0));
     }
   }
+  prefetch_next_rows(k, w, plane, ih0, iw0);
   for (int r = 0; r < 4; r++)
     input_1d(c, &d[4 * r], 1);
   for (int s = 0; s < 4; s++)
