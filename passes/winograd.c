@@ -17,7 +17,8 @@
  * The kernel reads the whole U once per group of tiles, and keeps V (16 C
  * x 6 tiles) on its stack: U is bounded to stay in L2 and C to keep V
  * under 100 KiB; larger layers keep the direct convolution, unmeasured.
- * KILN_WINOGRAD=off skips the pass (A/B runs).
+ * PassCtx.no_winograd keeps the direct kernel (the kiln command sets it
+ * from KILN_WINOGRAD=off, docs/cli.md).
  *
  * Rounding: the transforms add and subtract before the products; the
  * outputs differ from the direct convolution's by a few ulps of the
@@ -30,11 +31,6 @@ enum {
   MAX_CHANNELS = 256,              /* V: 16 C 6 floats on the stack */
   MAX_U_BYTES = 256 * 1024,        /* half the L2 of a Zen 3 core */
 };
-
-static bool switched_off(void) {
-  const char *m = getenv("KILN_WINOGRAD");
-  return m && !strcmp(m, "off");
-}
 
 static bool is_3x3_unit(const Attr *a) {
   return a->k[0] == 3 && a->k[1] == 3 && a->stride[0] == 1 && a->stride[1] == 1 && a->dil[0] == 1 &&
@@ -117,7 +113,7 @@ static Value *transformed(Graph *g, PassCtx *cx, int i) {
 }
 
 bool pass_winograd(Graph *g, PassCtx *cx, PassStats *st) {
-  if (g->training || g->loss || switched_off())
+  if (g->training || g->loss || cx->no_winograd)
     return false;
   int nvals = g->nvals, changed = 0;
   Value **u = calloc(nvals ? nvals : 1, sizeof *u);   /* [weight's id]: its U */

@@ -6,14 +6,14 @@
  *   by the op at run time (a weight they do not): the same bits.
  * - Edge shapes: a 3x3 convolution with bias, relu and (where the shapes
  *   allow) a residual fused, at -O3 blocked with the pass, against -O0's
- *   NCHW convolution and against -O3 without it (KILN_WINOGRAD=off),
+ *   NCHW convolution and against -O3 without it (PassCtx.no_winograd),
  *   within EPS: odd H and W, extents of 1 and 2, an odd
  *   number of output blocks, channels not a multiple of the block, "same",
  *   "valid" and asymmetric padding, batch 1 and 3; the same bits at 1, 2
  *   and 3 threads.
  * - When the pass applies: 3x3 at stride 1, 8 or 32 channels; not at
  *   stride 2, 1x1, dilation 2, with a U too large for L2, nor with
- *   KILN_WINOGRAD=off. */
+ *   no_winograd. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -170,16 +170,13 @@ static const Geo edge_geos[] = {
 };
 enum { NEDGE = sizeof edge_geos / sizeof edge_geos[0] };
 
-/* The model at -O3, blocked, with KILN_WINOGRAD as `wino` says (NULL: unset) */
-static void compile_blocked(OModel *o, const char *wino) {
+/* The model at -O3, blocked, with the winograd pass or without it */
+static void compile_blocked(OModel *o, bool winograd) {
   memset(o, 0, sizeof *o);
   build_edge(model_new(&o->m, "edge"));
-  setenv("KILN_LAYOUT", "blocked", 1);
-  if (wino)
-    setenv("KILN_WINOGRAD", wino, 1);
+  o->m.layout = LAYOUT_BLOCKED;
+  o->m.no_winograd = !winograd;
   om_compile(o, 3, 7);
-  unsetenv("KILN_LAYOUT");
-  unsetenv("KILN_WINOGRAD");
 }
 
 static void test_edge_shapes(void **state) {
@@ -189,8 +186,8 @@ static void test_edge_shapes(void **state) {
     cur = &edge_geos[i];
     build_edge(model_new(&ref.m, "edge"));
     om_compile(&ref, 0, 7);
-    compile_blocked(&wino, NULL);
-    compile_blocked(&direct, "off");
+    compile_blocked(&wino, true);
+    compile_blocked(&direct, false);
     assert_int_equal(om_count(wino.m.g, OP_conv2d_winograd), 1);
     assert_int_equal(om_count(wino.m.g, OP_conv2d_nchwc), 0);
     assert_int_equal(om_count(direct.m.g, OP_conv2d_winograd), 0);
@@ -219,8 +216,8 @@ static void test_edge_shapes(void **state) {
 /* ---- when the pass applies ------------------------------------------------------- */
 
 /* Winograd convolutions of the edge model for geometry q, stride and
- * dilation s, kernel k, the pass as `wino` says (NULL: its own choice). */
-static int applied(Geo q, int s, int dil, int k, const char *wino) {
+ * dilation s, kernel k, the pass on or off. */
+static int applied(Geo q, int s, int dil, int k, bool winograd) {
   OModel o = {0};
   Graph *gr = model_new(&o.m, "choice");
   int N = ir_size_var(gr, "N");
@@ -235,13 +232,10 @@ static int applied(Geo q, int s, int dil, int k, const char *wino) {
   a.pad[0] = a.pad[1] = a.pad[2] = a.pad[3] = dil * (k / 2);
   Value *w = param(gr, "w", TY(RT_F32, q.o, q.c, k, k));
   ir_output(gr, ir_op1(gr, OP_relu, ir_op(gr, OP_conv2d, (Value *[]){x, w}, 2, &a, NOLOC), NOLOC), "y");
-  setenv("KILN_LAYOUT", "blocked", 1);
-  if (wino)
-    setenv("KILN_WINOGRAD", wino, 1);
+  o.m.layout = LAYOUT_BLOCKED;
+  o.m.no_winograd = !winograd;
   o.fast = true;
   om_compile(&o, 3, 1);
-  unsetenv("KILN_LAYOUT");
-  unsetenv("KILN_WINOGRAD");
   int n = om_count(o.m.g, OP_conv2d_winograd);
   model_free(&o.m);
   return n;
@@ -251,13 +245,13 @@ static void test_when_it_applies(void **state) {
   (void)state;
   Geo wide = {.c = 32, .o = 32, .h = 8, .w = 8}, narrow = {.c = 8, .o = 8, .h = 8, .w = 8};
   Geo huge = {.c = 128, .o = 128, .h = 4, .w = 4};   /* U of 1 MiB */
-  assert_int_equal(applied(wide, 1, 1, 3, NULL), 1);
-  assert_int_equal(applied(narrow, 1, 1, 3, NULL), 1);
-  assert_int_equal(applied(wide, 1, 1, 3, "off"), 0);
-  assert_int_equal(applied(wide, 2, 1, 3, NULL), 0);
-  assert_int_equal(applied(wide, 1, 2, 3, NULL), 0);
-  assert_int_equal(applied(wide, 1, 1, 1, NULL), 0);
-  assert_int_equal(applied(huge, 1, 1, 3, NULL), 0);
+  assert_int_equal(applied(wide, 1, 1, 3, true), 1);
+  assert_int_equal(applied(narrow, 1, 1, 3, true), 1);
+  assert_int_equal(applied(wide, 1, 1, 3, false), 0);
+  assert_int_equal(applied(wide, 2, 1, 3, true), 0);
+  assert_int_equal(applied(wide, 1, 2, 3, true), 0);
+  assert_int_equal(applied(wide, 1, 1, 1, true), 0);
+  assert_int_equal(applied(huge, 1, 1, 3, true), 0);
 }
 
 int main(void) {
