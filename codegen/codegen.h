@@ -169,6 +169,13 @@ void cg_blocked_grad_kernel(CgKernel *k, const char *task_name);
  * emitted) otherwise. */
 bool cg_relayout_squares(CgKernel *k, const char *task_name);
 
+/* conv_winograd.c: winograd_filter (G g G^T per channel pair) and
+ * conv2d_winograd, F(2x2, 3x3) on the blocked layout: per (image, row of
+ * 2x2 output tiles), the input tiles transformed, 16 products over the
+ * channels register-blocked as conv2d_nchwc's, the output transformed and
+ * its fused group applied in registers; called by cg_blocked_kernel. */
+void cg_winograd_kernel(CgKernel *k, const char *task_name);
+
 /* module.c */
 int64_t cg_work_bytes(const Graph *g, const Node *n, int threads);
 int cg_build_graph(CgCtx *c, const Graph *g, const char *entry, char *err, int errlen);

@@ -335,6 +335,8 @@ void cg_blocked_kernel(CgKernel *k, const char *name) {
     cg_blocked_grad_kernel(k, name);
   else if (k->n->op == OP_conv2d_nchwc)
     conv_kernel(k, name);
+  else if (k->n->op == OP_conv2d_winograd || k->n->op == OP_winograd_filter)
+    cg_winograd_kernel(k, name);
   else if (!cg_relayout_squares(k, name))
     relayout_kernel(k, name);
 }

@@ -71,7 +71,8 @@ static LLVMValueRef clamp_threads(CgCtx *c, LLVMValueRef nthreads, int most) {
 static const Node *kernel_head(const Node *const *mem, int nmem) {
   for (int i = 0; i < nmem; i++)
     if (lower_kind[mem[i]->op] == L_GEMM || lower_kind[mem[i]->op] == L_CONV ||
-        lower_kind[mem[i]->op] == L_REDUCE || mem[i]->op == OP_conv2d_nchwc)
+        lower_kind[mem[i]->op] == L_REDUCE || mem[i]->op == OP_conv2d_nchwc ||
+        mem[i]->op == OP_conv2d_winograd)
       return mem[i];
   return mem[0];
 }

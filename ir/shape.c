@@ -418,7 +418,7 @@ static Size window_out(Size in, int k, int s, int d, int p0, int p1, bool ceil_m
 /* Windows over a blocked tensor [N, C/b, H, W, b] (ops.def): the blocked
  * convolution, and the forward pools when their input has the lane axis. */
 static bool blocked_window(const Node *n) {
-  return n->op == OP_conv2d_nchwc || n->op == OP_conv2d_nchwc_bwd_filter ||
+  return n->op == OP_conv2d_nchwc || n->op == OP_conv2d_nchwc_bwd_filter || n->op == OP_conv2d_winograd ||
          ((n->op == OP_maxpool2d || n->op == OP_avgpool2d) && n->in[0]->type.rank == 5);
 }
 
@@ -747,6 +747,37 @@ static int shape_scatter_add(Graph *g, Node *n) {
   if (w.rank != 2 || !ir_type_eq(dy, &want))
     return fail(g, n, "expects dy %s for indices %s into a table %s", TS(dy), TS(idx), TS(&w));
   set_out(n, w);
+  return 0;
+}
+
+/* winograd_filter(w [O/b, C/b, 3, 3, b, b]) -> [16, O/b, C/b, b, b] (ops.def). */
+static int shape_winograd_filter(Graph *g, Node *n) {
+  Type *w = in_t(n, 0);
+  if (w->rank != 6 || !ir_is_float(w->dt) || !sz_eq(w->dim[2], sz_const(3)) ||
+      !sz_eq(w->dim[3], sz_const(3)) || !sz_eq(w->dim[4], w->dim[5]))
+    return fail(g, n, "expects a blocked 3x3 weight [O/b, C/b, 3, 3, b, b], got %s", TS(w));
+  Size d[5] = {sz_const(16), w->dim[0], w->dim[1], w->dim[4], w->dim[5]};
+  set_out(n, ir_type(w->dt, 5, d));
+  return 0;
+}
+
+/* conv2d_winograd(x [N, C/b, H, W, b], u [16, O/b, C/b, b, b]) ->
+ * [N, O/b, OH, OW, b] (ops.def): 3x3, stride 1, dilation 1. */
+static int shape_conv2d_winograd(Graph *g, Node *n) {
+  const Attr *a = &n->attr;
+  Type *x = in_t(n, 0), *u = in_t(n, 1), t;
+  if (window_check(g, n, x, "f32") < 0)
+    return -1;
+  bool unit = a->k[0] == 3 && a->k[1] == 3 && a->stride[0] == 1 && a->stride[1] == 1 &&
+              a->dil[0] == 1 && a->dil[1] == 1 && a->groups == 1;
+  if (!unit || u->rank != 5 || u->dt != x->dt || !sz_eq(u->dim[0], sz_const(16)) ||
+      !sz_eq(u->dim[2], x->dim[1]) || !sz_eq(u->dim[3], x->dim[4]) || !sz_eq(u->dim[4], x->dim[4]))
+    return fail(g, n, "transformed weight %s does not fit a blocked input %s, 3x3 at stride 1", TS(u),
+                TS(x));
+  if (conv_out(g, n, x, u->dim[1], &t) < 0)
+    return -1;
+  t.dim[4] = u->dim[4];
+  set_out(n, t);
   return 0;
 }
 

@@ -119,14 +119,14 @@ static bool epilogue_reads(const Node *head, const Node *n, int k) {
   int r = head->out[0]->type.rank;
   if (n->in[k]->type.dt != head->out[0]->type.dt)
     return false;
-  if (head->op == OP_conv2d || head->op == OP_conv2d_nchwc)
+  if (head->op == OP_conv2d || head->op == OP_conv2d_nchwc || head->op == OP_conv2d_winograd)
     return uniform(n, k, 2, 4);   /* nchwc: and any lane axis 4 (cg_epi_plan_lanes) */
   return uniform(n, k, 0, r - 2) && uniform(n, k, r - 1, r);
 }
 
 static bool is_head(const Node *n) {
   return kind_of[n->op] == K_GEMM || (kind_of[n->op] == K_CONV && n->op == OP_conv2d) ||
-         n->op == OP_conv2d_nchwc;
+         n->op == OP_conv2d_nchwc || n->op == OP_conv2d_winograd;
 }
 
 /* ---- the graph's dependencies ----------------------------------------------- */

@@ -40,6 +40,7 @@ typedef struct PassCtx {
   int lanes;              /* f32 lanes of the target's vectors (8 AVX2, 16 AVX-512), the
                              block of the layout pass; 0: it keeps NCHW */
   PassLayout layout;      /* LAYOUT_COST unless a test forces one */
+  bool no_winograd;       /* the winograd pass stays off (A/B runs, tests of the direct kernel) */
 } PassCtx;
 
 /* What a pass needs; the pipeline checks it before running the pass. */
@@ -177,6 +178,11 @@ Value *pass_derived_const(Graph *g, PassCtx *cx, const Value *w, Type t, PassLay
 /* prepack.c: for inference, a matmul whose B's data is known reads B
  * packed into the GEMM's panels at compile time (its head comment) */
 bool pass_prepack(Graph *g, PassCtx *cx, PassStats *st);
+
+/* winograd.c: for inference, a blocked 3x3 convolution at stride 1 runs
+ * as Winograd F(2x2, 3x3), its weight transformed at compile time when
+ * known (its head comment); not with cx->no_winograd. */
+bool pass_winograd(Graph *g, PassCtx *cx, PassStats *st);
 
 /* memplan.c */
 bool pass_memplan(Graph *g, PassCtx *cx, PassStats *st);

@@ -1,8 +1,8 @@
 /* The pipeline: passes of one signature, in the order they run. -O0 runs
  * what correctness needs (autodiff and the optimizer when training, memory
  * planning); -O1 adds simplify, -O2 batchnorm folding, the weights of
- * inference stored transposed and prepacked for the GEMM, layout selection
- * and fusion, -O3 everything.
+ * inference stored transposed and prepacked for the GEMM, layout selection,
+ * Winograd convolutions and fusion, -O3 everything.
  * simplify runs twice: on the forward graph (so autodiff differentiates a
  * clean one) and on the whole step. Before each pass the pipeline checks
  * what it needs (Pass.needs); after it: the verifier (when asked),
@@ -20,6 +20,7 @@ static const Pass pipeline[] = {
     {"optimizer", pass_optimizer, 0},
     {"simplify", pass_simplify, 1},
     {"layout", pass_layout, 2, PASS_USES},
+    {"winograd", pass_winograd, 2, PASS_USES | PASS_INFERENCE},
     {"fusion", pass_fusion, 2},
     {"memplan", pass_memplan, 0},
 };

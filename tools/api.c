@@ -472,7 +472,8 @@ static KilnStatus run_passes(KilnModel *m, Compiled *cc) {
                 .work_bytes = cg_work_bytes, .gemm_panels = cg_gemm_panels, .print_after = m->print_after,
                 .print_out = stdout, .stats_out = m->stats_out, .stats_json = m->stats_json,
                 .param_data = cc->live_weights ? NULL : param_data, .param_user = m,
-                .lanes = m->lanes ? m->lanes : cg_host_lanes(4), .layout = m->layout};
+                .lanes = m->lanes ? m->lanes : cg_host_lanes(4), .layout = m->layout,
+                .no_winograd = m->no_winograd};
   const Diag *before = m->diags.tail;
   if (pass_run_pipeline(cc->g, &cx) < 0) {
     /* the pass said why, in the model's diagnostics: a mistake in the model

@@ -66,6 +66,7 @@ struct KilnModel {
   FILE *emit_llvm, *emit_asm;
   bool plan_only;         /* kiln check: passes and memory plan, no code (not runnable) */
   PassLayout layout;      /* the layout pass's choice forced (tests), or LAYOUT_COST */
+  bool no_winograd;       /* the winograd pass stays off (KILN_WINOGRAD=off) */
   const char *print_after;
   FILE *stats_out;
   bool stats_json;

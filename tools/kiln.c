@@ -222,6 +222,18 @@ static PassLayout forced_layout(void) {
   exit(2);
 }
 
+/* KILN_WINOGRAD=off keeps 3x3 convolutions direct (docs/cli.md): for
+ * A/B measurements of the winograd pass. */
+static bool winograd_off(void) {
+  const char *f = getenv("KILN_WINOGRAD");
+  if (!f || !*f)
+    return false;
+  if (!strcmp(f, "off"))
+    return true;
+  fprintf(stderr, "kiln: KILN_WINOGRAD=%s: expected off\n", f);
+  exit(2);
+}
+
 static void parse_args(int argc, char **argv, Cli *c) {
   kiln_options_default(&c->opt);
   /* the library reads no environment: the command passes it on */
@@ -327,6 +339,7 @@ static KilnModel *load(Cli *c) {
   /* check needs code only to show it */
   m->plan_only = !strcmp(c->cmd, "check") && !m->emit_llvm && !m->emit_asm;
   m->layout = forced_layout();
+  m->no_winograd = winograd_off();
   return m;
 }
 

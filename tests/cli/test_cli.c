@@ -104,6 +104,17 @@ static void test_layout_forced_by_env(void **state) {
   assert_non_null(strstr(out, "KILN_LAYOUT=rows: expected nchw, blocked or nhwc"));
 }
 
+/* KILN_WINOGRAD=off keeps the 3x3 convolutions direct, through the command. */
+static void test_winograd_off_by_env(void **state) {
+  const char *resnet = src("bench/models/resnet.kiln");
+  assert_int_equal(kiln("check '%s' --batch 2", resnet), 0);
+  assert_non_null(strstr(out, "conv2d_winograd"));
+  assert_int_equal(sh("KILN_WINOGRAD=off '%s' check '%s' --batch 2", getenv("KILN"), resnet), 0);
+  assert_null(strstr(out, "conv2d_winograd"));
+  assert_int_equal(sh("KILN_WINOGRAD=on '%s' check '%s'", getenv("KILN"), resnet), 2);
+  assert_non_null(strstr(out, "KILN_WINOGRAD=on: expected off"));
+}
+
 static void test_check_reports_every_error(void **state) {
   write_file("bad.kiln",
              "model bad(x: f32[N, 4]) -> (y: f32[N, 3]) {\n"
@@ -229,6 +240,7 @@ int main(void) {
       cmocka_unit_test(test_passive_wait_unless_chosen),
       cmocka_unit_test(test_check_prints_ir),
       cmocka_unit_test(test_layout_forced_by_env),
+      cmocka_unit_test(test_winograd_off_by_env),
       cmocka_unit_test(test_check_reports_every_error),
       cmocka_unit_test(test_memplan_of_a_training_step),
       cmocka_unit_test(test_run_writes_outputs),

@@ -41,6 +41,7 @@ typedef struct Model {
   int opt;                       /* the pipeline's -O level: 0 unless a test sets it */
   int lanes;                     /* the passes' f32 lanes: 0 (no layout pass) unless set */
   PassLayout layout;             /* the layout pass's choice forced, or LAYOUT_COST */
+  bool no_winograd;              /* the winograd pass stays off */
   const void *(*param_data)(const Graph *g, const Value *p, void *user); /* known weights, or NULL */
   void *param_user;
 } Model;
@@ -81,7 +82,7 @@ static inline void model_fail_diags(Model *m, const char *step) {
 /* Codegen alone, for tests of its errors: 0, or -1 with err filled. */
 static inline int model_codegen(Model *m, CgCtx *c, char *err, int errlen) {
   PassCtx cx = {.opt = m->opt, .threads = m->plan_threads, .verify = true,
-                .work_bytes = cg_work_bytes, .lanes = m->lanes, .layout = m->layout,
+                .work_bytes = cg_work_bytes, .lanes = m->lanes, .layout = m->layout, .no_winograd = m->no_winograd,
                 .param_data = m->param_data, .param_user = m->param_user};
   if (m->diags.nerrors)
     model_fail_diags(m, "building");

@@ -185,7 +185,7 @@ static void assert_no_nchw_conv(const Graph *g, const char *name) {
     const Node *n = g->nodes[i];
     if ((n->op == OP_conv2d || n->op == OP_conv2d_bwd_filter) && n->attr.groups == 1)
       fail_msg("%s: %s left NCHW under a forced layout", name, op_name(n->op));
-    blocked += n->op == OP_conv2d_nchwc;
+    blocked += n->op == OP_conv2d_nchwc || n->op == OP_conv2d_winograd;
   }
   if (!blocked && !strstr(name, "groups") && !strstr(name, "depthwise"))
     fail_msg("%s: no conv2d_nchwc under a forced layout", name);

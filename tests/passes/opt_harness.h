@@ -100,7 +100,8 @@ static inline void om_compile(OModel *o, int opt, uint64_t seed) {
   om_weights(o, seed);
   PassCtx cx = {.opt = opt, .threads = m->plan_threads, .verify = true,
                 .work_bytes = cg_work_bytes, .param_data = om_param_data, .param_user = o,
-                .lanes = cg_host_lanes(4), .layout = m->layout, .gemm_panels = o->prepack ? cg_gemm_panels : NULL};
+                .lanes = cg_host_lanes(4), .layout = m->layout, .no_winograd = m->no_winograd,
+                .gemm_panels = o->prepack ? cg_gemm_panels : NULL};
   if (pass_run_pipeline(m->g, &cx) < 0)
     model_fail_diags(m, "passes");
   if (cg_ctx_init_jit(&c, m->g->name, err, sizeof err))

@@ -408,7 +408,7 @@ static void generate(Graph *g, uint64_t seed, bool training) {
 typedef struct Totals {
   int models, training;
   int nodes0, nodes3, kernels0, kernels3, bn0, bn3;
-  int blocked;            /* models with a conv2d_nchwc at -O3 */
+  int blocked;            /* models with a conv2d_nchwc (or conv2d_winograd) at -O3 */
   int blocked_steps;      /* training steps among them */
   int nhwc;               /* models one of whose conv inputs is NHWC (lanes not the output's) */
 } Totals;
@@ -476,7 +476,7 @@ static void one(uint64_t seed, bool verbose, Totals *t) {
   t->kernels3 += pass_count_kernels(got.m.g);
   t->bn0 += om_count(ref.m.g, OP_batchnorm);
   t->bn3 += om_count(got.m.g, OP_batchnorm);
-  t->blocked += om_count(got.m.g, OP_conv2d_nchwc) > 0;
+  t->blocked += om_count(got.m.g, OP_conv2d_nchwc) + om_count(got.m.g, OP_conv2d_winograd) > 0;
   t->blocked_steps += training && om_count(got.m.g, OP_conv2d_nchwc) > 0;
   t->nhwc += has_nhwc_input(got.m.g);
   model_free(&ref.m);
