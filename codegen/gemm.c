@@ -23,8 +23,8 @@
  * chunk grain come from the problem size only (never the thread count), and
  * each C element is summed in the same K order whatever tile holds it, so
  * results are bit-identical at any thread count. Tiles split a dimension
- * into near-equal runs of panels (of rows, for a packed A: tile_at), an
- * even number of them when more than one (see plan_grid). When the rows are split
+ * into near-equal runs of panels, an even number of them when more than
+ * one (see plan_grid). When the rows are split
  * over several tiles, B is packed once, in parallel, into a region of
  * `work` they all read ("shared"; per batch item, or once for a broadcast
  * B), one K block at a time: pack block kb, then every tile's pass over
@@ -1001,14 +1001,14 @@ typedef struct Tile {
   LLVMValueRef ctx, b, m0, n0, mc, nc, A, B, C, M, N, K, tall;
 } Tile;
 
-/* Tile i of n along a dimension of `units` units of R elements (size
- * `dim`): units [i*units/n, (i+1)*units/n), so tiles differ by one unit
- * at most. */
-static void tile_span(Gen *g, LLVMValueRef i, LLVMValueRef n, LLVMValueRef units, LLVMValueRef R, LLVMValueRef dim,
+/* Tile i of n along a dimension of `panels` panels of R (size `dim`): panels
+ * [i*panels/n, (i+1)*panels/n), so tiles differ by one panel at most. */
+static void tile_span(Gen *g, LLVMValueRef i, LLVMValueRef n, LLVMValueRef panels, int R, LLVMValueRef dim,
                       LLVMValueRef *start, LLVMValueRef *size) {
-  LLVMValueRef p0 = sdiv(g, mul(g, i, units), n), p1 = sdiv(g, mul(g, add(g, i, k64(g, 1)), units), n);
-  *start = mul(g, p0, R);
-  *size = sub(g, emin(g, mul(g, p1, R), dim), *start);
+  LLVMValueRef kR = k64(g, R);
+  LLVMValueRef p0 = sdiv(g, mul(g, i, panels), n), p1 = sdiv(g, mul(g, add(g, i, k64(g, 1)), panels), n);
+  *start = mul(g, p0, kR);
+  *size = sub(g, emin(g, mul(g, p1, kR), dim), *start);
 }
 
 /* Balanced micro-tiles: a tile's mc rows run as ceil(mc / MR) micro-tiles
@@ -1018,32 +1018,23 @@ static void tile_span(Gen *g, LLVMValueRef i, LLVMValueRef n, LLVMValueRef units
  * 11% to it). Returns the rows of the MR-row micro-tiles, which come
  * first. Where mc is too small for that (mc < (MR - 1) * ceil(mc / MR):
  * 1-4, 7-9, 13-14, 19, with MR = 6) all run as MR - 1, the last partial
- * (8: 5, 3); a tile of rows split over several has 20 or more (see
- * tile_at). Which micro-tile holds a row changes none of its sums. */
+ * (8: 5, 3). Only the last tile of the rows has mc below a multiple of
+ * MR, and which micro-tile holds a row changes none of its sums. */
 static LLVMValueRef row_split(Gen *g, LLVMValueRef mc) {
   LLVMValueRef panels = cdiv(g, mc, k64(g, g->mr));
   LLVMValueRef tall_panels = emax(g, sub(g, mc, mul(g, panels, k64(g, g->mr - 1))), k64(g, 0));
   return mul(g, tall_panels, k64(g, g->mr));
 }
 
-/* Rows split over several tiles go in near-equal runs of rows, each
- * balanced into micro-tiles by row_split, so that the tiles' work differs
- * by a row at most: the MLP's 128 rows in four tiles are 32 each, where
- * runs of whole panels (30, 36, 30, 32) gave one of two threads 68 rows
- * and the other 60. Rows per tile are at least MIN_ROWS / 2 (plan_grid),
- * enough for row_split to use no partial micro-tile. A read in place
- * runs in MR-row micro-tiles only (micro_short reads it packed): its
- * tiles keep runs of whole panels. */
 static Tile tile_at(Gen *g, LLVMValueRef ctx, LLVMValueRef t) {
   Tile T = {.ctx = ctx, .M = get(g, ctx, F_M), .N = get(g, ctx, F_N), .K = get(g, ctx, F_K)};
   LLVMValueRef mt = get(g, ctx, F_MTILES), nt = get(g, ctx, F_NTILES), per_b = mul(g, mt, nt);
-  LLVMValueRef r = srem(g, t, per_b), packed_a = eq(g, get(g, ctx, F_DIRECT_LDA), k64(g, 0));
-  LLVMValueRef row_units = LLVMBuildSelect(g->b, packed_a, T.M, get(g, ctx, F_MPANELS), "");
-  LLVMValueRef row_unit = LLVMBuildSelect(g->b, packed_a, k64(g, 1), k64(g, g->mr), "");
+  LLVMValueRef r = srem(g, t, per_b);
   T.b = add(g, get(g, ctx, F_B0), sdiv(g, t, per_b));
-  tile_span(g, srem(g, r, mt), mt, row_units, row_unit, T.M, &T.m0, &T.mc);
-  tile_span(g, sdiv(g, r, mt), nt, get(g, ctx, F_NPANELS), k64(g, g->nr), T.N, &T.n0, &T.nc);
-  T.tall = LLVMBuildSelect(g->b, packed_a, row_split(g, T.mc), T.mc, "");
+  tile_span(g, srem(g, r, mt), mt, get(g, ctx, F_MPANELS), g->mr, T.M, &T.m0, &T.mc);
+  tile_span(g, sdiv(g, r, mt), nt, get(g, ctx, F_NPANELS), g->nr, T.N, &T.n0, &T.nc);
+  /* A read in place runs in MR-row micro-tiles only (micro_short reads it packed) */
+  T.tall = LLVMBuildSelect(g->b, eq(g, get(g, ctx, F_DIRECT_LDA), k64(g, 0)), row_split(g, T.mc), T.mc, "");
   T.A = elem(g, get(g, ctx, F_A), mul(g, T.b, get(g, ctx, F_SA)));
   T.B = elem(g, get(g, ctx, F_B), mul(g, T.b, get(g, ctx, F_SB)));
   T.C = elem(g, get(g, ctx, F_C), mul(g, T.b, get(g, ctx, F_SC)));

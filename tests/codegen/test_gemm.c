@@ -401,17 +401,11 @@ static void test_narrow(void **state) {
  * K blocks): 6 calls per micro-tile. An A read in place (N = 16: narrow)
  * keeps 6-row micro-tiles (the 5-row kernel reads A packed only). Results
  * are checked too. */
-typedef struct Counted {
-  GemmFn f;
-  int64_t *tall, *shorter;     /* calls of the 6-row and the 5-row micro-kernel */
-} Counted;
-
-/* The f32 GEMM with the epilogue, its micro-kernels' calls counted;
- * compiled once, at the first call. */
-static Counted counted_gemm(void) {
-  static Counted k;
-  if (k.f)
-    return k;
+static void test_balanced_rows(void **state) {
+  static const int64_t plan[][3] = {  /* M, 6-row and 5-row micro-tiles */
+    {1, 0, 1}, {2, 0, 1}, {5, 0, 1}, {6, 1, 0}, {7, 0, 2}, {8, 0, 2}, {9, 0, 2}, {10, 0, 2}, {11, 1, 1},
+    {12, 2, 0}, {13, 0, 3}, {19, 0, 4}, {25, 0, 5}, {29, 4, 1}, {32, 2, 4}, {37, 2, 5},
+  };
   char err[1024];
   CgCtx c;
   if (cg_ctx_init_jit(&c, "gemm_rows", err, sizeof err))
@@ -423,56 +417,23 @@ static Counted counted_gemm(void) {
   if (cg_optimize(&c, 3, err, sizeof err) || cg_jit_add(jit, &c, err, sizeof err))
     fail_msg("%s", err);
   cg_ctx_dispose(&c);
-  k.f = (GemmFn)cg_jit_lookup(jit, "gemm_rows");
-  k.tall = cg_jit_lookup(jit, "gemm_rows_tall");
-  k.shorter = cg_jit_lookup(jit, "gemm_rows_short");
-  assert_true(k.f && k.tall && k.shorter);
-  return k;
-}
-
-/* Runs case k on the counted GEMM (checked against the reference) and
- * fails unless its micro-kernels ran want_tall and want_short times. */
-static void run_counted(Case *k, uint64_t seed, int64_t want_tall, int64_t want_short) {
-  Counted g = counted_gemm();
+  GemmFn f = (GemmFn)cg_jit_lookup(jit, "gemm_rows");
+  int64_t *tall = cg_jit_lookup(jit, "gemm_rows_tall"), *shorter = cg_jit_lookup(jit, "gemm_rows_short");
+  assert_true(f && tall && shorter);
   GemmFn saved = variants_by_width[0][0][0][0][0][1];
-  variants_by_width[0][0][0][0][0][1] = g.f;
-  *g.tall = *g.shorter = 0;
-  run_case(k, seed);
-  variants_by_width[0][0][0][0][0][1] = saved;
-  if (*g.tall != want_tall || *g.shorter != want_short)
-    fail_msg("M=%ld N=%ld K=%ld threads=%d: %ld tall and %ld short micro-tile calls, want %ld and %ld", (long)k->M,
-             (long)k->N, (long)k->K, k->threads, (long)*g.tall, (long)*g.shorter, (long)want_tall,
-             (long)want_short);
-}
-
-static void test_balanced_rows(void **state) {
-  static const int64_t plan[][3] = {  /* M, 6-row and 5-row micro-tiles */
-    {1, 0, 1}, {2, 0, 1}, {5, 0, 1}, {6, 1, 0}, {7, 0, 2}, {8, 0, 2}, {9, 0, 2}, {10, 0, 2}, {11, 1, 1},
-    {12, 2, 0}, {13, 0, 3}, {19, 0, 4}, {25, 0, 5}, {29, 4, 1}, {32, 2, 4}, {37, 2, 5},
-  };
+  variants_by_width[0][0][0][0][0][1] = f;
   for (size_t i = 0; i < sizeof plan / sizeof *plan; i++)
     for (int64_t N = 16; N <= 40; N += 24) {
       Case k = {.epi = 1, .batch = 1, .M = plan[i][0], .N = N, .K = 300, .threads = 1};
+      *tall = *shorter = 0;
+      run_case(&k, 700 + i);
       int64_t calls = (N + 15) / 16 * 2, in_place = N <= 32;
       int64_t want_tall = in_place ? (k.M + 5) / 6 : plan[i][1], want_short = in_place ? 0 : plan[i][2];
-      run_counted(&k, 700 + i, want_tall * calls, want_short * calls);
+      if (*tall != want_tall * calls || *shorter != want_short * calls)
+        fail_msg("M=%ld N=%ld: %ld tall and %ld short micro-tile calls, want %ld and %ld", (long)k.M, (long)N,
+                 (long)*tall, (long)*shorter, (long)(want_tall * calls), (long)(want_short * calls));
     }
-}
-
-/* Rows split over tiles go in near-equal runs of rows, not of whole
- * panels: the MLP's first layer (128 x 256 x 784: four row tiles, 16 B
- * panels, four K blocks) runs 32 rows a tile, as 6, 6, 5, 5, 5, 5, so
- * that two threads get 64 rows each, where runs of panels (30, 36, 30, 32
- * rows) gave them 60 and 68. The same at 2 threads. An A read in place
- * (N = 32) keeps runs of whole panels: 1014 rows in ten tiles are 169
- * six-row micro-tiles (runs of rows would leave partial ones: 170). */
-static void test_balanced_tiles(void **state) {
-  for (int threads = 1; threads <= 2; threads++) {
-    Case k = {.epi = 1, .batch = 1, .M = 128, .N = 256, .K = 784, .threads = threads};
-    run_counted(&k, 800 + threads, 4 * 2 * 16 * 4, 4 * 4 * 16 * 4);
-    Case narrow = {.epi = 1, .batch = 1, .M = 1014, .N = 32, .K = 600, .threads = threads};
-    run_counted(&narrow, 810 + threads, 169 * 2 * 3, 0);
-  }
+  variants_by_width[0][0][0][0][0][1] = saved;
 }
 
 /* Balanced rows in every variant at M = 1 .. 13 and 32, with edges in N
@@ -643,7 +604,6 @@ int main(void) {
     cmocka_unit_test(test_thread_invariance),
     cmocka_unit_test(test_narrow),
     cmocka_unit_test(test_balanced_rows),
-    cmocka_unit_test(test_balanced_tiles),
     cmocka_unit_test(test_balanced_rows_variants),
     cmocka_unit_test(test_other_widths),
     cmocka_unit_test(test_cross_targets),
