@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "codegen/codegen.h"
+#include "tests/codegen/count_calls.h"
 
 typedef void (*GemmFn)(int64_t batch, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
                        int64_t sa, const void *B, int64_t ldb, int64_t sb, void *C, int64_t ldc,
@@ -391,34 +392,6 @@ static void test_narrow(void **state) {
 }
 
 /* ---- balanced row micro-tiles ---- */
-
-/* Counts the calls of the part `<gemm>.<part>` in the global `counter`:
- * a wrapper that bumps it, then calls the part, takes the part's place at
- * its call sites. */
-static void count_calls(CgCtx *c, const char *gemm, const char *part, const char *counter) {
-  char full[128];
-  snprintf(full, sizeof full, "%s.%s", gemm, part);
-  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, full);
-  if (!fn)
-    fail_msg("no part %s", full);
-  LLVMValueRef n = LLVMAddGlobal(c->mod, c->t_i64, counter);
-  LLVMSetInitializer(n, LLVMConstInt(c->t_i64, 0, 0));
-  LLVMTypeRef ft = LLVMGlobalGetValueType(fn);
-  snprintf(full, sizeof full, "%s.%s.counted", gemm, part);
-  LLVMValueRef wrap = LLVMAddFunction(c->mod, full, ft);
-  LLVMReplaceAllUsesWith(fn, wrap);
-  LLVMBuilderRef b = LLVMCreateBuilderInContext(c->ctx);
-  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(c->ctx, wrap, "entry"));
-  LLVMValueRef old = LLVMBuildLoad2(b, c->t_i64, n, "");
-  LLVMBuildStore(b, LLVMBuildAdd(b, old, LLVMConstInt(c->t_i64, 1, 0), ""), n);
-  LLVMValueRef args[32];
-  unsigned np = LLVMCountParams(wrap);
-  for (unsigned i = 0; i < np; i++)
-    args[i] = LLVMGetParam(wrap, i);
-  LLVMBuildCall2(b, ft, fn, args, np, "");
-  LLVMBuildRetVoid(b);
-  LLVMDisposeBuilder(b);
-}
 
 /* A tile's rows run as ceil(M / 6) micro-tiles of 6 or 5 rows (32: 6, 6,
  * 5, 5, 5, 5), where the old plan ran full 6s and a lone zero-padded

@@ -5,7 +5,9 @@
  * several row tiles), B transposed or not, f32 and f64, at 1 and 2
  * threads, with and without a batch of A sharing B. And at M <= 5 against
  * the GEMV (which the GEMM on panels replaces when a model compiled for a
- * larger batch runs a small one). */
+ * larger batch runs a small one). And the same passes over B: the tiles
+ * run as many times (once per K block where B is packed per K block, so
+ * that the block read stays in cache) whether B comes prepacked or not. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "codegen/codegen.h"
+#include "tests/codegen/count_calls.h"
 
 typedef void (*GemmFn)(int64_t batch, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
                        int64_t sa, const void *B, int64_t ldb, int64_t sb, void *C, int64_t ldc,
@@ -23,6 +26,7 @@ typedef void (*PackFn)(const void *w, int64_t ldw, int64_t K, int64_t N, void *p
 enum { PLAIN, PACKED, GEMV, NKINDS };
 static GemmFn gemm[NKINDS][2][2];   /* [kind][f64][trans_b] */
 static PackFn pack[2][2];           /* [f64][trans] */
+static int64_t *tile_calls[PACKED + 1][2][2]; /* [kind][f64][trans_b]: calls of the GEMM's .tile */
 static int f32_lanes;
 static CgJit *jit;
 
@@ -43,6 +47,12 @@ static int setup(void **state) {
         if (!(k == GEMV ? cg_gemv_define : cg_gemm_define)(&c, &s, name))
           fail_msg("define %s", name);
       }
+      for (int k = PLAIN; k <= PACKED; k++) {
+        char counter[80];
+        name_of(name, kinds[k], d, tb);
+        snprintf(counter, sizeof counter, "%s.tiles", name);
+        count_calls(&c, name, "tile", counter);
+      }
       name_of(name, "pack", d, tb);
       if (!cg_pack_b_define(&c, d ? RT_F64 : RT_F32, tb, name))
         fail_msg("define %s", name);
@@ -55,6 +65,12 @@ static int setup(void **state) {
       for (int k = 0; k < NKINDS; k++) {
         name_of(name, kinds[k], d, tb);
         assert_non_null(gemm[k][d][tb] = (GemmFn)cg_jit_lookup(jit, name));
+      }
+      for (int k = PLAIN; k <= PACKED; k++) {
+        char counter[80];
+        name_of(name, kinds[k], d, tb);
+        snprintf(counter, sizeof counter, "%s.tiles", name);
+        assert_non_null(tile_calls[k][d][tb] = cg_jit_lookup(jit, counter));
       }
       name_of(name, "pack", d, tb);
       assert_non_null(pack[d][tb] = (PackFn)cg_jit_lookup(jit, name));
@@ -112,10 +128,16 @@ static void compare(const Case *k, int kind, int against) {
   uint64_t seed = 0x9e3779b97f4a7c15ull ^ (uint64_t)(k->M * 131 + k->N * 17 + k->K);
   size_t sz = k->d ? 8 : 4;
   void *A = random_array(k->d, k->batch * k->M * k->K, &seed), *B = random_array(k->d, k->K * k->N, &seed);
+  *tile_calls[PLAIN][k->d][k->tb] = *tile_calls[PACKED][k->d][k->tb] = 0;
   void *x = product(k, kind, A, B), *y = product(k, against, A, B);
   if (memcmp(x, y, (size_t)(k->batch * k->M * k->N) * sz))
     fail_msg("%s tb=%d threads=%d batch=%lld M=%lld N=%lld K=%lld: packed B differs", k->d ? "f64" : "f32", k->tb,
              k->threads, (long long)k->batch, (long long)k->M, (long long)k->N, (long long)k->K);
+  int64_t packed_tiles = *tile_calls[PACKED][k->d][k->tb], plain_tiles = *tile_calls[PLAIN][k->d][k->tb];
+  if (against == PLAIN && packed_tiles != plain_tiles)
+    fail_msg("%s tb=%d threads=%d batch=%lld M=%lld N=%lld K=%lld: %lld tile calls with B prepacked, %lld without",
+             k->d ? "f64" : "f32", k->tb, k->threads, (long long)k->batch, (long long)k->M, (long long)k->N,
+             (long long)k->K, (long long)packed_tiles, (long long)plain_tiles);
   free(A), free(B), free(x), free(y);
 }
 
@@ -131,6 +153,18 @@ static void test_packed_matches_plain(void **state) {
               Case k = {d, tb, threads, 1, Ms[m], Ns[n], Ks[kk]};
               compare(&k, PACKED, PLAIN);
             }
+}
+
+/* The MLP's first layer at batch 128 (128 x 256 x 784, B^T): at one
+ * thread its 800 KiB of B is passed over one K block at a time, four
+ * launches of its four row tiles, as when B is packed per call; at two,
+ * whole (one launch: no barrier per K block). */
+static void test_packed_launches(void **state) {
+  for (int threads = 1; threads <= 2; threads++) {
+    Case k = {0, 1, threads, 1, 128, 256, 784};
+    compare(&k, PACKED, PLAIN);
+    assert_int_equal(*tile_calls[PACKED][0][1], threads == 1 ? 16 : 4);
+  }
 }
 
 /* A batch of A (a [B, M, K] activation) against one B: every item reads the same panels. */
@@ -157,6 +191,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_packed_matches_plain),
     cmocka_unit_test(test_packed_batch),
+    cmocka_unit_test(test_packed_launches),
     cmocka_unit_test(test_packed_matches_gemv),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
