@@ -22,6 +22,8 @@ typedef struct CgCtx {
   int vbits;                 /* widest vector register in bits: 256 AVX2, 512 AVX-512, 128 SSE/NEON */
   LLVMOrcThreadSafeContextRef tsc; /* non-NULL: a JIT module, ctx belongs to this thread-safe context */
   LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
+  double opt_seconds;        /* thread CPU cg_optimize took (LLVM's IR pipeline), for --stats */
+  double codegen_seconds;    /* ... and cg_emit (LLVM's backend) */
 } CgCtx;
 
 /* Lanes of a vector register for an element of `bytes` bytes (8 floats on AVX2). */

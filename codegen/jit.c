@@ -180,9 +180,11 @@ int cg_optimize(CgCtx *c, int level, char *err, int errlen) {
   }
   char pipeline[16];
   snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
+  double t0 = rt_thread_cpu_seconds();
   LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
   LLVMErrorRef e = LLVMRunPasses(c->mod, pipeline, c->tm, opts);
   LLVMDisposePassBuilderOptions(opts);
+  c->opt_seconds += rt_thread_cpu_seconds() - t0;
   return take_error(e, "LLVM pass pipeline failed", err, errlen);
 }
 
@@ -201,7 +203,10 @@ int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen) {
 int cg_emit(CgCtx *c, LLVMCodeGenFileType kind, LLVMMemoryBufferRef *out, char *err, int errlen) {
   char *msg = NULL;
   *out = NULL;
-  if (LLVMTargetMachineEmitToMemoryBuffer(c->tm, c->mod, kind, &msg, out)) {
+  double t0 = rt_thread_cpu_seconds();
+  bool failed = LLVMTargetMachineEmitToMemoryBuffer(c->tm, c->mod, kind, &msg, out);
+  c->codegen_seconds += rt_thread_cpu_seconds() - t0;
+  if (failed) {
     snprintf(err, errlen, "cannot generate %s: %s", kind == LLVMObjectFile ? "an object" : "assembly",
              msg ? msg : "");
     LLVMDisposeMessage(msg);
