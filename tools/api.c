@@ -548,7 +548,7 @@ static int build_module(KilnModel *m, Compiled *cc, CgCtx *c, StageTimes *t, cha
     return -1;
   if (show)
     dump_code(m, c);
-  return cg_jit_compile(cc->jit, c, show ? 0 : level, show ? NULL : m->opt.cache_dir, err, errlen);
+  return cg_jit_compile(cc->jit, c, level, show ? NULL : m->opt.cache_dir, err, errlen);
 }
 
 static KilnStatus gen_code(KilnModel *m, Compiled *cc, StageTimes *t) {
