@@ -22,6 +22,9 @@ typedef struct CgCtx {
   int vbits;                 /* widest vector register in bits: 256 AVX2, 512 AVX-512, 128 SSE/NEON */
   LLVMOrcThreadSafeContextRef tsc; /* non-NULL: a JIT module, ctx belongs to this thread-safe context */
   LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
+  bool optimized;            /* cg_optimize has run: cg_jit_compile runs it no more */
+  double opt_seconds;        /* thread CPU cg_optimize took (LLVM's IR pipeline), for --stats */
+  double codegen_seconds;    /* ... and cg_emit (LLVM's backend) */
 } CgCtx;
 
 /* Lanes of a vector register for an element of `bytes` bytes (8 floats on AVX2). */
@@ -201,10 +204,14 @@ int cg_jit_new(CgJit **out, char *err, int errlen);          /* ORC LLJIT for th
 int cg_jit_new_ex(CgJit **out, bool perf, char *err, int errlen); /* perf: name generated code for `perf` */
 int cg_optimize(CgCtx *c, int level, char *err, int errlen); /* verify, then "default<O<level>>" */
 int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen);   /* takes c's module; c stays disposable */
-/* Optimises c's module at `level`, generates its object for c->tm and
+/* Optimises c's module at `level` (unless cg_optimize did), generates its
+ * object for c->tm (its backend at cg_codegen_level(level)) and
  * links it into the JIT; with `cache`, the object comes from (or goes to)
  * the code cache (cache.c). c keeps its module. */
 int cg_jit_compile(CgJit *j, CgCtx *c, int level, const char *cache_dir, char *err, int errlen);
+/* The backend's level for an IR level: the fast one (FastISel, fast
+ * register allocation) at 0, else O3. */
+LLVMCodeGenOptLevel cg_codegen_level(int level);
 /* c's module as an object file or assembly for c->tm. */
 int cg_emit(CgCtx *c, LLVMCodeGenFileType kind, LLVMMemoryBufferRef *out, char *err, int errlen);
 void *cg_jit_lookup(CgJit *j, const char *name);             /* NULL if missing: see cg_jit_last_error */

@@ -180,9 +180,12 @@ int cg_optimize(CgCtx *c, int level, char *err, int errlen) {
   }
   char pipeline[16];
   snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
+  double t0 = rt_thread_cpu_seconds();
   LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
   LLVMErrorRef e = LLVMRunPasses(c->mod, pipeline, c->tm, opts);
   LLVMDisposePassBuilderOptions(opts);
+  c->opt_seconds += rt_thread_cpu_seconds() - t0;
+  c->optimized = !e;
   return take_error(e, "LLVM pass pipeline failed", err, errlen);
 }
 
@@ -201,7 +204,10 @@ int cg_jit_add(CgJit *j, CgCtx *c, char *err, int errlen) {
 int cg_emit(CgCtx *c, LLVMCodeGenFileType kind, LLVMMemoryBufferRef *out, char *err, int errlen) {
   char *msg = NULL;
   *out = NULL;
-  if (LLVMTargetMachineEmitToMemoryBuffer(c->tm, c->mod, kind, &msg, out)) {
+  double t0 = rt_thread_cpu_seconds();
+  bool failed = LLVMTargetMachineEmitToMemoryBuffer(c->tm, c->mod, kind, &msg, out);
+  c->codegen_seconds += rt_thread_cpu_seconds() - t0;
+  if (failed) {
     snprintf(err, errlen, "cannot generate %s: %s", kind == LLVMObjectFile ? "an object" : "assembly",
              msg ? msg : "");
     LLVMDisposeMessage(msg);
@@ -217,6 +223,38 @@ static int add_object(CgJit *j, LLVMMemoryBufferRef obj, char *err, int errlen) 
                     err, errlen);
 }
 
+LLVMCodeGenOptLevel cg_codegen_level(int level) {
+  return level == 0 ? LLVMCodeGenLevelNone : LLVMCodeGenLevelAggressive;
+}
+
+/* c's object at `level`. -O0 skips LLVM's IR pipeline, and its backend at
+ * O3 then spends 5x longer on the unoptimised IR than the fast one
+ * (FastISel, the fast register allocator) does: bench/NOTES.md, "Where
+ * compile time goes". The backend's level changes no result: kiln emits
+ * no fast-math flags, so no fusing or reassociation depends on it. */
+static int emit_object(CgCtx *c, int level, LLVMMemoryBufferRef *obj, char *err, int errlen) {
+  if (cg_codegen_level(level) == LLVMCodeGenLevelAggressive)
+    return cg_emit(c, LLVMObjectFile, obj, err, errlen);
+  char *triple = LLVMGetTargetMachineTriple(c->tm), *cpu = LLVMGetTargetMachineCPU(c->tm);
+  char *features = LLVMGetTargetMachineFeatureString(c->tm);
+  LLVMTargetMachineRef fast = LLVMCreateTargetMachine(LLVMGetTargetMachineTarget(c->tm), triple, cpu,
+                                                      features, cg_codegen_level(level),
+                                                      LLVMRelocPIC, LLVMCodeModelDefault);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(features);
+  if (!fast) {
+    snprintf(err, errlen, "cannot create a target machine for -O%d", level);
+    return -1;
+  }
+  LLVMTargetMachineRef keep = c->tm;
+  c->tm = fast;
+  int rc = cg_emit(c, LLVMObjectFile, obj, err, errlen);
+  c->tm = keep;
+  LLVMDisposeTargetMachine(fast);
+  return rc;
+}
+
 int cg_jit_compile(CgJit *j, CgCtx *c, int level, const char *cache_dir, char *err, int errlen) {
   CgCacheKey key;
   bool cache = cache_dir && *cache_dir && cg_cache_key(c, level, &key);
@@ -229,7 +267,7 @@ int cg_jit_compile(CgJit *j, CgCtx *c, int level, const char *cache_dir, char *e
     free(hit);
     return add_object(j, obj, err, errlen);
   }
-  if (cg_optimize(c, level, err, errlen) || cg_emit(c, LLVMObjectFile, &obj, err, errlen))
+  if ((!c->optimized && cg_optimize(c, level, err, errlen)) || emit_object(c, level, &obj, err, errlen))
     return -1;
   if (cache)
     cg_cache_put(cache_dir, &key, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));

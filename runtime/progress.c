@@ -28,6 +28,12 @@ double rt_monotonic_seconds(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+double rt_thread_cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 void rt_progress_init(RtProgress *p, FILE *out, int epochs, int64_t samples_per_epoch) {
   *p = (RtProgress){.out = out, .tty = out && isatty(fileno(out)), .epochs = epochs,
                     .total = samples_per_epoch, .unit = "samples", .every = 5,

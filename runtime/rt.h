@@ -575,6 +575,7 @@ typedef struct {
 } RtProgress;
 
 double rt_monotonic_seconds(void);
+double rt_thread_cpu_seconds(void);  /* the calling thread's CPU time: what a busy machine does not inflate */
 void rt_progress_init(RtProgress *p, FILE *out, int epochs, int64_t samples_per_epoch);
 void rt_progress_begin_epoch(RtProgress *p, int epoch);
 /* done samples of this epoch so far, with the running mean loss and

@@ -488,13 +488,16 @@ static KilnStatus run_passes(KilnModel *m, Compiled *cc) {
   return KILN_OK;
 }
 
+static void print_module(CgCtx *c, FILE *f) {
+  char *s = LLVMPrintModuleToString(c->mod);
+  fputs(s, f);
+  LLVMDisposeMessage(s);
+}
+
 /* --emit=llvm and --emit=asm: the optimised module, before the JIT takes it. */
 static void dump_code(KilnModel *m, CgCtx *c) {
-  if (m->emit_llvm) {
-    char *s = LLVMPrintModuleToString(c->mod);
-    fputs(s, m->emit_llvm);
-    LLVMDisposeMessage(s);
-  }
+  if (m->emit_llvm)
+    print_module(c, m->emit_llvm);
   if (m->emit_asm) {
     LLVMMemoryBufferRef buf;
     char *msg = NULL;
@@ -506,32 +509,61 @@ static void dump_code(KilnModel *m, CgCtx *c) {
   }
 }
 
+/* --stats: where a compile's time went, thread CPU seconds per stage (the
+ * frontend's lowering comes before and is left out: it is a few ms). */
+typedef struct StageTimes {
+  double passes;     /* kiln's graph passes */
+  double emit;       /* the graph to LLVM IR: codegen's kernels */
+  double opt;        /* LLVM's IR pipeline */
+  double codegen;    /* LLVM's backend, to an object */
+  double link;       /* the JIT links the object and resolves the entry */
+} StageTimes;
+
+static void print_stage_times(const KilnModel *m, const StageTimes *t) {
+  const char *fmt = m->stats_json
+      ? "{\"stage_ms\": {\"passes\": %.1f, \"llvm-ir\": %.1f, \"llvm-opt\": %.1f, "
+        "\"llvm-codegen\": %.1f, \"jit-link\": %.1f}}\n"
+      : "compile ms   passes %.1f  llvm-ir %.1f  llvm-opt %.1f  llvm-codegen %.1f  jit-link %.1f "
+        "(thread CPU)\n";
+  fprintf(m->stats_out, fmt, t->passes * 1e3, t->emit * 1e3, t->opt * 1e3, t->codegen * 1e3,
+          t->link * 1e3);
+}
+
 /* The module, optimised, compiled (or found in the code cache) and linked
  * into the JIT; 0 or -1 with err set. Code that is to be shown is
  * compiled afresh, so that what is shown is what runs. */
-static int build_module(KilnModel *m, Compiled *cc, CgCtx *c, char *err, int errlen) {
+static int build_module(KilnModel *m, Compiled *cc, CgCtx *c, StageTimes *t, char *err, int errlen) {
   int level = m->opt.opt_level >= 1 ? 3 : 0;
-  if (cg_ctx_init_jit(c, cc->g->name, err, errlen) ||
-      cg_build_graph(c, cc->g, "kiln_entry", err, errlen) ||
-      (!cc->jit && cg_jit_new_ex(&cc->jit, m->opt.perf != 0, err, errlen)))
+  if (cg_ctx_init_jit(c, cc->g->name, err, errlen))
     return -1;
-  bool show = m->emit_llvm || m->emit_asm;
+  double t0 = rt_thread_cpu_seconds();
+  if (cg_build_graph(c, cc->g, "kiln_entry", err, errlen))
+    return -1;
+  t->emit = rt_thread_cpu_seconds() - t0;
+  if (!cc->jit && cg_jit_new_ex(&cc->jit, m->opt.perf != 0, err, errlen))
+    return -1;
+  bool show = m->emit_llvm || m->emit_asm || m->emit_llvm_unopt;
+  if (m->emit_llvm_unopt)
+    print_module(c, m->emit_llvm_unopt);
   if (show && cg_optimize(c, level, err, errlen))
     return -1;
   if (show)
     dump_code(m, c);
-  return cg_jit_compile(cc->jit, c, show ? 0 : level, show ? NULL : m->opt.cache_dir, err, errlen);
+  return cg_jit_compile(cc->jit, c, level, show ? NULL : m->opt.cache_dir, err, errlen);
 }
 
-static KilnStatus gen_code(KilnModel *m, Compiled *cc) {
+static KilnStatus gen_code(KilnModel *m, Compiled *cc, StageTimes *t) {
   char err[512];
   CgCtx c;
-  if (build_module(m, cc, &c, err, sizeof err)) {
-    cg_ctx_dispose(&c);
-    return kiln__fail(m, KILN_ERR_COMPILE, "code generation: %s", err);
-  }
+  int rc = build_module(m, cc, &c, t, err, sizeof err);
+  t->opt = c.opt_seconds;
+  t->codegen = c.codegen_seconds;
   cg_ctx_dispose(&c);
+  if (rc)
+    return kiln__fail(m, KILN_ERR_COMPILE, "code generation: %s", err);
+  double t0 = rt_thread_cpu_seconds();
   cc->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(cc->jit, "kiln_entry");
+  t->link = rt_thread_cpu_seconds() - t0;
   return cc->entry ? KILN_OK : kiln__fail(m, KILN_ERR_COMPILE, "code generation: no entry point");
 }
 
@@ -560,12 +592,21 @@ KilnStatus kiln__compile_graph(KilnModel *m, Graph *g, const char *batch, int64_
   cc->threads = m->threads > 0 ? m->threads : rt_default_threads();
   kiln__pull(m);                       /* place_weights reads the table */
   KilnStatus st;
-  if ((st = bind_batch(m, g, batch, max_batch)) || (st = run_passes(m, cc)) ||
-      (!m->plan_only && ((!(flags & KILN__NO_CODE) && (st = gen_code(m, cc))) ||
-                         (st = alloc_regions(m, cc)) || (st = place_weights(m, cc))))) {
+  StageTimes times = {0};
+  double t0 = rt_thread_cpu_seconds();
+  if ((st = bind_batch(m, g, batch, max_batch)) || (st = run_passes(m, cc))) {
     kiln__free_compiled(cc);
     return st;
   }
+  times.passes = rt_thread_cpu_seconds() - t0;
+  bool code = !m->plan_only && !(flags & KILN__NO_CODE);
+  if ((code && (st = gen_code(m, cc, &times))) ||
+      (!m->plan_only && ((st = alloc_regions(m, cc)) || (st = place_weights(m, cc))))) {
+    kiln__free_compiled(cc);
+    return st;
+  }
+  if (code && m->stats_out)
+    print_stage_times(m, &times);
   *out = cc;
   return KILN_OK;
 }

@@ -64,6 +64,7 @@ struct KilnModel {
   int lanes;              /* f32 vector lanes the passes plan for: 0, the host's (kiln export: its target's) */
   /* what the kiln command asks to see while compiling */
   FILE *emit_llvm, *emit_asm;
+  FILE *emit_llvm_unopt;  /* the module as kiln hands it to LLVM, before LLVM's passes */
   bool plan_only;         /* kiln check: passes and memory plan, no code (not runnable) */
   PassLayout layout;      /* the layout pass's choice forced (tests), or LAYOUT_COST */
   bool no_winograd;       /* the winograd pass stays off (KILN_WINOGRAD=off) */

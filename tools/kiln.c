@@ -38,9 +38,12 @@ static const char *usage =
     "  --batch N             compile for batches up to N (check, emit); train: the batch\n"
     "  -O0 .. -O3            optimisation level (default -O2)\n"
     "  --threads N           threads (default: OMP_NUM_THREADS or the cores)\n"
-    "  --emit=KIND           ir, dot, memplan, llvm or asm (check and run)\n"
+    "  --emit=KIND           ir, dot, memplan, llvm, llvm-unopt (before LLVM's passes) or asm\n"
+    "                        (check and run)\n"
     "  --print-after=PASS    print the IR after a pass (or 'all')\n"
-    "  --stats [--json]      nodes, kernels and bytes before and after each pass\n"
+    "  --stats [--json]      nodes, kernels and bytes before and after each pass, and the\n"
+    "                        compile's CPU time per stage (passes, LLVM IR, LLVM's passes,\n"
+    "                        its backend, the JIT's linking)\n"
     "  --step                check: compile the training step (forward, backward and the\n"
     "                        optimizer update of the train block) instead of inference\n"
     "  -h, --help            this text\n"
@@ -336,8 +339,10 @@ static KilnModel *load(Cli *c) {
   m->stats_json = c->json;
   m->emit_llvm = c->emit && !strcmp(c->emit, "llvm") ? stdout : NULL;
   m->emit_asm = c->emit && !strcmp(c->emit, "asm") ? stdout : NULL;
-  /* check needs code only to show it */
-  m->plan_only = !strcmp(c->cmd, "check") && !m->emit_llvm && !m->emit_asm;
+  m->emit_llvm_unopt = c->emit && !strcmp(c->emit, "llvm-unopt") ? stdout : NULL;
+  /* check needs code only to show it, or to time it (--stats) */
+  m->plan_only = !strcmp(c->cmd, "check") && !m->emit_llvm && !m->emit_asm && !m->emit_llvm_unopt &&
+                 !c->stats;
   m->layout = forced_layout();
   m->no_winograd = winograd_off();
   return m;
@@ -387,8 +392,9 @@ static int compile_only(Cli *c, KilnModel *m, const Graph **g) {
  * to as lowered, --print-after=all pass by pass). */
 static int emit(Cli *c, KilnModel *m) {
   const char *e = c->emit ? c->emit : "ir";
-  if (strcmp(e, "ir") && strcmp(e, "dot") && strcmp(e, "memplan") && strcmp(e, "llvm") && strcmp(e, "asm"))
-    die_usage("unknown --emit kind '%s' (ir, dot, memplan, llvm, asm)", e);
+  if (strcmp(e, "ir") && strcmp(e, "dot") && strcmp(e, "memplan") && strcmp(e, "llvm") &&
+      strcmp(e, "llvm-unopt") && strcmp(e, "asm"))
+    die_usage("unknown --emit kind '%s' (ir, dot, memplan, llvm, llvm-unopt, asm)", e);
   const Graph *g = m->sig;
   const char *size = unbound_size(g);
   bool graph = !strcmp(e, "ir") || !strcmp(e, "dot");
@@ -475,7 +481,7 @@ static int cmd_run(Cli *c) {
   KilnTensor in[64], out[64];
   RtTensor store[64] = {0};
   int nout = kiln_output_count(m), rc = 1;
-  if (c->emit && strcmp(c->emit, "llvm") && strcmp(c->emit, "asm")) {
+  if (c->emit && strcmp(c->emit, "llvm") && strcmp(c->emit, "llvm-unopt") && strcmp(c->emit, "asm")) {
     rc = emit(c, m);
     goto done;
   }

@@ -11,6 +11,9 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/IRReader.h>
 #include "runtime/rt.h"
 #include "tests/shell.h"
 
@@ -113,6 +116,47 @@ static void test_winograd_off_by_env(void **state) {
   assert_null(strstr(out, "conv2d_winograd"));
   assert_int_equal(sh("KILN_WINOGRAD=on '%s' check '%s'", getenv("KILN"), resnet), 2);
   assert_non_null(strstr(out, "KILN_WINOGRAD=on: expected off"));
+}
+
+/* --emit=llvm-unopt prints the module kiln hands LLVM's passes, which
+ * opt-19 -time-passes can read: it must parse and verify, and be what the
+ * passes have not yet touched (the entry's pointer carries no attributes
+ * they infer, its kernels are still functions of their own). */
+static void test_check_prints_unoptimised_llvm(void **state) {
+  assert_int_equal(kiln("check mlp.kiln -O3 --emit=llvm-unopt > mlp.ll 2>/dev/null"), 0);
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMMemoryBufferRef buf;
+  LLVMModuleRef mod = NULL;
+  char *msg = NULL;
+  assert_int_equal(LLVMCreateMemoryBufferWithContentsOfFile(in_tmp("mlp.ll"), &buf, &msg), 0);
+  if (LLVMParseIRInContext(ctx, buf, &mod, &msg))   /* takes buf */
+    fail_msg("the printed module does not parse: %s", msg);
+  assert_int_equal(LLVMVerifyModule(mod, LLVMReturnStatusAction, NULL), 0);
+  assert_non_null(LLVMGetNamedFunction(mod, "k0.matmul+2"));
+  LLVMValueRef entry = LLVMGetNamedFunction(mod, "kiln_entry");
+  assert_non_null(entry);
+  assert_null(LLVMGetEnumAttributeAtIndex(entry, 1, LLVMGetEnumAttributeKindForName("nocapture", 9)));
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  assert_int_equal(kiln("check mlp.kiln -O3 --emit=llvm 2>/dev/null | grep '^define void @kiln_entry'"), 0);
+  assert_non_null(strstr(out, "nocapture"));        /* what LLVM's passes inferred */
+}
+
+/* --stats ends with the compile's time per stage, which needs code: check
+ * generates it (without the cache, so LLVM's stages really run). */
+static void test_stats_time_the_stages(void **state) {
+  setenv("KILN_CACHE", "off", 1);
+  assert_int_equal(kiln("check mlp.kiln --stats --json 2>/dev/null"), 0);
+  const char *t = strstr(out, "{\"stage_ms\": {\"passes\": ");
+  assert_non_null(t);
+  double ms[5];
+  assert_int_equal(sscanf(t, "{\"stage_ms\": {\"passes\": %lf, \"llvm-ir\": %lf, \"llvm-opt\": %lf, "
+                             "\"llvm-codegen\": %lf, \"jit-link\": %lf}}", &ms[0], &ms[1], &ms[2],
+                          &ms[3], &ms[4]), 5);
+  assert_true(ms[2] > 0 && ms[3] > 0);
+  assert_int_equal(kiln("check mlp.kiln --stats 2>/dev/null"), 0);
+  assert_non_null(strstr(out, "compile ms   passes "));
+  unsetenv("KILN_CACHE");
 }
 
 static void test_check_reports_every_error(void **state) {
@@ -242,6 +286,8 @@ int main(void) {
       cmocka_unit_test(test_layout_forced_by_env),
       cmocka_unit_test(test_winograd_off_by_env),
       cmocka_unit_test(test_check_reports_every_error),
+      cmocka_unit_test(test_check_prints_unoptimised_llvm),
+      cmocka_unit_test(test_stats_time_the_stages),
       cmocka_unit_test(test_memplan_of_a_training_step),
       cmocka_unit_test(test_run_writes_outputs),
       cmocka_unit_test(test_run_with_a_size_binding),

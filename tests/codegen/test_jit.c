@@ -262,6 +262,32 @@ static void put_bytes(const char *path, long at, const void *bytes, size_t n) {
   fclose(f);
 }
 
+/* -O0 gets LLVM's fast backend (the IR is unoptimised: the full one takes
+ * 5x longer on it), the other levels O3's; a module cg_optimize already ran
+ * on (what --emit shows) goes to the backend as it is, not optimised twice,
+ * and code from either backend answers alike. */
+static void test_backend_level(void **state) {
+  assert_int_equal(cg_codegen_level(0), LLVMCodeGenLevelNone);
+  for (int level = 1; level <= 3; level++)
+    assert_int_equal(cg_codegen_level(level), LLVMCodeGenLevelAggressive);
+  for (int level = 0; level <= 3; level += 3) {
+    CgJit *j;
+    assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+    CgCtx c = new_ctx("answer");
+    emit_const_fn(&c, "answer", 42);
+    assert_int_equal(cg_optimize(&c, level, err, sizeof err), 0);
+    double spent = c.opt_seconds;
+    if (cg_jit_compile(j, &c, level, NULL, err, sizeof err))
+      fail_msg("cg_jit_compile: %s", err);
+    assert_true(c.opt_seconds == spent);
+    cg_ctx_dispose(&c);
+    int64_t (*fn)(void) = (int64_t (*)(void))cg_jit_lookup(j, "answer");
+    assert_non_null(fn);
+    assert_int_equal(fn(), 42);
+    cg_jit_free(j);
+  }
+}
+
 /* A compile leaves one object; the same module is then served from it (a
  * valid entry's payload swapped for another module's object answers with
  * the other's value: proof that the code came from the file); a damaged or
@@ -332,6 +358,7 @@ int main(void) {
     cmocka_unit_test(test_duplicate_and_foreign),
     cmocka_unit_test(test_unresolved_symbol),
     cmocka_unit_test(test_bad_level),
+    cmocka_unit_test(test_backend_level),
     cmocka_unit_test(test_code_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
