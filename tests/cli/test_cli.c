@@ -120,8 +120,9 @@ static void test_winograd_off_by_env(void **state) {
 
 /* --emit=llvm-unopt prints the module kiln hands LLVM's passes, which
  * opt-19 -time-passes can read: it must parse and verify, and be what the
- * passes have not yet touched (the entry's pointer carries no attributes
- * they infer, its kernels are still functions of their own). */
+ * passes have not yet touched (the entry's body, which runs the kernels
+ * in the team of threads, has no pointer attributes they infer, its
+ * kernels are still functions of their own). */
 static void test_check_prints_unoptimised_llvm(void **state) {
   assert_int_equal(kiln("check mlp.kiln -O3 --emit=llvm-unopt > mlp.ll 2>/dev/null"), 0);
   LLVMContextRef ctx = LLVMContextCreate();
@@ -133,12 +134,12 @@ static void test_check_prints_unoptimised_llvm(void **state) {
     fail_msg("the printed module does not parse: %s", msg);
   assert_int_equal(LLVMVerifyModule(mod, LLVMReturnStatusAction, NULL), 0);
   assert_non_null(LLVMGetNamedFunction(mod, "k0.matmul+2"));
-  LLVMValueRef entry = LLVMGetNamedFunction(mod, "kiln_entry");
+  LLVMValueRef entry = LLVMGetNamedFunction(mod, "kiln_entry.body");
   assert_non_null(entry);
   assert_null(LLVMGetEnumAttributeAtIndex(entry, 1, LLVMGetEnumAttributeKindForName("nocapture", 9)));
   LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
-  assert_int_equal(kiln("check mlp.kiln -O3 --emit=llvm 2>/dev/null | grep '^define void @kiln_entry'"), 0);
+  assert_int_equal(kiln("check mlp.kiln -O3 --emit=llvm 2>/dev/null | grep '^define internal void @kiln_entry.body'"), 0);
   assert_non_null(strstr(out, "nocapture"));        /* what LLVM's passes inferred */
 }
 
