@@ -494,8 +494,12 @@ static int cmd_run(Cli *c) {
   }
   rc = write_outputs(c, out, nout > 64 ? 64 : nout);
 done:
-  for (int i = 0; i < c->nin; i++)
+  for (int i = 0; i < c->nin; i++) {
     rt_tensor_free(&store[i]);
+    free((char *)c->in_name[i]);      /* split_pair's copies */
+  }
+  for (int j = 0; j < c->nout; j++)
+    free((char *)c->out_name[j]);
   kiln_free(m);
   return rc;
 }
