@@ -20,7 +20,7 @@ static const Pass pipeline[] = {
     {"optimizer", pass_optimizer, 0},
     {"simplify", pass_simplify, 1},
     {"layout", pass_layout, 2, PASS_USES},
-    {"winograd", pass_winograd, 2, PASS_USES | PASS_INFERENCE},
+    {"winograd", pass_winograd, 2, PASS_USES},
     {"fusion", pass_fusion, 2},
     {"memplan", pass_memplan, 0},
 };

@@ -1,4 +1,4 @@
-/* Winograd convolutions, for inference: a blocked 3x3 convolution at
+/* Winograd convolutions: a blocked 3x3 convolution at
  * stride 1 and dilation 1 (conv2d_nchwc, f32, as many input lanes as
  * output lanes) becomes conv2d_winograd of its weight transformed, U =
  * G g G^T per channel pair (winograd_filter, ops.def): F(2x2, 3x3) does
@@ -8,7 +8,11 @@
  * An inference graph's blocked weights are constants (passes/layout.c
  * converts them), so U is folded now with pass_derived_const, as prepack
  * folds panels; a weight not known now gets a winograd_filter node, run
- * with the model, placed before its first reader. One U per weight.
+ * with the model, placed before its first reader. One U per weight. In a
+ * training step every U is computed with the step (the weights change):
+ * the forward convolutions and, at stride 1, those that give dx (a
+ * conv2d_nchwc on the flipped weight) run as Winograd's; the filter
+ * gradient stays direct.
  *
  * When it pays: always, on the shapes measured (bench/NOTES.md,
  * 2026-11-26: 4, 8, 16, 32 and 64 channels at 32x32, 1.4-2x less CPU
@@ -113,8 +117,12 @@ static Value *transformed(Graph *g, PassCtx *cx, int i) {
 }
 
 bool pass_winograd(Graph *g, PassCtx *cx, PassStats *st) {
-  if (g->training || g->loss || cx->no_winograd)
+  if (cx->no_winograd)
     return false;
+  PassCtx tcx = *cx;
+  if (g->training || g->loss)
+    tcx.param_data = NULL;   /* parameters change every step: U is computed with the step */
+  cx = &tcx;
   int nvals = g->nvals, changed = 0;
   Value **u = calloc(nvals ? nvals : 1, sizeof *u);   /* [weight's id]: its U */
   if (!u)

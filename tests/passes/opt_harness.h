@@ -186,6 +186,32 @@ static inline void om_compare_step(OModel *ref, OModel *got, double eps, const c
   }
 }
 
+/* g an SGD step on output y: loss sum(y * target) over the axes, every
+ * parameter's gradient, lr an input. */
+static inline void om_sgd_step(Graph *g, Value *y, uint32_t axes) {
+  Value *t = ir_input(g, "target", y->type, NOLOC);
+  Attr a = ir_attr();
+  a.axes = axes;
+  ir_output(g, y, "y");
+  g->loss = ir_op(g, OP_sum, (Value *[]){ir_op2(g, OP_mul, y, t, NOLOC)}, 1, &a, NOLOC);
+  ir_output(g, g->loss, "loss");
+  for (int i = 0; i < g->nparams; i++)
+    g->params[i]->wrt = true;
+  g->lr = ir_input(g, "lr", ir_type_const(RT_F32, 0, NULL), NOLOC);
+  OptSpec *o = rt_arena_alloc(g->arena, sizeof *o);
+  memset(o, 0, sizeof *o);
+  o->kind = OPT_SGD;
+  g->opt = o;
+}
+
+/* One step of o (om_sgd_step's) from its initial weights on inputs of seed 8. */
+static inline void om_run_step(OModel *o, int64_t batch, int threads) {
+  om_place(o);
+  om_inputs(o, 8);
+  *(float *)model_ptr(&o->m, o->m.g->lr) = 0.05f;
+  model_run(&o->m, batch, threads);
+}
+
 static inline int om_count(const Graph *g, Op op) {
   int k = 0;
   for (int i = 0; i < g->nnodes; i++)

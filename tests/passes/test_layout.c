@@ -339,24 +339,6 @@ static void test_threads(void **state) {
 
 /* ---- training steps ---------------------------------------------------------------- */
 
-/* g an SGD step on output y: loss sum(y * target) over the axes, every
- * parameter's gradient, lr an input. */
-static void sgd_step_on(Graph *g, Value *y, uint32_t axes) {
-  Value *t = ir_input(g, "target", y->type, NOLOC);
-  Attr a = ir_attr();
-  a.axes = axes;
-  ir_output(g, y, "y");
-  g->loss = ir_op(g, OP_sum, (Value *[]){op2(g, OP_mul, y, t)}, 1, &a, NOLOC);
-  ir_output(g, g->loss, "loss");
-  for (int i = 0; i < g->nparams; i++)
-    g->params[i]->wrt = true;
-  g->lr = ir_input(g, "lr", ir_type_const(RT_F32, 0, NULL), NOLOC);
-  OptSpec *o = rt_arena_alloc(g->arena, sizeof *o);
-  memset(o, 0, sizeof *o);
-  o->kind = OPT_SGD;
-  g->opt = o;
-}
-
 /* conv, bias, tanh, conv (the same geometry), loss sum(y * target), SGD:
  * smooth, so that no rounding difference flips a gradient. */
 static void build_step(Graph *g) {
@@ -364,20 +346,12 @@ static void build_step(Graph *g) {
   Value *x = batch_input(g, q->c, q->h, q->w);
   Value *h = op1(g, OP_tanh, op2(g, OP_add, conv(g, x, q, "c1.weight"), bias(g, "c1.bias", q->o)));
   Value *y = conv(g, h, q, "c2.weight");
-  sgd_step_on(g, y, 0xf);
-}
-
-/* One step of o from its initial weights on inputs of seed 8. */
-static void run_step(OModel *o, int64_t batch, int threads) {
-  om_place(o);
-  om_inputs(o, 8);
-  *(float *)model_ptr(&o->m, o->m.g->lr) = 0.05f;
-  model_run(&o->m, batch, threads);
+  om_sgd_step(g, y, 0xf);
 }
 
 static void check_step(Pair *p, int64_t batch) {
-  run_step(&p->ref, batch, 2);
-  run_step(&p->got, batch, 2);
+  om_run_step(&p->ref, batch, 2);
+  om_run_step(&p->got, batch, 2);
   om_compare_outputs(&p->ref, &p->got, 1e-4, p->got.m.g->name);
   om_compare_step(&p->ref, &p->got, 1e-4, p->got.m.g->name);
 }
@@ -465,7 +439,7 @@ static void build_step_block(Graph *g) {
   Attr gap = ir_attr();
   gap.axes = 0xc;
   Value *y = ir_op(g, OP_mean, &h, 1, &gap, NOLOC);
-  sgd_step_on(g, y, 0x3);
+  om_sgd_step(g, y, 0x3);
 }
 
 /* The whole block is one blocked region, batchnorm, relu, the residual
@@ -506,13 +480,13 @@ static void test_train_threads(void **state) {
     Graph *g = p.got.m.g;
     Ten one[8], two[8];
     int k = 0;
-    run_step(&p.got, 3, 1);
+    om_run_step(&p.got, 3, 1);
     for (int i = 0; i < g->nparams; i++)
       if (g->params[i]->grad)
         one[k++] = model_get(&p.got.m, g->params[i]->grad);
     assert_true(k >= 3);
     for (int t = 2; t <= 3; t++) {
-      run_step(&p.got, 3, t);
+      om_run_step(&p.got, 3, t);
       for (int i = 0, j = 0; i < g->nparams; i++)
         if (g->params[i]->grad)
           two[j++] = model_get(&p.got.m, g->params[i]->grad);

@@ -11,6 +11,9 @@
  *   number of output blocks, channels not a multiple of the block, "same",
  *   "valid" and asymmetric padding, batch 1 and 3; the same bits at 1, 2
  *   and 3 threads.
+ * - A training step (SGD) through two convolutions: U computed with the
+ *   step, the forward convolutions and dx through the second Winograd's,
+ *   against -O0 and the direct step, the same bits at 1 and 3 threads.
  * - When the pass applies: 3x3 at stride 1, 8 or 32 channels; not at
  *   stride 2, 1x1, dilation 2, with a U too large for L2, nor with
  *   no_winograd. */
@@ -213,6 +216,56 @@ static void test_edge_shapes(void **state) {
   }
 }
 
+/* ---- a training step ---------------------------------------------------------------- */
+
+/* conv, bias, tanh, conv (cur's geometry, C = O), an SGD step on y */
+static void build_step(Graph *g) {
+  int N = ir_size_var(g, "N");
+  g->batch_var = N;
+  g->max_batch = 3;
+  Size d[4] = {sz_var(N), sz_const(cur->c), sz_const(cur->h), sz_const(cur->w)};
+  Value *x = ir_input(g, "x", ir_type(RT_F32, 4, d), NOLOC);
+  Value *h = ir_op2(g, OP_add, conv(g, x, cur->o, cur->pad, "c1.weight"), bias(g, cur->o), NOLOC);
+  Value *y = conv(g, ir_op1(g, OP_tanh, h, NOLOC), cur->o, cur->pad, "c2.weight");
+  om_sgd_step(g, y, 0xf);
+}
+
+static void compile_step(OModel *o, int opt, bool winograd) {
+  memset(o, 0, sizeof *o);
+  build_step(model_new(&o->m, "step"));
+  o->m.layout = opt ? LAYOUT_BLOCKED : LAYOUT_COST;
+  o->m.no_winograd = !winograd;
+  om_compile(o, opt, 7);
+}
+
+/* In a training step the weights change, so U is computed with the step:
+ * both forward convolutions and the one that gives dx through c2 (a
+ * conv2d_nchwc on the flipped weight) run as Winograd's; the step's
+ * outputs, gradients and updated weights match -O0's and the direct
+ * step's, and are the same bits at 1 and 3 threads. */
+static void test_training_step(void **state) {
+  (void)state;
+  cur = &edge_geos[0];
+  OModel ref, wino, direct;
+  compile_step(&ref, 0, true);
+  compile_step(&wino, 3, true);
+  compile_step(&direct, 3, false);
+  assert_int_equal(om_count(wino.m.g, OP_conv2d_winograd), 3);
+  assert_int_equal(om_count(wino.m.g, OP_winograd_filter), 3);
+  assert_int_equal(om_count(wino.m.g, OP_conv2d_nchwc), 0);
+  assert_int_equal(om_count(direct.m.g, OP_conv2d_winograd), 0);
+  om_run_step(&ref, 3, 2);
+  om_run_step(&direct, 3, 2);
+  om_run_step(&wino, 3, 1);
+  om_compare_outputs(&ref, &wino, 1e-4, "Winograd step against -O0");
+  om_compare_step(&ref, &wino, 1e-4, "Winograd step against -O0");
+  om_compare_step(&direct, &wino, 1e-4, "Winograd step against the direct step");
+  Ten one = model_get(&wino.m, wino.m.g->params[0]);   /* a copy */
+  om_run_step(&wino, 3, 3);
+  check_ten("a step at 3 threads against 1", model_get(&wino.m, wino.m.g->params[0]), one, 0);
+  model_free(&ref.m), model_free(&wino.m), model_free(&direct.m);
+}
+
 /* ---- when the pass applies ------------------------------------------------------- */
 
 /* Winograd convolutions of the edge model for geometry q, stride and
@@ -259,6 +312,7 @@ int main(void) {
       cmocka_unit_test(test_filter_op),
       cmocka_unit_test(test_folded_filter_matches_runtime),
       cmocka_unit_test(test_edge_shapes),
+      cmocka_unit_test(test_training_step),
       cmocka_unit_test(test_when_it_applies),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
