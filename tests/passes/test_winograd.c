@@ -148,13 +148,18 @@ static Value *bias(Graph *g, int64_t c) {
   return ir_op(g, OP_reshape, &b, 1, &a, NOLOC);
 }
 
-/* x [N, C, H, W] -> relu(conv(x) + bias) (+ x, relu, where the shapes allow) */
-static void build_edge(Graph *g) {
+/* x [N, C, H, W] of cur's geometry, N up to 3 */
+static Value *edge_input(Graph *g) {
   int N = ir_size_var(g, "N");
   g->batch_var = N;
   g->max_batch = 3;
   Size d[4] = {sz_var(N), sz_const(cur->c), sz_const(cur->h), sz_const(cur->w)};
-  Value *x = ir_input(g, "x", ir_type(RT_F32, 4, d), NOLOC);
+  return ir_input(g, "x", ir_type(RT_F32, 4, d), NOLOC);
+}
+
+/* x [N, C, H, W] -> relu(conv(x) + bias) (+ x, relu, where the shapes allow) */
+static void build_edge(Graph *g) {
+  Value *x = edge_input(g);
   Value *y = ir_op2(g, OP_add, conv(g, x, cur->o, cur->pad, "conv.weight"), bias(g, cur->o), NOLOC);
   y = ir_op1(g, OP_relu, y, NOLOC);
   if (ir_type_eq(&y->type, &x->type))
@@ -220,11 +225,7 @@ static void test_edge_shapes(void **state) {
 
 /* conv, bias, tanh, conv (cur's geometry, C = O), an SGD step on y */
 static void build_step(Graph *g) {
-  int N = ir_size_var(g, "N");
-  g->batch_var = N;
-  g->max_batch = 3;
-  Size d[4] = {sz_var(N), sz_const(cur->c), sz_const(cur->h), sz_const(cur->w)};
-  Value *x = ir_input(g, "x", ir_type(RT_F32, 4, d), NOLOC);
+  Value *x = edge_input(g);
   Value *h = ir_op2(g, OP_add, conv(g, x, cur->o, cur->pad, "c1.weight"), bias(g, cur->o), NOLOC);
   Value *y = conv(g, ir_op1(g, OP_tanh, h, NOLOC), cur->o, cur->pad, "c2.weight");
   om_sgd_step(g, y, 0xf);
