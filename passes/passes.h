@@ -174,6 +174,9 @@ const void *pass_known_data(Graph *g, PassCtx *cx, const Value *v, bool *param);
  * parameter's data marks g->weights_baked. */
 typedef void (*PassLay)(char *dst, const char *src, size_t sz, const void *user);
 Value *pass_derived_const(Graph *g, PassCtx *cx, const Value *w, Type t, PassLay lay, const void *user);
+/* The end of a pass that swapped readers over to derived constants:
+ * what they replaced is dropped (if any was) and st's bytes updated. */
+bool pass_derived_done(Graph *g, PassStats *st, int changed);
 
 /* prepack.c: for inference, a matmul whose B's data is known reads B
  * packed into the GEMM's panels at compile time (its head comment) */

@@ -43,6 +43,15 @@ Value *pass_derived_const(Graph *g, PassCtx *cx, const Value *w, Type t, PassLay
   return c;
 }
 
+bool pass_derived_done(Graph *g, PassStats *st, int changed) {
+  if (changed) {
+    ir_remove_dead(g, true);
+    ir_count_uses(g);
+  }
+  st->bytes_after = pass_temp_bytes(g);
+  return changed > 0;
+}
+
 /* src [rows, cols] transposed into dst */
 static void lay_transposed(char *dst, const char *src, size_t sz, const void *user) {
   const int64_t *rc = user, rows = rc[0], cols = rc[1];
@@ -84,10 +93,5 @@ bool pass_pretranspose(Graph *g, PassCtx *cx, PassStats *st) {
     changed++;
   }
   free(wt);
-  if (changed) {
-    ir_remove_dead(g, true);
-    ir_count_uses(g);
-  }
-  st->bytes_after = pass_temp_bytes(g);
-  return changed > 0;
+  return pass_derived_done(g, st, changed);
 }

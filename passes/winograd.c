@@ -144,10 +144,5 @@ bool pass_winograd(Graph *g, PassCtx *cx, PassStats *st) {
     changed++;
   }
   free(u);
-  if (changed) {
-    ir_remove_dead(g, true);
-    ir_count_uses(g);
-  }
-  st->bytes_after = pass_temp_bytes(g);
-  return changed > 0;
+  return pass_derived_done(g, st, changed);
 }

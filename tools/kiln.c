@@ -211,30 +211,33 @@ static const char *cache_dir(void) {
   return n > 0 && (size_t)n < sizeof dir ? dir : NULL;
 }
 
+/* Environment variable var as an index into names (nnames, NULL entries
+ * skipped), or -1 when unset; any other value is the user's mistake. */
+static int env_choice(const char *var, const char *const *names, int nnames, const char *expected) {
+  const char *f = getenv(var);
+  if (!f || !*f)
+    return -1;
+  for (int i = 0; i < nnames; i++)
+    if (names[i] && !strcmp(f, names[i]))
+      return i;
+  fprintf(stderr, "kiln: %s=%s: expected %s\n", var, f, expected);
+  exit(2);
+}
+
 /* KILN_LAYOUT=nchw, =blocked or =nhwc forces the layout pass's choice
  * (docs/cli.md): for measuring and testing its cost model. */
 static PassLayout forced_layout(void) {
-  static const char *names[] = {[LAYOUT_NCHW] = "nchw", [LAYOUT_BLOCKED] = "blocked", [LAYOUT_NHWC] = "nhwc"};
-  const char *f = getenv("KILN_LAYOUT");
-  if (!f || !*f)
-    return LAYOUT_COST;
-  for (int i = LAYOUT_NCHW; i <= LAYOUT_NHWC; i++)
-    if (!strcmp(f, names[i]))
-      return (PassLayout)i;
-  fprintf(stderr, "kiln: KILN_LAYOUT=%s: expected nchw, blocked or nhwc\n", f);
-  exit(2);
+  static const char *const names[] = {[LAYOUT_NCHW] = "nchw", [LAYOUT_BLOCKED] = "blocked",
+                                      [LAYOUT_NHWC] = "nhwc"};
+  int i = env_choice("KILN_LAYOUT", names, LAYOUT_NHWC + 1, "nchw, blocked or nhwc");
+  return i < 0 ? LAYOUT_COST : (PassLayout)i;
 }
 
 /* KILN_WINOGRAD=off keeps 3x3 convolutions direct (docs/cli.md): for
  * A/B measurements of the winograd pass. */
 static bool winograd_off(void) {
-  const char *f = getenv("KILN_WINOGRAD");
-  if (!f || !*f)
-    return false;
-  if (!strcmp(f, "off"))
-    return true;
-  fprintf(stderr, "kiln: KILN_WINOGRAD=%s: expected off\n", f);
-  exit(2);
+  static const char *const names[] = {"off"};
+  return env_choice("KILN_WINOGRAD", names, 1, "off") == 0;
 }
 
 static void parse_args(int argc, char **argv, Cli *c) {
