@@ -93,17 +93,18 @@ static inline int model_codegen(Model *m, CgCtx *c, char *err, int errlen) {
   return cg_build_graph(c, m->g, "entry", err, errlen);
 }
 
-/* Passes, codegen, O3, JIT, and zeroed regions of the planned sizes. */
-static inline void model_compile(Model *m) {
+/* LLVM at -O`llvm_opt` and the JIT for a built context (disposed here),
+ * the function `entry`, then zeroed regions of the planned sizes with
+ * their guards. */
+static inline void model_jit(Model *m, CgCtx *c, int llvm_opt, const char *entry) {
   char err[1024] = "";
-  CgCtx c;
-  if (model_codegen(m, &c, err, sizeof err) || cg_optimize(&c, 3, err, sizeof err) ||
-      cg_jit_new(&m->jit, err, sizeof err) || cg_jit_add(m->jit, &c, err, sizeof err)) {
-    cg_ctx_dispose(&c);
+  if (cg_optimize(c, llvm_opt, err, sizeof err) || cg_jit_new(&m->jit, err, sizeof err) ||
+      cg_jit_add(m->jit, c, err, sizeof err)) {
+    cg_ctx_dispose(c);
     fail_msg("compiling %s: %s", m->g->name, err);
   }
-  cg_ctx_dispose(&c);
-  m->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(m->jit, "entry");
+  cg_ctx_dispose(c);
+  m->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(m->jit, entry);
   assert_non_null(m->entry);
   for (int r = 0; r < REGION_COUNT; r++) {
     m->regions[r] = rt_aligned_alloc(m->g->region_bytes[r] + m->guard);
@@ -111,6 +112,17 @@ static inline void model_compile(Model *m) {
     memset((char *)m->regions[r] + m->g->region_bytes[r], 0xa5, m->guard);
   }
   m->batch = m->g->batch_var >= 0 ? m->g->max_batch : 0;
+}
+
+/* Passes, codegen, O3, JIT and regions. */
+static inline void model_compile(Model *m) {
+  char err[1024] = "";
+  CgCtx c;
+  if (model_codegen(m, &c, err, sizeof err)) {
+    cg_ctx_dispose(&c);
+    fail_msg("compiling %s: %s", m->g->name, err);
+  }
+  model_jit(m, &c, 3, "entry");
 }
 
 static inline void *model_ptr(const Model *m, const Value *v) {

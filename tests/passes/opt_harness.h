@@ -106,20 +106,11 @@ static inline void om_compile(OModel *o, int opt, uint64_t seed) {
     model_fail_diags(m, "passes");
   if (cg_ctx_init_jit(&c, m->g->name, err, sizeof err))
     fail_msg("cg_ctx_init_jit: %s", err);
-  if (cg_build_graph(&c, m->g, "entry", err, sizeof err) || cg_optimize(&c, o->fast ? 0 : 3, err, sizeof err) ||
-      cg_jit_new(&m->jit, err, sizeof err) || cg_jit_add(m->jit, &c, err, sizeof err)) {
+  if (cg_build_graph(&c, m->g, "entry", err, sizeof err)) {
     cg_ctx_dispose(&c);
     fail_msg("compiling %s: %s", m->g->name, err);
   }
-  cg_ctx_dispose(&c);
-  m->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(m->jit, "entry");
-  assert_non_null(m->entry);
-  for (int r = 0; r < REGION_COUNT; r++) {
-    m->regions[r] = rt_aligned_alloc(m->g->region_bytes[r] + m->guard);
-    assert_non_null(m->regions[r]);
-    memset((char *)m->regions[r] + m->g->region_bytes[r], 0xa5, m->guard);
-  }
-  m->batch = m->g->batch_var >= 0 ? m->g->max_batch : 0;
+  model_jit(m, &c, o->fast ? 0 : 3, "entry");
   om_place(o);
 }
 

@@ -101,21 +101,12 @@ static void compile(Case *c, const struct Steps *cs) {
   if (pass_run_pipeline(m->g, &cx) < 0)
     model_fail_diags(m, "passes");
   CgCtx cg;
-  if (cg_ctx_init_jit(&cg, name, err, sizeof err) ||
-      cg_build_graph(&cg, m->g, "step", err, sizeof err) || cg_optimize(&cg, 3, err, sizeof err) ||
-      cg_jit_new(&m->jit, err, sizeof err) || cg_jit_add(m->jit, &cg, err, sizeof err)) {
+  if (cg_ctx_init_jit(&cg, name, err, sizeof err) || cg_build_graph(&cg, m->g, "step", err, sizeof err)) {
     cg_ctx_dispose(&cg);
     fail_msg("compiling %s: %s", name, err);
   }
-  cg_ctx_dispose(&cg);
-  m->entry = (void (*)(void **, int64_t, int32_t))cg_jit_lookup(m->jit, "step");
-  assert_non_null(m->entry);
   m->guard = HARNESS_GUARD;
-  for (int r = 0; r < REGION_COUNT; r++) {
-    m->regions[r] = rt_aligned_alloc(m->g->region_bytes[r] + m->guard);
-    assert_non_null(m->regions[r]);
-    memset((char *)m->regions[r] + m->g->region_bytes[r], 0xa5, m->guard);
-  }
+  model_jit(m, &cg, 3, "step");
 }
 
 static void read_fixture(Case *c) {
