@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "runtime/rt.h"
 #include "reference.h"
 
@@ -94,6 +95,15 @@ static void test_errors(void **state) {
   assert_fails("abcd", (RtTextOptions){0}, "window = T");
   assert_int_equal(rt_text_read("/nonexistent/words.txt", &lines, &t, &e), RT_ERR_IO);
   assert_non_null(strstr(e.msg, "/nonexistent/words.txt"));
+  /* A file that reads but does not parse fails as its bytes in memory do. */
+  char path[] = "/tmp/kiln_text_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "ab\n\xff\n", 4), 4);
+  close(fd);
+  assert_int_equal(rt_text_read(path, &lines, &t, &e), RT_ERR_FORMAT);
+  assert_non_null(strstr(e.msg, ":2: not UTF-8"));
+  unlink(path);
 }
 
 /* Training pairs (x -> y): 0->1, 1->2, 0->1, 1->0, padding; validation
