@@ -129,13 +129,14 @@ KILN_API KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs
 /* The threads later runs and training steps use (0: OMP_NUM_THREADS or
  * the cores); results are the same at any count. */
 KILN_API KilnStatus kiln_set_threads(KilnModel *m, int threads);
-/* Call first thing in main(argc, argv) to make OpenMP's idle threads sleep
- * instead of spinning (3 ms at every barrier, by libgomp's default, which
- * on a busy machine steals the time slices the working threads need):
- * when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, it sets
- * OMP_WAIT_POLICY=passive and re-executes the program with the same argv
- * (libgomp reads the variable once, before main). Otherwise, or if the
- * exec fails, it returns and changes nothing. The kiln tool does this. */
+/* Call first thing in main(argc, argv) to make OpenMP's idle threads spin
+ * briefly (about 60 us, so that the next call finds them awake) and then
+ * sleep, instead of spinning 3 ms at every barrier (libgomp's default,
+ * which on a busy machine steals the time slices the working threads
+ * need): when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, it sets
+ * GOMP_SPINCOUNT and re-executes the program with the same argv (libgomp
+ * reads the variable once, before main). Otherwise, or if the exec fails,
+ * it returns and changes nothing. The kiln tool does this. */
 KILN_API void kiln_prefer_passive_wait(char **argv);
 
 /* ---- training ---------------------------------------------------------------

@@ -13,8 +13,8 @@
  * parallel region per call, not one per kernel. Its first thread, the
  * leader, runs the graph's kernels in order; each rt_parallel_for it
  * makes becomes a job the other threads, spinning briefly between jobs,
- * take chunks of. Why: with OpenMP's passive waiting (which kiln's tools
- * prefer on shared machines) every region is a futex wake-up and a
+ * take chunks of. Why: with OpenMP's passive waiting (or a short spin,
+ * in a region after a long kernel) every region is a futex wake-up and a
  * sleeping barrier, 5-9% of a ResNet call at batch 1 on 2 threads, and
  * libgomp's own spinning burns milliseconds at every barrier. Between
  * jobs the helpers spin at most TEAM_SPIN_NS, then sleep on a condition
@@ -247,10 +247,20 @@ void rt_parallel_for(RtTask fn, void *ctx, int64_t n, int64_t grain, int32_t nth
 
 int rt_default_threads(void) { return omp_get_max_threads(); }
 
+/* libgomp's idle spin before a thread sleeps, in GOMP_SPINCOUNT's units
+ * (a load and a pause: 30 ns on Zen 3, up to 50 on recent Intel cores):
+ * 60-100 us, about TEAM_SPIN_NS. Why not sleep at once (passive): the
+ * helpers of a graph call made right after the previous one are then
+ * still awake, where a futex wake-up at the region's start cost 10-13 us
+ * a call, half of the MLP at batch 1 on one thread. Why not libgomp's
+ * default (3 ms): on a busy machine the spinning thread takes the time
+ * slice the working one needs. */
+#define RT_IDLE_SPINCOUNT "2000"
+
 void rt_prefer_passive_wait(char **argv) {
   if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
     return;
-  if (setenv("OMP_WAIT_POLICY", "passive", 1) == 0)
+  if (setenv("GOMP_SPINCOUNT", RT_IDLE_SPINCOUNT, 1) == 0)
     execv("/proc/self/exe", argv);
-  unsetenv("OMP_WAIT_POLICY");   /* exec failed: carry on as started */
+  unsetenv("GOMP_SPINCOUNT");   /* exec failed: carry on as started */
 }

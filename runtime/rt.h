@@ -144,12 +144,14 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads, 
  * in this process: for tests that count a graph's regions per call. */
 int64_t rt_parallel_regions(void);
 /* For a program's main, before any OpenMP use: when neither
- * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets OMP_WAIT_POLICY=passive
- * and re-executes the program (/proc/self/exe, same argv), since libgomp
- * reads them once, before main. Returns (doing nothing) when either is set
- * or the exec fails. Why: libgomp's threads otherwise spin up to ~3 ms at
- * every barrier, which on a shared machine takes the time slice the other
- * thread needs (see docs/cli.md, "Threads"). */
+ * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets GOMP_SPINCOUNT to a
+ * short spin (about 60 us, then idle threads sleep) and re-executes the
+ * program (/proc/self/exe, same argv), since libgomp reads them once,
+ * before main. Returns (doing nothing) when either is set or the exec
+ * fails. Why: libgomp's threads otherwise spin up to ~3 ms at every
+ * barrier, which on a shared machine takes the time slice the other
+ * thread needs, and sleeping at once makes every call wake its helpers
+ * (see docs/cli.md, "Threads"). */
 void rt_prefer_passive_wait(char **argv);
 
 /* ===== philox.c: counter-based random numbers ===== */

@@ -86,7 +86,7 @@ static const char *usage =
     "  KILN_CACHE_DIR        where compiled code is kept (default $XDG_CACHE_HOME/kiln,\n"
     "                        else ~/.cache/kiln); KILN_CACHE=off compiles every time\n"
     "  KILN_PERF=1           name generated functions for perf (see bench/NOTES.md)\n"
-    "  OMP_WAIT_POLICY       kiln sets passive unless it or GOMP_SPINCOUNT is set\n";
+    "  GOMP_SPINCOUNT        kiln sets 2000 (a short spin) unless it or OMP_WAIT_POLICY is set\n";
 
 typedef struct Cli {
   const char *cmd, *model_path, *weights, *emit, *print_after, *sizes;
