@@ -385,6 +385,11 @@ static void test_code_cache(void **state) {
   assert_non_null(obj);
   assert_true(len > 100);
   free(obj);
+  /* functions kept apart are another pipeline, so another object */
+  c.keep_equal_functions = true;
+  CgCacheKey kept;
+  assert_true(cg_cache_key(&c, 2, &kept));
+  assert_memory_not_equal(&k, &kept, sizeof k);
   cg_ctx_dispose(&c);
   unlink(tmp7);
 
