@@ -5,7 +5,8 @@
  * The key is a 128-bit hash of everything that determines the object: the
  * module's bitcode before optimisation (kiln's whole output for the graph:
  * shapes, fusion, epilogues), the target (triple, CPU, features), the IR
- * pipeline level, LLVM's version and this file's format. A file holds a
+ * pipeline (level, functions of equal code merged or kept), LLVM's version
+ * and this file's format. A file holds a
  * header (magic, payload length, payload hash) and the object; one that is
  * short, changed or of another format is a miss, never loaded. Writes go to
  * a temporary file renamed into place, so a reader never sees half a file
@@ -83,7 +84,8 @@ bool cg_cache_key(CgCtx *c, int level, CgCacheKey *key) {
   unsigned major, minor, patch;
   LLVMGetVersion(&major, &minor, &patch);
   char extra[96];
-  snprintf(extra, sizeof extra, "%s llvm %u.%u.%u O%d", CACHE_MAGIC, major, minor, patch, level);
+  snprintf(extra, sizeof extra, "%s llvm %u.%u.%u O%d%s", CACHE_MAGIC, major, minor, patch, level,
+           c->keep_equal_functions ? " kept" : "");
   hash_str(h, triple);
   hash_str(h, cpu);
   hash_str(h, feat);

@@ -23,6 +23,7 @@ typedef struct CgCtx {
   LLVMOrcThreadSafeContextRef tsc; /* non-NULL: a JIT module, ctx belongs to this thread-safe context */
   LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
   bool optimized;            /* cg_optimize has run: cg_jit_compile runs it no more */
+  bool keep_equal_functions; /* cg_optimize leaves functions of equal code apart (tests compare) */
   double opt_seconds;        /* thread CPU cg_optimize took (LLVM's IR pipeline), for --stats */
   double codegen_seconds;    /* ... and cg_emit (LLVM's backend) */
 } CgCtx;

@@ -163,7 +163,14 @@ int cg_jit_new_ex(CgJit **out, bool perf, char *err, int errlen) {
 }
 
 /* A module that fails verification is kiln's bug, but it must be reported,
- * not crash LLVM's passes. */
+ * not crash LLVM's passes.
+ *
+ * Functions of equal code are merged (LLVM's MergeFunctions) before the
+ * pipeline and again after it: kiln emits such twins (the packing routines
+ * of GEMMs of different epilogues, equal kernels of a training step), and
+ * LLVM's time grows with the code it is given: 7-17% less compile time for
+ * the LeNet, MLP and ResNet steps (bench/NOTES.md, "Functions of equal
+ * code merged"). The code of each function is unchanged, so are results. */
 int cg_optimize(CgCtx *c, int level, char *err, int errlen) {
   char *msg = NULL;
   if (LLVMVerifyModule(c->mod, LLVMReturnStatusAction, &msg)) {
@@ -178,10 +185,11 @@ int cg_optimize(CgCtx *c, int level, char *err, int errlen) {
     snprintf(err, errlen, "optimization level %d is not 0..3", level);
     return -1;
   }
-  char pipeline[16];
-  snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
+  char pipeline[32];
+  snprintf(pipeline, sizeof pipeline, "%sdefault<O%d>", c->keep_equal_functions ? "" : "mergefunc,", level);
   double t0 = rt_thread_cpu_seconds();
   LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMPassBuilderOptionsSetMergeFunctions(opts, !c->keep_equal_functions);
   LLVMErrorRef e = LLVMRunPasses(c->mod, pipeline, c->tm, opts);
   LLVMDisposePassBuilderOptions(opts);
   c->opt_seconds += rt_thread_cpu_seconds() - t0;

@@ -42,6 +42,7 @@ typedef struct Model {
   int lanes;                     /* the passes' f32 lanes: 0 (no layout pass) unless set */
   PassLayout layout;             /* the layout pass's choice forced, or LAYOUT_COST */
   bool no_winograd;              /* the winograd pass stays off */
+  bool keep_equal_functions;     /* LLVM compiles functions of equal code apart (CgCtx's) */
   const void *(*param_data)(const Graph *g, const Value *p, void *user); /* known weights, or NULL */
   void *param_user;
 } Model;
@@ -90,6 +91,7 @@ static inline int model_codegen(Model *m, CgCtx *c, char *err, int errlen) {
     model_fail_diags(m, "passes");
   if (cg_ctx_init_jit(c, m->g->name, err, errlen))
     fail_msg("cg_ctx_init_jit: %s", err);
+  c->keep_equal_functions = m->keep_equal_functions;
   return cg_build_graph(c, m->g, "entry", err, errlen);
 }
 

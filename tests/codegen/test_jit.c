@@ -288,6 +288,63 @@ static void test_backend_level(void **state) {
   }
 }
 
+/* i64 name(i64 x) noinline { return 3x + 1; }: an internal function,
+ * kept apart from its caller, of the same code whatever its name. */
+static LLVMValueRef emit_twin(CgCtx *c, const char *name) {
+  LLVMValueRef f = add_fn(c, name, c->t_i64, &c->t_i64, 1);
+  LLVMSetLinkage(f, LLVMInternalLinkage);
+  unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+  LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->ctx, noinline, 0));
+  LLVMValueRef x3 = LLVMBuildMul(c->b, LLVMGetParam(f, 0), LLVMConstInt(c->t_i64, 3, 0), "");
+  LLVMBuildRet(c->b, LLVMBuildAdd(c->b, x3, LLVMConstInt(c->t_i64, 1, 0), ""));
+  return f;
+}
+
+/* i64 answer(i64 x) { return twin1(x) + twin2(x + 1); } after cg_optimize
+ * at `level`: the functions left in the module, and answer(10) from the
+ * JIT (31 + 34). */
+static int merged_module(int level, bool keep, int64_t *answer) {
+  CgCtx c = new_ctx("twins");
+  c.keep_equal_functions = keep;
+  LLVMValueRef t[2] = {emit_twin(&c, "twin1"), emit_twin(&c, "twin2")};
+  LLVMValueRef fn = add_fn(&c, "answer", c.t_i64, &c.t_i64, 1);
+  LLVMTypeRef fty = LLVMGlobalGetValueType(t[0]);
+  LLVMValueRef x = LLVMGetParam(fn, 0), x1 = LLVMBuildAdd(c.b, x, LLVMConstInt(c.t_i64, 1, 0), "");
+  LLVMValueRef sum = LLVMBuildAdd(c.b, LLVMBuildCall2(c.b, fty, t[0], &x, 1, ""),
+                                  LLVMBuildCall2(c.b, fty, t[1], &x1, 1, ""), "");
+  LLVMBuildRet(c.b, sum);
+  if (cg_optimize(&c, level, err, sizeof err))
+    fail_msg("cg_optimize: %s", err);
+  int nfn = 0;
+  for (LLVMValueRef f = LLVMGetFirstFunction(c.mod); f; f = LLVMGetNextFunction(f))
+    nfn += !LLVMIsDeclaration(f);
+  CgJit *j;
+  assert_int_equal(cg_jit_new(&j, err, sizeof err), 0);
+  assert_int_equal(cg_jit_add(j, &c, err, sizeof err), 0);
+  cg_ctx_dispose(&c);
+  int64_t (*answer_fn)(int64_t) = (int64_t (*)(int64_t))cg_jit_lookup(j, "answer");
+  assert_non_null(answer_fn);
+  *answer = answer_fn(10);
+  cg_jit_free(j);
+  return nfn;
+}
+
+/* Functions of equal code are compiled once (LLVM's MergeFunctions before
+ * and after the pipeline: kiln emits such twins, GEMM packing routines of
+ * different epilogues, and the backend's time is proportional to the
+ * code); keep_equal_functions leaves them apart, with the same answer. */
+static void test_equal_functions_merged(void **state) {
+  for (int level = 0; level <= 3; level += 3) {
+    int64_t merged_answer, kept_answer;
+    int merged = merged_module(level, false, &merged_answer);
+    int kept = merged_module(level, true, &kept_answer);
+    assert_int_equal(kept, 3);
+    assert_int_equal(merged, 2);
+    assert_int_equal(merged_answer, 65);
+    assert_int_equal(kept_answer, 65);
+  }
+}
+
 /* A compile leaves one object; the same module is then served from it (a
  * valid entry's payload swapped for another module's object answers with
  * the other's value: proof that the code came from the file); a damaged or
@@ -328,6 +385,11 @@ static void test_code_cache(void **state) {
   assert_non_null(obj);
   assert_true(len > 100);
   free(obj);
+  /* functions kept apart are another pipeline, so another object */
+  c.keep_equal_functions = true;
+  CgCacheKey kept;
+  assert_true(cg_cache_key(&c, 2, &kept));
+  assert_memory_not_equal(&k, &kept, sizeof k);
   cg_ctx_dispose(&c);
   unlink(tmp7);
 
@@ -359,6 +421,7 @@ int main(void) {
     cmocka_unit_test(test_unresolved_symbol),
     cmocka_unit_test(test_bad_level),
     cmocka_unit_test(test_backend_level),
+    cmocka_unit_test(test_equal_functions_merged),
     cmocka_unit_test(test_code_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1250,6 +1250,40 @@ static void test_batch_variable(void **state) {
 
 /* Big enough that every kernel splits into many chunks: the outputs are
  * bit-identical with 1 and 2 threads. */
+/* Two GEMMs of different epilogues (whose packing routines are equal
+ * code) and two equal elementwise kernels, compiled with the functions of
+ * equal code merged (the default) or kept apart (`keep`), and run. */
+static void twin_kernels_run(Model *m, bool keep, Value *outs[4]) {
+  Graph *g = model_new(m, "twins");
+  m->keep_equal_functions = keep;
+  Value *a = ir_input(g, "a", TY(RT_F32, 70, 90), NOLOC), *b = ir_input(g, "b", TY(RT_F32, 90, 50), NOLOC);
+  Value *x = ir_input(g, "x", TY(RT_F32, 333), NOLOC), *z = ir_input(g, "z", TY(RT_F32, 333), NOLOC);
+  outs[0] = ir_op1(g, OP_relu, ir_op2(g, OP_matmul, a, b, NOLOC), NOLOC);
+  outs[1] = ir_op2(g, OP_matmul, a, b, NOLOC);
+  outs[2] = ir_op1(g, OP_tanh, x, NOLOC);
+  outs[3] = ir_op1(g, OP_tanh, z, NOLOC);
+  for (int i = 0; i < 4; i++)
+    ir_output(g, outs[i], "out");
+  model_compile(m);
+  model_fill_all(m, 33);
+  model_run(m, 0, HARNESS_THREADS);
+}
+
+/* Merging functions of equal code changes no bit of any output. */
+static void test_equal_functions_same_bits(void **state) {
+  Model merged, kept;
+  Value *om[4], *ok[4];
+  twin_kernels_run(&merged, false, om);
+  twin_kernels_run(&kept, true, ok);
+  for (int i = 0; i < 4; i++) {
+    Ten tm = model_get(&merged, om[i]), tk = model_get(&kept, ok[i]);
+    assert_int_equal(tm.n, tk.n);
+    assert_memory_equal(tm.d, tk.d, tm.n * sizeof *tm.d);
+  }
+  model_free(&merged);
+  model_free(&kept);
+}
+
 static void test_determinism(void **state) {
   Model m;
   Graph *g = model_new(&m, "big");
@@ -1353,6 +1387,7 @@ int main(void) {
       cmocka_unit_test(test_pool),
       cmocka_unit_test(test_batch_variable),
       cmocka_unit_test(test_determinism),
+      cmocka_unit_test(test_equal_functions_same_bits),
       cmocka_unit_test(test_threads_beyond_plan),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
