@@ -313,6 +313,24 @@ static void set(Gen *g, LLVMValueRef ctx, int f, LLVMValueRef v) {
 
 /* ---- packing ---- */
 
+/* Lanes v*lanes .. of a micro-tile row that are below nr. */
+static LLVMValueRef lane_mask(Gen *g, LLVMValueRef nr, int v) {
+  LLVMValueRef idx[64];
+  for (int j = 0; j < g->lanes; j++)
+    idx[j] = LLVMConstInt(g->c->t_i32, v * g->lanes + j, 0);
+  LLVMValueRef n = cg_splat(g->c, LLVMBuildTrunc(g->b, nr, g->c->t_i32, ""), g->lanes);
+  return LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(idx, g->lanes), n, "mask");
+}
+
+static LLVMValueRef load_c(Gen *g, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask)
+    return load(g, g->vt, p);
+  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
+  LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
+  return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
+}
+
+
 /* Packing reads R rows of a panel and writes them k-major. Where the rows
  * are contiguous in memory (rs == 1) each k copies R contiguous elements;
  * where k is contiguous (cs == 1), blocks of L = lanes k's are loaded as
@@ -368,14 +386,26 @@ static void transpose(Gen *g, LLVMValueRef *x) {
     }
 }
 
-/* L k's of a full panel with k contiguous: dst[kk*R + r] = src[r*rs + kk]. */
-static void pack_block_transposed(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, int R) {
+/* A row of L k's where k is contiguous; on an edge panel (valid rows,
+ * else NULL) a row from valid on reads row valid-1, in bounds, and is zero. */
+static LLVMValueRef load_k_run(Gen *g, LLVMValueRef src, LLVMValueRef rs, int r, LLVMValueRef valid) {
+  if (!valid)
+    return load(g, g->vt, elem(g, src, mul(g, k64(g, r), rs)));
+  LLVMValueRef row = emin(g, k64(g, r), sub(g, valid, k64(g, 1)));
+  LLVMValueRef x = load(g, g->vt, elem(g, src, mul(g, row, rs)));
+  return LLVMBuildSelect(g->b, lt(g, k64(g, r), valid), x, LLVMConstNull(g->vt), "");
+}
+
+/* L k's of a panel with k contiguous: dst[kk*R + r] = src[r*rs + kk],
+ * zero from row `valid` on (edge panels; NULL for a full one). */
+static void pack_block_transposed(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, int R,
+                                  LLVMValueRef valid) {
   int L = g->lanes;
   for (int r0 = 0; r0 < R; r0 += L) {
     int rows = R - r0 < L ? R - r0 : L;
     LLVMValueRef x[64];
     for (int j = 0; j < L; j++)
-      x[j] = j < rows ? load(g, g->vt, elem(g, src, mul(g, k64(g, r0 + j), rs))) : LLVMGetUndef(g->vt);
+      x[j] = j < rows ? load_k_run(g, src, rs, r0 + j, valid) : LLVMGetUndef(g->vt);
     transpose(g, x);
     for (int kk = 0; kk < L; kk++)
       store_prefix(g, x[kk], elem(g, dst, k64(g, kk * R + r0)), rows);
@@ -395,9 +425,18 @@ static void pack_step(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef r
   }
 }
 
+/* One k of an edge panel with rows contiguous: dst[r] = src[r] below
+ * valid, zero up to R, as masked vector loads (no read past valid). */
+static void pack_run_masked(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef valid, int R) {
+  for (int v = 0, L = g->lanes; v * L < R; v++) {
+    LLVMValueRef x = load_c(g, elem(g, src, k64(g, v * L)), lane_mask(g, valid, v));
+    store_prefix(g, x, elem(g, dst, k64(g, v * L)), R - v * L < L ? R - v * L : L);
+  }
+}
+
 /* Rows contiguous: k outer, so the source is read row after row (a panel
  * at a time would touch kc pages per panel), and each k's run of rows is
- * scattered over the panels. The partial last panel goes element-wise. */
+ * scattered over the panels, the partial last one's by masked loads. */
 static void pack_rows_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef cs, LLVMValueRef n,
                                  LLVMValueRef kc, int R) {
   LLVMValueRef kR = k64(g, R), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
@@ -409,34 +448,39 @@ static void pack_rows_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLV
   loop_close(g, &lp, k64(g, 1));
   If edge;
   if_open(g, &edge, lt(g, k64(g, 0), rem));
-  pack_step(g, elem(g, to, mul(g, full, pstride)), elem(g, from, mul(g, full, kR)), k64(g, 1), rem, R, true);
+  pack_run_masked(g, elem(g, to, mul(g, full, pstride)), elem(g, from, mul(g, full, kR)), rem, R);
   if_close(g, &edge);
   loop_close(g, &lk, k64(g, 1));
 }
 
-/* k contiguous: a panel at a time, L k's per step transposed in registers,
- * the k's left over and the partial last panel element-wise. */
-static void pack_k_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef n,
-                              LLVMValueRef kc, int R) {
-  LLVMValueRef kR = k64(g, R), kL = k64(g, g->lanes), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
-  LLVMValueRef kmain = sub(g, kc, srem(g, kc, kL)), pstride = mul(g, kc, kR);
-  Loop lp, lk, lrest;
-  LLVMValueRef p = loop_open(g, &lp, k64(g, 0), full);
-  LLVMValueRef to = elem(g, dst, mul(g, p, pstride)), from = elem(g, src, mul(g, p, mul(g, kR, rs)));
+/* One panel of R rows with k contiguous: L k's per step transposed in
+ * registers, the k's left over element by element; an edge panel (valid
+ * rows, else NULL) zero from row valid on. */
+static void pack_panel_k(Gen *g, LLVMValueRef to, LLVMValueRef from, LLVMValueRef rs, LLVMValueRef kc, int R,
+                         LLVMValueRef valid) {
+  LLVMValueRef kR = k64(g, R), kL = k64(g, g->lanes), kmain = sub(g, kc, srem(g, kc, kL));
+  Loop lk, lrest;
   LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kmain);
-  pack_block_transposed(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, R);
+  pack_block_transposed(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, R, valid);
   loop_close(g, &lk, kL);
   k = loop_open(g, &lrest, kmain, kc);
-  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, kR, R, false);
+  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, valid ? valid : kR, R, valid != NULL);
   loop_close(g, &lrest, k64(g, 1));
+}
+
+/* k contiguous: a panel at a time, the partial last one (the short
+ * micro-tiles' panels of row_split are all partial) the same way. */
+static void pack_k_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef n,
+                              LLVMValueRef kc, int R) {
+  LLVMValueRef kR = k64(g, R), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
+  LLVMValueRef pstride = mul(g, kc, kR), rows = mul(g, kR, rs);
+  Loop lp;
+  LLVMValueRef p = loop_open(g, &lp, k64(g, 0), full);
+  pack_panel_k(g, elem(g, dst, mul(g, p, pstride)), elem(g, src, mul(g, p, rows)), rs, kc, R, NULL);
   loop_close(g, &lp, k64(g, 1));
   If edge;
   if_open(g, &edge, lt(g, k64(g, 0), rem));
-  to = elem(g, dst, mul(g, full, pstride));
-  from = elem(g, src, mul(g, full, mul(g, kR, rs)));
-  k = loop_open(g, &lk, k64(g, 0), kc);
-  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, rem, R, true);
-  loop_close(g, &lk, k64(g, 1));
+  pack_panel_k(g, elem(g, dst, mul(g, full, pstride)), elem(g, src, mul(g, full, rows)), rs, kc, R, rem);
   if_close(g, &edge);
 }
 
@@ -463,23 +507,6 @@ static LLVMValueRef emit_pack(Gen *g, const char *part, int R, bool contig_r) {
 
 enum { MK_AP, MK_BP, MK_KC, MK_CP, MK_LDC, MK_MR, MK_NR, MK_LOADC, MK_LAST, MK_EPI, MK_B, MK_ROW, MK_COL, MK_LDA,
        MK_COUNT };
-
-/* Lanes v*lanes .. of a micro-tile row that are below nr. */
-static LLVMValueRef lane_mask(Gen *g, LLVMValueRef nr, int v) {
-  LLVMValueRef idx[64];
-  for (int j = 0; j < g->lanes; j++)
-    idx[j] = LLVMConstInt(g->c->t_i32, v * g->lanes + j, 0);
-  LLVMValueRef n = cg_splat(g->c, LLVMBuildTrunc(g->b, nr, g->c->t_i32, ""), g->lanes);
-  return LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(idx, g->lanes), n, "mask");
-}
-
-static LLVMValueRef load_c(Gen *g, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask)
-    return load(g, g->vt, p);
-  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
-  LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
-  return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
-}
 
 static void store_c(Gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
   if (!mask) {
