@@ -60,6 +60,7 @@
  * block of A in L2, a KC x NC panel of B in L3. */
 enum {
   GEMM_MR = 6,
+  GEMM_KU = 4,            /* k steps per iteration of the micro-kernel's loop */
   GEMM_KC = 256,
   GEMM_MC = 144,          /* tallest tile: a multiple of MR (BLIS's value for Zen) */
   GEMM_NC = 4096,         /* widest tile: a multiple of every NR */
@@ -578,13 +579,15 @@ static void fma_step(Gen *g, int mr, LLVMValueRef *arow, LLVMValueRef brow, LLVM
   }
 }
 
-/* The k loop of an mr-row micro-tile with the accumulators as phis (they
- * must stay in registers): A's element (i, k) at rows[i] + k*ks, B's row k
- * at bp + k*NR. Leaves the builder after the loop and the final sums in acc. */
-static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc) {
+/* k from lo to hi (hi - lo a multiple of U), U k steps per iteration, of
+ * an mr-row micro-tile with the accumulators as phis (they must stay in
+ * registers): A's element (i, k) at rows[i] + k*ks, B's row k at bp +
+ * k*NR. acc holds the sums before the loop and after it on return; the
+ * builder is left after the loop. */
+static void fma_run(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc,
+                    LLVMValueRef lo, LLVMValueRef hi, int U) {
   CgCtx *c = g->c;
-  LLVMValueRef bp = LLVMGetParam(fn, MK_BP), kc = LLVMGetParam(fn, MK_KC);
-  LLVMValueRef next[GEMM_MR * 8], arow[GEMM_MR], zero = LLVMConstNull(g->vt), k0 = k64(g, 0);
+  LLVMValueRef bp = LLVMGetParam(fn, MK_BP), next[GEMM_MR * 8], arow[GEMM_MR];
   int nacc = mr * g->nv;
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(g->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, fn, "k");
@@ -593,24 +596,44 @@ static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMVa
   LLVMBuildBr(g->b, head);
   LLVMPositionBuilderAtEnd(g->b, head);
   LLVMValueRef k = LLVMBuildPhi(g->b, c->t_i64, "k");
-  LLVMAddIncoming(k, &k0, &entry, 1);
+  LLVMAddIncoming(k, &lo, &entry, 1);
   for (int j = 0; j < nacc; j++) {
+    LLVMValueRef in = acc[j];
     acc[j] = LLVMBuildPhi(g->b, g->vt, "acc");
-    LLVMAddIncoming(acc[j], &zero, &entry, 1);
+    LLVMAddIncoming(acc[j], &in, &entry, 1);
   }
-  LLVMBuildCondBr(g->b, lt(g, k, kc), body, done);
+  LLVMBuildCondBr(g->b, lt(g, k, hi), body, done);
   LLVMPositionBuilderAtEnd(g->b, body);
-  for (int i = 0; i < mr; i++)
-    arow[i] = elem(g, rows[i], mul(g, k, ks));
-  fma_step(g, mr, arow, elem(g, bp, mul(g, k, k64(g, g->nr))), acc, next);
-  LLVMValueRef k1 = add(g, k, k64(g, 1));
+  LLVMValueRef sums[GEMM_MR * 8];
+  memcpy(sums, acc, sizeof *acc * nacc);
+  for (int u = 0; u < U; u++) {
+    LLVMValueRef ku = add(g, k, k64(g, u));
+    for (int i = 0; i < mr; i++)
+      arow[i] = elem(g, rows[i], mul(g, ku, ks));
+    fma_step(g, mr, arow, elem(g, bp, mul(g, ku, k64(g, g->nr))), sums, next);
+    memcpy(sums, next, sizeof *next * nacc);
+  }
+  LLVMValueRef k1 = add(g, k, k64(g, U));
   LLVMAddIncoming(k, &k1, &body, 1);
   for (int j = 0; j < nacc; j++)
-    LLVMAddIncoming(acc[j], &next[j], &body, 1);
-  /* Unrolled, LLVM's scheduler hoisted the next k's FMAs right behind the
-   * same accumulators' previous ones and the loop stalled on FMA latency. */
+    LLVMAddIncoming(acc[j], &sums[j], &body, 1);
   keep_as_written(g, LLVMBuildBr(g->b, head));
   LLVMPositionBuilderAtEnd(g->b, done);
+}
+
+/* The k loop of an mr-row micro-tile: GEMM_KU k's per iteration, then
+ * the k's left over one at a time, in k order (so the sums are those of
+ * a loop by one k). Leaves the builder after the loops and the final
+ * sums in acc. Unrolled, the loop runs sq256-sq2048 2-20% faster in
+ * median under a loaded machine (bench/NOTES.md, branch h/sgemm3); LLVM
+ * keeps each k's FMAs in order here (its own unrolling had hoisted the
+ * next k's FMAs behind the same accumulators' and stalled). */
+static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc) {
+  LLVMValueRef kc = LLVMGetParam(fn, MK_KC), kmain = sub(g, kc, srem(g, kc, k64(g, GEMM_KU)));
+  for (int j = 0; j < mr * g->nv; j++)
+    acc[j] = LLVMConstNull(g->vt);
+  fma_run(g, fn, mr, rows, ks, acc, k64(g, 0), kmain, GEMM_KU);
+  fma_run(g, fn, mr, rows, ks, acc, kmain, kc, 1);
 }
 
 /* The sums of an mr-row micro-tile into acc. A packed panel (lda == 0,

@@ -595,6 +595,50 @@ static void test_gemv_batch_threads(void **state) {
     }
 }
 
+/* ---- the order of summation ---- */
+
+/* C's bits are those of one fused multiply-add per k in k order within
+ * each K block (kc = ceil(K / ceil(K / 256)) rows), the blocks' sums added
+ * to C in order: what makes results independent of the micro-kernel's
+ * unrolling (4 k's per iteration, then the rest one by one), of which
+ * micro-tile (6 or 5 rows) holds a row, and of A packed or read in place
+ * (N <= 32). K covers every remainder of the unrolling and 1-3 K blocks. */
+static void test_fma_order(void **state) {
+  static const int64_t ks[] = {1, 2, 3, 4, 5, 7, 8, 9, 255, 256, 257, 300, 515};
+  static const int64_t mn[][2] = {{13, 40}, {32, 16}, {7, 17}};
+  for (int d = 0; d < 2; d++)
+    for (size_t l = 0; l < sizeof ks / sizeof *ks; l++)
+      for (size_t s = 0; s < sizeof mn / sizeof *mn; s++) {
+        Case k = {.d = d, .batch = 1, .M = mn[s][0], .N = mn[s][1], .K = ks[l], .threads = 2};
+        Run r;
+        make_run(&k, &r, 300 + l * 3 + s);
+        void *C = run_kernel(&k, &r);
+        int64_t nkb = (k.K + 255) / 256, kc = (k.K + nkb - 1) / nkb;
+        for (int64_t m = 0; m < k.M; m++)
+          for (int64_t n = 0; n < k.N; n++) {
+            double c = 0;
+            float cf = 0;
+            for (int64_t k0 = 0; k0 < k.K; k0 += kc) {
+              double acc = 0;
+              float accf = 0;
+              for (int64_t kk = k0; kk < k0 + kc && kk < k.K; kk++) {
+                double a = get_t(d, r.tA, m * r.lda + kk), b = get_t(d, r.tB, kk * r.ldb + n);
+                acc = fma(a, b, acc);
+                accf = fmaf((float)a, (float)b, accf);
+              }
+              c = k0 ? c + acc : acc;
+              cf = k0 ? cf + accf : accf;
+            }
+            double got = get_t(d, C, m * r.ldc + n), want = d ? c : cf;
+            if (got != want)
+              fail_msg("%s M=%ld N=%ld K=%ld: C[%ld][%ld] = %.17g, want %.17g", d ? "f64" : "f32", (long)k.M,
+                       (long)k.N, (long)k.K, (long)m, (long)n, got, want);
+          }
+        free(C);
+        free_run(&r);
+      }
+}
+
 /* ---- packing ---- */
 
 typedef void (*PackFn)(const void *w, int64_t ldw, int64_t K, int64_t N, void *panels);
@@ -668,6 +712,7 @@ int main(void) {
     cmocka_unit_test(test_gemv_variants),
     cmocka_unit_test(test_gemv_batch_threads),
     cmocka_unit_test(test_pack_edges),
+    cmocka_unit_test(test_fma_order),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
