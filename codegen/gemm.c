@@ -60,7 +60,7 @@
  * block of A in L2, a KC x NC panel of B in L3. */
 enum {
   GEMM_MR = 6,
-  GEMM_KU = 4,            /* k steps per iteration of the micro-kernel's loop */
+  GEMM_KU = 4,            /* k steps per iteration of the 6-row micro-kernel's packed loop */
   GEMM_KC = 256,
   GEMM_MC = 144,          /* tallest tile: a multiple of MR (BLIS's value for Zen) */
   GEMM_NC = 4096,         /* widest tile: a multiple of every NR */
@@ -621,19 +621,23 @@ static void fma_run(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMVal
   LLVMPositionBuilderAtEnd(g->b, done);
 }
 
-/* The k loop of an mr-row micro-tile: GEMM_KU k's per iteration, then
+/* The k loop of an mr-row micro-tile: `unroll` k's per iteration, then
  * the k's left over one at a time, in k order (so the sums are those of
  * a loop by one k). Leaves the builder after the loops and the final
- * sums in acc. Unrolled, the loop runs sq256-sq2048 2-20% faster in
- * median under a loaded machine (bench/NOTES.md, branch h/sgemm3); LLVM
- * keeps each k's FMAs in order here (its own unrolling had hoisted the
- * next k's FMAs behind the same accumulators' and stalled). */
-static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc) {
-  LLVMValueRef kc = LLVMGetParam(fn, MK_KC), kmain = sub(g, kc, srem(g, kc, k64(g, GEMM_KU)));
+ * sums in acc. By 4 (GEMM_KU), the 6-row packed loop ran sq256-sq2048
+ * 2-20% faster in median under a loaded machine (bench/NOTES.md, branch
+ * h/sgemm3); LLVM keeps each k's FMAs in order here (its own unrolling
+ * had hoisted the next k's FMAs behind the same accumulators' and
+ * stalled). Each unrolled loop costs compile time (an MLP training
+ * step's compile +15% with all three), so only that loop has it. */
+static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc,
+                     int unroll) {
+  LLVMValueRef kc = LLVMGetParam(fn, MK_KC), kmain = sub(g, kc, srem(g, kc, k64(g, unroll)));
   for (int j = 0; j < mr * g->nv; j++)
     acc[j] = LLVMConstNull(g->vt);
-  fma_run(g, fn, mr, rows, ks, acc, k64(g, 0), kmain, GEMM_KU);
-  fma_run(g, fn, mr, rows, ks, acc, kmain, kc, 1);
+  if (unroll > 1)
+    fma_run(g, fn, mr, rows, ks, acc, k64(g, 0), kmain, unroll);
+  fma_run(g, fn, mr, rows, ks, acc, unroll > 1 ? kmain : k64(g, 0), kc, 1);
 }
 
 /* The sums of an mr-row micro-tile into acc. A packed panel (lda == 0,
@@ -649,7 +653,7 @@ static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMVa
   for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, k64(g, i));
   if (g->s->trans_a || packed_only) {
-    fma_loop(g, fn, mr, rows, k64(g, g->mr), acc);
+    fma_loop(g, fn, mr, rows, k64(g, g->mr), acc, packed_only ? 1 : GEMM_KU);
     return;
   }
   LLVMValueRef lda = LLVMGetParam(fn, MK_LDA), packed_acc[GEMM_MR * 8], direct_acc[GEMM_MR * 8];
@@ -658,14 +662,14 @@ static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMVa
   LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, fn, "sums");
   LLVMBuildCondBr(g->b, eq(g, lda, k64(g, 0)), pack_bb, direct_bb);
   LLVMPositionBuilderAtEnd(g->b, pack_bb);
-  fma_loop(g, fn, mr, rows, k64(g, g->mr), packed_acc);
+  fma_loop(g, fn, mr, rows, k64(g, g->mr), packed_acc, GEMM_KU);
   LLVMBasicBlockRef from_packed = LLVMGetInsertBlock(g->b);
   LLVMBuildBr(g->b, join);
   LLVMPositionBuilderAtEnd(g->b, direct_bb);
   LLVMValueRef last_row = sub(g, LLVMGetParam(fn, MK_MR), k64(g, 1));
   for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, mul(g, emin(g, k64(g, i), last_row), lda));
-  fma_loop(g, fn, mr, rows, k64(g, 1), direct_acc);
+  fma_loop(g, fn, mr, rows, k64(g, 1), direct_acc, 1);
   LLVMBasicBlockRef from_direct = LLVMGetInsertBlock(g->b);
   LLVMBuildBr(g->b, join);
   LLVMPositionBuilderAtEnd(g->b, join);
