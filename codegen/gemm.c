@@ -8,7 +8,8 @@
  *       for each NR panel of B, for each MR panel of A:
  *         micro-kernel: MR x NR accumulators in vector registers (MR - 1
  *         for some of a short tile's rows: row_split), one FMA
- *         per accumulator per k, then C (+)= and, on the last K block,
+ *         per accumulator per k (KU k's per iteration of the 6-row
+ *         kernel's packed loop), then C (+)= and, on the last K block,
  *         the epilogue, while the tile is still in registers.
  *
  * MR = 6 and NR = two vector registers give 12 accumulators (6x16 floats on
@@ -330,7 +331,6 @@ static LLVMValueRef load_c(Gen *g, LLVMValueRef p, LLVMValueRef mask) {
   LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
   return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
 }
-
 
 /* Packing reads R rows of a panel and writes them k-major. Where the rows
  * are contiguous in memory (rs == 1) each k copies R contiguous elements;
