@@ -8,7 +8,8 @@
  *       for each NR panel of B, for each MR panel of A:
  *         micro-kernel: MR x NR accumulators in vector registers (MR - 1
  *         for some of a short tile's rows: row_split), one FMA
- *         per accumulator per k, then C (+)= and, on the last K block,
+ *         per accumulator per k (KU k's per iteration of the 6-row
+ *         kernel's packed loop), then C (+)= and, on the last K block,
  *         the epilogue, while the tile is still in registers.
  *
  * MR = 6 and NR = two vector registers give 12 accumulators (6x16 floats on
@@ -60,6 +61,7 @@
  * block of A in L2, a KC x NC panel of B in L3. */
 enum {
   GEMM_MR = 6,
+  GEMM_KU = 4,            /* k steps per iteration of the 6-row micro-kernel's packed loop */
   GEMM_KC = 256,
   GEMM_MC = 144,          /* tallest tile: a multiple of MR (BLIS's value for Zen) */
   GEMM_NC = 4096,         /* widest tile: a multiple of every NR */
@@ -313,6 +315,23 @@ static void set(Gen *g, LLVMValueRef ctx, int f, LLVMValueRef v) {
 
 /* ---- packing ---- */
 
+/* Lanes v*lanes .. of a micro-tile row that are below nr. */
+static LLVMValueRef lane_mask(Gen *g, LLVMValueRef nr, int v) {
+  LLVMValueRef idx[64];
+  for (int j = 0; j < g->lanes; j++)
+    idx[j] = LLVMConstInt(g->c->t_i32, v * g->lanes + j, 0);
+  LLVMValueRef n = cg_splat(g->c, LLVMBuildTrunc(g->b, nr, g->c->t_i32, ""), g->lanes);
+  return LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(idx, g->lanes), n, "mask");
+}
+
+static LLVMValueRef load_c(Gen *g, LLVMValueRef p, LLVMValueRef mask) {
+  if (!mask)
+    return load(g, g->vt, p);
+  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
+  LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
+  return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
+}
+
 /* Packing reads R rows of a panel and writes them k-major. Where the rows
  * are contiguous in memory (rs == 1) each k copies R contiguous elements;
  * where k is contiguous (cs == 1), blocks of L = lanes k's are loaded as
@@ -368,14 +387,26 @@ static void transpose(Gen *g, LLVMValueRef *x) {
     }
 }
 
-/* L k's of a full panel with k contiguous: dst[kk*R + r] = src[r*rs + kk]. */
-static void pack_block_transposed(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, int R) {
+/* A row of L k's where k is contiguous; on an edge panel (valid rows,
+ * else NULL) a row from valid on reads row valid-1, in bounds, and is zero. */
+static LLVMValueRef load_k_run(Gen *g, LLVMValueRef src, LLVMValueRef rs, int r, LLVMValueRef valid) {
+  if (!valid)
+    return load(g, g->vt, elem(g, src, mul(g, k64(g, r), rs)));
+  LLVMValueRef row = emin(g, k64(g, r), sub(g, valid, k64(g, 1)));
+  LLVMValueRef x = load(g, g->vt, elem(g, src, mul(g, row, rs)));
+  return LLVMBuildSelect(g->b, lt(g, k64(g, r), valid), x, LLVMConstNull(g->vt), "");
+}
+
+/* L k's of a panel with k contiguous: dst[kk*R + r] = src[r*rs + kk],
+ * zero from row `valid` on (edge panels; NULL for a full one). */
+static void pack_block_transposed(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, int R,
+                                  LLVMValueRef valid) {
   int L = g->lanes;
   for (int r0 = 0; r0 < R; r0 += L) {
     int rows = R - r0 < L ? R - r0 : L;
     LLVMValueRef x[64];
     for (int j = 0; j < L; j++)
-      x[j] = j < rows ? load(g, g->vt, elem(g, src, mul(g, k64(g, r0 + j), rs))) : LLVMGetUndef(g->vt);
+      x[j] = j < rows ? load_k_run(g, src, rs, r0 + j, valid) : LLVMGetUndef(g->vt);
     transpose(g, x);
     for (int kk = 0; kk < L; kk++)
       store_prefix(g, x[kk], elem(g, dst, k64(g, kk * R + r0)), rows);
@@ -395,9 +426,18 @@ static void pack_step(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef r
   }
 }
 
+/* One k of an edge panel with rows contiguous: dst[r] = src[r] below
+ * valid, zero up to R, as masked vector loads (no read past valid). */
+static void pack_run_masked(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef valid, int R) {
+  for (int v = 0, L = g->lanes; v * L < R; v++) {
+    LLVMValueRef x = load_c(g, elem(g, src, k64(g, v * L)), lane_mask(g, valid, v));
+    store_prefix(g, x, elem(g, dst, k64(g, v * L)), R - v * L < L ? R - v * L : L);
+  }
+}
+
 /* Rows contiguous: k outer, so the source is read row after row (a panel
  * at a time would touch kc pages per panel), and each k's run of rows is
- * scattered over the panels. The partial last panel goes element-wise. */
+ * scattered over the panels, the partial last one's by masked loads. */
 static void pack_rows_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef cs, LLVMValueRef n,
                                  LLVMValueRef kc, int R) {
   LLVMValueRef kR = k64(g, R), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
@@ -409,34 +449,39 @@ static void pack_rows_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLV
   loop_close(g, &lp, k64(g, 1));
   If edge;
   if_open(g, &edge, lt(g, k64(g, 0), rem));
-  pack_step(g, elem(g, to, mul(g, full, pstride)), elem(g, from, mul(g, full, kR)), k64(g, 1), rem, R, true);
+  pack_run_masked(g, elem(g, to, mul(g, full, pstride)), elem(g, from, mul(g, full, kR)), rem, R);
   if_close(g, &edge);
   loop_close(g, &lk, k64(g, 1));
 }
 
-/* k contiguous: a panel at a time, L k's per step transposed in registers,
- * the k's left over and the partial last panel element-wise. */
-static void pack_k_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef n,
-                              LLVMValueRef kc, int R) {
-  LLVMValueRef kR = k64(g, R), kL = k64(g, g->lanes), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
-  LLVMValueRef kmain = sub(g, kc, srem(g, kc, kL)), pstride = mul(g, kc, kR);
-  Loop lp, lk, lrest;
-  LLVMValueRef p = loop_open(g, &lp, k64(g, 0), full);
-  LLVMValueRef to = elem(g, dst, mul(g, p, pstride)), from = elem(g, src, mul(g, p, mul(g, kR, rs)));
+/* One panel of R rows with k contiguous: L k's per step transposed in
+ * registers, the k's left over element by element; an edge panel (valid
+ * rows, else NULL) zero from row valid on. */
+static void pack_panel_k(Gen *g, LLVMValueRef to, LLVMValueRef from, LLVMValueRef rs, LLVMValueRef kc, int R,
+                         LLVMValueRef valid) {
+  LLVMValueRef kR = k64(g, R), kL = k64(g, g->lanes), kmain = sub(g, kc, srem(g, kc, kL));
+  Loop lk, lrest;
   LLVMValueRef k = loop_open(g, &lk, k64(g, 0), kmain);
-  pack_block_transposed(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, R);
+  pack_block_transposed(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, R, valid);
   loop_close(g, &lk, kL);
   k = loop_open(g, &lrest, kmain, kc);
-  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, kR, R, false);
+  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, valid ? valid : kR, R, valid != NULL);
   loop_close(g, &lrest, k64(g, 1));
+}
+
+/* k contiguous: a panel at a time, the partial last one (the short
+ * micro-tiles' panels of row_split are all partial) the same way. */
+static void pack_k_contiguous(Gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rs, LLVMValueRef n,
+                              LLVMValueRef kc, int R) {
+  LLVMValueRef kR = k64(g, R), full = sdiv(g, n, kR), rem = sub(g, n, mul(g, full, kR));
+  LLVMValueRef pstride = mul(g, kc, kR), rows = mul(g, kR, rs);
+  Loop lp;
+  LLVMValueRef p = loop_open(g, &lp, k64(g, 0), full);
+  pack_panel_k(g, elem(g, dst, mul(g, p, pstride)), elem(g, src, mul(g, p, rows)), rs, kc, R, NULL);
   loop_close(g, &lp, k64(g, 1));
   If edge;
   if_open(g, &edge, lt(g, k64(g, 0), rem));
-  to = elem(g, dst, mul(g, full, pstride));
-  from = elem(g, src, mul(g, full, mul(g, kR, rs)));
-  k = loop_open(g, &lk, k64(g, 0), kc);
-  pack_step(g, elem(g, to, mul(g, k, kR)), elem(g, from, k), rs, rem, R, true);
-  loop_close(g, &lk, k64(g, 1));
+  pack_panel_k(g, elem(g, dst, mul(g, full, pstride)), elem(g, src, mul(g, full, rows)), rs, kc, R, rem);
   if_close(g, &edge);
 }
 
@@ -463,23 +508,6 @@ static LLVMValueRef emit_pack(Gen *g, const char *part, int R, bool contig_r) {
 
 enum { MK_AP, MK_BP, MK_KC, MK_CP, MK_LDC, MK_MR, MK_NR, MK_LOADC, MK_LAST, MK_EPI, MK_B, MK_ROW, MK_COL, MK_LDA,
        MK_COUNT };
-
-/* Lanes v*lanes .. of a micro-tile row that are below nr. */
-static LLVMValueRef lane_mask(Gen *g, LLVMValueRef nr, int v) {
-  LLVMValueRef idx[64];
-  for (int j = 0; j < g->lanes; j++)
-    idx[j] = LLVMConstInt(g->c->t_i32, v * g->lanes + j, 0);
-  LLVMValueRef n = cg_splat(g->c, LLVMBuildTrunc(g->b, nr, g->c->t_i32, ""), g->lanes);
-  return LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(idx, g->lanes), n, "mask");
-}
-
-static LLVMValueRef load_c(Gen *g, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask)
-    return load(g, g->vt, p);
-  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
-  LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
-  return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
-}
 
 static void store_c(Gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
   if (!mask) {
@@ -551,13 +579,15 @@ static void fma_step(Gen *g, int mr, LLVMValueRef *arow, LLVMValueRef brow, LLVM
   }
 }
 
-/* The k loop of an mr-row micro-tile with the accumulators as phis (they
- * must stay in registers): A's element (i, k) at rows[i] + k*ks, B's row k
- * at bp + k*NR. Leaves the builder after the loop and the final sums in acc. */
-static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc) {
+/* k from lo to hi (hi - lo a multiple of U), U k steps per iteration, of
+ * an mr-row micro-tile with the accumulators as phis (they must stay in
+ * registers): A's element (i, k) at rows[i] + k*ks, B's row k at bp +
+ * k*NR. acc holds the sums before the loop and after it on return; the
+ * builder is left after the loop. */
+static void fma_run(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc,
+                    LLVMValueRef lo, LLVMValueRef hi, int U) {
   CgCtx *c = g->c;
-  LLVMValueRef bp = LLVMGetParam(fn, MK_BP), kc = LLVMGetParam(fn, MK_KC);
-  LLVMValueRef next[GEMM_MR * 8], arow[GEMM_MR], zero = LLVMConstNull(g->vt), k0 = k64(g, 0);
+  LLVMValueRef bp = LLVMGetParam(fn, MK_BP), next[GEMM_MR * 8], arow[GEMM_MR];
   int nacc = mr * g->nv;
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(g->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, fn, "k");
@@ -566,24 +596,48 @@ static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMVa
   LLVMBuildBr(g->b, head);
   LLVMPositionBuilderAtEnd(g->b, head);
   LLVMValueRef k = LLVMBuildPhi(g->b, c->t_i64, "k");
-  LLVMAddIncoming(k, &k0, &entry, 1);
+  LLVMAddIncoming(k, &lo, &entry, 1);
   for (int j = 0; j < nacc; j++) {
+    LLVMValueRef in = acc[j];
     acc[j] = LLVMBuildPhi(g->b, g->vt, "acc");
-    LLVMAddIncoming(acc[j], &zero, &entry, 1);
+    LLVMAddIncoming(acc[j], &in, &entry, 1);
   }
-  LLVMBuildCondBr(g->b, lt(g, k, kc), body, done);
+  LLVMBuildCondBr(g->b, lt(g, k, hi), body, done);
   LLVMPositionBuilderAtEnd(g->b, body);
-  for (int i = 0; i < mr; i++)
-    arow[i] = elem(g, rows[i], mul(g, k, ks));
-  fma_step(g, mr, arow, elem(g, bp, mul(g, k, k64(g, g->nr))), acc, next);
-  LLVMValueRef k1 = add(g, k, k64(g, 1));
+  LLVMValueRef sums[GEMM_MR * 8];
+  memcpy(sums, acc, sizeof *acc * nacc);
+  for (int u = 0; u < U; u++) {
+    LLVMValueRef ku = add(g, k, k64(g, u));
+    for (int i = 0; i < mr; i++)
+      arow[i] = elem(g, rows[i], mul(g, ku, ks));
+    fma_step(g, mr, arow, elem(g, bp, mul(g, ku, k64(g, g->nr))), sums, next);
+    memcpy(sums, next, sizeof *next * nacc);
+  }
+  LLVMValueRef k1 = add(g, k, k64(g, U));
   LLVMAddIncoming(k, &k1, &body, 1);
   for (int j = 0; j < nacc; j++)
-    LLVMAddIncoming(acc[j], &next[j], &body, 1);
-  /* Unrolled, LLVM's scheduler hoisted the next k's FMAs right behind the
-   * same accumulators' previous ones and the loop stalled on FMA latency. */
+    LLVMAddIncoming(acc[j], &sums[j], &body, 1);
   keep_as_written(g, LLVMBuildBr(g->b, head));
   LLVMPositionBuilderAtEnd(g->b, done);
+}
+
+/* The k loop of an mr-row micro-tile: `unroll` k's per iteration, then
+ * the k's left over one at a time, in k order (so the sums are those of
+ * a loop by one k). Leaves the builder after the loops and the final
+ * sums in acc. By 4 (GEMM_KU), the 6-row packed loop ran sq256-sq2048
+ * 2-20% faster in median under a loaded machine (bench/NOTES.md, branch
+ * h/sgemm3); LLVM keeps each k's FMAs in order here (its own unrolling
+ * had hoisted the next k's FMAs behind the same accumulators' and
+ * stalled). Each unrolled loop costs compile time (an MLP training
+ * step's compile +15% with all three), so only that loop has it. */
+static void fma_loop(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMValueRef ks, LLVMValueRef *acc,
+                     int unroll) {
+  LLVMValueRef kc = LLVMGetParam(fn, MK_KC), kmain = sub(g, kc, srem(g, kc, k64(g, unroll)));
+  for (int j = 0; j < mr * g->nv; j++)
+    acc[j] = LLVMConstNull(g->vt);
+  if (unroll > 1)
+    fma_run(g, fn, mr, rows, ks, acc, k64(g, 0), kmain, unroll);
+  fma_run(g, fn, mr, rows, ks, acc, unroll > 1 ? kmain : k64(g, 0), kc, 1);
 }
 
 /* The sums of an mr-row micro-tile into acc. A packed panel (lda == 0,
@@ -599,7 +653,7 @@ static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMVa
   for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, k64(g, i));
   if (g->s->trans_a || packed_only) {
-    fma_loop(g, fn, mr, rows, k64(g, g->mr), acc);
+    fma_loop(g, fn, mr, rows, k64(g, g->mr), acc, packed_only ? 1 : GEMM_KU);
     return;
   }
   LLVMValueRef lda = LLVMGetParam(fn, MK_LDA), packed_acc[GEMM_MR * 8], direct_acc[GEMM_MR * 8];
@@ -608,14 +662,14 @@ static void micro_sums(Gen *g, LLVMValueRef fn, int mr, bool packed_only, LLVMVa
   LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, fn, "sums");
   LLVMBuildCondBr(g->b, eq(g, lda, k64(g, 0)), pack_bb, direct_bb);
   LLVMPositionBuilderAtEnd(g->b, pack_bb);
-  fma_loop(g, fn, mr, rows, k64(g, g->mr), packed_acc);
+  fma_loop(g, fn, mr, rows, k64(g, g->mr), packed_acc, GEMM_KU);
   LLVMBasicBlockRef from_packed = LLVMGetInsertBlock(g->b);
   LLVMBuildBr(g->b, join);
   LLVMPositionBuilderAtEnd(g->b, direct_bb);
   LLVMValueRef last_row = sub(g, LLVMGetParam(fn, MK_MR), k64(g, 1));
   for (int i = 0; i < mr; i++)
     rows[i] = elem(g, ap, mul(g, emin(g, k64(g, i), last_row), lda));
-  fma_loop(g, fn, mr, rows, k64(g, 1), direct_acc);
+  fma_loop(g, fn, mr, rows, k64(g, 1), direct_acc, 1);
   LLVMBasicBlockRef from_direct = LLVMGetInsertBlock(g->b);
   LLVMBuildBr(g->b, join);
   LLVMPositionBuilderAtEnd(g->b, join);

@@ -595,6 +595,108 @@ static void test_gemv_batch_threads(void **state) {
     }
 }
 
+/* ---- the order of summation ---- */
+
+/* C's bits are those of one fused multiply-add per k in k order within
+ * each K block (kc = ceil(K / ceil(K / 256)) rows), the blocks' sums added
+ * to C in order: what makes results independent of the micro-kernel's
+ * unrolling (4 k's per iteration, then the rest one by one), of which
+ * micro-tile (6 or 5 rows) holds a row, and of A packed or read in place
+ * (N <= 32). K covers every remainder of the unrolling and 1-3 K blocks. */
+static void test_fma_order(void **state) {
+  static const int64_t ks[] = {1, 2, 3, 4, 5, 7, 8, 9, 255, 256, 257, 300, 515};
+  static const int64_t mn[][2] = {{13, 40}, {32, 16}, {7, 17}};
+  for (int d = 0; d < 2; d++)
+    for (size_t l = 0; l < sizeof ks / sizeof *ks; l++)
+      for (size_t s = 0; s < sizeof mn / sizeof *mn; s++) {
+        Case k = {.d = d, .batch = 1, .M = mn[s][0], .N = mn[s][1], .K = ks[l], .threads = 2};
+        Run r;
+        make_run(&k, &r, 300 + l * 3 + s);
+        void *C = run_kernel(&k, &r);
+        int64_t nkb = (k.K + 255) / 256, kc = (k.K + nkb - 1) / nkb;
+        for (int64_t m = 0; m < k.M; m++)
+          for (int64_t n = 0; n < k.N; n++) {
+            double c = 0;
+            float cf = 0;
+            for (int64_t k0 = 0; k0 < k.K; k0 += kc) {
+              double acc = 0;
+              float accf = 0;
+              for (int64_t kk = k0; kk < k0 + kc && kk < k.K; kk++) {
+                double a = get_t(d, r.tA, m * r.lda + kk), b = get_t(d, r.tB, kk * r.ldb + n);
+                acc = fma(a, b, acc);
+                accf = fmaf((float)a, (float)b, accf);
+              }
+              c = k0 ? c + acc : acc;
+              cf = k0 ? cf + accf : accf;
+            }
+            double got = get_t(d, C, m * r.ldc + n), want = d ? c : cf;
+            if (got != want)
+              fail_msg("%s M=%ld N=%ld K=%ld: C[%ld][%ld] = %.17g, want %.17g", d ? "f64" : "f32", (long)k.M,
+                       (long)k.N, (long)k.K, (long)m, (long)n, got, want);
+          }
+        free(C);
+        free_run(&r);
+      }
+}
+
+/* ---- packing ---- */
+
+typedef void (*PackFn)(const void *w, int64_t ldw, int64_t K, int64_t N, void *panels);
+
+/* The packer's panels element by element against ops.def's pack_b layout
+ * (K blocks of kc rows, each NR-column panels k-major, zero past N), in
+ * both source layouts (rows contiguous, and k contiguous: transposed in
+ * registers), at panel widths 1 .. NR + 1 past a multiple of NR (every
+ * edge panel height) and K with a remainder of the vector width and a
+ * short last block. The GEMM packs A by the same code with MR rows, so
+ * its edge panels (row_split's short ones) are these. */
+static void test_pack_edges(void **state) {
+  static const int64_t ks[] = {1, 7, 13, 300};
+  char err[1024], name[32];
+  CgCtx c;
+  if (cg_ctx_init_jit(&c, "gemm_pack", err, sizeof err))
+    fail_msg("%s", err);
+  int lanes = c.vbits / 32;
+  for (int v = 0; v < 4; v++) {
+    sprintf(name, "pack%d", v);
+    assert_non_null(cg_pack_b_define(&c, v & 1 ? RT_F64 : RT_F32, v >> 1, name));
+  }
+  if (cg_optimize(&c, 3, err, sizeof err) || cg_jit_add(jit, &c, err, sizeof err))
+    fail_msg("%s", err);
+  cg_ctx_dispose(&c);
+  for (int v = 0; v < 4; v++) {
+    int d = v & 1, trans = v >> 1;
+    sprintf(name, "pack%d", v);
+    PackFn pack = (PackFn)cg_jit_lookup(jit, name);
+    assert_non_null(pack);
+    for (size_t l = 0; l < sizeof ks / sizeof *ks; l++) {
+      int64_t nr, kc, K = ks[l];
+      assert_true(cg_gemm_panels(d ? RT_F64 : RT_F32, lanes, INT64_MAX, K, &nr, &kc));
+      for (int64_t N = nr - 1; N <= 2 * nr + 1; N++) {
+        uint64_t seed = 31 + (uint64_t)(v * 100 + l * 10 + N);
+        double *w = rand_array(K * N, &seed);   /* op(w) is K x N: w[k*N + n], or w[n*K + k] transposed */
+        void *src = in_dtype(d, w, K * N);
+        int64_t npad = (N + nr - 1) / nr * nr, nkb = (K + kc - 1) / kc, bytes = nkb * kc * npad * (d ? 8 : 4);
+        unsigned char *got = malloc((size_t)bytes);
+        memset(got, CANARY, (size_t)bytes);
+        pack(src, trans ? K : N, K, N, got);
+        for (int64_t k = 0; k < K; k++)
+          for (int64_t n = 0; n < npad; n++) {
+            int64_t kb = k / kc, kcb = K - kb * kc < kc ? K - kb * kc : kc;
+            int64_t at = kb * kc * npad + n / nr * kcb * nr + (k - kb * kc) * nr + n % nr;
+            double want = n < N ? get_t(d, src, trans ? n * K + k : k * N + n) : 0;
+            if (get_t(d, got, at) != want)
+              fail_msg("%s trans=%d K=%ld N=%ld: element (%ld, %ld) is %g, want %g", d ? "f64" : "f32", trans,
+                       (long)K, (long)N, (long)k, (long)n, get_t(d, got, at), want);
+          }
+        free(got);
+        free(src);
+        free(w);
+      }
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_work_bytes),
@@ -609,6 +711,8 @@ int main(void) {
     cmocka_unit_test(test_cross_targets),
     cmocka_unit_test(test_gemv_variants),
     cmocka_unit_test(test_gemv_batch_threads),
+    cmocka_unit_test(test_pack_edges),
+    cmocka_unit_test(test_fma_order),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
