@@ -147,6 +147,27 @@ LLVMValueRef cg_intrinsic(CgCtx *c, const char *name, LLVMTypeRef *overload,
   return LLVMBuildCall2(c->b, fty, fn, args, nargs, "");
 }
 
+LLVMValueRef cg_vload(CgCtx *c, LLVMTypeRef vt, LLVMValueRef p, unsigned align, LLVMValueRef mask) {
+  if (!mask) {
+    LLVMValueRef x = LLVMBuildLoad2(c->b, vt, p, "");
+    LLVMSetAlignment(x, align);
+    return x;
+  }
+  LLVMTypeRef ov[] = {vt, c->t_ptr};
+  LLVMValueRef args[] = {p, LLVMConstInt(c->t_i32, align, 0), mask, LLVMConstNull(vt)};
+  return cg_intrinsic(c, "llvm.masked.load", ov, 2, args, 4);
+}
+
+void cg_vstore(CgCtx *c, LLVMValueRef v, LLVMValueRef p, unsigned align, LLVMValueRef mask) {
+  if (!mask) {
+    LLVMSetAlignment(LLVMBuildStore(c->b, v, p), align);
+    return;
+  }
+  LLVMTypeRef ov[] = {LLVMTypeOf(v), c->t_ptr};
+  LLVMValueRef args[] = {v, p, LLVMConstInt(c->t_i32, align, 0), mask};
+  cg_intrinsic(c, "llvm.masked.store", ov, 2, args, 4);
+}
+
 LLVMValueRef cg_splat(CgCtx *c, LLVMValueRef scalar, int lanes) {
   if (lanes <= 1)
     return scalar;

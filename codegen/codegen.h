@@ -39,6 +39,11 @@ void cg_ctx_dispose(CgCtx *c);   /* the module too, unless handed to the JIT */
 void cg_init_llvm(void);         /* targets and the fatal error handler, once per process */
 int cg_host_lanes(int bytes);    /* lanes of the host's widest vectors for elements of `bytes` */
 int cg_target_lanes(const char *triple, const char *features, int bytes);  /* ... of a target's */
+/* A vector of type vt loaded from p, or v stored to p, aligned to its
+ * element (align bytes); with a mask (else NULL) only its lanes, the
+ * others reading 0 and left unwritten. */
+LLVMValueRef cg_vload(CgCtx *c, LLVMTypeRef vt, LLVMValueRef p, unsigned align, LLVMValueRef mask);
+void cg_vstore(CgCtx *c, LLVMValueRef v, LLVMValueRef p, unsigned align, LLVMValueRef mask);
 LLVMValueRef cg_intrinsic(CgCtx *c, const char *name, LLVMTypeRef *overload,
                           int noverload, LLVMValueRef *args, int nargs);
 LLVMValueRef cg_splat(CgCtx *c, LLVMValueRef scalar, int lanes);

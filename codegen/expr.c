@@ -1090,26 +1090,12 @@ static LLVMValueRef epi_load(CgCtx *c, const EpiPlan *p, int o, LLVMValueRef add
   LLVMTypeRef vt = vec_type(c, dt, w);
   if (!p->vec[o])
     return cg_splat(c, LLVMBuildLoad2(c->b, cg_elem_type(c, dt), addr, ""), w);
-  if (!mask) {
-    LLVMValueRef x = LLVMBuildLoad2(c->b, vt, addr, "");
-    LLVMSetAlignment(x, rt_dtype_size(dt));
-    return x;
-  }
-  LLVMTypeRef ov[] = {vt, c->t_ptr};
-  LLVMValueRef args[] = {addr, LLVMConstInt(c->t_i32, rt_dtype_size(dt), 0), mask, LLVMConstNull(vt)};
-  return cg_intrinsic(c, "llvm.masked.load", ov, 2, args, 4);
+  return cg_vload(c, vt, addr, (unsigned)rt_dtype_size(dt), mask);
 }
 
 static void epi_store(CgCtx *c, const EpiPlan *p, int o, LLVMValueRef addr, LLVMValueRef mask,
                       LLVMValueRef v) {
-  RtDType dt = p->f.val[o]->type.dt;
-  if (!mask) {
-    LLVMSetAlignment(LLVMBuildStore(c->b, v, addr), rt_dtype_size(dt));
-    return;
-  }
-  LLVMTypeRef ov[] = {LLVMTypeOf(v), c->t_ptr};
-  LLVMValueRef args[] = {v, addr, LLVMConstInt(c->t_i32, rt_dtype_size(dt), 0), mask};
-  cg_intrinsic(c, "llvm.masked.store", ov, 2, args, 4);
+  cg_vstore(c, v, addr, (unsigned)rt_dtype_size(p->f.val[o]->type.dt), mask);
 }
 
 /* CgEpilogue.fn: the members on the accumulator vector v, in order; the

@@ -325,11 +325,7 @@ static LLVMValueRef lane_mask(Gen *g, LLVMValueRef nr, int v) {
 }
 
 static LLVMValueRef load_c(Gen *g, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask)
-    return load(g, g->vt, p);
-  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
-  LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
-  return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
+  return cg_vload(g->c, g->vt, p, (unsigned)g->sz, mask);
 }
 
 /* Packing reads R rows of a panel and writes them k-major. Where the rows
@@ -510,13 +506,7 @@ enum { MK_AP, MK_BP, MK_KC, MK_CP, MK_LDC, MK_MR, MK_NR, MK_LOADC, MK_LAST, MK_E
        MK_COUNT };
 
 static void store_c(Gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask) {
-    store(g, v, p);
-    return;
-  }
-  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
-  LLVMValueRef args[] = {v, p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask};
-  cg_intrinsic(g->c, "llvm.masked.store", ov, 2, args, 4);
+  cg_vstore(g->c, v, p, (unsigned)g->sz, mask);
 }
 
 /* Writes the accumulators to C: C = acc, or C += acc when loadc (a select,

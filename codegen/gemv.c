@@ -66,21 +66,11 @@ static LLVMValueRef vfma(Gv *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc
 
 /* Masked vector load and store (mask NULL: plain); masked-off lanes read 0. */
 static LLVMValueRef vload(Gv *g, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask)
-    return load(g, g->vt, p);
-  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
-  LLVMValueRef args[] = {p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask, LLVMConstNull(g->vt)};
-  return cg_intrinsic(g->c, "llvm.masked.load", ov, 2, args, 4);
+  return cg_vload(g->c, g->vt, p, (unsigned)g->sz, mask);
 }
 
 static void vstore(Gv *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
-  if (!mask) {
-    LLVMSetAlignment(LLVMBuildStore(g->b, v, p), g->sz);
-    return;
-  }
-  LLVMTypeRef ov[] = {g->vt, g->c->t_ptr};
-  LLVMValueRef args[] = {v, p, LLVMConstInt(g->c->t_i32, g->sz, 0), mask};
-  cg_intrinsic(g->c, "llvm.masked.store", ov, 2, args, 4);
+  cg_vstore(g->c, v, p, (unsigned)g->sz, mask);
 }
 
 /* Lanes j of a vector starting at element `at` of a run of n: at + j < n. */
