@@ -96,7 +96,7 @@ static void test_errors(void **state) {
   assert_int_equal(rt_text_read("/nonexistent/words.txt", &lines, &t, &e), RT_ERR_IO);
   assert_non_null(strstr(e.msg, "/nonexistent/words.txt"));
   /* A file that reads but does not parse fails as its bytes in memory do. */
-  char path[] = "/tmp/kiln_text_XXXXXX";
+  char path[] = P_tmpdir "/kiln-text-XXXXXX";
   int fd = mkstemp(path);
   assert_true(fd >= 0);
   assert_int_equal(write(fd, "ab\n\xff\n", 4), 4);
