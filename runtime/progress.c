@@ -22,17 +22,15 @@
 enum { BAR_CELLS = 20 };
 static const double REDRAW_SECONDS = 0.1;
 
-double rt_monotonic_seconds(void) {
+static double clock_seconds(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-double rt_thread_cpu_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double rt_monotonic_seconds(void) { return clock_seconds(CLOCK_MONOTONIC); }
+
+double rt_thread_cpu_seconds(void) { return clock_seconds(CLOCK_THREAD_CPUTIME_ID); }
 
 void rt_progress_init(RtProgress *p, FILE *out, int epochs, int64_t samples_per_epoch) {
   *p = (RtProgress){.out = out, .tty = out && isatty(fileno(out)), .epochs = epochs,

@@ -35,15 +35,8 @@ static CgJit *jit;
 static const int widths[NSETS] = {0, 128, 512, 0, 128};
 
 static LLVMValueRef masked_or_plain_load(CgCtx *c, LLVMTypeRef vt, LLVMValueRef p, LLVMValueRef mask) {
-  int sz = LLVMGetTypeKind(LLVMGetElementType(vt)) == LLVMFloatTypeKind ? 4 : 8;
-  if (!mask) {
-    LLVMValueRef v = LLVMBuildLoad2(c->b, vt, p, "");
-    LLVMSetAlignment(v, sz);
-    return v;
-  }
-  LLVMTypeRef ov[] = {vt, c->t_ptr};
-  LLVMValueRef args[] = {p, LLVMConstInt(c->t_i32, sz, 0), mask, LLVMConstNull(vt)};
-  return cg_intrinsic(c, "llvm.masked.load", ov, 2, args, 4);
+  unsigned sz = LLVMGetTypeKind(LLVMGetElementType(vt)) == LLVMFloatTypeKind ? 4 : 8;
+  return cg_vload(c, vt, p, sz, mask);
 }
 
 /* relu(v + bias[col..]) + rowterm[b*ROWTERM_STRIDE + row]; epi = {bias, rowterm}. */
