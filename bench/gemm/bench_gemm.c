@@ -60,7 +60,10 @@ static const Shape default_shapes[] = {
   {"attn_qkv_b16_s64", 1024, 384, 128, 0, 0},
 };
 
-static GemmFn kiln_fn[2][2];   /* [ta][tb] */
+/* [kind][ta][tb]: kind 0 the GEMM, 1 the GEMV that a model's call site
+ * takes instead when M <= CG_GEMV_MAX_M (cg_call_matmul), so a batch-1
+ * shape here times the code a batch-1 model runs. */
+static GemmFn kiln_fn[2][2][2];
 static int json;
 static clockid_t timer = CLOCK_MONOTONIC;
 
@@ -76,6 +79,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void variant_name(char *name, size_t n, int ta, int tb) { snprintf(name, n, "sgemm_%d%d", ta, tb); }
+static void gemv_name(char *name, size_t n, int ta, int tb) { snprintf(name, n, "sgemv_%d%d", ta, tb); }
 
 /* Makes the parts of every variant external, so that their addresses can
  * be looked up for the perf map. */
@@ -145,6 +149,8 @@ static int compile_kiln(int perfmap) {
       char name[32];
       variant_name(name, sizeof name, ta, tb);
       cg_gemm_define(&c, &s, name);
+      gemv_name(name, sizeof name, ta, tb);
+      cg_gemv_define(&c, &s, name);
     }
   if (perfmap)
     expose_parts(&c);
@@ -157,9 +163,11 @@ static int compile_kiln(int perfmap) {
     for (int tb = 0; tb < 2; tb++) {
       char name[32];
       variant_name(name, sizeof name, ta, tb);
-      kiln_fn[ta][tb] = (GemmFn)cg_jit_lookup(jit, name);
+      kiln_fn[0][ta][tb] = (GemmFn)cg_jit_lookup(jit, name);
+      gemv_name(name, sizeof name, ta, tb);
+      kiln_fn[1][ta][tb] = (GemmFn)cg_jit_lookup(jit, name);
     }
-  fprintf(stderr, "# compiled 4 kiln sgemm variants in %.0f ms\n", (now() - t0) * 1e3);
+  fprintf(stderr, "# compiled 4 kiln sgemm and 4 sgemv variants in %.0f ms\n", (now() - t0) * 1e3);
   if (perfmap)
     write_perf_map(jit);
   return 0;   /* the JIT lives as long as the process */
@@ -175,7 +183,7 @@ typedef struct Operands {
 
 static void call_kiln(Operands *o) {
   const Shape *s = o->sh;
-  kiln_fn[s->ta][s->tb](1, s->M, s->N, s->K, o->A, o->lda, 0, o->B, o->ldb, 0, o->C, s->N, 0, NULL, o->work,
+  kiln_fn[s->M <= CG_GEMV_MAX_M][s->ta][s->tb](1, s->M, s->N, s->K, o->A, o->lda, 0, o->B, o->ldb, 0, o->C, s->N, 0, NULL, o->work,
                         o->threads);
 }
 
