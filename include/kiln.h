@@ -126,6 +126,14 @@ KILN_API KilnStatus kiln_save_weights(KilnModel *m, const char *path);
  * grows past the compiled maximum; smaller batches reuse the code. */
 KILN_API KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs,
                              KilnTensor *outputs, int noutputs);
+/* Input i's buffer in the model's own memory, shaped as in the last
+ * kiln_run: an input written there and passed to kiln_run is read in place
+ * instead of copied in (as ONNX Runtime's I/O binding or TensorFlow Lite's
+ * input tensors do). Valid until a run compiles anew (a larger batch,
+ * other sizes, changed weights), kiln_set_threads raises the count, or
+ * kiln_free; kiln_run refuses a buffer it is about to free. Before the
+ * first run: KILN_ERR_ARG. */
+KILN_API KilnStatus kiln_input_buffer(KilnModel *m, int i, KilnTensor *t);
 /* The threads later runs and training steps use (0: OMP_NUM_THREADS or
  * the cores); results are the same at any count. */
 KILN_API KilnStatus kiln_set_threads(KilnModel *m, int threads);

@@ -751,6 +751,45 @@ int64_t kiln__bytes_at(const Graph *g, const Value *v, const int64_t *vals, int6
   return n;
 }
 
+/* Before a compile frees m->cc: no input may be its input buffer. */
+static KilnStatus check_not_in_io(KilnModel *m, const KilnTensor **in) {
+  const Compiled *cc = m->cc;
+  if (!cc || !cc->last_batch)
+    return KILN_OK;
+  const char *lo = cc->regions[REGION_IO], *hi = lo + cc->g->region_bytes[REGION_IO];
+  for (int i = 0; i < m->sig->ninputs; i++) {
+    const char *p = in[i]->data;
+    if (p >= lo && p < hi)
+      return kiln__fail(m, KILN_ERR_INPUT,
+                        "input '%s' is the model's buffer (kiln_input_buffer), which this run frees "
+                        "to compile anew: copy the input elsewhere, or run, then ask for the buffer again",
+                        m->sig->inputs[i]->name);
+  }
+  return KILN_OK;
+}
+
+KilnStatus kiln_input_buffer(KilnModel *m, int i, KilnTensor *t) {
+  if (!m || !t || !m->sig || i < 0 || i >= m->sig->ninputs)
+    return KILN_ERR_ARG;
+  kiln__reset_errors(m);
+  const Compiled *cc = m->cc;
+  if (!cc || !cc->last_batch)
+    return kiln__fail(m, KILN_ERR_ARG, "input '%s' has no buffer before the model's first run",
+                      m->sig->inputs[i]->name);
+  const Graph *g = cc->g;
+  const Value *v = g->inputs[i];
+  int64_t gv[256];
+  for (int j = 0; j < g->nsvars; j++)
+    gv[j] = j == g->batch_var ? cc->last_batch : g->svals[j];
+  memset(t, 0, sizeof *t);
+  t->name = m->sig->inputs[i]->name;
+  t->dtype = (KilnDType)v->type.dt;
+  t->rank = v->type.rank;
+  kiln__bytes_at(g, v, gv, t->shape);
+  t->data = kiln__at(cc, v);
+  return KILN_OK;
+}
+
 KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTensor *outputs,
                     int noutputs) {
   if (!m || (ninputs && !inputs) || (noutputs && !outputs))
@@ -770,7 +809,10 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
     return st;
   if (noutputs > s->noutputs)
     return kiln__fail(m, KILN_ERR_ARG, "the model has %d output(s), %d asked", s->noutputs, noutputs);
-  if (m->cc && m->cc->g->weights_baked && (m->newest || m->cc->wver != m->wver)) {
+  bool stale = m->cc && m->cc->g->weights_baked && (m->newest || m->cc->wver != m->wver);
+  if ((stale || !cache_fits(m->cc, binds, nb, batch)) && (st = check_not_in_io(m, in)))
+    return st;
+  if (stale) {
     kiln__free_compiled(m->cc);        /* its code holds weights that have changed since */
     m->cc = NULL;
   }
@@ -787,8 +829,10 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
   for (int i = 0; i < g->ninputs; i++) {
     const Value *v = g->inputs[i];
     int64_t b = kiln__bytes_at(g, v, gv, shape);
-    memcpy(kiln__at(cc, v), in[i]->data, b);
+    if (in[i]->data != kiln__at(cc, v))   /* else written in place (kiln_input_buffer) */
+      memcpy(kiln__at(cc, v), in[i]->data, b);
   }
+  cc->last_batch = batch;
   kiln__call(m, cc, batch);
   for (int i = 0; i < noutputs; i++) {
     const Value *v = g->outputs[i];

@@ -20,6 +20,7 @@ typedef struct Compiled {
   FeSize *binds;          /* the sizes it was compiled for (batch excluded) */
   int nbinds;
   int64_t max_batch;
+  int64_t last_batch;     /* the batch of its last run (kiln_input_buffer's shapes), 0: none yet */
   int threads;            /* the most threads its workspaces allow */
   bool init_state;        /* training: state missing from the weights starts from its Init */
   bool live_weights;      /* weights change between runs: passes must not fold them into code */

@@ -176,6 +176,52 @@ static void test_smaller_batch(void **state) {
   rt_tensor_free(&x), rt_tensor_free(&y);
 }
 
+static void assert_mentions(const char *msg, const char *what);
+
+/* ---- inputs read in place ------------------------------------------------- */
+
+/* kiln_input_buffer: none before the first run; then the model's own
+ * buffer, shaped as that run's input; an input written there gives the
+ * bits of the same input copied in, run after run, and a second input
+ * written there its own bits (the run reads the buffer, not what the last
+ * run left). A run
+ * that must compile anew (a larger batch) refuses the buffer it would
+ * free, naming the input. */
+static void test_input_in_place(void **state) {
+  const Example *ex = *state;
+  RtTensor x = read_npy("tests/models/%s_x.npy", ex->name);
+  RtTensor y = read_npy("tests/models/%s_y.npy", ex->name);
+  int64_t rows = x.shape[0], cols = rt_numel(&y) / rows, half = rows / 2;
+  KilnTensor first = input_rows(ex, &x, half), second = first, buf;
+  second.data = (float *)x.data + rt_numel(&x) / rows * half;   /* rows half .. 2 half */
+  KilnModel *m = load(ex, 1, NULL);
+  assert_int_equal(kiln_input_buffer(m, 0, &buf), KILN_ERR_ARG);
+  assert_mentions(kiln_errors(m), ex->input);
+  float *want1 = run_copy(m, &first, &y, half), *want2 = run_copy(m, &second, &y, half);
+
+  assert_int_equal(kiln_input_buffer(m, 0, &buf), KILN_OK);
+  assert_string_equal(buf.name, ex->input);
+  assert_int_equal(buf.rank, first.rank);
+  assert_memory_equal(buf.shape, first.shape, sizeof buf.shape);
+  size_t bytes = numel(&first) * sizeof(float);
+  const float *inputs[] = {first.data, second.data}, *want[] = {want1, want2};
+  for (int r = 0; r < 2; r++) {
+    memcpy(buf.data, inputs[r], bytes);
+    for (int again = 0; again < 2; again++) {   /* the run leaves its input as it found it */
+      float *got = run_copy(m, &buf, &y, half);
+      assert_memory_equal(got, want[r], half * cols * sizeof(float));
+      free(got);
+    }
+  }
+  KilnTensor grown = buf, out;
+  grown.shape[0] = rows;
+  assert_int_equal(kiln_run(m, &grown, 1, &out, 1), KILN_ERR_INPUT);
+  assert_mentions(kiln_errors(m), ex->input);
+  kiln_free(m);
+  free(want1), free(want2);
+  rt_tensor_free(&x), rt_tensor_free(&y);
+}
+
 /* ---- error paths ---------------------------------------------------------- */
 
 /* Writes tmp/NAME.safetensors: the cnn fixture without `drop`, and with
@@ -347,6 +393,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       PER_MODEL(test_agreement),
       PER_MODEL(test_smaller_batch),
+      PER_MODEL(test_input_in_place),
       cmocka_unit_test(test_missing_parameter),
       cmocka_unit_test(test_misshaped_parameter),
       cmocka_unit_test(test_bad_inputs),
