@@ -6,7 +6,7 @@
  *
  *   bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N]
  *              [--levels 3] [--iters 30] [--warmup 10] [--min-time 1.0]
- *              [--flop F] [--compile-reps 1] [--seq 16] M.kiln
+ *              [--flop F] [--compile-reps 1] [--seq 16] [--copy-inputs] M.kiln
  *
  * Per level, a fresh model is loaded, given weights (kiln_init_weights) and
  * inputs (a training step's labels and targets too: floats uniform in
@@ -23,6 +23,10 @@
  * with CLOCK_MONOTONIC; a row gives the median, min and max, and the median
  * process CPU time of a call (cpu_median_ms, see bench/ref/timing.py).
  * The framework of a row is "kiln" at -O3 and "kiln-O<L>" at other levels.
+ * Inference reads its inputs in place, from the model's own buffers
+ * (kiln_input_buffer, filled once after the compiling call), as PyTorch and
+ * ONNX Runtime read a caller's arrays; --copy-inputs times kiln_run copying
+ * them in from the caller's memory instead.
  * bench/fusion/chain.kiln, a long elementwise chain on a large tensor, shows
  * what fusion alone buys: bench_kiln --batch 64 --levels 1,2 bench/fusion/chain.kiln */
 #include <math.h>
@@ -38,7 +42,7 @@ enum { MAXLEVELS = 4, MAXIN = 8, MAXOUT = 8, MAXITERS = 2000 };
 
 typedef struct Opts {
   const char *path, *name;
-  bool train;
+  bool train, copy_inputs;
   int64_t batch, seq;   /* seq: every size name but the batch (T) */
   int threads, iters, warmup, compile_reps;
   double min_time, flop;
@@ -50,6 +54,7 @@ typedef struct Case {
   int level;
   KilnModel *m;
   KilnTensor in[MAXIN];
+  void *own[MAXIN];   /* the inputs' memory drawn by make_inputs, freed by free_case */
   int nin;
   KilnStatus st;
   double compile_ms, compile_cpu_ms;   /* medians over --compile-reps */
@@ -75,11 +80,15 @@ static uint64_t lcg(uint64_t *s) {
  * the batch (the first) or `seq`; floats uniform in [0, 1), integers
  * (indices, labels) in [0, 10), which every example's vocabulary and
  * classes cover. */
+static size_t elem_size(KilnDType dt) {
+  return dt == KILN_F32 || dt == KILN_I32 ? 4 : dt == KILN_I64 || dt == KILN_F64 ? 8 : 1;
+}
+
 static KilnStatus fill(KilnTensor *t, int64_t batch, int64_t seq, uint64_t *seed) {
   int64_t n = 1;
   for (int d = 0; d < t->rank; d++)
     n *= t->shape[d] = t->shape[d] >= 0 ? t->shape[d] : d == 0 ? batch : seq;
-  size_t esize = t->dtype == KILN_F32 || t->dtype == KILN_I32 ? 4 : t->dtype == KILN_I64 ? 8 : 1;
+  size_t esize = elem_size(t->dtype);
   unsigned char *p = malloc(esize * (size_t)(n ? n : 1));
   if (!p)
     return KILN_ERR_NOMEM;
@@ -109,8 +118,25 @@ static KilnStatus make_inputs(Case *c, const Opts *o) {
     st = o->train ? kiln_train_input_info(c->m, c->nin, t) : kiln_input_info(c->m, c->nin, t);
     if (st == KILN_OK)
       st = fill(t, o->batch, o->seq, &seed);
+    c->own[c->nin] = st == KILN_OK ? t->data : NULL;
   }
   return st;
+}
+
+/* After the compiling call: the inputs moved into the model's buffers. */
+static KilnStatus inputs_in_place(Case *c) {
+  for (int i = 0; i < c->nin; i++) {
+    KilnTensor b;
+    KilnStatus st = kiln_input_buffer(c->m, i, &b);
+    if (st != KILN_OK)
+      return st;
+    size_t bytes = elem_size(b.dtype);
+    for (int d = 0; d < b.rank; d++)
+      bytes *= (size_t)b.shape[d];
+    memcpy(b.data, c->in[i].data, bytes);
+    c->in[i] = b;
+  }
+  return KILN_OK;
 }
 
 /* One call of the workload; its time in seconds. */
@@ -125,7 +151,7 @@ static double run_once(Case *c, const Opts *o) {
 
 static void free_case(Case *c) {
   for (int i = 0; i < c->nin; i++)
-    free(c->in[i].data);
+    free(c->own[i]);
   kiln_free(c->m);
   c->m = NULL;
   c->nin = 0;
@@ -149,6 +175,8 @@ static void setup(Case *c, const Opts *o, double *wall, double *cpu) {
     c->st = make_inputs(c, o);
   if (c->st == KILN_OK)
     run_once(c, o);
+  if (c->st == KILN_OK && !o->train && !o->copy_inputs)
+    c->st = inputs_in_place(c);
   double t1 = now(), c1 = cpu_now();
   if (c->st == KILN_OK)
     run_once(c, o);
@@ -262,7 +290,7 @@ static int bench(const Opts *o) {
 static int usage(void) {
   fprintf(stderr, "usage: bench_kiln [--name NAME] [--mode infer|train] [--batch B] [--threads N] "
                   "[--levels 0,3] [--iters N] [--warmup N] [--min-time S] [--flop F] "
-                  "[--compile-reps R] [--seq T] M.kiln\n");
+                  "[--compile-reps R] [--seq T] [--copy-inputs] M.kiln\n");
   return 2;
 }
 
@@ -271,7 +299,9 @@ static int parse(int argc, char **argv, Opts *o) {
   int i = 1;
   for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
     const char *a = argv[i], *v = argv[i + 1];
-    if (!strcmp(a, "--name"))
+    if (!strcmp(a, "--copy-inputs"))
+      o->copy_inputs = true, i--;   /* a flag: no value */
+    else if (!strcmp(a, "--name"))
       o->name = v;
     else if (!strcmp(a, "--mode") && (!strcmp(v, "infer") || !strcmp(v, "train")))
       o->train = !strcmp(v, "train");
