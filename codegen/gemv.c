@@ -32,6 +32,8 @@ enum {
   GEMV_NV = 8,   /* vectors per block when op(B)'s rows are contiguous: 8 FMA chains, what keeps
                     both of Zen 4's FMA pipes busy (latency 4), and 4 lines per k */
   GEMV_PREFETCH_ROWS = 8, /* how many rows of B ahead a block prefetches (see axpy_chain) */
+  GEMV_TAIL_NV = 4, /* the narrowest last block (block_axpy): each variant more costs ~5% of
+                       the MLP's compile time, and 2 ran no faster than 4 */
   GEMV_GEMM_KC = 256, /* gemm.c's GEMM_KC: the K blocks whose order of summation is copied */
 };
 /* Flops worth a parallel task (about 50 us of a core, as the GEMM's tiles):
@@ -78,14 +80,17 @@ static void vstore(Gv *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
   cg_vstore(g->c, v, p, (unsigned)g->sz, mask);
 }
 
-/* Lanes j of a vector starting at element `at` of a run of n: at + j < n. */
+/* Lanes j of a vector starting at element `at` of a run of n: at + j < n,
+ * that is j < clamp(n - at, 0, L), compared in i32 lanes (a vector of
+ * i64s is twice the instructions to select, for each mask). */
 static LLVMValueRef lanes_below(Gv *g, LLVMValueRef at, LLVMValueRef n) {
   LLVMValueRef idx[64];
   for (int j = 0; j < g->lanes; j++)
-    idx[j] = LLVMConstInt(g->c->t_i64, j, 0);
-  LLVMValueRef first = cg_splat(g->c, at, g->lanes);
-  LLVMValueRef pos = LLVMBuildAdd(g->b, first, LLVMConstVector(idx, g->lanes), "");
-  return LLVMBuildICmp(g->b, LLVMIntSLT, pos, cg_splat(g->c, n, g->lanes), "mask");
+    idx[j] = LLVMConstInt(g->c->t_i32, j, 0);
+  LLVMValueRef left = LLVMBuildSub(g->b, n, at, "");
+  left = emin(g, left, k64(g, g->lanes));
+  left = LLVMBuildTrunc(g->b, LLVMBuildSelect(g->b, lt(g, left, k64(g, 0)), k64(g, 0), left, ""), g->c->t_i32, "");
+  return LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(idx, g->lanes), cg_splat(g->c, left, g->lanes), "mask");
 }
 
 /* ---- loops and branches ---- */
@@ -100,7 +105,9 @@ typedef struct Loop {
 
 /* for (iv = lo; iv < hi; iv += step) carrying acc[0..nacc): inside the
  * body acc[] are the phis; loop_close takes their next values from acc[]
- * and leaves the final values there. */
+ * and leaves the final values there. LLVM keeps the loop as written: the
+ * GEMV is bound by reading B, and each variant of a block peeled or
+ * unrolled cost compile time, not run time. */
 static LLVMValueRef loop_open(Gv *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef *acc, int nacc) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
@@ -126,7 +133,7 @@ static LLVMValueRef loop_open(Gv *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi, 
 static void loop_close(Gv *g, Loop *l, LLVMValueRef step) {
   LLVMValueRef next = add(g, l->iv, step);
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
-  LLVMBuildBr(g->b, l->head);
+  cg_keep_loop_as_written(g->c, LLVMBuildBr(g->b, l->head));
   LLVMAddIncoming(l->iv, &next, &latch, 1);
   for (int i = 0; i < l->nacc; i++) {
     LLVMAddIncoming(l->phi[i], &l->acc[i], &latch, 1);
@@ -296,12 +303,14 @@ static void axpy_chain(Gv *g, Blk *B, LLVMValueRef m, LLVMValueRef k0, LLVMValue
   loop_close(g, &lk, k64(g, 1));
 }
 
-/* The block as nv vectors from n0, masked at N or not, for each row m. */
-static void block_axpy_rows(Gv *g, Blk *B, int nv, bool masked) {
+/* The block as nv vectors from n0, for each row m; vectors from
+ * first_masked on masked at N (the caller knows those before it lie
+ * within N). */
+static void block_axpy_rows(Gv *g, Blk *B, int nv, int first_masked) {
   LLVMValueRef mask[GEMV_NV], sum[GEMV_NV], cold[GEMV_NV], col[GEMV_NV];
   for (int v = 0; v < nv; v++) {
     col[v] = add(g, B->n0, k64(g, v * g->lanes));
-    mask[v] = masked ? lanes_below(g, col[v], B->f[P_N]) : NULL;
+    mask[v] = v >= first_masked ? lanes_below(g, col[v], B->f[P_N]) : NULL;
   }
   Axpy a = {mask, nv};
   Loop lm;
@@ -316,25 +325,27 @@ static void block_axpy_rows(Gv *g, Blk *B, int nv, bool masked) {
 
 /* if (cond) { the block as nv vectors } and on to `done`; the builder
  * goes on in the else. */
-static void axpy_if(Gv *g, Blk *B, LLVMValueRef cond, int nv, bool masked, LLVMBasicBlockRef done) {
+static void axpy_if(Gv *g, Blk *B, LLVMValueRef cond, int nv, int first_masked, LLVMBasicBlockRef done) {
   LLVMBasicBlockRef other = branch(g, cond);
-  block_axpy_rows(g, B, nv, masked);
+  block_axpy_rows(g, B, nv, first_masked);
   LLVMBuildBr(g->b, done);
   LLVMPositionBuilderAtEnd(g->b, other);
 }
 
-/* B: full blocks unmasked; the last one (N not a multiple of NV*L) masked,
- * over the fewest vectors, a power of two, that cover its columns: the
- * MLP's last layer (N = 10) loads 2 vectors a row, not 8 (masked loads
- * of no lanes still cost). Which vectors a column is in never changes its
- * chain, so neither does this its bits. */
+/* B: full blocks unmasked; the last one (N not a multiple of NV*L) over
+ * the fewest vectors, a power of two down to GEMV_TAIL_NV, that cover its
+ * columns, masked from the first that may pass N (the first half lies
+ * within it, but in the narrowest): masked loads cost even of no lanes
+ * (the MLP's last layer, N = 10, took 15% of the call as 8 masked
+ * vectors a row). Which vectors a column is in never changes its chain,
+ * so neither does this its bits. */
 static void block_axpy(Gv *g, Blk *B) {
   LLVMBasicBlockRef done = new_block(g, "block_done");
   LLVMValueRef left = LLVMBuildSub(g->b, B->f[P_N], B->n0, "");
-  axpy_if(g, B, LLVMBuildICmp(g->b, LLVMIntSGE, left, k64(g, g->cols), ""), GEMV_NV, false, done);
-  for (int nv = GEMV_NV; nv > 1; nv /= 2)
-    axpy_if(g, B, LLVMBuildICmp(g->b, LLVMIntSGT, left, k64(g, nv / 2 * g->lanes), ""), nv, true, done);
-  block_axpy_rows(g, B, 1, true);
+  axpy_if(g, B, LLVMBuildICmp(g->b, LLVMIntSGE, left, k64(g, g->cols), ""), GEMV_NV, GEMV_NV, done);
+  for (int nv = GEMV_NV; nv > GEMV_TAIL_NV; nv /= 2)
+    axpy_if(g, B, LLVMBuildICmp(g->b, LLVMIntSGT, left, k64(g, nv / 2 * g->lanes), ""), nv, nv / 2, done);
+  block_axpy_rows(g, B, GEMV_TAIL_NV, 0);
   LLVMBuildBr(g->b, done);
   LLVMPositionBuilderAtEnd(g->b, done);
 }
