@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <llvm-c/Analysis.h>
+#include <llvm-c/DebugInfo.h>
 #include <llvm-c/ErrorHandling.h>
 
 static int target_vbits(const char *triple, const char *features) {
@@ -145,6 +146,19 @@ LLVMValueRef cg_intrinsic(CgCtx *c, const char *name, LLVMTypeRef *overload,
   LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, overload, noverload);
   LLVMTypeRef fty = LLVMIntrinsicGetType(c->ctx, id, overload, noverload);
   return LLVMBuildCall2(c->b, fty, fn, args, nargs, "");
+}
+
+/* !llvm.loop !{self, !{"llvm.loop.vectorize.enable", false}, !{"llvm.loop.unroll.disable"}} */
+void cg_keep_loop_as_written(CgCtx *c, LLVMValueRef latch_br) {
+  LLVMContextRef ctx = c->ctx;
+  LLVMMetadataRef self = LLVMTemporaryMDNode(ctx, NULL, 0);
+  LLVMMetadataRef novec[] = {LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
+                             LLVMValueAsMetadata(LLVMConstInt(c->t_i1, 0, 0))};
+  LLVMMetadataRef nounroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
+  LLVMMetadataRef ops[] = {self, LLVMMDNodeInContext2(ctx, novec, 2), LLVMMDNodeInContext2(ctx, &nounroll, 1)};
+  LLVMMetadataRef loop = LLVMMDNodeInContext2(ctx, ops, 3);
+  LLVMMetadataReplaceAllUsesWith(self, loop);
+  LLVMSetMetadata(latch_br, LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9), LLVMMetadataAsValue(ctx, loop));
 }
 
 LLVMValueRef cg_vload(CgCtx *c, LLVMTypeRef vt, LLVMValueRef p, unsigned align, LLVMValueRef mask) {

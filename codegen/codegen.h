@@ -47,6 +47,11 @@ void cg_vstore(CgCtx *c, LLVMValueRef v, LLVMValueRef p, unsigned align, LLVMVal
 LLVMValueRef cg_intrinsic(CgCtx *c, const char *name, LLVMTypeRef *overload,
                           int noverload, LLVMValueRef *args, int nargs);
 LLVMValueRef cg_splat(CgCtx *c, LLVMValueRef scalar, int lanes);
+/* Marks the loop whose latch branch is latch_br to stay as written: no
+ * vectorizing, unrolling or peeling by LLVM (for loops whose body is
+ * already vectorized and unrolled here, where copies only cost compile
+ * time and code size). */
+void cg_keep_loop_as_written(CgCtx *c, LLVMValueRef latch_br);
 LLVMValueRef cg_declare_rt(CgCtx *c, const char *name); /* runtime entry, see runtime/rt.h */
 typedef struct CgRtEntry {
   const char *name;

@@ -53,7 +53,6 @@
  */
 #include "codegen/codegen.h"
 #include <assert.h>
-#include <llvm-c/DebugInfo.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -206,23 +205,10 @@ static LLVMValueRef loop_open(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi)
   return l->iv;
 }
 
-/* !llvm.loop !{self, !{"llvm.loop.vectorize.enable", false}, !{"llvm.loop.unroll.disable"}} */
-static void keep_as_written(Gen *g, LLVMValueRef latch_br) {
-  LLVMContextRef ctx = g->c->ctx;
-  LLVMMetadataRef self = LLVMTemporaryMDNode(ctx, NULL, 0);
-  LLVMMetadataRef novec[] = {LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
-                             LLVMValueAsMetadata(LLVMConstInt(g->c->t_i1, 0, 0))};
-  LLVMMetadataRef nounroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
-  LLVMMetadataRef ops[] = {self, LLVMMDNodeInContext2(ctx, novec, 2), LLVMMDNodeInContext2(ctx, &nounroll, 1)};
-  LLVMMetadataRef loop = LLVMMDNodeInContext2(ctx, ops, 3);
-  LLVMMetadataReplaceAllUsesWith(self, loop);
-  LLVMSetMetadata(latch_br, LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9), LLVMMetadataAsValue(ctx, loop));
-}
-
 static void loop_close(Gen *g, Loop *l, LLVMValueRef step) {
   LLVMValueRef next = add(g, l->iv, step);
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
-  keep_as_written(g, LLVMBuildBr(g->b, l->head));
+  cg_keep_loop_as_written(g->c, LLVMBuildBr(g->b, l->head));
   LLVMAddIncoming(l->iv, &next, &latch, 1);
   LLVMPositionBuilderAtEnd(g->b, l->exit);
 }
@@ -607,7 +593,7 @@ static void fma_run(Gen *g, LLVMValueRef fn, int mr, LLVMValueRef *rows, LLVMVal
   LLVMAddIncoming(k, &k1, &body, 1);
   for (int j = 0; j < nacc; j++)
     LLVMAddIncoming(acc[j], &sums[j], &body, 1);
-  keep_as_written(g, LLVMBuildBr(g->b, head));
+  cg_keep_loop_as_written(g->c, LLVMBuildBr(g->b, head));
   LLVMPositionBuilderAtEnd(g->b, done);
 }
 

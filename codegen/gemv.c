@@ -9,9 +9,12 @@
  *     vector accumulator; L rows of B are read L k's at a time and
  *     transposed in registers into L columns, one FMA each with x[m, k].
  *   B (x W, op(B)'s rows contiguous): a block of NV vectors of outputs,
- *     one broadcast of x[m, k] and NV FMAs per k. The faster of the two
- *     (no shuffles): an inference graph's dense layers get it, their
- *     weights stored as W^T when the model compiles (passes/pretranspose.c).
+ *     one broadcast of x[m, k] and NV FMAs per k, the rows GEMV_PREFETCH_ROWS
+ *     ahead prefetched (a block's rows are a page apart every few rows,
+ *     where hardware prefetchers stop). The faster of the two (no
+ *     shuffles): an inference graph's dense layers get it, their weights
+ *     stored as W^T when the model compiles (passes/pretranspose.c). At
+ *     batch 1 it is bound by reading B (the MLP's 1.07 MB, from L3).
  *
  * Either way each output is one FMA chain per K block in the GEMM's
  * blocking and order (k_blocks), so the result is the GEMM's bit for bit
@@ -26,7 +29,11 @@
 #include <string.h>
 
 enum {
-  GEMV_NV = 4,   /* vectors per block when op(B)'s rows are contiguous: 4 FMA chains, 2 lines per k */
+  GEMV_NV = 8,   /* vectors per block when op(B)'s rows are contiguous: 8 FMA chains, what keeps
+                    both of Zen 4's FMA pipes busy (latency 4), and 4 lines per k */
+  GEMV_PREFETCH_ROWS = 8, /* how many rows of B ahead a block prefetches (see axpy_chain) */
+  GEMV_TAIL_NV = 4, /* the narrowest last block (block_axpy): each variant more costs ~5% of
+                       the MLP's compile time, and 2 ran no faster than 4 */
   GEMV_GEMM_KC = 256, /* gemm.c's GEMM_KC: the K blocks whose order of summation is copied */
 };
 /* Flops worth a parallel task (about 50 us of a core, as the GEMM's tiles):
@@ -73,14 +80,17 @@ static void vstore(Gv *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
   cg_vstore(g->c, v, p, (unsigned)g->sz, mask);
 }
 
-/* Lanes j of a vector starting at element `at` of a run of n: at + j < n. */
+/* Lanes j of a vector starting at element `at` of a run of n: at + j < n,
+ * that is j < clamp(n - at, 0, L), compared in i32 lanes (a vector of
+ * i64s is twice the instructions to select, for each mask). */
 static LLVMValueRef lanes_below(Gv *g, LLVMValueRef at, LLVMValueRef n) {
   LLVMValueRef idx[64];
   for (int j = 0; j < g->lanes; j++)
-    idx[j] = LLVMConstInt(g->c->t_i64, j, 0);
-  LLVMValueRef first = cg_splat(g->c, at, g->lanes);
-  LLVMValueRef pos = LLVMBuildAdd(g->b, first, LLVMConstVector(idx, g->lanes), "");
-  return LLVMBuildICmp(g->b, LLVMIntSLT, pos, cg_splat(g->c, n, g->lanes), "mask");
+    idx[j] = LLVMConstInt(g->c->t_i32, j, 0);
+  LLVMValueRef left = LLVMBuildSub(g->b, n, at, "");
+  left = emin(g, left, k64(g, g->lanes));
+  left = LLVMBuildTrunc(g->b, LLVMBuildSelect(g->b, lt(g, left, k64(g, 0)), k64(g, 0), left, ""), g->c->t_i32, "");
+  return LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(idx, g->lanes), cg_splat(g->c, left, g->lanes), "mask");
 }
 
 /* ---- loops and branches ---- */
@@ -95,7 +105,9 @@ typedef struct Loop {
 
 /* for (iv = lo; iv < hi; iv += step) carrying acc[0..nacc): inside the
  * body acc[] are the phis; loop_close takes their next values from acc[]
- * and leaves the final values there. */
+ * and leaves the final values there. LLVM keeps the loop as written: the
+ * GEMV is bound by reading B, and each variant of a block peeled or
+ * unrolled cost compile time, not run time. */
 static LLVMValueRef loop_open(Gv *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef *acc, int nacc) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
@@ -121,7 +133,7 @@ static LLVMValueRef loop_open(Gv *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi, 
 static void loop_close(Gv *g, Loop *l, LLVMValueRef step) {
   LLVMValueRef next = add(g, l->iv, step);
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
-  LLVMBuildBr(g->b, l->head);
+  cg_keep_loop_as_written(g->c, LLVMBuildBr(g->b, l->head));
   LLVMAddIncoming(l->iv, &next, &latch, 1);
   for (int i = 0; i < l->nacc; i++) {
     LLVMAddIncoming(l->phi[i], &l->acc[i], &latch, 1);
@@ -130,16 +142,18 @@ static void loop_close(Gv *g, Loop *l, LLVMValueRef step) {
   LLVMPositionBuilderAtEnd(g->b, l->exit);
 }
 
-/* if (cond): the builder is in `then`; the caller branches to `end`
- * from it and from `other`. */
-static void branch(Gv *g, LLVMValueRef cond, LLVMBasicBlockRef *then, LLVMBasicBlockRef *other,
-                   LLVMBasicBlockRef *end) {
+static LLVMBasicBlockRef new_block(Gv *g, const char *name) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
-  *then = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "then");
-  *other = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "else");
-  *end = LLVMAppendBasicBlockInContext(g->c->ctx, fn, "endif");
-  LLVMBuildCondBr(g->b, cond, *then, *other);
-  LLVMPositionBuilderAtEnd(g->b, *then);
+  return LLVMAppendBasicBlockInContext(g->c->ctx, fn, name);
+}
+
+/* if (cond): the builder is in `then`; returns the else block, where the
+ * caller goes on. */
+static LLVMBasicBlockRef branch(Gv *g, LLVMValueRef cond) {
+  LLVMBasicBlockRef then = new_block(g, "then"), other = new_block(g, "else");
+  LLVMBuildCondBr(g->b, cond, then, other);
+  LLVMPositionBuilderAtEnd(g->b, then);
+  return other;
 }
 
 /* ---- one block of outputs ---- */
@@ -257,52 +271,83 @@ static void block_dots(Gv *g, Blk *B) {
   loop_close(g, &lm, k64(g, 1));
 }
 
-/* B: NV vectors of columns from n0, their lane masks (NULL: full). */
+/* B: nv vectors of columns from n0, their lane masks (NULL: full). */
 typedef struct Axpy {
   LLVMValueRef *mask;
+  int nv;
 } Axpy;
+
+/* The lines of nv vectors of a block's row, GEMV_PREFETCH_ROWS rows below
+ * brow. A block reads B a few lines a row, rows a row-length apart: a new
+ * 4 KiB page every few rows, where the hardware's stream prefetchers stop.
+ * Past B's last row it prefetches lines it will not read (no fault). */
+static void prefetch_ahead(Gv *g, Blk *B, LLVMValueRef brow, int nv) {
+  LLVMValueRef ahead = elem(g, brow, mul(g, k64(g, GEMV_PREFETCH_ROWS), B->f[P_LDB]));
+  LLVMValueRef read = LLVMConstNull(g->c->t_i32), keep = LLVMConstInt(g->c->t_i32, 3, 0);
+  LLVMValueRef data = LLVMConstInt(g->c->t_i32, 1, 0);
+  for (int e = 0; e < nv * g->lanes; e += 64 / g->sz)
+    cg_intrinsic(g->c, "llvm.prefetch", &g->c->t_ptr, 1, (LLVMValueRef[]){elem(g, ahead, k64(g, e)), read, keep, data},
+                 4);
+}
 
 /* acc[v] += B[k, cols of v] * x[m, k] for k0 <= k < k1. */
 static void axpy_chain(Gv *g, Blk *B, LLVMValueRef m, LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef *acc, void *u) {
   Axpy *a = u;
   Loop lk;
-  LLVMValueRef k = loop_open(g, &lk, k0, k1, acc, GEMV_NV);
+  LLVMValueRef k = loop_open(g, &lk, k0, k1, acc, a->nv);
   LLVMValueRef x = cg_splat(g->c, a_at(g, B, m, k), g->lanes);
   LLVMValueRef brow = elem(g, B->bm, add(g, mul(g, k, B->f[P_LDB]), B->n0));
-  for (int v = 0; v < GEMV_NV; v++)
+  prefetch_ahead(g, B, brow, a->nv);
+  for (int v = 0; v < a->nv; v++)
     acc[v] = vfma(g, vload(g, elem(g, brow, k64(g, v * g->lanes)), a->mask[v]), x, acc[v]);
   loop_close(g, &lk, k64(g, 1));
 }
 
-static void block_axpy_rows(Gv *g, Blk *B, LLVMValueRef *mask) {
-  Axpy a = {mask};
-  Loop lm;
-  LLVMValueRef m = loop_open(g, &lm, k64(g, 0), B->f[P_M], NULL, 0), sum[GEMV_NV], cold[GEMV_NV], col[GEMV_NV];
-  for (int v = 0; v < GEMV_NV; v++) {
+/* The block as nv vectors from n0, for each row m; vectors from
+ * first_masked on masked at N (the caller knows those before it lie
+ * within N). */
+static void block_axpy_rows(Gv *g, Blk *B, int nv, int first_masked) {
+  LLVMValueRef mask[GEMV_NV], sum[GEMV_NV], cold[GEMV_NV], col[GEMV_NV];
+  for (int v = 0; v < nv; v++) {
     col[v] = add(g, B->n0, k64(g, v * g->lanes));
-    if (g->s->accumulate)
-      cold[v] = vload(g, elem(g, B->cm, add(g, mul(g, m, B->f[P_LDC]), col[v])), mask[v]);
+    mask[v] = v >= first_masked ? lanes_below(g, col[v], B->f[P_N]) : NULL;
   }
-  k_blocks(g, B, m, axpy_chain, &a, sum, g->s->accumulate ? cold : NULL, GEMV_NV);
-  for (int v = 0; v < GEMV_NV; v++)
+  Axpy a = {mask, nv};
+  Loop lm;
+  LLVMValueRef m = loop_open(g, &lm, k64(g, 0), B->f[P_M], NULL, 0);
+  for (int v = 0; v < nv && g->s->accumulate; v++)
+    cold[v] = vload(g, elem(g, B->cm, add(g, mul(g, m, B->f[P_LDC]), col[v])), mask[v]);
+  k_blocks(g, B, m, axpy_chain, &a, sum, g->s->accumulate ? cold : NULL, nv);
+  for (int v = 0; v < nv; v++)
     store_out(g, B, sum[v], m, col[v], mask[v]);
   loop_close(g, &lm, k64(g, 1));
 }
 
-/* B: full blocks unmasked, the last one (N not a multiple of NV*L) masked. */
-static void block_axpy(Gv *g, Blk *B) {
-  LLVMValueRef N = B->f[P_N], full = LLVMBuildICmp(g->b, LLVMIntSLE, add(g, B->n0, k64(g, g->cols)), N, "");
-  LLVMBasicBlockRef then, other, end;
-  branch(g, full, &then, &other, &end);
-  LLVMValueRef none[GEMV_NV] = {0}, masks[GEMV_NV];
-  block_axpy_rows(g, B, none);
-  LLVMBuildBr(g->b, end);
+/* if (cond) { the block as nv vectors } and on to `done`; the builder
+ * goes on in the else. */
+static void axpy_if(Gv *g, Blk *B, LLVMValueRef cond, int nv, int first_masked, LLVMBasicBlockRef done) {
+  LLVMBasicBlockRef other = branch(g, cond);
+  block_axpy_rows(g, B, nv, first_masked);
+  LLVMBuildBr(g->b, done);
   LLVMPositionBuilderAtEnd(g->b, other);
-  for (int v = 0; v < GEMV_NV; v++)
-    masks[v] = lanes_below(g, add(g, B->n0, k64(g, v * g->lanes)), N);
-  block_axpy_rows(g, B, masks);
-  LLVMBuildBr(g->b, end);
-  LLVMPositionBuilderAtEnd(g->b, end);
+}
+
+/* B: full blocks unmasked; the last one (N not a multiple of NV*L) over
+ * the fewest vectors, a power of two down to GEMV_TAIL_NV, that cover its
+ * columns, masked from the first that may pass N (the first half lies
+ * within it, but in the narrowest): masked loads cost even of no lanes
+ * (the MLP's last layer, N = 10, took 15% of the call as 8 masked
+ * vectors a row). Which vectors a column is in never changes its chain,
+ * so neither does this its bits. */
+static void block_axpy(Gv *g, Blk *B) {
+  LLVMBasicBlockRef done = new_block(g, "block_done");
+  LLVMValueRef left = LLVMBuildSub(g->b, B->f[P_N], B->n0, "");
+  axpy_if(g, B, LLVMBuildICmp(g->b, LLVMIntSGE, left, k64(g, g->cols), ""), GEMV_NV, GEMV_NV, done);
+  for (int nv = GEMV_NV; nv > GEMV_TAIL_NV; nv /= 2)
+    axpy_if(g, B, LLVMBuildICmp(g->b, LLVMIntSGT, left, k64(g, nv / 2 * g->lanes), ""), nv, nv / 2, done);
+  block_axpy_rows(g, B, GEMV_TAIL_NV, 0);
+  LLVMBuildBr(g->b, done);
+  LLVMPositionBuilderAtEnd(g->b, done);
 }
 
 /* ---- functions: block, task, entry ---- */

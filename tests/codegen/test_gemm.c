@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "codegen/codegen.h"
 #include "tests/codegen/count_calls.h"
 
@@ -528,6 +530,24 @@ static void test_work_bytes(void **state) {
 
 /* ---- the GEMV ---- */
 
+/* A GEMV case against the reference, and bit for bit against the GEMM
+ * (the GEMM's order of summation) when it runs at the host's width. */
+static void check_gemv(Case *k, uint64_t seed) {
+  Run r;
+  make_run(k, &r, seed);
+  void *C = run_kernel(k, &r);
+  check(k, &r, C);
+  if (k->width == SET_GEMV) {
+    Case gemm = *k;
+    gemm.width = 0;
+    void *G = run_kernel(&gemm, &r);
+    assert_memory_equal(C, G, (size_t)r.sc * (k->d ? 8 : 4));
+    free(G);
+  }
+  free(C);
+  free_run(&r);
+}
+
 /* Every variant for M = 1 .. 5 (and 6, 7: it stays correct past its
  * range) against the reference, N and K around the block widths (8 and
  * 32 columns, vectors of 8 along K, K blocks of 256), K = 0, at both
@@ -543,21 +563,49 @@ static void test_gemv_variants(void **state) {
           for (int v = 0; v < 32; v++) {
             Case k = {.d = v & 1, .ta = v >> 1 & 1, .tb = v >> 2 & 1, .acc = v >> 3 & 1, .epi = v >> 4 & 1,
                       .width = w, .batch = 1, .M = M, .N = nk[i], .K = nk[j], .threads = 2};
-            if (!wanted(w, k.d, k.ta, k.tb, k.acc, k.epi))
-              continue;
-            Run r;
-            make_run(&k, &r, 3000 + M * 97 + i * 11 + j);
-            void *C = run_kernel(&k, &r);
-            check(&k, &r, C);
-            if (w == SET_GEMV) {   /* the GEMM's bits: the GEMM's order of summation */
-              k.width = 0;
-              void *G = run_kernel(&k, &r);
-              assert_memory_equal(C, G, (size_t)r.sc * (k.d ? 8 : 4));
-              free(G);
-            }
-            free(C);
-            free_run(&r);
+            if (wanted(w, k.d, k.ta, k.tb, k.acc, k.epi))
+              check_gemv(&k, 3000 + M * 97 + i * 11 + j);
           }
+}
+
+/* The last block of outputs at every width (N = 64 + 1 .. 128: 1 to 64
+ * columns left after 64, 32 or 16 per block), which runs over the fewest
+ * vectors that cover it, at both widths, f32 and f64. */
+static void test_gemv_tails(void **state) {
+  for (int w = SET_GEMV; w < NSETS; w++)
+    for (int d = 0; d < 2; d++)
+      for (int64_t N = 65; N <= 128; N++)
+        for (int64_t M = 1; M <= 3; M += 2) {
+          Case k = {.d = d, .acc = 1, .epi = 1, .width = w, .batch = 1, .M = M, .N = N, .K = 300, .threads = 1};
+          check_gemv(&k, 700 + N * 5 + M);
+        }
+}
+
+/* B (op(B)'s rows contiguous) ending right before a page nobody may read:
+ * the rows' prefetches past B's end and the masked loads of the last
+ * block must not fault, and the result is the same as elsewhere. */
+static void test_gemv_guard_page(void **state) {
+  static const int64_t ns[] = {10, 64, 100};
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  for (int d = 0; d < 2; d++)
+    for (int i = 0; i < 3; i++) {
+      Case k = {.d = d, .epi = 1, .width = SET_GEMV, .batch = 1, .M = 2, .N = ns[i], .K = 300, .threads = 1};
+      Run r;
+      make_run(&k, &r, 55 + i);
+      size_t bytes = (size_t)(k.K * r.ldb) * (d ? 8 : 4), span = (bytes + page - 1) / page * page;
+      char *map = mmap(NULL, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      assert_true(map != MAP_FAILED);
+      assert_int_equal(mprotect(map + span, page, PROT_NONE), 0);
+      void *B = memcpy(map + span - bytes, r.tB, bytes), *tB = r.tB;
+      void *C = run_kernel(&k, &r);
+      r.tB = B;
+      void *G = run_kernel(&k, &r);
+      r.tB = tB;
+      assert_memory_equal(C, G, (size_t)r.sc * (d ? 8 : 4));
+      munmap(map, span + page);
+      free(C), free(G);
+      free_run(&r);
+    }
 }
 
 /* Batches with distinct and broadcast operands, and the same bits at any
@@ -704,6 +752,8 @@ int main(void) {
     cmocka_unit_test(test_cross_targets),
     cmocka_unit_test(test_gemv_variants),
     cmocka_unit_test(test_gemv_batch_threads),
+    cmocka_unit_test(test_gemv_tails),
+    cmocka_unit_test(test_gemv_guard_page),
     cmocka_unit_test(test_pack_edges),
     cmocka_unit_test(test_fma_order),
   };
