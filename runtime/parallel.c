@@ -53,18 +53,32 @@ typedef struct TeamRange {
   int64_t end;
 } TeamRange;
 
+/* The job word: the job's number, a bit the leader sets once every chunk
+ * is claimed (closed), and the helpers that joined it. A helper joins
+ * with a compare-and-swap, so only while the job is open and is the one
+ * it saw; the leader closes the word and waits for those helpers alone.
+ * Why: a helper the OS has not scheduled then costs nothing, where
+ * waiting for every helper to acknowledge every job cost the leader a
+ * good part of a time slice per job on a busy machine (ResNet b1 at 2
+ * threads: 4.0 ms against 0.34). */
+enum { JOB_JOINED_BITS = 16 };
+#define JOB_JOINED ((1LL << JOB_JOINED_BITS) - 1)
+#define JOB_CLOSED (1LL << JOB_JOINED_BITS)
+#define JOB_NUMBER (~(JOB_JOINED | JOB_CLOSED))
+#define JOB_ONE (1LL << (JOB_JOINED_BITS + 1))
+
 typedef struct Team {
-  /* the current job: written by the leader only while every helper has
-   * acknowledged the previous one, read by the helpers after `job` moves */
+  /* the current job: written by the leader while no helper is joined,
+   * before it opens the job; read only by helpers that joined it */
   RtTask fn;
   void *ctx;
   int64_t n, grain, nchunks;
   int helpers;               /* helpers that take chunks: the job's threads - 1 */
   int64_t jobs;              /* jobs published (the leader's count) */
-  bool quit;                 /* the graph is done: helpers leave */
-  atomic_llong job;          /* bumped to publish a job */
+  atomic_bool quit;          /* the graph is done: helpers leave */
+  atomic_llong job;          /* the job word: number | closed | joined */
   TeamRange *range;          /* per rank: its share of the job's chunks */
-  atomic_llong acks;         /* helpers finished with the current job */
+  atomic_llong finished;     /* joined helpers done with the current job */
   atomic_int sleepers;       /* threads asleep on cv (or about to be) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -86,10 +100,15 @@ static int64_t now_ns(void) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* Waits until *w == want (equal) or *w != want (!equal): spins, then sleeps. */
-static void team_await(Team *t, atomic_llong *w, long long want, bool equal) {
+static bool word_matches(atomic_llong *w, long long mask, long long want, bool equal) {
+  return ((atomic_load(w) & mask) == want) == equal;
+}
+
+/* Waits until the bits `mask` of *w equal `want` (equal) or differ from
+ * it (!equal): spins, then sleeps. */
+static void team_await(Team *t, atomic_llong *w, long long mask, long long want, bool equal) {
   int64_t deadline = 0;
-  for (int i = 0; (atomic_load(w) == want) != equal; i++) {
+  for (int i = 0; !word_matches(w, mask, want, equal); i++) {
     cpu_relax();
     if (i % 256 != 255)
       continue;
@@ -99,11 +118,11 @@ static void team_await(Team *t, atomic_llong *w, long long want, bool equal) {
     else if (now > deadline)
       break;
   }
-  if ((atomic_load(w) == want) == equal)
+  if (word_matches(w, mask, want, equal))
     return;
   pthread_mutex_lock(&t->mu);
   atomic_fetch_add(&t->sleepers, 1);
-  while ((atomic_load(w) == want) != equal)
+  while (!word_matches(w, mask, want, equal))
     pthread_cond_wait(&t->cv, &t->mu);
   atomic_fetch_sub(&t->sleepers, 1);
   pthread_mutex_unlock(&t->mu);
@@ -143,39 +162,59 @@ static void team_split(Team *t, int ranks) {
   }
 }
 
-/* Helper `rank` (1 ..): every job, take chunks if the job wants this
- * many threads, then acknowledge it. */
+/* Joins the job of word `w` if it is still open and still that job. A
+ * failed exchange reloads w: another helper joined (try again) or the
+ * leader closed it or moved on (too late: skip it). */
+static bool team_join(Team *t, long long w) {
+  long long number = w & JOB_NUMBER;
+  while (!(w & JOB_CLOSED) && (w & JOB_NUMBER) == number)
+    if (atomic_compare_exchange_weak(&t->job, &w, w + 1))
+      return true;
+  return false;
+}
+
+/* Helper `rank` (1 ..): joins each job it sees open, takes chunks if the
+ * job wants this many threads, then says it is done. The job's fields
+ * are read only once joined: the leader rewrites them only after every
+ * helper that joined is done. */
 static void team_help(Team *t, int rank) {
   for (long long seen = 0;;) {
-    team_await(t, &t->job, seen, false);
-    seen = atomic_load(&t->job);
-    if (t->quit)
+    team_await(t, &t->job, JOB_NUMBER, seen, false);
+    long long w = atomic_load(&t->job);
+    seen = w & JOB_NUMBER;
+    if (atomic_load(&t->quit))
       return;
+    if (!team_join(t, w))
+      continue;
     if (rank <= t->helpers)
       team_claim_chunks(t, rank);
-    atomic_fetch_add(&t->acks, 1);
+    atomic_fetch_add(&t->finished, 1);
     team_wake(t);
   }
 }
 
-static void team_publish(Team *t) {
-  atomic_fetch_add(&t->job, 1);
+/* Opens job `number` (or, with JOB_CLOSED, only tells the helpers to look). */
+static void team_publish(Team *t, long long word) {
+  atomic_store(&t->job, word);
   team_wake(t);
 }
 
-/* The leader's rt_parallel_for: a job for `threads` threads of the team. */
+/* The leader's rt_parallel_for: a job for `threads` threads of the team.
+ * Once the leader's own claims find no chunk left, every chunk has been
+ * claimed, by it or by a helper that joined before the close. */
 static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, int64_t nchunks, int threads) {
   int size = omp_get_num_threads();
   t->fn = fn, t->ctx = ctx, t->n = n, t->grain = grain, t->nchunks = nchunks;
   t->helpers = (threads < size ? threads : size) - 1;
   team_split(t, t->helpers + 1);
-  atomic_store(&t->acks, 0);
+  atomic_store(&t->finished, 0);
   t->jobs++;
-  team_publish(t);
+  team_publish(t, t->jobs * JOB_ONE);
   leading = NULL;                  /* a call from a chunk runs inline */
   team_claim_chunks(t, 0);
   leading = t;
-  team_await(t, &t->acks, size - 1, true);
+  long long joined = atomic_fetch_or(&t->job, JOB_CLOSED) & JOB_JOINED;
+  team_await(t, &t->finished, -1, joined, true);
 }
 
 /* What *solo holds for a call that gave its team no job: every kernel ran
@@ -206,8 +245,8 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads, 
       leading = &t;
       body(regions, batch, nthreads);
       leading = NULL;
-      t.quit = true;
-      team_publish(&t);
+      atomic_store(&t.quit, true);
+      team_publish(&t, (t.jobs + 1) * JOB_ONE | JOB_CLOSED);
     } else {
       team_help(&t, omp_get_thread_num());
     }
