@@ -217,6 +217,92 @@ static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, in
   team_await(t, &t->finished, -1, joined, true);
 }
 
+/* ---- a team that comes late ---------------------------------------------------- */
+
+/* A call's lag is what its region cost the leader beyond the body: at the
+ * start libgomp waits for the helpers to be back from the previous region,
+ * at the end for every helper to leave. Quiet, that is 1-3 us; with the
+ * other core busy, 0.1-1 ms a call, a helper's wait for a time slice
+ * (LeNet b1 at 2 threads: 0.21 ms a call against 0.016). No OpenMP
+ * region can skip those waits, so after a late call the next calls run
+ * on one thread for TEAM_BACKOFF_NS, doubled for each late call in a row
+ * up to 2^TEAM_BACKOFF_MAX times; a call in time resets it. Late: more
+ * than TEAM_LATE_NS and more than an eighth of the call. Results do not
+ * change: the chunks are the same. */
+enum { TEAM_LATE_NS = 10000, TEAM_BACKOFF_NS = 1000000, TEAM_BACKOFF_MAX = 7 };
+
+static atomic_llong solo_until;       /* monotonic ns: calls before it run on one thread */
+static atomic_int late_streak;        /* late calls in a row */
+static atomic_bool backoff_disabled;  /* rt_team_backoff_test */
+static atomic_llong extra_lag;        /* rt_team_backoff_test */
+
+void rt_team_backoff_test(bool enabled, int64_t extra_lag_ns) {
+  atomic_store(&backoff_disabled, !enabled);
+  atomic_store(&extra_lag, extra_lag_ns);
+  atomic_store(&solo_until, 0);
+  atomic_store(&late_streak, 0);
+}
+
+/* Relaxed: a hint shared by every graph of the process; a race between
+ * two calls only costs time. */
+static bool team_backing_off(void) {
+  return !atomic_load_explicit(&backoff_disabled, memory_order_relaxed) &&
+         now_ns() < atomic_load_explicit(&solo_until, memory_order_relaxed);
+}
+
+static void team_note_lag(int64_t lag, int64_t call, int64_t now) {
+  lag += atomic_load_explicit(&extra_lag, memory_order_relaxed);
+  if (lag <= TEAM_LATE_NS || lag * 8 <= call) {
+    atomic_store_explicit(&late_streak, 0, memory_order_relaxed);
+    return;
+  }
+  int streak = atomic_fetch_add_explicit(&late_streak, 1, memory_order_relaxed);
+  int64_t backoff = (int64_t)TEAM_BACKOFF_NS << (streak < TEAM_BACKOFF_MAX ? streak : TEAM_BACKOFF_MAX);
+  atomic_store_explicit(&solo_until, now + backoff, memory_order_relaxed);
+}
+
+/* ---- a region's team ------------------------------------------------------------ */
+
+/* Thread 0's part: the body's kernels, then the helpers' leave to go. */
+static void team_lead(Team *t, RtGraph body, void *regions, int64_t batch, int32_t nthreads) {
+  leading = t;
+  body(regions, batch, nthreads);
+  leading = NULL;
+  atomic_store(&t->quit, true);
+  team_publish(t, (t->jobs + 1) * JOB_ONE | JOB_CLOSED);
+}
+
+/* Runs body on the calling thread, the leader of a team of `threads`
+ * (one OpenMP region); returns the jobs it gave the team, or -1 if it
+ * ran with no team (nthreads 1 then: the same chunks on one thread). */
+static int64_t team_region(RtGraph body, void *regions, int64_t batch, int32_t nthreads, int threads) {
+  Team t = {0};
+  if (team_backing_off() || !(t.range = aligned_alloc(64, sizeof(TeamRange) * (size_t)threads))) {
+    body(regions, batch, 1);
+    return -1;
+  }
+  pthread_mutex_init(&t.mu, NULL);
+  pthread_cond_init(&t.cv, NULL);
+  atomic_fetch_add(&regions_opened, 1);
+  int64_t start = now_ns(), entered = 0, left = 0;
+#pragma omp parallel num_threads(threads)
+  {
+    if (omp_get_thread_num() == 0) {
+      entered = now_ns();
+      team_lead(&t, body, regions, batch, nthreads);
+      left = now_ns();
+    } else {
+      team_help(&t, omp_get_thread_num());
+    }
+  }
+  int64_t end = now_ns();
+  team_note_lag(entered - start + end - left, end - start, end);
+  pthread_cond_destroy(&t.cv);
+  pthread_mutex_destroy(&t.mu);
+  free(t.range);
+  return t.jobs;
+}
+
 /* What *solo holds for a call that gave its team no job: every kernel ran
  * on one thread, as they will again at this batch and thread count. */
 static int64_t solo_key(int64_t batch, int threads) {
@@ -231,34 +317,24 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads, 
     body(regions, batch, nthreads);
     return;
   }
-  Team t = {.range = aligned_alloc(64, sizeof(TeamRange) * (size_t)threads)};
-  if (!t.range) {                  /* no team: the same chunks on one thread */
-    body(regions, batch, 1);
-    return;
-  }
-  pthread_mutex_init(&t.mu, NULL);
-  pthread_cond_init(&t.cv, NULL);
-  atomic_fetch_add(&regions_opened, 1);
-#pragma omp parallel num_threads(threads)
-  {
-    if (omp_get_thread_num() == 0) {
-      leading = &t;
-      body(regions, batch, nthreads);
-      leading = NULL;
-      atomic_store(&t.quit, true);
-      team_publish(&t, (t.jobs + 1) * JOB_ONE | JOB_CLOSED);
-    } else {
-      team_help(&t, omp_get_thread_num());
-    }
-  }
-  if (t.jobs == 0)   /* a hint, so a race between two calls only costs time */
-    __atomic_store_n(solo, key, __ATOMIC_RELAXED);
-  pthread_cond_destroy(&t.cv);
-  pthread_mutex_destroy(&t.mu);
-  free(t.range);
+  if (team_region(body, regions, batch, nthreads, threads) == 0)
+    __atomic_store_n(solo, key, __ATOMIC_RELAXED);   /* a hint, as solo_until */
 }
 
 /* ---- parallel-for --------------------------------------------------------------- */
+
+/* A parallel-for made outside a graph: a graph of that one job, so that
+ * it takes its chunks as a graph's jobs do and comes to no late helper. */
+typedef struct OneJob {
+  RtTask fn;
+  void *ctx;
+  int64_t n, grain;
+} OneJob;
+
+static void one_job_body(void *regions, int64_t batch, int32_t nthreads) {
+  OneJob *job = regions;
+  rt_parallel_for(job->fn, job->ctx, job->n, job->grain, nthreads);
+}
 
 void rt_parallel_for(RtTask fn, void *ctx, int64_t n, int64_t grain, int32_t nthreads) {
   if (n <= 0)
@@ -278,10 +354,8 @@ void rt_parallel_for(RtTask fn, void *ctx, int64_t n, int64_t grain, int32_t nth
       run_chunk(fn, ctx, n, grain, k);
     return;
   }
-  atomic_fetch_add(&regions_opened, 1);
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t k = 0; k < nchunks; k++)
-    run_chunk(fn, ctx, n, grain, k);
+  OneJob job = {fn, ctx, n, grain};
+  team_region(one_job_body, &job, 0, threads, threads);
 }
 
 int rt_default_threads(void) { return omp_get_max_threads(); }
