@@ -18,7 +18,15 @@
  * sleeping barrier, 5-9% of a ResNet call at batch 1 on 2 threads, and
  * libgomp's own spinning burns milliseconds at every barrier. Between
  * jobs the helpers spin at most TEAM_SPIN_NS, then sleep on a condition
- * variable, so a long serial kernel does not hold a core busy. */
+ * variable, so a long serial kernel does not hold a core busy.
+ *
+ * On a shared machine a helper may not be running when a job comes: it
+ * joins a job only while the leader has not yet seen every chunk claimed,
+ * and the leader waits only for helpers that joined (the job word). What
+ * a region itself waits for (every helper, at its start and end) cannot
+ * be skipped; after a region that came late the next calls run on one
+ * thread for a while (team_note_lag). A parallel-for made outside a graph
+ * is a graph of one job, so it goes the same way. */
 #include "runtime/rt.h"
 #include <omp.h>
 #include <pthread.h>
