@@ -53,6 +53,10 @@ static void run_chunk(RtTask fn, void *ctx, int64_t n, int64_t grain, int64_t k)
  * ones at batch 1, short against a time slice. */
 enum { TEAM_SPIN_NS = 50000 };
 
+/* Longer than a chunk runs: tasks are of at most a few Mflop (tens of
+ * us); the leader waiting longer for a helper means the OS set it aside. */
+enum { TEAM_CHUNK_NS = 250000 };
+
 /* Rank r's share of a job: chunks [next, end) of a contiguous range,
  * claimed one at a time by r, then by any rank that ran out of its own.
  * Each on its own cache line: claims are the threads' only shared writes. */
@@ -83,6 +87,7 @@ typedef struct Team {
   int64_t n, grain, nchunks;
   int helpers;               /* helpers that take chunks: the job's threads - 1 */
   int64_t jobs;              /* jobs published (the leader's count) */
+  int64_t waited;            /* ns the leader waited for joined helpers */
   atomic_bool quit;          /* the graph is done: helpers leave */
   atomic_llong job;          /* the job word: number | closed | joined */
   TeamRange *range;          /* per rank: its share of the job's chunks */
@@ -222,22 +227,33 @@ static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, in
   team_claim_chunks(t, 0);
   leading = t;
   long long joined = atomic_fetch_or(&t->job, JOB_CLOSED) & JOB_JOINED;
+  if (word_matches(&t->finished, -1, joined, true))
+    return;
+  int64_t start = now_ns();
   team_await(t, &t->finished, -1, joined, true);
+  int64_t waited = now_ns() - start;
+  if (waited > TEAM_CHUNK_NS)      /* a helper set aside, not a chunk's length */
+    t->waited += waited;
 }
 
 /* ---- a team that comes late ---------------------------------------------------- */
 
-/* A call's lag is what its region cost the leader beyond the body: at the
- * start libgomp waits for the helpers to be back from the previous region,
- * at the end for every helper to leave. Quiet, that is 1-3 us; with the
- * other core busy, 0.1-1 ms a call, a helper's wait for a time slice
- * (LeNet b1 at 2 threads: 0.21 ms a call against 0.016). No OpenMP
- * region can skip those waits, so after a late call the next calls run
- * on one thread for TEAM_BACKOFF_NS, doubled for each late call in a row
- * up to 2^TEAM_BACKOFF_MAX times; a call in time resets it. Late: more
- * than TEAM_LATE_NS and more than an eighth of the call. Results do not
- * change: the chunks are the same. */
-enum { TEAM_LATE_NS = 10000, TEAM_BACKOFF_NS = 1000000, TEAM_BACKOFF_MAX = 7 };
+/* A call's lag is what its team cost the leader in waiting: at the
+ * region's start libgomp waits for the helpers to be back from the
+ * previous region, at its end for every helper to leave, and at each
+ * job's end the leader waits for the helpers that joined it (counted
+ * beyond TEAM_CHUNK_NS only). Quiet, that is 1-3 us; with the other core
+ * busy, 0.1-1 ms a call, a helper's wait for a time slice (LeNet b1 at 2
+ * threads: 0.21 ms a call against 0.016), or more if a helper is set
+ * aside in a chunk. No OpenMP region can skip those waits, so after a late call
+ * the next calls run on one thread for TEAM_BACKOFF_NS, doubled for each
+ * late call in a row up to 2^TEAM_BACKOFF_MAX times, and at least
+ * TEAM_BACKOFF_LAGS times the lag, so that the late calls that probe a
+ * busy machine cost a few percent (a 512^3 sgemm lagged 14 ms of its
+ * 15); a call in time resets it. Late: more than TEAM_LATE_NS and more
+ * than an eighth of the call. Results do not change: the chunks are the
+ * same. */
+enum { TEAM_LATE_NS = 10000, TEAM_BACKOFF_NS = 1000000, TEAM_BACKOFF_MAX = 8, TEAM_BACKOFF_LAGS = 16 };
 
 static atomic_llong solo_until;       /* monotonic ns: calls before it run on one thread */
 static atomic_int late_streak;        /* late calls in a row */
@@ -265,7 +281,10 @@ static void team_note_lag(int64_t lag, int64_t call, int64_t now) {
     return;
   }
   int streak = atomic_fetch_add_explicit(&late_streak, 1, memory_order_relaxed);
+  int64_t cap = (int64_t)TEAM_BACKOFF_NS << TEAM_BACKOFF_MAX;
   int64_t backoff = (int64_t)TEAM_BACKOFF_NS << (streak < TEAM_BACKOFF_MAX ? streak : TEAM_BACKOFF_MAX);
+  if (backoff < lag * TEAM_BACKOFF_LAGS)
+    backoff = lag * TEAM_BACKOFF_LAGS < cap ? lag * TEAM_BACKOFF_LAGS : cap;
   atomic_store_explicit(&solo_until, now + backoff, memory_order_relaxed);
 }
 
@@ -304,7 +323,7 @@ static int64_t team_region(RtGraph body, void *regions, int64_t batch, int32_t n
     }
   }
   int64_t end = now_ns();
-  team_note_lag(entered - start + end - left, end - start, end);
+  team_note_lag(entered - start + t.waited + end - left, end - start, end);
   pthread_cond_destroy(&t.cv);
   pthread_mutex_destroy(&t.mu);
   free(t.range);
