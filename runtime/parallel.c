@@ -252,8 +252,10 @@ static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, in
  * busy machine cost a few percent (a 512^3 sgemm lagged 14 ms of its
  * 15); a call in time resets it. Late: more than TEAM_LATE_NS and more
  * than an eighth of the call. Results do not change: the chunks are the
- * same. */
-enum { TEAM_LATE_NS = 10000, TEAM_BACKOFF_NS = 1000000, TEAM_BACKOFF_MAX = 8, TEAM_BACKOFF_LAGS = 16 };
+ * same. Why 50 us: the first call after a stretch on one thread finds
+ * its helper asleep, and a futex wake-up on this VM takes 10-50 us; at
+ * 10 us such calls came late again and again, quiet. */
+enum { TEAM_LATE_NS = 50000, TEAM_BACKOFF_NS = 1000000, TEAM_BACKOFF_MAX = 8, TEAM_BACKOFF_LAGS = 16 };
 
 static atomic_llong solo_until;       /* monotonic ns: calls before it run on one thread */
 static atomic_int late_streak;        /* late calls in a row */
