@@ -247,8 +247,8 @@ static void team_run(Team *t, RtTask fn, void *ctx, int64_t n, int64_t grain, in
  * threads: 0.21 ms a call against 0.016), or more if a helper is set
  * aside in a chunk. No OpenMP region can skip those waits, so after a late call
  * the next calls run on one thread for TEAM_BACKOFF_NS, doubled for each
- * late call in a row up to 2^TEAM_BACKOFF_MAX times, and at least
- * TEAM_BACKOFF_LAGS times the lag, so that the late calls that probe a
+ * late call in a row up to 2^TEAM_BACKOFF_MAX times, and from the second
+ * at least TEAM_BACKOFF_LAGS times the lag, so that the late calls that probe a
  * busy machine cost a few percent (a 512^3 sgemm lagged 14 ms of its
  * 15); a call in time resets it. Late: more than TEAM_LATE_NS and more
  * than an eighth of the call. Results do not change: the chunks are the
@@ -285,7 +285,7 @@ static void team_note_lag(int64_t lag, int64_t call, int64_t now) {
   int streak = atomic_fetch_add_explicit(&late_streak, 1, memory_order_relaxed);
   int64_t cap = (int64_t)TEAM_BACKOFF_NS << TEAM_BACKOFF_MAX;
   int64_t backoff = (int64_t)TEAM_BACKOFF_NS << (streak < TEAM_BACKOFF_MAX ? streak : TEAM_BACKOFF_MAX);
-  if (backoff < lag * TEAM_BACKOFF_LAGS)
+  if (streak > 0 && backoff < lag * TEAM_BACKOFF_LAGS)   /* late twice: not a passing hitch */
     backoff = lag * TEAM_BACKOFF_LAGS < cap ? lag * TEAM_BACKOFF_LAGS : cap;
   atomic_store_explicit(&solo_until, now + backoff, memory_order_relaxed);
 }
