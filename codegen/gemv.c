@@ -36,9 +36,15 @@ enum {
                        the MLP's compile time, and 2 ran no faster than 4 */
   GEMV_GEMM_KC = 256, /* gemm.c's GEMM_KC: the K blocks whose order of summation is copied */
 };
-/* Flops worth a parallel task (about 50 us of a core, as the GEMM's tiles):
- * a dense layer at batch 1 under this runs on the calling thread alone. */
-#define GEMV_TASK_FLOPS 4194304.0
+/* Flops per parallel task: about 2 us of a core streaming W. A job of the
+ * graph's team costs about 1 us when its helpers are awake, so a dense
+ * layer at batch 1 as small as 256x256 splits: each core then keeps its
+ * columns of W in its own L2 from call to call (the MLP's 1.07 MB of
+ * weights do not fit one core's 1 MiB). At 4 Mflop a task, as before,
+ * the MLP at batch 1 ran on one thread; 32K and 128K flops were 10-15%
+ * slower than 64K at 2 threads. Results do not depend on the grain: each
+ * output is summed alone, in one order. */
+#define GEMV_TASK_FLOPS 65536.0
 
 /* The entry's parameters (gemm.c's order) and the tasks' context: the
  * first 14 parameters, then the blocks per matrix. */

@@ -143,6 +143,11 @@ void rt_run_graph(RtGraph body, void *regions, int64_t batch, int32_t nthreads, 
 /* OpenMP parallel regions rt_parallel_for and rt_run_graph have opened
  * in this process: for tests that count a graph's regions per call. */
 int64_t rt_parallel_regions(void);
+/* Test hook for the backoff of a team that comes late (parallel.c):
+ * enabled false keeps every call on its team whatever its lag (for tests
+ * that count regions); extra_lag_ns is added to each call's measured
+ * lag. Either way the backoff starts afresh. */
+void rt_team_backoff_test(bool enabled, int64_t extra_lag_ns);
 /* For a program's main, before any OpenMP use: when neither
  * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets GOMP_SPINCOUNT to a
  * short spin (about 60 us, then idle threads sleep) and re-executes the

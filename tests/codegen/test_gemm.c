@@ -110,6 +110,7 @@ static void compile_width(int w) {
 
 static int setup(void **state) {
   char err[1024];
+  rt_team_backoff_test(false, 0);   /* test_gemv_batch1_splits counts regions */
   if (cg_jit_new(&jit, err, sizeof err))
     fail_msg("%s", err);
   for (int w = 0; w < NSETS; w++)
@@ -738,6 +739,29 @@ static void test_pack_edges(void **state) {
   }
 }
 
+/* A dense layer at batch 1 as small as the MLP's (784 or 256 in, 256
+ * out, x W) is several parallel tasks, so two cores share its weights
+ * (outside a graph's team each split call opens one region); 256 x 10
+ * stays on one thread. The same bits at 1 and 2 threads. */
+static void test_gemv_batch1_splits(void **state) {
+  static const int64_t shapes[][3] = {{256, 784, 1}, {256, 256, 1}, {10, 256, 0}};   /* N, K, splits */
+  for (int s = 0; s < 3; s++) {
+    Case k = {.epi = 1, .width = SET_GEMV, .batch = 1, .M = 1, .N = shapes[s][0], .K = shapes[s][1],
+              .threads = 1};
+    Run r;
+    make_run(&k, &r, 23);
+    void *one = run_kernel(&k, &r);
+    k.threads = 2;
+    int64_t before = rt_parallel_regions();
+    void *two = run_kernel(&k, &r);
+    assert_int_equal(rt_parallel_regions() - before, shapes[s][2]);
+    assert_memory_equal(one, two, (size_t)r.sc * 4);
+    free(one);
+    free(two);
+    free_run(&r);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_work_bytes),
@@ -756,6 +780,7 @@ int main(void) {
     cmocka_unit_test(test_gemv_guard_page),
     cmocka_unit_test(test_pack_edges),
     cmocka_unit_test(test_fma_order),
+    cmocka_unit_test(test_gemv_batch1_splits),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -4,8 +4,10 @@
  * thread count. rt_run_graph: one region for a body's many parallel-fors
  * (ranges of chunks shared out and stolen, jobs for fewer threads than
  * the team), the same chunks and sums as without it, nested bodies and
- * tasks inline. */
+ * tasks inline. Jobs by the hundred with late helpers: each chunk once,
+ * the same sums. A late team: calls on one thread for a while. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "runtime/rt.h"
 
 enum { MAXN = 5000 };
@@ -52,18 +55,22 @@ static Record *run(int64_t n, int64_t grain, int threads) {
   return r;
 }
 
-static void check_cover(const Record *r) {
+/* Every index once, every chunk once with its own bounds. A bool, not
+ * asserts: graph bodies check from inside their OpenMP region. */
+static bool covered_once(const Record *r) {
   int64_t n = r->n > 0 ? r->n : 0, chunks = n ? (n - 1) / r->grain + 1 : 0;
-  assert_int_equal(r->bad_calls, 0);
-  for (int64_t i = 0; i < n; i++)
-    assert_int_equal(r->hits[i], 1);
-  for (int64_t i = n; i < MAXN; i++)
-    assert_int_equal(r->hits[i], 0);
-  assert_int_equal(r->calls, chunks);
+  bool ok = r->bad_calls == 0 && r->calls == chunks;
+  for (int64_t i = 0; i < MAXN; i++)
+    ok &= r->hits[i] == (i < n);
   for (int64_t k = 0; k < chunks; k++) {
     int64_t want = (k + 1) * r->grain < n ? (k + 1) * r->grain : n;
-    assert_int_equal(r->chunk_hi[k], want);
+    ok &= r->chunk_hi[k] == want;
   }
+  return ok;
+}
+
+static void check_cover(const Record *r) {
+  assert_true(covered_once(r));
 }
 
 static void test_cover(void **state) {
@@ -143,23 +150,41 @@ typedef struct {
   const float *x;
   float partial[64];
   int64_t grain;
+  bool delay;                 /* helpers sleep in some chunks */
 } Sum;
+
+static void sleep_us(long us) {
+  struct timespec t = {0, us * 1000};
+  nanosleep(&t, NULL);
+}
+
+/* A helper the OS set aside for a while: some chunks run late. */
+static void delay_on_helpers(int64_t chunk) {
+  if (omp_get_thread_num() != 0 && chunk % 5 == 1)
+    sleep_us(30 + chunk % 3 * 40);
+}
 
 static void sum_task(void *ctx, int64_t lo, int64_t hi) {
   Sum *s = ctx;
+  if (s->delay)
+    delay_on_helpers(lo / s->grain);
   float acc = 0;
   for (int64_t i = lo; i < hi; i++)
     acc += s->x[i];
   s->partial[lo / s->grain] = acc;
 }
 
-static float chunked_sum(const float *x, int64_t n, int64_t grain, int threads) {
-  Sum s = {.x = x, .grain = grain};
+static float chunked_sum_delayed(const float *x, int64_t n, int64_t grain, int threads, bool delay) {
+  Sum s = {.x = x, .grain = grain, .delay = delay};
   rt_parallel_for(sum_task, &s, n, grain, threads);
   float total = 0;
   for (int64_t k = 0; k < (n - 1) / grain + 1; k++)
     total += s.partial[k];
   return total;
+}
+
+static float chunked_sum(const float *x, int64_t n, int64_t grain, int threads) {
+  return chunked_sum_delayed(x, n, grain, threads, false);
 }
 
 static void test_deterministic_reduction(void **state) {
@@ -285,6 +310,114 @@ static void test_graph_solo(void **state) {
   }
 }
 
+
+/* ---- many jobs, helpers late ----------------------------------------------------- */
+
+/* Jobs of every size, some for fewer threads than the team, chunks that
+ * make helpers late, serial stretches long enough for helpers to fall
+ * asleep, so that helpers join jobs late, find them closed, skip some:
+ * every chunk of every job must still run exactly once, with that job's
+ * task and context, and sums come out as on one thread. */
+typedef struct {
+  int failures;               /* jobs not covered exactly once */
+  int sum_failures;           /* sums unlike one thread's */
+  const float *x;
+  float one;                  /* the one-thread sum */
+} Stress;
+
+enum { STRESS_JOBS = 600 };
+
+static void delayed_record_task(void *ctx, int64_t lo, int64_t hi) {
+  Record *r = ctx;
+  delay_on_helpers(lo / r->grain);
+  record_task(ctx, lo, hi);
+}
+
+static void stress_job(Stress *st, int j, int32_t nthreads) {
+  Record *rec = calloc(1, sizeof *rec);
+  rec->n = 1 + j * 37 % 300, rec->grain = 1 + j % 7;
+  RtTask task = j % 3 ? record_task : delayed_record_task;   /* tasks alternate */
+  rt_parallel_for(task, rec, rec->n, rec->grain, j % 4 ? nthreads : 2);
+  st->failures += !covered_once(rec);
+  free(rec);
+  if (j % 50 == 0)   /* a serial kernel: the helpers go to sleep */
+    sleep_us(120);
+  if (j % 60 == 0)
+    st->sum_failures += chunked_sum_delayed(st->x, 60000, 1000, nthreads, true) != st->one;
+}
+
+static void stress_body(void *regions, int64_t batch, int32_t nthreads) {
+  for (int j = 0; j < STRESS_JOBS; j++)
+    stress_job(regions, j, nthreads);
+}
+
+static void test_many_jobs_late_helpers(void **state) {
+  float *x = malloc(60000 * sizeof *x);
+  rt_fill_normal(x, 60000, 0.0f, 1e3f, 7, 1);
+  for (int threads = 2; threads <= 4; threads++) {
+    Stress st = {.x = x, .one = chunked_sum(x, 60000, 1000, 1)};
+    int64_t solo = 0, before = rt_parallel_regions();
+    rt_run_graph(stress_body, &st, 1, threads, &solo);       /* one team */
+    assert_int_equal(rt_parallel_regions() - before, 1);
+    for (int j = 0; j < STRESS_JOBS / 10; j++)               /* a team each */
+      stress_job(&st, j, threads);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.sum_failures, 0);
+  }
+  free(x);
+}
+
+/* ---- backoff from a late team ---------------------------------------------------- */
+
+typedef struct {
+  int covered, in_parallel;
+} Probe;
+
+static void probe_body(void *regions, int64_t batch, int32_t nthreads) {
+  Probe *p = regions;
+  Record *r = run(100, 10, nthreads);
+  p->covered = covered_once(r);
+  p->in_parallel = r->in_parallel;
+  free(r);
+}
+
+static double seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Calls that return how many regions they opened. */
+static int probe_call(Probe *p) {
+  int64_t solo = 0, before = rt_parallel_regions();
+  rt_run_graph(probe_body, p, 1, 2, &solo);
+  assert_true(p->covered);
+  return (int)(rt_parallel_regions() - before);
+}
+
+/* A call whose team comes late (1 ms of lag made up by the hook) sends
+ * the next calls to one thread, with the same chunks, for 1 ms (at most
+ * 256 ms, the longest backoff); after it, or once reset, the team is back. */
+static void test_backoff(void **state) {
+  Probe p;
+  rt_team_backoff_test(true, 1000000);
+  assert_int_equal(probe_call(&p), 1);                    /* late */
+  double late = seconds();
+  int regions = probe_call(&p);
+  if (seconds() - late < 0.001) {   /* within the backoff: no region, no helper */
+    assert_int_equal(regions, 0);
+    assert_int_equal(p.in_parallel, 0);
+  }
+  sleep_us(300000);   /* past the longest backoff, whatever the real lag */
+  assert_int_equal(probe_call(&p), 1);                    /* late again */
+  rt_team_backoff_test(true, 0);
+  assert_int_equal(probe_call(&p), 1);                    /* reset */
+  assert_int_equal(p.in_parallel, 10);
+  rt_team_backoff_test(false, 0);
+  for (int call = 0; call < 20; call++)
+    assert_int_equal(probe_call(&p), 1);                  /* off: always a team */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cover),
@@ -296,6 +429,11 @@ int main(void) {
     cmocka_unit_test(test_graph_team),
     cmocka_unit_test(test_graph_one_region),
     cmocka_unit_test(test_graph_solo),
+    cmocka_unit_test(test_many_jobs_late_helpers),
+    cmocka_unit_test(test_backoff),
   };
+  /* Tests that count regions must not see a team backing off because
+   * the machine is busy; test_backoff turns it on for itself. */
+  rt_team_backoff_test(false, 0);
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
