@@ -751,6 +751,19 @@ int64_t kiln__bytes_at(const Graph *g, const Value *v, const int64_t *vals, int6
   return n;
 }
 
+void kiln__size_values(const Graph *g, int64_t batch, int64_t *vals) {
+  for (int i = 0; i < g->nsvars; i++)
+    vals[i] = i == g->batch_var ? batch : g->svals[i];
+}
+
+int64_t kiln__tensor_at(const Compiled *cc, const Value *v, int64_t batch, KilnTensor *t) {
+  int64_t vals[256];
+  kiln__size_values(cc->g, batch, vals);
+  *t = (KilnTensor){.name = v->name, .dtype = (KilnDType)v->type.dt, .rank = v->type.rank,
+                    .data = kiln__at(cc, v)};
+  return kiln__bytes_at(cc->g, v, vals, t->shape);
+}
+
 /* Before a compile frees m->cc: no input may be its input buffer. */
 static KilnStatus check_not_in_io(KilnModel *m, const KilnTensor **in) {
   const Compiled *cc = m->cc;
@@ -776,17 +789,8 @@ KilnStatus kiln_input_buffer(KilnModel *m, int i, KilnTensor *t) {
   if (!cc || !cc->last_batch)
     return kiln__fail(m, KILN_ERR_ARG, "input '%s' has no buffer before the model's first run",
                       m->sig->inputs[i]->name);
-  const Graph *g = cc->g;
-  const Value *v = g->inputs[i];
-  int64_t gv[256];
-  for (int j = 0; j < g->nsvars; j++)
-    gv[j] = j == g->batch_var ? cc->last_batch : g->svals[j];
-  memset(t, 0, sizeof *t);
+  kiln__tensor_at(cc, cc->g->inputs[i], cc->last_batch, t);
   t->name = m->sig->inputs[i]->name;
-  t->dtype = (KilnDType)v->type.dt;
-  t->rank = v->type.rank;
-  kiln__bytes_at(g, v, gv, t->shape);
-  t->data = kiln__at(cc, v);
   return KILN_OK;
 }
 
@@ -824,8 +828,7 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
   Compiled *cc = m->cc;
   const Graph *g = cc->g;
   int64_t gv[256], shape[RT_MAX_RANK];
-  for (int i = 0; i < g->nsvars; i++)
-    gv[i] = i == g->batch_var ? batch : g->svals[i];
+  kiln__size_values(g, batch, gv);
   for (int i = 0; i < g->ninputs; i++) {
     const Value *v = g->inputs[i];
     int64_t b = kiln__bytes_at(g, v, gv, shape);
@@ -835,14 +838,8 @@ KilnStatus kiln_run(KilnModel *m, const KilnTensor *inputs, int ninputs, KilnTen
   cc->last_batch = batch;
   kiln__call(m, cc, batch);
   for (int i = 0; i < noutputs; i++) {
-    const Value *v = g->outputs[i];
-    KilnTensor *t = &outputs[i];
-    memset(t, 0, sizeof *t);
-    t->name = s->outputs[i]->name;
-    t->dtype = (KilnDType)v->type.dt;
-    t->rank = v->type.rank;
-    kiln__bytes_at(g, v, gv, t->shape);
-    t->data = kiln__at(cc, v);
+    kiln__tensor_at(cc, g->outputs[i], batch, &outputs[i]);
+    outputs[i].name = s->outputs[i]->name;
   }
   return KILN_OK;
 }

@@ -118,6 +118,11 @@ void kiln__call(KilnModel *m, Compiled *cc, int64_t batch);
 /* v's shape with the size values vals (the batch's included) and its
  * bytes, or -1 if a size is unbound. */
 int64_t kiln__bytes_at(const Graph *g, const Value *v, const int64_t *vals, int64_t *shape);
+/* The size values of g with its batch bound to `batch`. */
+void kiln__size_values(const Graph *g, int64_t batch, int64_t *vals);
+/* v as a KilnTensor at `batch`, named as in cc's graph, its data where cc
+ * keeps it; returns its bytes. */
+int64_t kiln__tensor_at(const Compiled *cc, const Value *v, int64_t batch, KilnTensor *t);
 
 /* tools/train.c */
 void kiln__train_forget(KilnModel *m);     /* frees the compiled step and evaluation */

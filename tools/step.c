@@ -125,14 +125,12 @@ static KilnStatus lower_step(KilnModel *m, Graph **out, int *nstate, int64_t *wi
   return KILN_OK;
 }
 
-static int64_t as_tensor(const KilnStep *s, const Value *v, int64_t batch, KilnTensor *t);
-
 /* A window step's buffers for its outputs at one position. */
 static KilnStatus window_outputs(KilnStep *s) {
   s->at_pos = calloc((size_t)s->nout + 1, sizeof *s->at_pos);
   for (int i = 0; s->at_pos && i < s->nout; i++) {
     KilnTensor t;
-    int64_t bytes = as_tensor(s, s->cc->g->outputs[i], s->cc->max_batch, &t);
+    int64_t bytes = kiln__tensor_at(s->cc, s->cc->g->outputs[i], s->cc->max_batch, &t);
     if (!(s->at_pos[i] = malloc((size_t)(bytes > 0 ? bytes : 1))))
       return KILN_ERR_NOMEM;
   }
@@ -168,26 +166,11 @@ KilnStatus kiln_step_create(KilnModel *m, int64_t max_batch, KilnStep **out) {
 
 int kiln_step_state_count(const KilnStep *s) { return s ? s->nstate : 0; }
 
-/* The size values of cc's graph with the batch bound to `batch`. */
-static void size_values(const KilnStep *s, int64_t batch, int64_t *vals) {
-  const Graph *g = s->cc->g;
-  for (int i = 0; i < g->nsvars; i++)
-    vals[i] = i == g->batch_var ? batch : g->svals[i];
-}
-
-/* v as a KilnTensor at the given batch, its data where cc keeps it. */
-static int64_t as_tensor(const KilnStep *s, const Value *v, int64_t batch, KilnTensor *t) {
-  int64_t vals[256];
-  size_values(s, batch, vals);
-  *t = (KilnTensor){.name = v->name, .dtype = (KilnDType)v->type.dt, .rank = v->type.rank,
-                    .data = kiln__at(s->cc, v)};
-  return kiln__bytes_at(s->cc->g, v, vals, t->shape);
-}
 
 KilnStatus kiln_step_state(KilnStep *s, int i, KilnTensor *state) {
   if (!s || !state || i < 0 || i >= s->nstate)
     return KILN_ERR_ARG;
-  as_tensor(s, s->cc->g->inputs[s->nin + i], s->batch, state);
+  kiln__tensor_at(s->cc, s->cc->g->inputs[s->nin + i], s->batch, state);
   return KILN_OK;
 }
 
@@ -196,7 +179,7 @@ void kiln_step_reset(KilnStep *s) {
   int from = s && s->window ? 0 : s ? s->nin : 0, to = s ? s->nin + s->nstate : 0;
   for (int k = from; k < to; k++) {
     KilnTensor t;
-    int64_t bytes = as_tensor(s, s->cc->g->inputs[k], s->cc->max_batch, &t);
+    int64_t bytes = kiln__tensor_at(s->cc, s->cc->g->inputs[k], s->cc->max_batch, &t);
     memset(t.data, 0, bytes > 0 ? (size_t)bytes : 0);
   }
   if (s)
@@ -218,7 +201,7 @@ static void window_copy(char *full, char *one, int64_t bytes, int64_t batch, int
  * compiled input [batch, T, ...]. */
 static KilnStatus window_input(KilnStep *s, int i, const KilnTensor *t, int64_t batch) {
   KilnTensor want;
-  int64_t bytes = as_tensor(s, s->cc->g->inputs[i], batch, &want);
+  int64_t bytes = kiln__tensor_at(s->cc, s->cc->g->inputs[i], batch, &want);
   bool same = bytes >= 0 && t->data && t->dtype == want.dtype && t->rank == want.rank &&
               t->rank >= 2 && t->shape[1] == 1;
   for (int d = 0; same && d < t->rank; d++)
@@ -236,7 +219,7 @@ static KilnStatus window_input(KilnStep *s, int i, const KilnTensor *t, int64_t 
 static KilnStatus take_input(KilnStep *s, int i, const KilnTensor *t, int64_t batch) {
   KilnTensor want;
   char have[128], need[128];
-  int64_t bytes = as_tensor(s, s->cc->g->inputs[i], batch, &want);
+  int64_t bytes = kiln__tensor_at(s->cc, s->cc->g->inputs[i], batch, &want);
   bool same = bytes >= 0 && t->dtype == want.dtype && t->rank == want.rank && t->data;
   for (int d = 0; same && d < t->rank; d++)
     same = t->shape[d] == want.shape[d];
@@ -289,7 +272,7 @@ static KilnStatus feed(KilnStep *s, const KilnTensor *in, int n, int64_t *batch)
 static void window_results(KilnStep *s, int64_t batch, KilnTensor *outputs, int noutputs) {
   for (int i = 0; i < noutputs; i++) {
     KilnTensor *t = &outputs[i];
-    int64_t bytes = as_tensor(s, s->cc->g->outputs[i], batch, t);
+    int64_t bytes = kiln__tensor_at(s->cc, s->cc->g->outputs[i], batch, t);
     t->name = s->m->sig->outputs[i]->name;
     if (t->rank < 2 || t->shape[1] != s->window)
       continue;
@@ -323,12 +306,12 @@ KilnStatus kiln_step_run(KilnStep *s, const KilnTensor *inputs, int ninputs, Kil
   }
   for (int k = 0; k < s->nstate; k++) {   /* the carries move on */
     KilnTensor next, cur;
-    int64_t bytes = as_tensor(s, s->cc->g->outputs[s->nout + k], batch, &next);
-    as_tensor(s, s->cc->g->inputs[s->nin + k], batch, &cur);
+    int64_t bytes = kiln__tensor_at(s->cc, s->cc->g->outputs[s->nout + k], batch, &next);
+    kiln__tensor_at(s->cc, s->cc->g->inputs[s->nin + k], batch, &cur);
     memmove(cur.data, next.data, (size_t)bytes);
   }
   for (int i = 0; i < noutputs; i++) {
-    as_tensor(s, s->cc->g->outputs[i], batch, &outputs[i]);
+    kiln__tensor_at(s->cc, s->cc->g->outputs[i], batch, &outputs[i]);
     outputs[i].name = s->m->sig->outputs[i]->name;
   }
   return KILN_OK;

@@ -1299,8 +1299,8 @@ static KilnStatus copy_input(KilnModel *m, Compiled *cc, int i, const KilnTensor
   int64_t vals[256], d, bytes = rt_dtype_size(v->type.dt);
   char tb[160], sb[128];
   bool ok = (int)t->dtype == (int)v->type.dt && t->rank == v->type.rank && g->nsvars <= 256;
-  for (int k = 0; k < g->nsvars && ok; k++)
-    vals[k] = k == g->batch_var ? batch : g->svals[k];
+  if (ok)
+    kiln__size_values(g, batch, vals);
   for (int k = 0; ok && k < t->rank; k++) {
     ok = sz_eval(v->type.dim[k], vals, &d) && d == t->shape[k];
     bytes *= d;
